@@ -1,0 +1,1 @@
+//! The projector runtime and the projectors built on it (see issue: projectors).

@@ -1,0 +1,1 @@
+//! HTTP queries over the read models (see issue: read-api).

@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# The local stack without Docker: installs what is missing and starts, stops and
+# reports PostgreSQL, noida-db (Kafka + Elasticsearch protocols) and the schema
+# registry on 127.0.0.1, with state under .dev/. Every process it starts gets a PID
+# file in .dev/run/, and only those processes are ever stopped.
+#
+#   scripts/stack.sh install            install missing packages (apt, pip), idempotent
+#   scripts/stack.sh start [COMP...]    start components that are not running yet
+#   scripts/stack.sh stop [COMP...]     stop components started by this script
+#   scripts/stack.sh status             what runs, where, with which PID
+#   scripts/stack.sh env                the environment variables the services and tests read
+#
+# Components, in start order: postgres noida registry.
+# `start` prints the names of the components it actually started on fd 3 when
+# STARTED_FILE is set, so `make test` can stop exactly those afterwards.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEV="$ROOT/.dev"
+RUN="$DEV/run"
+LOGS="$DEV/logs"
+mkdir -p "$RUN" "$LOGS"
+
+PG_PORT="${PG_PORT:-55432}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+ES_PORT="${ES_PORT:-9200}"
+REGISTRY_PORT="${REGISTRY_PORT:-8081}"
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+PG_DATA="$DEV/postgres"
+NOIDA_VERSION="0.2.3"
+NOIDA_BIN="$DEV/venv/lib/python3.11/site-packages/noida_db/noida-db"
+CARGO_PROFILE="${CARGO_PROFILE:-debug}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:$KAFKA_PORT}"
+export ELASTICSEARCH_URL="${ELASTICSEARCH_URL:-http://127.0.0.1:$ES_PORT}"
+export DATABASE_URL="${DATABASE_URL:-postgres://factline@127.0.0.1:$PG_PORT/factline}"
+export SCHEMA_REGISTRY_URL="${SCHEMA_REGISTRY_URL:-http://127.0.0.1:$REGISTRY_PORT}"
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- install
+
+apt_missing() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    echo "${missing[@]:-}"
+}
+
+install() {
+    local missing
+    missing="$(apt_missing postgresql cmake build-essential pkg-config libssl-dev libsasl2-dev python3-venv curl)"
+    if [ -n "$missing" ]; then
+        log "installing Debian packages: $missing"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+    fi
+    if [ ! -x "$NOIDA_BIN" ]; then
+        log "installing noida-db $NOIDA_VERSION into .dev/venv"
+        python3 -m venv "$DEV/venv"
+        "$DEV/venv/bin/pip" install -q "noida-db==$NOIDA_VERSION"
+    fi
+    command -v cargo >/dev/null || die "cargo is not installed: install Rust with rustup first"
+}
+
+# ---------------------------------------------------------------- helpers
+
+pid_alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_until() { # wait_until SECONDS DESCRIPTION LOG COMMAND...
+    local deadline=$((SECONDS + $1)) what="$2" logfile="$3"
+    shift 3
+    until "$@" >/dev/null 2>&1; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            log "$what did not become ready in time; last lines of $logfile:"
+            tail -n 20 "$logfile" >&2 || true
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
+
+note_started() { if [ -n "${STARTED_FILE:-}" ]; then echo "$1" >>"$STARTED_FILE"; fi; }
+
+as_postgres() { su postgres -s /bin/sh -c "$1"; }
+
+# ---------------------------------------------------------------- postgres
+
+start_postgres() {
+    if [ -f "$PG_DATA/postmaster.pid" ] && as_postgres "$PG_BIN/pg_ctl -D '$PG_DATA' status" >/dev/null 2>&1; then
+        return 0
+    fi
+    if port_open "$PG_PORT"; then
+        log "port $PG_PORT is taken by a process this script did not start; using it as PostgreSQL"
+        return 0
+    fi
+    [ -x "$PG_BIN/initdb" ] || die "PostgreSQL server binaries not found in $PG_BIN (run: scripts/stack.sh install)"
+    if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+        log "initialising PostgreSQL cluster in .dev/postgres"
+        mkdir -p "$PG_DATA"
+        chown postgres:postgres "$PG_DATA"
+        as_postgres "$PG_BIN/initdb -D '$PG_DATA' -A trust -U postgres" >"$LOGS/postgres-initdb.log" 2>&1
+    fi
+    chown postgres:postgres "$LOGS" 2>/dev/null || true
+    touch "$LOGS/postgres.log" && chown postgres:postgres "$LOGS/postgres.log"
+    log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+    as_postgres "$PG_BIN/pg_ctl -D '$PG_DATA' -l '$LOGS/postgres.log' -w -t 60 \
+        -o \"-p $PG_PORT -k '$PG_DATA' -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=on -c shared_buffers=512MB\" start" >/dev/null
+    head -n 1 "$PG_DATA/postmaster.pid" >"$RUN/postgres.pid"
+    local psql="$PG_BIN/psql -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres -qAt"
+    if [ "$($psql -c "SELECT 1 FROM pg_roles WHERE rolname='factline'")" != "1" ]; then
+        $psql -c "CREATE ROLE factline LOGIN SUPERUSER" >/dev/null
+    fi
+    if [ "$($psql -c "SELECT 1 FROM pg_database WHERE datname='factline'")" != "1" ]; then
+        $psql -c "CREATE DATABASE factline OWNER factline" >/dev/null
+    fi
+    note_started postgres
+}
+
+stop_postgres() {
+    if [ -f "$RUN/postgres.pid" ]; then
+        log "stopping PostgreSQL"
+        as_postgres "$PG_BIN/pg_ctl -D '$PG_DATA' -m fast -w stop" >/dev/null 2>&1 || true
+        rm -f "$RUN/postgres.pid"
+    fi
+}
+
+# ---------------------------------------------------------------- noida-db (Kafka + Elasticsearch)
+
+start_noida() {
+    if pid_alive noida; then return 0; fi
+    if port_open "$KAFKA_PORT" && port_open "$ES_PORT"; then
+        log "ports $KAFKA_PORT and $ES_PORT are taken by processes this script did not start; using them as Kafka and Elasticsearch"
+        return 0
+    fi
+    [ -x "$NOIDA_BIN" ] || die "noida-db not installed (run: scripts/stack.sh install)"
+    log "starting noida-db: Kafka on 127.0.0.1:$KAFKA_PORT, Elasticsearch on 127.0.0.1:$ES_PORT"
+    mkdir -p "$DEV/noida"
+    # The binary itself, not the Python wrapper: stopping the wrapper would orphan the server.
+    setsid "$NOIDA_BIN" start --only kafka,elasticsearch --host 127.0.0.1 \
+        --kafka-port "$KAFKA_PORT" --elasticsearch-port "$ES_PORT" --data-dir "$DEV/noida" \
+        >>"$LOGS/noida.log" 2>&1 </dev/null &
+    echo $! >"$RUN/noida.pid"
+    wait_until 60 "Kafka (noida-db)" "$LOGS/noida.log" port_open "$KAFKA_PORT"
+    wait_until 60 "Elasticsearch (noida-db)" "$LOGS/noida.log" curl -fsS "$ELASTICSEARCH_URL/"
+    note_started noida
+}
+
+stop_pid() { # stop_pid NAME: SIGTERM, wait up to 20 s, then SIGKILL
+    local name="$1"
+    pid_alive "$name" || { rm -f "$RUN/$name.pid"; return 0; }
+    local pid
+    pid="$(cat "$RUN/$name.pid")"
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$RUN/$name.pid"
+}
+
+# ---------------------------------------------------------------- schema registry
+
+start_registry() {
+    if pid_alive registry; then return 0; fi
+    if port_open "$REGISTRY_PORT"; then
+        log "port $REGISTRY_PORT is taken by a process this script did not start; using it as the schema registry"
+        return 0
+    fi
+    local bin="$TARGET_DIR/$CARGO_PROFILE/factline-registry"
+    log "building the schema registry"
+    local release=()
+    [ "$CARGO_PROFILE" = "release" ] && release=(--release)
+    (cd "$ROOT" && cargo build -q "${release[@]}" -p factline-registry --bin factline-registry)
+    log "starting the schema registry on $SCHEMA_REGISTRY_URL"
+    REGISTRY_ADDR="127.0.0.1:$REGISTRY_PORT" setsid "$bin" >>"$LOGS/registry.log" 2>&1 </dev/null &
+    echo $! >"$RUN/registry.pid"
+    wait_until 60 "the schema registry" "$LOGS/registry.log" curl -fsS "$SCHEMA_REGISTRY_URL/subjects"
+    note_started registry
+}
+
+# ---------------------------------------------------------------- commands
+
+ALL=(postgres noida registry)
+
+start() {
+    local comps=("$@")
+    [ ${#comps[@]} -gt 0 ] || comps=("${ALL[@]}")
+    for c in "${comps[@]}"; do
+        case "$c" in
+            postgres) start_postgres ;;
+            noida) start_noida ;;
+            registry) start_registry ;;
+            *) die "unknown component '$c' (known: ${ALL[*]})" ;;
+        esac
+    done
+}
+
+stop() {
+    local comps=("$@")
+    [ ${#comps[@]} -gt 0 ] || comps=(registry noida postgres)
+    for c in "${comps[@]}"; do
+        case "$c" in
+            postgres) stop_postgres ;;
+            noida | registry) stop_pid "$c" ;;
+            *) die "unknown component '$c' (known: ${ALL[*]})" ;;
+        esac
+    done
+}
+
+status() {
+    printf '%-10s %-8s %-8s %s\n' COMPONENT STATE PID ADDRESS
+    row() { # name address port
+        local state="down" pid="-"
+        if [ -f "$RUN/$1.pid" ]; then pid="$(cat "$RUN/$1.pid")"; fi
+        if pid_alive "$1"; then state="up"; elif port_open "$3"; then state="foreign"; fi
+        printf '%-10s %-8s %-8s %s\n' "$1" "$state" "$pid" "$2"
+    }
+    row postgres "$DATABASE_URL" "$PG_PORT"
+    row noida "kafka $KAFKA_BROKERS, elasticsearch $ELASTICSEARCH_URL" "$KAFKA_PORT"
+    row registry "$SCHEMA_REGISTRY_URL" "$REGISTRY_PORT"
+}
+
+env_vars() {
+    cat <<EOF
+export KAFKA_BROKERS=$KAFKA_BROKERS
+export ELASTICSEARCH_URL=$ELASTICSEARCH_URL
+export DATABASE_URL=$DATABASE_URL
+export SCHEMA_REGISTRY_URL=$SCHEMA_REGISTRY_URL
+export NOIDA_DATA_DIR=$DEV/noida
+export NOIDA_BIN=$NOIDA_BIN
+EOF
+}
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+    install) install ;;
+    start) start "$@" ;;
+    stop) stop "$@" ;;
+    status) status ;;
+    env) env_vars ;;
+    *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
