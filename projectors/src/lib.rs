@@ -1,1 +1,33 @@
-//! The projector runtime and the projectors built on it (see issue: projectors).
+//! The projector runtime and the projectors built on it.
+//!
+//! A projection ([`Projection`]) says which events it wants and how each one changes its read
+//! model in PostgreSQL; [`run`] does everything else: consumer group `{name}-v{version}`,
+//! decoding through the schema registry, batching, one transaction per batch holding the
+//! read-model change, the applied event ids and the positions, seeking to the stored positions
+//! on every assignment, dead-lettering, retries, metrics, health and graceful shutdown.
+//!
+//! Sample projections live in [`projections`]; [`declarative`] runs a projection described in a
+//! TOML file.
+
+pub mod backoff;
+pub mod batch;
+pub mod bookkeeping;
+pub mod config;
+pub mod consumer;
+pub mod dead_letter;
+pub mod declarative;
+pub mod decode;
+pub mod error;
+pub mod http;
+pub mod positions;
+pub mod projection;
+pub mod projections;
+pub mod record;
+pub mod runner;
+pub mod signal;
+pub mod telemetry;
+
+pub use config::{Config, ConfigError};
+pub use error::{ProjectionError, RunError};
+pub use projection::{versioned_table, Event, Migration, Origin, Projection};
+pub use runner::run;

@@ -1,0 +1,193 @@
+//! Applies one batch in ONE PostgreSQL transaction: the read-model changes, the applied event
+//! ids and the positions commit together, and dead letters are written before the commit.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Object;
+use uuid::Uuid;
+
+use crate::dead_letter::{DeadLetter, DeadLetterWriter};
+use crate::decode::Decoded;
+use crate::error::{pg_message, ProjectionError};
+use crate::positions::{self, Advance, TopicPartition};
+use crate::projection::Projection;
+use crate::record::Record;
+
+/// A consumed record and what it decoded to.
+#[derive(Debug)]
+pub struct Item {
+    /// The record as read.
+    pub record: Record,
+    /// What it is to the projection.
+    pub decoded: Decoded,
+}
+
+/// What a committed batch did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outcome {
+    /// Events applied.
+    pub applied: u64,
+    /// Events skipped as already applied (same `event_id`).
+    pub duplicates: u64,
+    /// Records below the stored position (already covered by an earlier commit).
+    pub behind: u64,
+    /// Ignored records per event type.
+    pub ignored: BTreeMap<String, u64>,
+    /// Records dead-lettered.
+    pub dead_lettered: u64,
+    /// The new next offset per partition.
+    pub positions: HashMap<TopicPartition, i64>,
+}
+
+/// A batch failed for a reason worth retrying; nothing was committed.
+#[derive(Debug, thiserror::Error)]
+#[error("batch failed transiently: {0}")]
+pub struct TransientBatchError(pub String);
+
+impl From<tokio_postgres::Error> for TransientBatchError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        TransientBatchError(pg_message(&e))
+    }
+}
+
+/// Applies and commits a batch. On error nothing is committed (dead letters may have been
+/// written: dead-lettering is at-least-once).
+pub async fn commit<P: Projection>(
+    projection: &P,
+    dead_letters: &DeadLetterWriter,
+    client: &mut Object,
+    items: &[Item],
+    high_watermarks: &HashMap<TopicPartition, i64>,
+) -> Result<Outcome, TransientBatchError> {
+    let projector = projection.name().to_owned();
+    let version = projection.version();
+    let mut outcome = Outcome::default();
+    let mut tx = client.transaction().await?;
+
+    // Lock the position rows of the partitions in this batch: the stored next offset decides
+    // which records are still to apply.
+    let mut partitions: Vec<TopicPartition> = items
+        .iter()
+        .map(|i| (i.record.origin.topic.clone(), i.record.origin.partition))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    partitions.sort();
+    let mut stored = HashMap::new();
+    for (topic, partition) in &partitions {
+        let next = positions::lock(&tx, &projector, version, topic, *partition).await?;
+        stored.insert((topic.clone(), *partition), next);
+    }
+
+    // Event ids already applied in earlier batches.
+    let ids: Vec<Uuid> = items
+        .iter()
+        .filter_map(|i| match &i.decoded {
+            Decoded::Event(e) => Some(e.envelope.event_id),
+            _ => None,
+        })
+        .collect();
+    let mut seen: HashSet<Uuid> = tx
+        .query(
+            "SELECT event_id FROM factline_projector_applied \
+             WHERE projector = $1 AND version = $2 AND event_id = ANY($3)",
+            &[&projector, &(version as i32), &ids],
+        )
+        .await?
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect();
+
+    let mut applied_ids = Vec::new();
+    let mut letters = Vec::new();
+    let mut last: HashMap<TopicPartition, (i64, Option<DateTime<Utc>>)> = HashMap::new();
+    for item in items {
+        let origin = &item.record.origin;
+        let tp = (origin.topic.clone(), origin.partition);
+        if stored.get(&tp).is_some_and(|next| origin.offset < *next) {
+            outcome.behind += 1;
+            continue;
+        }
+        let mut occurred_at = item
+            .record
+            .timestamp_ms
+            .and_then(DateTime::<Utc>::from_timestamp_millis);
+        match &item.decoded {
+            Decoded::Ignored { event_type } => {
+                tracing::debug!(projector = %projector, event_type, offset = origin.offset,
+                    "event type not consumed, skipped");
+                *outcome.ignored.entry(event_type.clone()).or_default() += 1;
+            }
+            Decoded::Poison { error } => {
+                letters.push(DeadLetter {
+                    record: item.record.clone(),
+                    error: error.clone(),
+                });
+            }
+            Decoded::Event(event) => {
+                occurred_at = Some(event.envelope.occurred_at);
+                let id = event.envelope.event_id;
+                if !seen.insert(id) {
+                    outcome.duplicates += 1;
+                } else {
+                    let savepoint = tx.savepoint("factline_event").await?;
+                    match projection.apply(&savepoint, event).await {
+                        Ok(()) => {
+                            savepoint.commit().await?;
+                            applied_ids.push(id);
+                            outcome.applied += 1;
+                        }
+                        Err(ProjectionError::Transient(message)) => {
+                            return Err(TransientBatchError(message));
+                        }
+                        Err(ProjectionError::Permanent(message)) => {
+                            savepoint.rollback().await?;
+                            // A rejected id is not recorded: a later copy is judged again.
+                            seen.remove(&id);
+                            letters.push(DeadLetter {
+                                record: item.record.clone(),
+                                error: format!("rejected by projection: {message}"),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let entry = last.entry(tp).or_insert((origin.offset, occurred_at));
+        if origin.offset >= entry.0 {
+            *entry = (origin.offset, occurred_at.or(entry.1));
+        }
+    }
+
+    if !applied_ids.is_empty() {
+        tx.execute(
+            "INSERT INTO factline_projector_applied (projector, version, event_id) \
+             SELECT $1, $2, unnest($3::uuid[]) ON CONFLICT DO NOTHING",
+            &[&projector, &(version as i32), &applied_ids],
+        )
+        .await?;
+    }
+    for letter in &letters {
+        tracing::warn!(projector = %projector, topic = %letter.record.origin.topic,
+            partition = letter.record.origin.partition, offset = letter.record.origin.offset,
+            error = %letter.error, "record dead-lettered");
+        dead_letters
+            .write(letter)
+            .await
+            .map_err(|e| TransientBatchError(e.to_string()))?;
+    }
+    outcome.dead_lettered = letters.len() as u64;
+    for ((topic, partition), (offset, last_event_at)) in &last {
+        let tp = (topic.clone(), *partition);
+        let advance = Advance {
+            next_offset: offset + 1,
+            high_watermark: high_watermarks.get(&tp).copied(),
+            last_event_at: *last_event_at,
+        };
+        positions::advance(&tx, &projector, version, topic, *partition, &advance).await?;
+        outcome.positions.insert(tp, offset + 1);
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}

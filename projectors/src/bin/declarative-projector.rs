@@ -1,0 +1,25 @@
+//! Runs a declarative projection: `declarative-projector --config FILE`; connections from the
+//! environment, see [`factline_projectors::Config`].
+
+use clap::Parser;
+use factline_projectors::declarative::{DeclarativeConfig, DeclarativeProjection};
+
+/// Command line.
+#[derive(Parser)]
+#[command(about = "Runs a projection described by a TOML file")]
+struct Args {
+    /// The projection file, e.g. projectors/config/customer_directory.toml.
+    #[arg(long, env = "PROJECTOR_CONFIG")]
+    config: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    factline_projectors::signal::init_tracing();
+    let projection = DeclarativeProjection::new(DeclarativeConfig::load(&args.config)?);
+    let config = factline_projectors::Config::from_env()?;
+    let shutdown = factline_projectors::signal::shutdown_signal();
+    factline_projectors::run(config, projection, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! The runtime's own tables in the sink (created in the connection's current schema) and the
+//! per-projector migrations.
+//!
+//! - `factline_projector_positions`: the next offset to apply per projector, version, topic and
+//!   partition, plus the high watermark seen so readers can compute lag;
+//! - `factline_projector_applied`: event ids already applied (duplicates are skipped);
+//! - `factline_projector_migrations`: which migrations ran for which projector version;
+//! - `factline_projector_rebuilds`: each version's state (`building`, `live`, `retired`).
+
+use deadpool_postgres::Object;
+
+use crate::error::{is_transient_pg, pg_message, ProjectionError};
+use crate::projection::Migration;
+
+/// The DDL of the runtime tables, idempotent.
+pub const RUNTIME_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS factline_projector_positions (
+    projector      text        NOT NULL,
+    version        integer     NOT NULL,
+    topic          text        NOT NULL,
+    partition      integer     NOT NULL,
+    next_offset    bigint      NOT NULL,
+    high_watermark bigint,
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    last_event_at  timestamptz,
+    PRIMARY KEY (projector, version, topic, partition)
+);
+CREATE TABLE IF NOT EXISTS factline_projector_applied (
+    projector text    NOT NULL,
+    version   integer NOT NULL,
+    event_id  uuid    NOT NULL,
+    PRIMARY KEY (projector, version, event_id)
+);
+CREATE TABLE IF NOT EXISTS factline_projector_migrations (
+    projector  text        NOT NULL,
+    version    integer     NOT NULL,
+    migration  text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (projector, version, migration)
+);
+CREATE TABLE IF NOT EXISTS factline_projector_rebuilds (
+    projector    text        NOT NULL,
+    version      integer     NOT NULL,
+    state        text        NOT NULL CHECK (state IN ('building', 'live', 'retired')),
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    caught_up_at timestamptz,
+    swapped_at   timestamptz,
+    PRIMARY KEY (projector, version)
+);
+";
+
+/// A failure while preparing the sink.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The database is unreachable or busy: retry.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// A migration is broken: stop.
+    #[error("migration {migration} failed: {message}")]
+    Migration {
+        /// The migration id.
+        migration: String,
+        /// The database's message.
+        message: String,
+    },
+}
+
+impl From<tokio_postgres::Error> for BootstrapError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        BootstrapError::Transient(pg_message(&e))
+    }
+}
+
+/// The live version of a projector when this one started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// This version serves the views.
+    Live,
+    /// An older version serves; this one builds its tables and takes over when caught up.
+    Building {
+        /// The version currently live.
+        live: u32,
+    },
+    /// A newer version already took over; this one keeps its own tables up to date only.
+    Superseded {
+        /// The version currently live.
+        live: u32,
+    },
+}
+
+/// Creates the runtime tables, runs the projection's pending migrations and registers this
+/// version, all in one transaction under an advisory lock (instances start concurrently).
+pub async fn bootstrap(
+    client: &mut Object,
+    projector: &str,
+    version: u32,
+    migrations: &[Migration],
+    views: &[String],
+) -> Result<Liveness, BootstrapError> {
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('factline_projectors'))",
+        &[],
+    )
+    .await?;
+    tx.batch_execute(RUNTIME_TABLES).await?;
+    let version_i = version as i32;
+    for migration in migrations {
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM factline_projector_migrations \
+                 WHERE projector = $1 AND version = $2 AND migration = $3",
+                &[&projector, &version_i, &migration.id],
+            )
+            .await?;
+        if done.is_some() {
+            continue;
+        }
+        if let Err(e) = tx.batch_execute(&migration.sql).await {
+            if is_transient_pg(&e) {
+                return Err(e.into());
+            }
+            return Err(BootstrapError::Migration {
+                migration: migration.id.clone(),
+                message: pg_message(&e),
+            });
+        }
+        tx.execute(
+            "INSERT INTO factline_projector_migrations (projector, version, migration) \
+             VALUES ($1, $2, $3)",
+            &[&projector, &version_i, &migration.id],
+        )
+        .await?;
+        tracing::info!(projector, version, migration = %migration.id, "migration applied");
+    }
+    let live: Option<i32> = tx
+        .query_opt(
+            "SELECT version FROM factline_projector_rebuilds \
+             WHERE projector = $1 AND state = 'live'",
+            &[&projector],
+        )
+        .await?
+        .map(|row| row.get(0));
+    let liveness = match live {
+        None => {
+            tx.execute(
+                "INSERT INTO factline_projector_rebuilds (projector, version, state, caught_up_at, swapped_at) \
+                 VALUES ($1, $2, 'live', now(), now()) \
+                 ON CONFLICT (projector, version) DO UPDATE SET state = 'live', swapped_at = now()",
+                &[&projector, &version_i],
+            )
+            .await?;
+            create_views(&tx, version, views).await?;
+            Liveness::Live
+        }
+        Some(live) if live == version_i => {
+            create_views(&tx, version, views).await?;
+            Liveness::Live
+        }
+        Some(live) => {
+            tx.execute(
+                "INSERT INTO factline_projector_rebuilds (projector, version, state) \
+                 VALUES ($1, $2, 'building') ON CONFLICT (projector, version) DO NOTHING",
+                &[&projector, &version_i],
+            )
+            .await?;
+            if live < version_i {
+                Liveness::Building { live: live as u32 }
+            } else {
+                Liveness::Superseded { live: live as u32 }
+            }
+        }
+    };
+    tx.commit().await?;
+    Ok(liveness)
+}
+
+/// Points each view without suffix at this version's table, in the caller's transaction (so a
+/// swap of several views is atomic).
+pub async fn create_views(
+    tx: &tokio_postgres::Transaction<'_>,
+    version: u32,
+    views: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    for base in views {
+        let table = crate::projection::versioned_table(base, version);
+        tx.batch_execute(&format!(
+            "DROP VIEW IF EXISTS {base}; CREATE VIEW {base} AS SELECT * FROM {table};"
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Makes `version` the live one if it is newer than the live version: marks the old one
+/// retired and swaps the views, in one transaction. Returns whether it swapped.
+pub async fn swap_live(
+    client: &mut Object,
+    projector: &str,
+    version: u32,
+    views: &[String],
+) -> Result<bool, ProjectionError> {
+    let version_i = version as i32;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('factline_projectors'))",
+        &[],
+    )
+    .await?;
+    let live: Option<i32> = tx
+        .query_opt(
+            "SELECT version FROM factline_projector_rebuilds WHERE projector = $1 AND state = 'live'",
+            &[&projector],
+        )
+        .await?
+        .map(|row| row.get(0));
+    if live.is_some_and(|live| live >= version_i) {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE factline_projector_rebuilds SET state = 'retired' \
+         WHERE projector = $1 AND state = 'live'",
+        &[&projector],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE factline_projector_rebuilds \
+         SET state = 'live', caught_up_at = COALESCE(caught_up_at, now()), swapped_at = now() \
+         WHERE projector = $1 AND version = $2",
+        &[&projector, &version_i],
+    )
+    .await?;
+    create_views(&tx, version, views).await?;
+    tx.commit().await?;
+    Ok(true)
+}

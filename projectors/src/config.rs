@@ -1,0 +1,291 @@
+//! Projector configuration: one struct, defaults embedded, environment overrides, a pure
+//! [`Config::validate`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything a projector process needs; see [`Config::from_env`] for the variables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Kafka bootstrap servers (`KAFKA_BROKERS`).
+    pub kafka_brokers: String,
+    /// The schema registry (`SCHEMA_REGISTRY_URL`).
+    pub schema_registry_url: String,
+    /// The PostgreSQL sink (`DATABASE_URL`); `options=-csearch_path=...` selects a schema.
+    pub database_url: String,
+    /// Where `/healthz` and `/metrics` are served (`PROJECTOR_ADDR`); none: no HTTP server.
+    pub http_addr: Option<SocketAddr>,
+    /// A batch is committed once it holds this many records (`PROJECTOR_BATCH_MAX_EVENTS`).
+    pub batch_max_events: usize,
+    /// …or once its first record waited this long (`PROJECTOR_BATCH_MAX_WAIT_MS`).
+    pub batch_max_wait_ms: u64,
+    /// Prepended to every topic name and to the consumer group (`PROJECTOR_TOPIC_PREFIX`), so
+    /// tests and tenants can share one cluster.
+    pub topic_prefix: String,
+    /// First retry delay after a transient failure (`PROJECTOR_BACKOFF_INITIAL_MS`).
+    pub backoff_initial_ms: u64,
+    /// Retry delays double up to this cap (`PROJECTOR_BACKOFF_MAX_MS`).
+    pub backoff_max_ms: u64,
+    /// Size of the PostgreSQL connection pool (`PROJECTOR_DATABASE_POOL_SIZE`).
+    pub database_pool_size: usize,
+    /// Also commit offsets to Kafka after each PostgreSQL commit, for tooling only; positions in
+    /// PostgreSQL stay the truth (`PROJECTOR_COMMIT_TO_KAFKA`).
+    pub commit_to_kafka: bool,
+    /// Raw librdkafka properties (`KAFKA_PROPERTY_SECURITY_PROTOCOL=SSL` ->
+    /// `security.protocol=SSL`), applied to the consumer and the dead-letter producer.
+    pub kafka_properties: BTreeMap<String, String>,
+}
+
+/// A configuration problem, naming the variable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is missing.
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    /// A variable has a value that cannot be used.
+    #[error("{name} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// A configuration with the defaults and the given addresses.
+    pub fn new(kafka_brokers: &str, schema_registry_url: &str, database_url: &str) -> Config {
+        Config {
+            kafka_brokers: kafka_brokers.to_owned(),
+            schema_registry_url: schema_registry_url.to_owned(),
+            database_url: database_url.to_owned(),
+            http_addr: None,
+            batch_max_events: 500,
+            batch_max_wait_ms: 100,
+            topic_prefix: String::new(),
+            backoff_initial_ms: 100,
+            backoff_max_ms: 10_000,
+            database_pool_size: 4,
+            commit_to_kafka: true,
+            kafka_properties: BTreeMap::new(),
+        }
+    }
+
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(std::env::vars())
+    }
+
+    /// Reads configuration from `(name, value)` pairs (the environment, or a test's map).
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(
+        vars: I,
+    ) -> Result<Config, ConfigError> {
+        let vars: BTreeMap<String, String> = vars.into_iter().collect();
+        let required = |name: &'static str| -> Result<String, ConfigError> {
+            vars.get(name)
+                .filter(|v| !v.trim().is_empty())
+                .cloned()
+                .ok_or(ConfigError::Missing(name))
+        };
+        let mut config = Config::new(
+            &required("KAFKA_BROKERS")?,
+            &required("SCHEMA_REGISTRY_URL")?,
+            &required("DATABASE_URL")?,
+        );
+        if let Some(addr) = vars.get("PROJECTOR_ADDR") {
+            config.http_addr = Some(parse("PROJECTOR_ADDR", addr)?);
+        }
+        if let Some(v) = vars.get("PROJECTOR_BATCH_MAX_EVENTS") {
+            config.batch_max_events = parse("PROJECTOR_BATCH_MAX_EVENTS", v)?;
+        }
+        if let Some(v) = vars.get("PROJECTOR_BATCH_MAX_WAIT_MS") {
+            config.batch_max_wait_ms = parse("PROJECTOR_BATCH_MAX_WAIT_MS", v)?;
+        }
+        if let Some(v) = vars.get("PROJECTOR_TOPIC_PREFIX") {
+            config.topic_prefix = v.clone();
+        }
+        if let Some(v) = vars.get("PROJECTOR_BACKOFF_INITIAL_MS") {
+            config.backoff_initial_ms = parse("PROJECTOR_BACKOFF_INITIAL_MS", v)?;
+        }
+        if let Some(v) = vars.get("PROJECTOR_BACKOFF_MAX_MS") {
+            config.backoff_max_ms = parse("PROJECTOR_BACKOFF_MAX_MS", v)?;
+        }
+        if let Some(v) = vars.get("PROJECTOR_DATABASE_POOL_SIZE") {
+            config.database_pool_size = parse("PROJECTOR_DATABASE_POOL_SIZE", v)?;
+        }
+        if let Some(v) = vars.get("PROJECTOR_COMMIT_TO_KAFKA") {
+            config.commit_to_kafka = parse("PROJECTOR_COMMIT_TO_KAFKA", v)?;
+        }
+        if let Some(unknown) = vars
+            .keys()
+            .find(|k| k.starts_with("PROJECTOR_") && !KNOWN_VARIABLES.contains(&k.as_str()))
+        {
+            return Err(ConfigError::Invalid {
+                name: "PROJECTOR_*",
+                reason: format!("unknown variable {unknown}"),
+            });
+        }
+        for (name, value) in &vars {
+            if let Some(property) = name.strip_prefix("KAFKA_PROPERTY_") {
+                config.kafka_properties.insert(
+                    property.to_ascii_lowercase().replace('_', "."),
+                    value.clone(),
+                );
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values without touching the network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name: &'static str, reason: &str| {
+            Err(ConfigError::Invalid {
+                name,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.kafka_brokers.trim().is_empty() {
+            return Err(ConfigError::Missing("KAFKA_BROKERS"));
+        }
+        if !(self.schema_registry_url.starts_with("http://")
+            || self.schema_registry_url.starts_with("https://"))
+        {
+            return invalid("SCHEMA_REGISTRY_URL", "must be an http(s) URL");
+        }
+        if let Err(e) = self.database_url.parse::<tokio_postgres::Config>() {
+            return invalid("DATABASE_URL", &e.to_string());
+        }
+        if self.batch_max_events == 0 {
+            return invalid("PROJECTOR_BATCH_MAX_EVENTS", "must be at least 1");
+        }
+        if self.batch_max_wait_ms == 0 {
+            return invalid("PROJECTOR_BATCH_MAX_WAIT_MS", "must be at least 1");
+        }
+        if self.backoff_initial_ms == 0 || self.backoff_max_ms < self.backoff_initial_ms {
+            return invalid(
+                "PROJECTOR_BACKOFF_MAX_MS",
+                "backoff must be positive and the cap at least the initial delay",
+            );
+        }
+        if self.database_pool_size < 2 {
+            return invalid("PROJECTOR_DATABASE_POOL_SIZE", "must be at least 2");
+        }
+        for key in ["enable.auto.commit", "enable.auto.offset.store", "group.id"] {
+            if self.kafka_properties.contains_key(key) {
+                return invalid(
+                    "KAFKA_PROPERTY_*",
+                    &format!("{key} is owned by the projector runtime"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The longest a batch waits before it is committed.
+    pub fn batch_max_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_max_wait_ms)
+    }
+
+    /// The Kafka topic consumed for a logical topic (`orders` -> `{prefix}orders`).
+    pub fn topic(&self, logical: &str) -> String {
+        format!("{}{logical}", self.topic_prefix)
+    }
+
+    /// The consumer group of a projector version: `{prefix}{name}-v{version}`.
+    pub fn group_id(&self, projector: &str, version: u32) -> String {
+        format!("{}{projector}-v{version}", self.topic_prefix)
+    }
+}
+
+/// The `PROJECTOR_*` variables understood (any other one is rejected as a likely typo).
+/// `PROJECTOR_CONFIG` is the declarative projector's file.
+pub const KNOWN_VARIABLES: &[&str] = &[
+    "PROJECTOR_ADDR",
+    "PROJECTOR_BATCH_MAX_EVENTS",
+    "PROJECTOR_BATCH_MAX_WAIT_MS",
+    "PROJECTOR_TOPIC_PREFIX",
+    "PROJECTOR_BACKOFF_INITIAL_MS",
+    "PROJECTOR_BACKOFF_MAX_MS",
+    "PROJECTOR_DATABASE_POOL_SIZE",
+    "PROJECTOR_COMMIT_TO_KAFKA",
+    "PROJECTOR_CONFIG",
+];
+
+fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .trim()
+        .parse()
+        .map_err(|e: T::Err| ConfigError::Invalid {
+            name,
+            reason: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Vec<(String, String)> {
+        vec![
+            ("KAFKA_BROKERS".into(), "k:9092".into()),
+            ("SCHEMA_REGISTRY_URL".into(), "http://r:8081".into()),
+            ("DATABASE_URL".into(), "postgres://u@h:5432/db".into()),
+        ]
+    }
+
+    #[test]
+    fn reads_defaults_and_overrides() {
+        let mut vars = base();
+        vars.push(("PROJECTOR_BATCH_MAX_EVENTS".into(), "50".into()));
+        vars.push(("PROJECTOR_ADDR".into(), "127.0.0.1:9100".into()));
+        vars.push(("KAFKA_PROPERTY_SECURITY_PROTOCOL".into(), "SSL".into()));
+        let config = Config::from_vars(vars).unwrap();
+        assert_eq!(config.batch_max_events, 50);
+        assert_eq!(config.batch_max_wait_ms, 100);
+        assert_eq!(config.http_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(
+            config.kafka_properties.get("security.protocol"),
+            Some(&"SSL".to_owned())
+        );
+        assert_eq!(config.group_id("order_summary", 2), "order_summary-v2");
+    }
+
+    #[test]
+    fn names_the_missing_variable() {
+        let vars = base().into_iter().filter(|(k, _)| k != "DATABASE_URL");
+        assert_eq!(
+            Config::from_vars(vars),
+            Err(ConfigError::Missing("DATABASE_URL"))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let mut vars = base();
+        vars.push(("PROJECTOR_BATCH_MAX_EVENTS".into(), "0".into()));
+        assert!(matches!(
+            Config::from_vars(vars),
+            Err(ConfigError::Invalid {
+                name: "PROJECTOR_BATCH_MAX_EVENTS",
+                ..
+            })
+        ));
+        let mut vars = base();
+        vars.push(("KAFKA_PROPERTY_ENABLE_AUTO_COMMIT".into(), "true".into()));
+        assert!(Config::from_vars(vars).is_err());
+        let mut vars = base();
+        vars.push(("PROJECTOR_ADDR".into(), "nope".into()));
+        assert!(Config::from_vars(vars).is_err());
+        let mut vars = base();
+        vars.push(("PROJECTOR_BATCH_SIZE".into(), "5".into()));
+        assert!(matches!(
+            Config::from_vars(vars),
+            Err(ConfigError::Invalid { reason, .. }) if reason.contains("PROJECTOR_BATCH_SIZE")
+        ));
+    }
+}

@@ -1,0 +1,214 @@
+//! The Kafka consumer of a projector and its rebalance handling.
+//!
+//! On every assignment the callback reads the stored positions from PostgreSQL and assigns the
+//! partitions at those offsets (or the beginning), so the projector resumes where its sink says,
+//! never where Kafka's committed offsets say. On revocation it records the revoked partitions;
+//! the consume loop then discards the uncommitted records of those partitions before it takes
+//! the next record, so a partition handed to another instance is neither lost nor applied twice.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext};
+
+use crate::positions::{load_blocking, TopicPartition};
+
+/// What the rebalance callback tells the consume loop.
+#[derive(Debug, Default)]
+pub struct RebalanceState {
+    /// Partitions revoked since the loop last looked.
+    pub revoked: Vec<TopicPartition>,
+    /// Partitions currently assigned.
+    pub assigned: HashSet<TopicPartition>,
+    /// Positions known to be committed (a lower bound of the stored ones), used when the
+    /// database cannot be read during a rebalance.
+    pub committed: HashMap<TopicPartition, i64>,
+    /// High watermarks from the client's statistics.
+    pub high_watermarks: HashMap<TopicPartition, i64>,
+}
+
+/// The shared rebalance state.
+#[derive(Debug, Clone, Default)]
+pub struct SharedState(Arc<Mutex<RebalanceState>>);
+
+impl SharedState {
+    /// Locks the state (recovering from a poisoned lock: the state stays consistent per field).
+    pub fn lock(&self) -> MutexGuard<'_, RebalanceState> {
+        match self.0.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+/// The consumer context: rebalance callbacks and statistics.
+pub struct ProjectorContext {
+    projector: String,
+    version: u32,
+    pg: tokio_postgres::Config,
+    state: SharedState,
+}
+
+impl ProjectorContext {
+    /// A context for one projector version.
+    pub fn new(
+        projector: &str,
+        version: u32,
+        pg: tokio_postgres::Config,
+        state: SharedState,
+    ) -> Self {
+        ProjectorContext {
+            projector: projector.to_owned(),
+            version,
+            pg,
+            state,
+        }
+    }
+
+    fn assign_at_stored_positions(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let stored = match load_blocking(
+            self.pg.clone(),
+            self.projector.clone(),
+            self.version,
+            Duration::from_secs(10),
+        ) {
+            Ok(stored) => stored,
+            Err(error) => {
+                // Lower bounds are safe: records below the stored position are skipped inside
+                // the batch transaction, which locks and reads the position row.
+                tracing::warn!(projector = %self.projector, %error,
+                    "positions unreadable during rebalance, assigning at last known positions");
+                self.state.lock().committed.clone()
+            }
+        };
+        for (topic, partition) in &partitions {
+            let offset = match stored.get(&(topic.clone(), *partition)) {
+                Some(next) => Offset::Offset(*next),
+                None => Offset::Beginning,
+            };
+            if let Err(error) = tpl.set_partition_offset(topic, *partition, offset) {
+                tracing::error!(projector = %self.projector, topic, partition, %error,
+                    "cannot set assignment offset");
+            }
+            tracing::info!(projector = %self.projector, topic, partition, ?offset, "partition assigned");
+        }
+        let result = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+            _ => consumer.assign(tpl),
+        };
+        if let Err(error) = result {
+            tracing::error!(projector = %self.projector, %error, "assignment failed");
+            return;
+        }
+        let mut state = self.state.lock();
+        for tp in &partitions {
+            if let Some(next) = stored.get(tp) {
+                let known = state.committed.entry(tp.clone()).or_insert(*next);
+                *known = (*known).max(*next);
+            }
+        }
+        state.assigned.extend(partitions);
+    }
+
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let partitions: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        {
+            let mut state = self.state.lock();
+            for p in &partitions {
+                state.assigned.remove(p);
+            }
+            state.revoked.extend(partitions.iter().cloned());
+        }
+        tracing::info!(projector = %self.projector, partitions = ?partitions, "partitions revoked");
+        let result = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+            _ => consumer.unassign(),
+        };
+        if let Err(error) = result {
+            tracing::error!(projector = %self.projector, %error, "unassignment failed");
+        }
+    }
+}
+
+impl ClientContext for ProjectorContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut state = self.state.lock();
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.hi_offset >= 0 {
+                    state
+                        .high_watermarks
+                        .insert((topic.clone(), partition), p.hi_offset);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(projector = %self.projector, %error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for ProjectorContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.assign_at_stored_positions(consumer, tpl)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.revoke(consumer, tpl),
+            other => {
+                tracing::error!(projector = %self.projector, error = ?other, "rebalance error");
+                self.revoke(consumer, tpl);
+            }
+        }
+    }
+}
+
+/// The projector's consumer.
+pub type ProjectorConsumer = StreamConsumer<ProjectorContext>;
+
+/// Creates the consumer: manual offsets only, statistics for the high watermarks.
+pub fn create(
+    mut client: ClientConfig,
+    group_id: &str,
+    context: ProjectorContext,
+) -> Result<ProjectorConsumer, KafkaError> {
+    client
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    if client.get("auto.offset.reset").is_none() {
+        client.set("auto.offset.reset", "earliest");
+    }
+    if client.get("statistics.interval.ms").is_none() {
+        client.set("statistics.interval.ms", "1000");
+    }
+    client.create_with_context(context)
+}

@@ -1,0 +1,333 @@
+//! The TOML shape of a declarative projection and its validation.
+//!
+//! ```toml
+//! name = "customer_directory"    # projector name (group, checkpoint key, metrics label)
+//! version = 1                    # tables are created as {table}_v{version}, views without suffix
+//! topics = ["customers"]
+//!
+//! [[tables]]
+//! name = "customer_directory"
+//! primary_key = ["customer_id"]
+//! columns = { customer_id = "text", email = "text", updated_at = "timestamptz" }
+//!
+//! [[on]]
+//! event_type = "CustomerEmailChanged"
+//! table = "customer_directory"
+//! action = "upsert"                       # insert | upsert | update | delete
+//! set = { customer_id = "customer_id", email = "email", updated_at = "changed_at" }
+//! key = { customer_id = "customer_id" }   # update/delete: which row (primary key columns)
+//! newer = "updated_at"                    # only if the row's column is null or not newer
+//! row_equals = { forgotten = false }      # only if the row's columns hold these values
+//! when = [{ field = "currency", equals = "EUR" }]   # only for events matching all
+//! ```
+//!
+//! A value in `set`, `key` and `when.field` is a dotted path into the event
+//! (`shipping_address.city`), an envelope field (`@event_id`, `@event_type`, `@occurred_at`),
+//! `@null`; a TOML number or boolean is a literal, as is `{ literal = "text" }`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+/// A whole declarative projection file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeclarativeConfig {
+    /// Projector name.
+    pub name: String,
+    /// Read-model version.
+    pub version: u32,
+    /// Topics consumed (without test prefix).
+    pub topics: Vec<String>,
+    /// The tables.
+    pub tables: Vec<TableSpec>,
+    /// The mappings, applied in file order for each event.
+    pub on: Vec<Mapping>,
+}
+
+/// A table of the read model.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    /// Base name (the view); the table is `{name}_v{version}`.
+    pub name: String,
+    /// Primary key columns.
+    pub primary_key: Vec<String>,
+    /// Column name -> SQL type.
+    pub columns: BTreeMap<String, ColumnType>,
+}
+
+/// The supported column types.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    /// `text`.
+    Text,
+    /// `bigint`.
+    Bigint,
+    /// `integer`.
+    Integer,
+    /// `boolean`.
+    Boolean,
+    /// `timestamptz`.
+    Timestamptz,
+    /// `jsonb`.
+    Jsonb,
+    /// `double precision`.
+    Double,
+}
+
+impl ColumnType {
+    /// The SQL type name.
+    pub fn sql(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::Bigint => "bigint",
+            ColumnType::Integer => "integer",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Timestamptz => "timestamptz",
+            ColumnType::Jsonb => "jsonb",
+            ColumnType::Double => "double precision",
+        }
+    }
+}
+
+/// What an event does to a table.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Insert a row; an existing row is left alone.
+    Insert,
+    /// Insert, or update the `set` columns of the existing row (subject to the guards).
+    Upsert,
+    /// Update the row found by `key` (subject to the guards); no row: nothing.
+    Update,
+    /// Delete the row found by `key` (subject to the guards).
+    Delete,
+}
+
+/// Where a value comes from.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Source {
+    /// A path (`a.b`), an envelope field (`@occurred_at`) or `@null`.
+    Path(String),
+    /// A literal string.
+    Literal {
+        /// The text.
+        literal: String,
+    },
+    /// A literal boolean.
+    Bool(bool),
+    /// A literal integer.
+    Int(i64),
+    /// A literal float.
+    Float(f64),
+}
+
+/// An event filter: the field equals the value.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// Path into the event.
+    pub field: String,
+    /// The expected value (compared as JSON).
+    pub equals: toml::Value,
+}
+
+/// One mapping from an event type to a table change.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    /// The event type, e.g. `CustomerRegistered`.
+    pub event_type: String,
+    /// The table's base name.
+    pub table: String,
+    /// The change.
+    pub action: Action,
+    /// Column -> value, for insert, upsert and update.
+    #[serde(default)]
+    pub set: BTreeMap<String, Source>,
+    /// Primary key column -> value, for update and delete.
+    #[serde(default)]
+    pub key: BTreeMap<String, Source>,
+    /// Guard: the change applies only if this column of the row is null or not newer than the
+    /// new value (which must be in `set`, or for delete in `key`/`set`).
+    pub newer: Option<String>,
+    /// Guard: the change applies only if the row's columns hold these values.
+    #[serde(default)]
+    pub row_equals: BTreeMap<String, Source>,
+    /// Filter: the mapping applies only to events matching all of these.
+    #[serde(default)]
+    pub when: Vec<When>,
+}
+
+/// A problem with a declarative configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum DeclarativeError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse.
+    #[error("invalid toml: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// The content is inconsistent.
+    #[error("invalid declarative projection: {0}")]
+    Invalid(String),
+}
+
+fn identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 50
+}
+
+impl DeclarativeConfig {
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<DeclarativeConfig, DeclarativeError> {
+        let config: DeclarativeConfig = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: &str) -> Result<DeclarativeConfig, DeclarativeError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DeclarativeError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        DeclarativeConfig::parse(&text)
+    }
+
+    /// The table spec of a base name.
+    pub fn table(&self, name: &str) -> Option<&TableSpec> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+
+    /// Checks names, columns, keys and guards.
+    pub fn validate(&self) -> Result<(), DeclarativeError> {
+        let bad = |m: String| Err(DeclarativeError::Invalid(m));
+        if !identifier(&self.name) {
+            return bad(format!(
+                "name {:?} must be a lowercase identifier",
+                self.name
+            ));
+        }
+        if self.version == 0 {
+            return bad("version must be at least 1".into());
+        }
+        if self.topics.is_empty() || self.on.is_empty() || self.tables.is_empty() {
+            return bad("topics, tables and on must not be empty".into());
+        }
+        let mut names = BTreeSet::new();
+        for table in &self.tables {
+            if !identifier(&table.name) || !names.insert(&table.name) {
+                return bad(format!(
+                    "table name {:?} is invalid or repeated",
+                    table.name
+                ));
+            }
+            if let Some(c) = table.columns.keys().find(|c| !identifier(c)) {
+                return bad(format!(
+                    "column {c:?} of {} is not an identifier",
+                    table.name
+                ));
+            }
+            if table.primary_key.is_empty()
+                || table
+                    .primary_key
+                    .iter()
+                    .any(|k| !table.columns.contains_key(k))
+            {
+                return bad(format!(
+                    "primary key of {} must name declared columns",
+                    table.name
+                ));
+            }
+        }
+        for (i, m) in self.on.iter().enumerate() {
+            let at = format!("on[{i}] ({})", m.event_type);
+            let Some(table) = self.table(&m.table) else {
+                return bad(format!("{at}: unknown table {}", m.table));
+            };
+            let known = |c: &String| table.columns.contains_key(c);
+            if let Some(c) = m
+                .set
+                .keys()
+                .chain(m.key.keys())
+                .chain(m.row_equals.keys())
+                .chain(m.newer.iter())
+                .find(|c| !known(c))
+            {
+                return bad(format!("{at}: unknown column {c} in {}", m.table));
+            }
+            let pk: BTreeSet<&String> = table.primary_key.iter().collect();
+            match m.action {
+                Action::Insert | Action::Upsert => {
+                    if !pk.iter().all(|k| m.set.contains_key(*k)) {
+                        return bad(format!("{at}: set must include the primary key"));
+                    }
+                    if !m.key.is_empty() {
+                        return bad(format!("{at}: key is for update and delete"));
+                    }
+                }
+                Action::Update | Action::Delete => {
+                    if m.key.keys().collect::<BTreeSet<_>>() != pk {
+                        return bad(format!("{at}: key must name exactly the primary key"));
+                    }
+                    if m.action == Action::Update && m.set.is_empty() {
+                        return bad(format!("{at}: update needs set"));
+                    }
+                    if m.action == Action::Delete && !m.set.is_empty() {
+                        return bad(format!("{at}: delete takes no set"));
+                    }
+                }
+            }
+            if m.action == Action::Insert && (m.newer.is_some() || !m.row_equals.is_empty()) {
+                return bad(format!("{at}: insert takes no guards"));
+            }
+            if let Some(newer) = &m.newer {
+                if !m.set.contains_key(newer) && !m.key.contains_key(newer) {
+                    return bad(format!("{at}: newer column {newer} needs a value in set"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The distinct event types mapped.
+    pub fn event_types(&self) -> Vec<String> {
+        self.on
+            .iter()
+            .map(|m| m.event_type.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_customer_directory_config_is_valid() {
+        let text = include_str!("../../config/customer_directory.toml");
+        let config = DeclarativeConfig::parse(text).unwrap();
+        assert_eq!(config.name, "customer_directory");
+        assert_eq!(
+            config.event_types(),
+            vec![
+                "CustomerEmailChanged",
+                "CustomerForgotten",
+                "CustomerRegistered"
+            ]
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! Checkpoints: the next offset to apply per topic and partition, stored in
+//! `factline_projector_positions` in the same transaction as the read-model change.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::{GenericClient, NoTls, Transaction};
+
+/// A topic and partition.
+pub type TopicPartition = (String, i32);
+
+/// Locks the position row of a partition for this transaction (creating it at 0 if absent) and
+/// returns the stored next offset. Records below it were applied already, by this instance or
+/// another one, and are skipped: this is what fences a stale instance after a rebalance.
+pub async fn lock(
+    tx: &Transaction<'_>,
+    projector: &str,
+    version: u32,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, tokio_postgres::Error> {
+    let version = version as i32;
+    tx.execute(
+        "INSERT INTO factline_projector_positions (projector, version, topic, partition, next_offset) \
+         VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING",
+        &[&projector, &version, &topic, &partition],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT next_offset FROM factline_projector_positions \
+             WHERE projector = $1 AND version = $2 AND topic = $3 AND partition = $4 FOR UPDATE",
+            &[&projector, &version, &topic, &partition],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// What a committed batch moves a partition's checkpoint to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Advance {
+    /// The offset after the last record of the batch in this partition.
+    pub next_offset: i64,
+    /// The partition's high watermark as last seen by the consumer, if known.
+    pub high_watermark: Option<i64>,
+    /// When the last record of the batch in this partition occurred.
+    pub last_event_at: Option<DateTime<Utc>>,
+}
+
+/// Moves a partition's checkpoint forward (never backwards).
+pub async fn advance(
+    tx: &Transaction<'_>,
+    projector: &str,
+    version: u32,
+    topic: &str,
+    partition: i32,
+    to: &Advance,
+) -> Result<(), tokio_postgres::Error> {
+    let version = version as i32;
+    tx.execute(
+        "UPDATE factline_projector_positions SET \
+           next_offset = GREATEST(next_offset, $5), \
+           high_watermark = GREATEST(COALESCE(high_watermark, $6), $6), \
+           last_event_at = COALESCE($7, last_event_at), \
+           updated_at = now() \
+         WHERE projector = $1 AND version = $2 AND topic = $3 AND partition = $4",
+        &[
+            &projector,
+            &version,
+            &topic,
+            &partition,
+            &to.next_offset,
+            &to.high_watermark,
+            &to.last_event_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Every stored position of a projector version.
+pub async fn load<C: GenericClient>(
+    client: &C,
+    projector: &str,
+    version: u32,
+) -> Result<HashMap<TopicPartition, i64>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT topic, partition, next_offset FROM factline_projector_positions \
+             WHERE projector = $1 AND version = $2",
+            &[&projector, &(version as i32)],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+        .collect())
+}
+
+/// Records the high watermark seen for partitions without new records (so readers see lag 0 or
+/// the true lag even when nothing was applied).
+pub async fn record_high_watermarks<C: GenericClient>(
+    client: &C,
+    projector: &str,
+    version: u32,
+    watermarks: &HashMap<TopicPartition, i64>,
+) -> Result<(), tokio_postgres::Error> {
+    let version = version as i32;
+    for ((topic, partition), high) in watermarks {
+        client
+            .execute(
+                "UPDATE factline_projector_positions SET high_watermark = $5 \
+                 WHERE projector = $1 AND version = $2 AND topic = $3 AND partition = $4 \
+                   AND high_watermark IS DISTINCT FROM $5",
+                &[&projector, &version, topic, partition, high],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Loads positions from a synchronous context (the Kafka rebalance callback) on a helper thread
+/// with its own connection and runtime, bounded by `timeout`.
+pub fn load_blocking(
+    pg: tokio_postgres::Config,
+    projector: String,
+    version: u32,
+    timeout: Duration,
+) -> Result<HashMap<TopicPartition, i64>, String> {
+    let handle = std::thread::Builder::new()
+        .name("factline-positions".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let work = async {
+                    let (client, connection) =
+                        pg.connect(NoTls).await.map_err(|e| e.to_string())?;
+                    let driver = tokio::spawn(connection);
+                    let result = load(&client, &projector, version)
+                        .await
+                        .map_err(|e| e.to_string());
+                    drop(client);
+                    let _ = driver.await;
+                    result
+                };
+                tokio::time::timeout(timeout, work)
+                    .await
+                    .map_err(|_| "timed out reading positions".to_owned())?
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    handle
+        .join()
+        .map_err(|_| "positions thread panicked".to_owned())?
+}

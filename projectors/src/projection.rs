@@ -1,0 +1,134 @@
+//! The projection trait: what a read model wants from the log and how each event changes it.
+//!
+//! A projection is one file implementing [`Projection`]; the runtime ([`crate::run`]) owns the
+//! consumer, decoding, transactions, checkpoints, retries, dead-lettering, metrics and shutdown.
+
+use std::future::Future;
+
+use factline_schemas::Envelope;
+use serde::de::DeserializeOwned;
+use tokio_postgres::Transaction;
+
+use crate::error::ProjectionError;
+
+/// Where a record came from in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// The Kafka topic as consumed (including any configured topic prefix).
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset of the record in its partition.
+    pub offset: i64,
+}
+
+/// One decoded event handed to [`Projection::apply`].
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The envelope read from the Kafka headers (event id, type, correlation, time…).
+    pub envelope: Envelope,
+    /// The Avro value, resolved to the embedded reader schema of its event type.
+    pub value: apache_avro::types::Value,
+    /// The same value as JSON (timestamps as RFC 3339 strings, unions unwrapped).
+    pub data: serde_json::Value,
+    /// The Kafka key (the aggregate id), when present and UTF-8.
+    pub key: Option<String>,
+    /// Where the record sits in the log.
+    pub origin: Origin,
+}
+
+impl Event {
+    /// The short event type, e.g. `OrderPlaced`.
+    pub fn event_type(&self) -> &str {
+        &self.envelope.event_type
+    }
+
+    /// Deserializes the event body into a typed struct; a mismatch is a permanent error (the
+    /// record goes to the dead-letter topic).
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ProjectionError> {
+        serde_json::from_value(self.data.clone()).map_err(|e| {
+            ProjectionError::Permanent(format!(
+                "{} does not match the projection's shape: {e}",
+                self.event_type()
+            ))
+        })
+    }
+}
+
+/// One schema migration of a projection, run once per projector name and version by the runtime
+/// (tracked in `factline_projector_migrations`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// A stable identifier, e.g. `001_create_order_summary`.
+    pub id: String,
+    /// The SQL, possibly several statements.
+    pub sql: String,
+}
+
+impl Migration {
+    /// Builds a migration from its id and SQL.
+    pub fn new(id: impl Into<String>, sql: impl Into<String>) -> Migration {
+        Migration {
+            id: id.into(),
+            sql: sql.into(),
+        }
+    }
+}
+
+/// The name of the versioned table behind a view: `versioned_table("order_summary", 1)` is
+/// `order_summary_v1`.
+pub fn versioned_table(base: &str, version: u32) -> String {
+    format!("{base}_v{version}")
+}
+
+/// A read model built from the log.
+///
+/// # Replay contract
+///
+/// `apply` must be **deterministic and idempotent**: given the same events it must produce the
+/// same rows, whatever the order in which events of different aggregates (or a replay) arrive,
+/// and applying an event twice must not change the result. It uses no clocks, no randomness and
+/// calls no other service: everything it writes is derived from the event (its body and
+/// envelope) and the rows already in the read model. The runtime additionally skips events whose
+/// `event_id` was already applied, but a projection must not rely on that alone.
+///
+/// # Naming
+///
+/// [`name`](Projection::name) is also the consumer group prefix (`{name}-v{version}`), the
+/// checkpoint key in `factline_projector_positions`, the tracing span and the `projector`
+/// metrics label. Tables are named with the version (`order_summary_v1`, see
+/// [`versioned_table`]); the runtime points a view without suffix at the live version, so a new
+/// version can be rebuilt beside the old one.
+///
+/// # Errors
+///
+/// [`ProjectionError::Transient`] rolls the whole batch back and retries it with backoff;
+/// [`ProjectionError::Permanent`] rolls back this event only (it runs in a savepoint), sends the
+/// record to `<topic>.dlq` and carries on.
+pub trait Projection: Send + Sync + 'static {
+    /// The projector's name, e.g. `order_summary`.
+    fn name(&self) -> &str;
+
+    /// The version of the read model's shape; bump it to rebuild into new tables.
+    fn version(&self) -> u32;
+
+    /// The topics consumed, without the runtime's test prefix, e.g. `["orders"]`.
+    fn topics(&self) -> Vec<String>;
+
+    /// The event types applied; records of other types are counted and skipped.
+    fn event_types(&self) -> Vec<String>;
+
+    /// The migrations creating this version's tables (names carry the version suffix).
+    fn migrations(&self) -> Vec<Migration>;
+
+    /// The base names of the tables exposed through a view without version suffix
+    /// (`order_summary` -> `order_summary_v{version}`).
+    fn views(&self) -> Vec<String>;
+
+    /// Applies one event inside the batch transaction. See the replay contract above.
+    fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        event: &Event,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+}

@@ -1,0 +1,641 @@
+//! `order_summary`: one row per order with its lifecycle, amounts and shipping details.
+//!
+//! Order-safe: the row is a pure, commutative merge of the facts seen so far ([`merge`]), so
+//! events may arrive in any order (an `OrderShipped` before its `OrderPlaced` is kept) and older
+//! data never overwrites newer. Each fact keeps its own timestamp:
+//! - placement (customer, currency, total, item count, `placed_at`): the latest `placed_at` wins;
+//! - shipment (carrier, tracking id, `shipped_at`): the latest `shipped_at` wins (re-shipping);
+//! - `delivered_at`: the latest delivery;
+//! - cancellation (`cancelled_at`, reason): the earliest cancellation;
+//! - `updated_at`: the latest `occurred_at` of any applied event (never the wall clock).
+//!
+//! Status is the furthest lifecycle state known: `delivered` if delivered, else `cancelled` if
+//! cancelled, else `shipped`, else `placed`. A delivered order stays `delivered` even if a
+//! cancellation arrives (it is recorded in `cancelled_at`, the goods were handed over);
+//! a cancellation overrides `placed` and `shipped`. `item_count` is the number of units (sum of
+//! quantities). An `OrderPlaced` whose `total_cents` is not the sum of its lines, or with a
+//! non-positive quantity, is rejected (dead-lettered).
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use tokio_postgres::{Row, Transaction};
+
+use crate::error::ProjectionError;
+use crate::projection::{versioned_table, Event, Migration, Projection};
+
+/// The projector name.
+pub const NAME: &str = "order_summary";
+/// The read model's version.
+pub const VERSION: u32 = 1;
+
+/// The `order_summary` projection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrderSummaryProjection;
+
+/// An order's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Placed, not shipped.
+    Placed,
+    /// Shipped, not delivered.
+    Shipped,
+    /// Delivered.
+    Delivered,
+    /// Cancelled before delivery.
+    Cancelled,
+}
+
+impl Status {
+    /// The column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Placed => "placed",
+            Status::Shipped => "shipped",
+            Status::Delivered => "delivered",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One row of `order_summary`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OrderSummary {
+    /// The order id.
+    pub order_id: String,
+    /// The customer, once `OrderPlaced` is known.
+    pub customer_id: Option<String>,
+    /// The currency code.
+    pub currency: Option<String>,
+    /// The order total in cents.
+    pub total_cents: Option<i64>,
+    /// Units ordered (sum of quantities).
+    pub item_count: Option<i64>,
+    /// When it was placed.
+    pub placed_at: Option<DateTime<Utc>>,
+    /// When it was (last) shipped.
+    pub shipped_at: Option<DateTime<Utc>>,
+    /// When it was delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When it was (first) cancelled.
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// Why it was cancelled.
+    pub cancel_reason: Option<String>,
+    /// The carrier.
+    pub carrier: Option<String>,
+    /// The tracking id.
+    pub tracking_id: Option<String>,
+    /// The latest `occurred_at` of the events applied.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl OrderSummary {
+    /// The furthest lifecycle state known (see the module docs).
+    pub fn status(&self) -> Status {
+        if self.delivered_at.is_some() {
+            Status::Delivered
+        } else if self.cancelled_at.is_some() {
+            Status::Cancelled
+        } else if self.shipped_at.is_some() {
+            Status::Shipped
+        } else {
+            Status::Placed
+        }
+    }
+}
+
+/// A line of an `OrderPlaced`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct LineItem {
+    /// Units.
+    pub quantity: i64,
+    /// Price per unit in cents.
+    pub unit_price_cents: i64,
+}
+
+/// The events this projection reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderEvent {
+    /// `OrderPlaced`.
+    Placed {
+        /// Order id.
+        order_id: String,
+        /// Customer id.
+        customer_id: String,
+        /// Currency code.
+        currency: String,
+        /// Lines.
+        items: Vec<LineItem>,
+        /// Total in cents.
+        total_cents: i64,
+        /// When.
+        placed_at: DateTime<Utc>,
+    },
+    /// `OrderShipped`.
+    Shipped {
+        /// Order id.
+        order_id: String,
+        /// Carrier.
+        carrier: String,
+        /// Tracking id.
+        tracking_id: String,
+        /// When.
+        shipped_at: DateTime<Utc>,
+    },
+    /// `OrderDelivered`.
+    Delivered {
+        /// Order id.
+        order_id: String,
+        /// When.
+        delivered_at: DateTime<Utc>,
+    },
+    /// `OrderCancelled`.
+    Cancelled {
+        /// Order id.
+        order_id: String,
+        /// Why.
+        reason: String,
+        /// When.
+        cancelled_at: DateTime<Utc>,
+    },
+}
+
+#[derive(Deserialize)]
+struct Placed {
+    order_id: String,
+    customer_id: String,
+    currency: String,
+    items: Vec<LineItem>,
+    total_cents: i64,
+    placed_at: DateTime<Utc>,
+}
+#[derive(Deserialize)]
+struct Shipped {
+    order_id: String,
+    carrier: String,
+    tracking_id: String,
+    shipped_at: DateTime<Utc>,
+}
+#[derive(Deserialize)]
+struct Delivered {
+    order_id: String,
+    delivered_at: DateTime<Utc>,
+}
+#[derive(Deserialize)]
+struct Cancelled {
+    order_id: String,
+    reason: String,
+    cancelled_at: DateTime<Utc>,
+}
+
+impl OrderEvent {
+    /// Reads and validates an event; invalid ones are permanent errors.
+    pub fn from_event(event: &Event) -> Result<OrderEvent, ProjectionError> {
+        let parsed = match event.event_type() {
+            "OrderPlaced" => {
+                let p: Placed = event.parse()?;
+                OrderEvent::Placed {
+                    order_id: p.order_id,
+                    customer_id: p.customer_id,
+                    currency: p.currency,
+                    items: p.items,
+                    total_cents: p.total_cents,
+                    placed_at: p.placed_at,
+                }
+            }
+            "OrderShipped" => {
+                let s: Shipped = event.parse()?;
+                OrderEvent::Shipped {
+                    order_id: s.order_id,
+                    carrier: s.carrier,
+                    tracking_id: s.tracking_id,
+                    shipped_at: s.shipped_at,
+                }
+            }
+            "OrderDelivered" => {
+                let d: Delivered = event.parse()?;
+                OrderEvent::Delivered {
+                    order_id: d.order_id,
+                    delivered_at: d.delivered_at,
+                }
+            }
+            "OrderCancelled" => {
+                let c: Cancelled = event.parse()?;
+                OrderEvent::Cancelled {
+                    order_id: c.order_id,
+                    reason: c.reason,
+                    cancelled_at: c.cancelled_at,
+                }
+            }
+            other => {
+                return Err(ProjectionError::Permanent(format!(
+                    "order_summary does not consume {other}"
+                )))
+            }
+        };
+        parsed.validate()?;
+        Ok(parsed)
+    }
+
+    /// Rejects what no order can be: non-positive quantities, a total that is not the sum.
+    pub fn validate(&self) -> Result<(), ProjectionError> {
+        if let OrderEvent::Placed {
+            items, total_cents, ..
+        } = self
+        {
+            if items.iter().any(|i| i.quantity <= 0) {
+                return Err(ProjectionError::Permanent(
+                    "a line item has a non-positive quantity".into(),
+                ));
+            }
+            let sum = items.iter().try_fold(0i64, |acc, i| {
+                i.quantity
+                    .checked_mul(i.unit_price_cents)
+                    .and_then(|line| acc.checked_add(line))
+            });
+            if sum != Some(*total_cents) {
+                return Err(ProjectionError::Permanent(format!(
+                    "total_cents {total_cents} is not the sum of the line items"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The order id.
+    pub fn order_id(&self) -> &str {
+        match self {
+            OrderEvent::Placed { order_id, .. }
+            | OrderEvent::Shipped { order_id, .. }
+            | OrderEvent::Delivered { order_id, .. }
+            | OrderEvent::Cancelled { order_id, .. } => order_id,
+        }
+    }
+}
+
+/// Merges one event into the row (pure, commutative, idempotent; see the module docs).
+pub fn merge(
+    row: Option<OrderSummary>,
+    event: &OrderEvent,
+    occurred_at: DateTime<Utc>,
+) -> OrderSummary {
+    let mut row = row.unwrap_or_else(|| OrderSummary {
+        order_id: event.order_id().to_owned(),
+        ..OrderSummary::default()
+    });
+    match event {
+        OrderEvent::Placed {
+            customer_id,
+            currency,
+            items,
+            total_cents,
+            placed_at,
+            ..
+        } => {
+            let item_count: i64 = items.iter().map(|i| i.quantity).sum();
+            let new = (
+                *placed_at,
+                customer_id.clone(),
+                currency.clone(),
+                *total_cents,
+                item_count,
+            );
+            let newer = match (&row.placed_at, &row.customer_id, &row.currency) {
+                (Some(at), Some(customer), Some(cur)) => {
+                    new > (
+                        *at,
+                        customer.clone(),
+                        cur.clone(),
+                        row.total_cents.unwrap_or_default(),
+                        row.item_count.unwrap_or_default(),
+                    )
+                }
+                _ => true,
+            };
+            if newer {
+                row.placed_at = Some(new.0);
+                row.customer_id = Some(new.1);
+                row.currency = Some(new.2);
+                row.total_cents = Some(new.3);
+                row.item_count = Some(new.4);
+            }
+        }
+        OrderEvent::Shipped {
+            carrier,
+            tracking_id,
+            shipped_at,
+            ..
+        } => {
+            let new = (*shipped_at, carrier.clone(), tracking_id.clone());
+            let newer = match (&row.shipped_at, &row.carrier, &row.tracking_id) {
+                (Some(at), Some(c), Some(t)) => new > (*at, c.clone(), t.clone()),
+                _ => true,
+            };
+            if newer {
+                row.shipped_at = Some(new.0);
+                row.carrier = Some(new.1);
+                row.tracking_id = Some(new.2);
+            }
+        }
+        OrderEvent::Delivered { delivered_at, .. } => {
+            row.delivered_at = row.delivered_at.max(Some(*delivered_at));
+        }
+        OrderEvent::Cancelled {
+            reason,
+            cancelled_at,
+            ..
+        } => {
+            let new = (*cancelled_at, reason.clone());
+            let earlier = match (&row.cancelled_at, &row.cancel_reason) {
+                (Some(at), Some(r)) => new < (*at, r.clone()),
+                _ => true,
+            };
+            if earlier {
+                row.cancelled_at = Some(new.0);
+                row.cancel_reason = Some(new.1);
+            }
+        }
+    }
+    row.updated_at = row.updated_at.max(Some(occurred_at));
+    row
+}
+
+const COLUMNS: &str = "order_id, customer_id, currency, total_cents, item_count, placed_at, \
+    shipped_at, delivered_at, cancelled_at, cancel_reason, carrier, tracking_id, updated_at";
+
+fn from_row(row: &Row) -> OrderSummary {
+    OrderSummary {
+        order_id: row.get(0),
+        customer_id: row.get(1),
+        currency: row.get(2),
+        total_cents: row.get(3),
+        item_count: row.get(4),
+        placed_at: row.get(5),
+        shipped_at: row.get(6),
+        delivered_at: row.get(7),
+        cancelled_at: row.get(8),
+        cancel_reason: row.get(9),
+        carrier: row.get(10),
+        tracking_id: row.get(11),
+        updated_at: row.get(12),
+    }
+}
+
+impl Projection for OrderSummaryProjection {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        VERSION
+    }
+
+    fn topics(&self) -> Vec<String> {
+        vec!["orders".into()]
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        [
+            "OrderPlaced",
+            "OrderShipped",
+            "OrderDelivered",
+            "OrderCancelled",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    fn migrations(&self) -> Vec<Migration> {
+        let table = versioned_table(NAME, VERSION);
+        vec![Migration::new(
+            "001_create",
+            format!(
+                "CREATE TABLE {table} (
+                    order_id      text PRIMARY KEY,
+                    customer_id   text,
+                    status        text NOT NULL,
+                    currency      text,
+                    total_cents   bigint,
+                    item_count    bigint,
+                    placed_at     timestamptz,
+                    shipped_at    timestamptz,
+                    delivered_at  timestamptz,
+                    cancelled_at  timestamptz,
+                    cancel_reason text,
+                    carrier       text,
+                    tracking_id   text,
+                    updated_at    timestamptz
+                );
+                CREATE INDEX {table}_customer ON {table} (customer_id, placed_at);"
+            ),
+        )]
+    }
+
+    fn views(&self) -> Vec<String> {
+        vec![NAME.into()]
+    }
+
+    async fn apply(&self, tx: &Transaction<'_>, event: &Event) -> Result<(), ProjectionError> {
+        let order_event = OrderEvent::from_event(event)?;
+        let table = versioned_table(NAME, VERSION);
+        let current = tx
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM {table} WHERE order_id = $1 FOR UPDATE"),
+                &[&order_event.order_id()],
+            )
+            .await?
+            .map(|row| from_row(&row));
+        let row = merge(current, &order_event, event.envelope.occurred_at);
+        tx.execute(
+            &format!(
+                "INSERT INTO {table} ({COLUMNS}, status) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 ON CONFLICT (order_id) DO UPDATE SET \
+                   customer_id = EXCLUDED.customer_id, currency = EXCLUDED.currency, \
+                   total_cents = EXCLUDED.total_cents, item_count = EXCLUDED.item_count, \
+                   placed_at = EXCLUDED.placed_at, shipped_at = EXCLUDED.shipped_at, \
+                   delivered_at = EXCLUDED.delivered_at, cancelled_at = EXCLUDED.cancelled_at, \
+                   cancel_reason = EXCLUDED.cancel_reason, carrier = EXCLUDED.carrier, \
+                   tracking_id = EXCLUDED.tracking_id, updated_at = EXCLUDED.updated_at, \
+                   status = EXCLUDED.status"
+            ),
+            &[
+                &row.order_id,
+                &row.customer_id,
+                &row.currency,
+                &row.total_cents,
+                &row.item_count,
+                &row.placed_at,
+                &row.shipped_at,
+                &row.delivered_at,
+                &row.cancelled_at,
+                &row.cancel_reason,
+                &row.carrier,
+                &row.tracking_id,
+                &row.updated_at,
+                &row.status().as_str(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    fn placed(total: i64, t: i64) -> OrderEvent {
+        OrderEvent::Placed {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            currency: "EUR".into(),
+            items: vec![LineItem {
+                quantity: 2,
+                unit_price_cents: total / 2,
+            }],
+            total_cents: total,
+            placed_at: at(t),
+        }
+    }
+    fn shipped(tracking: &str, t: i64) -> OrderEvent {
+        OrderEvent::Shipped {
+            order_id: "o-1".into(),
+            carrier: "DHL".into(),
+            tracking_id: tracking.into(),
+            shipped_at: at(t),
+        }
+    }
+    fn delivered(t: i64) -> OrderEvent {
+        OrderEvent::Delivered {
+            order_id: "o-1".into(),
+            delivered_at: at(t),
+        }
+    }
+    fn cancelled(t: i64) -> OrderEvent {
+        OrderEvent::Cancelled {
+            order_id: "o-1".into(),
+            reason: "changed my mind".into(),
+            cancelled_at: at(t),
+        }
+    }
+    fn fold(events: &[(OrderEvent, i64)]) -> OrderSummary {
+        events
+            .iter()
+            .fold(None, |row, (e, t)| Some(merge(row, e, at(*t))))
+            .unwrap()
+    }
+
+    #[test]
+    fn given_events_expect_rows() {
+        // (events, expected status, expected tracking id)
+        type Case = (Vec<(OrderEvent, i64)>, Status, Option<&'static str>);
+        let cases: Vec<Case> = vec![
+            (vec![(placed(900, 0), 0)], Status::Placed, None),
+            (
+                vec![(placed(900, 0), 0), (shipped("T1", 5), 5)],
+                Status::Shipped,
+                Some("T1"),
+            ),
+            (
+                vec![(shipped("T1", 5), 5), (placed(900, 0), 0)],
+                Status::Shipped,
+                Some("T1"),
+            ),
+            (
+                vec![(placed(900, 0), 0), (cancelled(3), 3)],
+                Status::Cancelled,
+                None,
+            ),
+            (
+                vec![
+                    (placed(900, 0), 0),
+                    (shipped("T1", 5), 5),
+                    (cancelled(6), 6),
+                ],
+                Status::Cancelled,
+                Some("T1"),
+            ),
+            (
+                vec![(delivered(9), 9), (cancelled(6), 6), (placed(900, 0), 0)],
+                Status::Delivered,
+                None,
+            ),
+            (
+                vec![(shipped("T2", 8), 8), (shipped("T1", 5), 5)],
+                Status::Shipped,
+                Some("T2"),
+            ),
+        ];
+        for (events, status, tracking) in cases {
+            let row = fold(&events);
+            assert_eq!(row.status(), status, "{events:?}");
+            assert_eq!(row.tracking_id.as_deref(), tracking, "{events:?}");
+            let latest = events.iter().map(|(_, t)| *t).max().unwrap();
+            assert_eq!(row.updated_at, Some(at(latest)));
+        }
+    }
+
+    #[test]
+    fn shipped_before_placed_keeps_both() {
+        let row = fold(&[(shipped("T1", 5), 5), (placed(900, 0), 0)]);
+        assert_eq!(row.total_cents, Some(900));
+        assert_eq!(row.item_count, Some(2));
+        assert_eq!(row.customer_id.as_deref(), Some("c-1"));
+        assert_eq!(row.carrier.as_deref(), Some("DHL"));
+    }
+
+    #[test]
+    fn rejects_a_wrong_total_and_bad_quantities() {
+        let mut bad = placed(900, 0);
+        if let OrderEvent::Placed { total_cents, .. } = &mut bad {
+            *total_cents = 901;
+        }
+        assert!(!bad.validate().unwrap_err().is_transient());
+        let zero = OrderEvent::Placed {
+            order_id: "o".into(),
+            customer_id: "c".into(),
+            currency: "EUR".into(),
+            items: vec![LineItem {
+                quantity: 0,
+                unit_price_cents: 1,
+            }],
+            total_cents: 0,
+            placed_at: at(0),
+        };
+        assert!(zero.validate().is_err());
+        assert!(placed(900, 0).validate().is_ok());
+    }
+
+    fn any_event() -> impl Strategy<Value = (OrderEvent, i64)> {
+        prop_oneof![
+            (0i64..5, 1i64..50).prop_map(|(t, p)| (placed(p * 2, t), t)),
+            (0i64..20, "[AB]").prop_map(|(t, s)| (shipped(&s, t), t)),
+            (0i64..20).prop_map(|t| (delivered(t), t)),
+            (0i64..20).prop_map(|t| (cancelled(t), t)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_order_and_duplicates_give_the_same_row(
+            events in proptest::collection::vec(any_event(), 1..8),
+            seed in any::<u64>(),
+        ) {
+            let expected = fold(&events);
+            let mut shuffled = events.clone();
+            // a deterministic shuffle plus a duplicate of every event
+            let n = shuffled.len();
+            for i in 0..n {
+                let j = ((seed >> (i % 32)) as usize + i * 7) % n;
+                shuffled.swap(i, j);
+            }
+            shuffled.extend(events.iter().cloned());
+            prop_assert_eq!(fold(&shuffled), expected);
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! The consume loop: [`run`] a projection until shutdown.
+//!
+//! Records are batched by count and time; each batch is decoded, applied and committed in one
+//! PostgreSQL transaction together with its positions; transient failures are retried with
+//! capped backoff on the same in-memory batch (nothing is skipped, nothing committed twice);
+//! rebalances discard the uncommitted records of revoked partitions.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use factline_schemas::EventCodec;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::backoff::Backoff;
+use crate::batch::{self, Item, Outcome};
+use crate::bookkeeping::{self, BootstrapError, Liveness};
+use crate::config::Config;
+use crate::consumer::{self, ProjectorConsumer, ProjectorContext, SharedState};
+use crate::dead_letter::DeadLetterWriter;
+use crate::decode::decode;
+use crate::error::RunError;
+use crate::http::{self, Health, SharedHealth};
+use crate::positions::{self, TopicPartition};
+use crate::projection::Projection;
+use crate::record::Record;
+use crate::telemetry::Metrics;
+
+/// Runs `projection` until `shutdown` resolves: bootstraps the sink (runtime tables,
+/// migrations, views), consumes its topics in the consumer group `{name}-v{version}`, and on
+/// shutdown finishes the current batch, commits it and leaves the group.
+pub async fn run<P, S>(config: Config, projection: P, shutdown: S) -> Result<(), RunError>
+where
+    P: Projection,
+    S: Future<Output = ()> + Send + 'static,
+{
+    config.validate()?;
+    let span = tracing::info_span!(
+        "projector",
+        projector = %projection.name(),
+        version = projection.version()
+    );
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    run_inner(config, projection, stop).instrument(span).await
+}
+
+struct Runner<P: Projection> {
+    config: Config,
+    projection: P,
+    name: String,
+    version: u32,
+    wanted: HashSet<String>,
+    pool: Pool,
+    codec: EventCodec,
+    dead_letters: DeadLetterWriter,
+    consumer: Arc<ProjectorConsumer>,
+    state: SharedState,
+    metrics: Metrics,
+    health: SharedHealth,
+    stop: watch::Receiver<bool>,
+    liveness: Liveness,
+    last_event_ms: HashMap<TopicPartition, i64>,
+}
+
+async fn run_inner<P: Projection>(
+    config: Config,
+    projection: P,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let name = projection.name().to_owned();
+    let version = projection.version();
+    let health: SharedHealth = Arc::new(Mutex::new(Health {
+        projector: name.clone(),
+        version,
+        state: "starting",
+        last_error: None,
+        batches: 0,
+    }));
+    if let Some(addr) = config.http_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Http { addr, source })?;
+        let router = http::router(health.clone());
+        let mut http_stop = stop.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    stopped(&mut http_stop).await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "http server failed");
+            }
+        });
+        tracing::info!(%addr, "http listening");
+    }
+
+    let pg: tokio_postgres::Config = config
+        .database_url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| RunError::Pool(e.to_string()))?;
+    let manager = Manager::from_config(
+        pg.clone(),
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Verified,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(config.database_pool_size)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(Duration::from_secs(5)))
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| RunError::Pool(e.to_string()))?;
+
+    let metrics = Metrics::new(&name, version);
+    let mut backoff = backoff_for(&config);
+    let liveness = loop {
+        let attempt = async {
+            let mut client = pool
+                .get()
+                .await
+                .map_err(|e| BootstrapError::Transient(e.to_string()))?;
+            bookkeeping::bootstrap(
+                &mut client,
+                &name,
+                version,
+                &projection.migrations(),
+                &projection.views(),
+            )
+            .await
+        };
+        match attempt.await {
+            Ok(liveness) => break liveness,
+            Err(BootstrapError::Migration { migration, message }) => {
+                return Err(RunError::Migration {
+                    projector: name,
+                    migration,
+                    message,
+                })
+            }
+            Err(BootstrapError::Transient(error)) => {
+                metrics.retry("bootstrap");
+                tracing::warn!(%error, "sink not ready, retrying");
+                if sleep_or_stop(&mut stop, backoff.next_delay()).await {
+                    return Ok(());
+                }
+            }
+        }
+    };
+    tracing::info!(?liveness, "sink ready");
+    metrics.rebuilding(matches!(liveness, Liveness::Building { .. }));
+
+    let mut kafka = ClientConfig::new();
+    kafka.set("bootstrap.servers", &config.kafka_brokers);
+    for (key, value) in &config.kafka_properties {
+        kafka.set(key, value);
+    }
+    let mut producer = ClientConfig::new();
+    for (key, value) in kafka.config_map() {
+        if !CONSUMER_ONLY.contains(&key) {
+            producer.set(key, value);
+        }
+    }
+    let dead_letters = DeadLetterWriter::new(producer, &name)?;
+    let state = SharedState::default();
+    let context = ProjectorContext::new(&name, version, pg, state.clone());
+    let consumer = Arc::new(consumer::create(
+        kafka,
+        &config.group_id(&name, version),
+        context,
+    )?);
+    let topics: Vec<String> = projection
+        .topics()
+        .iter()
+        .map(|t| config.topic(t))
+        .collect();
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topic_refs)?;
+    tracing::info!(topics = ?topics, group = %config.group_id(&name, version), "subscribed");
+
+    let wanted = projection.event_types().into_iter().collect();
+    let mut runner = Runner {
+        codec: EventCodec::new(&config.schema_registry_url),
+        config,
+        projection,
+        name,
+        version,
+        wanted,
+        pool,
+        dead_letters,
+        consumer,
+        state,
+        metrics,
+        health,
+        stop,
+        liveness,
+        last_event_ms: HashMap::new(),
+    };
+    http::update(&runner.health, |h| h.state = "running");
+    runner.consume().await;
+    http::update(&runner.health, |h| h.state = "stopping");
+    runner.consumer.unsubscribe();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+impl<P: Projection> Runner<P> {
+    async fn consume(&mut self) {
+        let mut batch: Vec<Record> = Vec::new();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recv_backoff = backoff_for(&self.config);
+        let consumer = self.consumer.clone();
+        let mut stop = self.stop.clone();
+        loop {
+            self.drop_revoked(&mut batch);
+            let due = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+            if !batch.is_empty() && (batch.len() >= self.config.batch_max_events || due) {
+                let records = std::mem::take(&mut batch);
+                deadline = None;
+                if !self.flush(records).await {
+                    return; // stopped while retrying: the batch is discarded, nothing committed
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => {
+                    self.drop_revoked(&mut batch);
+                    if !batch.is_empty() {
+                        let records = std::mem::take(&mut batch);
+                        self.flush(records).await;
+                    }
+                    return;
+                }
+                _ = sleep_until_opt(deadline), if deadline.is_some() => {}
+                // before recv: a busy stream must not starve lag metrics and the rebuild swap
+                _ = tick.tick() => self.housekeeping().await,
+                message = consumer.recv() => match message {
+                    Ok(message) => {
+                        let record = Record::from_message(&message);
+                        drop(message);
+                        recv_backoff.reset();
+                        // A rebalance may have run inside recv: drop what it revoked first.
+                        self.drop_revoked(&mut batch);
+                        batch.push(record);
+                        if deadline.is_none() {
+                            deadline = Some(tokio::time::Instant::now() + self.config.batch_max_wait());
+                        }
+                    }
+                    Err(error) => {
+                        self.metrics.retry("consume");
+                        tracing::warn!(%error, "consume failed, retrying");
+                        // a stop during the pause is handled (batch committed) on the next turn
+                        sleep_or_stop(&mut stop, recv_backoff.next_delay()).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Removes the records of partitions revoked since the last look.
+    fn drop_revoked(&self, batch: &mut Vec<Record>) {
+        let revoked: Vec<TopicPartition> = std::mem::take(&mut self.state.lock().revoked);
+        if revoked.is_empty() || batch.is_empty() {
+            return;
+        }
+        let revoked: HashSet<TopicPartition> = revoked.into_iter().collect();
+        let before = batch.len();
+        batch.retain(|r| !revoked.contains(&(r.origin.topic.clone(), r.origin.partition)));
+        if batch.len() != before {
+            tracing::info!(
+                discarded = before - batch.len(),
+                "uncommitted records of revoked partitions discarded"
+            );
+        }
+    }
+
+    /// Commits a batch, retrying transient failures with backoff. Returns false if stopped
+    /// before it could commit.
+    async fn flush(&mut self, records: Vec<Record>) -> bool {
+        let mut backoff = backoff_for(&self.config);
+        let mut stop = self.stop.clone();
+        loop {
+            let started = Instant::now();
+            match self.try_flush(&records).await {
+                Ok(outcome) => {
+                    self.committed(&records, &outcome, started.elapsed());
+                    return true;
+                }
+                Err((stage, error)) => {
+                    self.metrics.retry(stage);
+                    http::update(&self.health, |h| {
+                        h.state = "retrying";
+                        h.last_error = Some(error.clone());
+                    });
+                    let delay = backoff.next_delay();
+                    tracing::warn!(stage, %error, attempt = backoff.attempts(),
+                        delay_ms = delay.as_millis() as u64, "batch failed, retrying");
+                    if sleep_or_stop(&mut stop, delay).await {
+                        tracing::info!("stopping with an uncommitted batch, it will be re-read");
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn try_flush(&self, records: &[Record]) -> Result<Outcome, (&'static str, String)> {
+        let mut items = Vec::with_capacity(records.len());
+        for record in records {
+            let decoded = decode(&self.codec, &self.wanted, record)
+                .await
+                .map_err(|e| ("decode", e.to_string()))?;
+            items.push(Item {
+                record: record.clone(),
+                decoded,
+            });
+        }
+        let mut client = self.pool.get().await.map_err(|e| ("sink", e.to_string()))?;
+        let high_watermarks = self.state.lock().high_watermarks.clone();
+        batch::commit(
+            &self.projection,
+            &self.dead_letters,
+            &mut client,
+            &items,
+            &high_watermarks,
+        )
+        .await
+        .map_err(|e| ("sink", e.to_string()))
+    }
+
+    fn committed(&mut self, records: &[Record], outcome: &Outcome, took: Duration) {
+        self.metrics.batch(
+            outcome.applied,
+            outcome.duplicates,
+            outcome.dead_lettered,
+            took,
+        );
+        for (event_type, count) in &outcome.ignored {
+            self.metrics.ignored(event_type, *count);
+        }
+        for record in records {
+            if let Some(ms) = record.timestamp_ms {
+                self.last_event_ms
+                    .insert((record.origin.topic.clone(), record.origin.partition), ms);
+            }
+        }
+        tracing::debug!(
+            records = records.len(),
+            applied = outcome.applied,
+            duplicates = outcome.duplicates,
+            behind = outcome.behind,
+            dead_lettered = outcome.dead_lettered,
+            took_ms = took.as_millis() as u64,
+            "batch committed"
+        );
+        http::update(&self.health, |h| {
+            h.state = "running";
+            h.last_error = None;
+            h.batches += 1;
+        });
+        let assigned = {
+            let mut state = self.state.lock();
+            for (tp, next) in &outcome.positions {
+                let entry = state.committed.entry(tp.clone()).or_insert(*next);
+                *entry = (*entry).max(*next);
+            }
+            state.assigned.clone()
+        };
+        self.update_lag();
+        if self.config.commit_to_kafka {
+            // Informational only: positions in PostgreSQL are the truth.
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), next) in &outcome.positions {
+                if assigned.contains(&(topic.clone(), *partition)) {
+                    let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
+                }
+            }
+            if tpl.count() > 0 {
+                if let Err(error) = self.consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::debug!(%error, "informational kafka commit failed");
+                }
+            }
+        }
+    }
+
+    fn update_lag(&self) {
+        let (assigned, committed, high) = {
+            let state = self.state.lock();
+            (
+                state.assigned.clone(),
+                state.committed.clone(),
+                state.high_watermarks.clone(),
+            )
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for tp in &assigned {
+            let Some(high) = high.get(tp) else { continue };
+            let next = committed.get(tp).copied().unwrap_or(0);
+            let lag = (high - next).max(0);
+            let seconds = match (lag, self.last_event_ms.get(tp)) {
+                (0, _) => 0.0,
+                (_, Some(last)) => ((now_ms - last).max(0) as f64) / 1000.0,
+                (_, None) => 0.0,
+            };
+            self.metrics.lag(&tp.0, tp.1, lag, seconds);
+        }
+    }
+
+    /// Once a second: lag metrics, high watermarks for readers, and the rebuild swap.
+    async fn housekeeping(&mut self) {
+        self.update_lag();
+        let watermarks: HashMap<TopicPartition, i64> = {
+            let state = self.state.lock();
+            state
+                .high_watermarks
+                .iter()
+                .filter(|(tp, _)| state.assigned.contains(*tp))
+                .map(|(tp, h)| (tp.clone(), *h))
+                .collect()
+        };
+        let Ok(client) = self.pool.get().await else {
+            return;
+        };
+        if let Err(error) =
+            positions::record_high_watermarks(&**client, &self.name, self.version, &watermarks)
+                .await
+        {
+            tracing::debug!(%error, "cannot record high watermarks");
+        }
+        drop(client);
+        if let Liveness::Building { live } = self.liveness {
+            match self.caught_up().await {
+                Ok(true) => self.swap(live).await,
+                Ok(false) => {}
+                Err(error) => tracing::debug!(%error, "cannot check rebuild progress"),
+            }
+        }
+    }
+
+    /// Whether this version's stored positions reached the end of every partition.
+    async fn caught_up(&self) -> Result<bool, String> {
+        let consumer = self.consumer.clone();
+        let topics: Vec<String> = self
+            .projection
+            .topics()
+            .iter()
+            .map(|t| self.config.topic(t))
+            .collect();
+        let ends = tokio::task::spawn_blocking(move || {
+            let mut ends = HashMap::new();
+            for topic in topics {
+                let metadata = consumer
+                    .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                    .map_err(|e| e.to_string())?;
+                for t in metadata.topics() {
+                    for p in t.partitions() {
+                        let (low, high) = consumer
+                            .fetch_watermarks(&topic, p.id(), Duration::from_secs(5))
+                            .map_err(|e| e.to_string())?;
+                        ends.insert((topic.clone(), p.id()), (low, high));
+                    }
+                }
+            }
+            Ok::<_, String>(ends)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let stored = positions::load(&**client, &self.name, self.version)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(!ends.is_empty()
+            && ends.iter().all(|(tp, (low, high))| {
+                high <= low || stored.get(tp).is_some_and(|next| next >= high)
+            }))
+    }
+
+    async fn swap(&mut self, live: u32) {
+        let views = self.projection.views();
+        let Ok(mut client) = self.pool.get().await else {
+            return;
+        };
+        match bookkeeping::swap_live(&mut client, &self.name, self.version, &views).await {
+            Ok(swapped) => {
+                if swapped {
+                    tracing::info!(previous = live, "rebuild caught up, views swapped");
+                }
+                self.liveness = Liveness::Live;
+                self.metrics.rebuilding(false);
+            }
+            Err(error) => tracing::warn!(%error, "view swap failed, will retry"),
+        }
+    }
+}
+
+/// librdkafka consumer properties not passed to the dead-letter producer (it would warn).
+const CONSUMER_ONLY: &[&str] = &[
+    "group.instance.id",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "partition.assignment.strategy",
+    "group.protocol",
+    "isolation.level",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "fetch.wait.max.ms",
+    "max.partition.fetch.bytes",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+];
+
+fn backoff_for(config: &Config) -> Backoff {
+    Backoff::new(
+        Duration::from_millis(config.backoff_initial_ms),
+        Duration::from_millis(config.backoff_max_ms),
+    )
+}
+
+/// Sleeps, or returns true as soon as a stop is requested.
+async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
+    tokio::select! {
+        _ = stopped(stop) => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
+}
+
+/// Resolves once a stop is requested (or the sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,747 @@
+//! The compliance suite every projector must pass, against the real local stack
+//! (KAFKA_BROKERS, SCHEMA_REGISTRY_URL, DATABASE_URL). Each test has its own topics (prefix)
+//! and PostgreSQL schema, so tests run in parallel.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::dataset::{self, cancelled, email_changed, forgotten, placed, registered, shipped};
+use common::{connect, count, dump, fresh_schema, start, wait_caught_up, Fixture};
+use factline_projectors::dead_letter::{
+    HEADER_ERROR, HEADER_ORIGIN_OFFSET, HEADER_ORIGIN_PARTITION, HEADER_ORIGIN_TOPIC,
+    HEADER_PROJECTOR,
+};
+use factline_projectors::declarative::{DeclarativeConfig, DeclarativeProjection};
+use factline_projectors::projections::{customer_stats, order_summary};
+use factline_projectors::projections::{CustomerStatsProjection, OrderSummaryProjection};
+use factline_projectors::{Event, Migration, Projection, ProjectionError};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::ClientConfig;
+use tokio_postgres::Transaction;
+
+const ORDERS: &str = "SELECT * FROM order_summary ORDER BY order_id";
+const CUSTOMERS: &str = "SELECT * FROM customer_stats ORDER BY customer_id";
+
+/// A test projection that appends every applied event to a log with no unique constraint, so
+/// an event applied twice shows up as a duplicate row and a lost one as a missing row.
+#[derive(Clone)]
+struct EventLog {
+    name: String,
+    version: u32,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        EventLog::named("event_log", 1)
+    }
+}
+
+impl EventLog {
+    fn named(name: &str, version: u32) -> EventLog {
+        EventLog {
+            name: name.to_owned(),
+            version,
+        }
+    }
+}
+
+impl Projection for EventLog {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn topics(&self) -> Vec<String> {
+        vec!["orders".into(), "customers".into()]
+    }
+    fn event_types(&self) -> Vec<String> {
+        [
+            "OrderPlaced",
+            "OrderShipped",
+            "OrderDelivered",
+            "OrderCancelled",
+            "CustomerRegistered",
+            "CustomerEmailChanged",
+            "CustomerForgotten",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+    fn migrations(&self) -> Vec<Migration> {
+        vec![Migration::new(
+            "001",
+            format!(
+                "CREATE TABLE event_log_v{} (event_id uuid NOT NULL, topic text, part integer, \"offset\" bigint)",
+                self.version
+            ),
+        )]
+    }
+    fn views(&self) -> Vec<String> {
+        vec!["event_log".into()]
+    }
+    async fn apply(&self, tx: &Transaction<'_>, event: &Event) -> Result<(), ProjectionError> {
+        tx.execute(
+            &format!(
+                "INSERT INTO event_log_v{} VALUES ($1, $2, $3, $4)",
+                self.version
+            ),
+            &[
+                &event.envelope.event_id,
+                &event.origin.topic,
+                &event.origin.partition,
+                &event.origin.offset,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+async fn assert_log_exact(url: &str, expected: usize) {
+    let total = count(url, "SELECT count(*) FROM event_log").await;
+    let distinct = count(url, "SELECT count(DISTINCT event_id) FROM event_log").await;
+    assert_eq!(distinct, expected as i64, "events lost");
+    assert_eq!(total, distinct, "events applied twice");
+}
+
+async fn project_once<P: Projection + Clone>(fixture: &Fixture, projection: P) -> (String, String) {
+    let (schema, url) = fresh_schema().await;
+    let running = start(fixture.config(&url), projection.clone());
+    wait_caught_up(
+        &url,
+        projection.name(),
+        projection.version(),
+        &fixture.ends_for(&projection),
+    )
+    .await;
+    running.stop().await;
+    (schema, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_the_log_twice_gives_identical_read_models() {
+    let mut fixture = Fixture::new(3).await;
+    fixture.produce_all(&dataset::shop(10, 30)).await;
+
+    let (_, first) = project_once(&fixture, OrderSummaryProjection).await;
+    let (_, second) = project_once(&fixture, OrderSummaryProjection).await;
+    let rows = dump(&first, ORDERS).await;
+    assert_eq!(rows.len(), 30);
+    assert_eq!(rows, dump(&second, ORDERS).await);
+
+    // shipped before placed: nothing lost; delivered wins; cancelled before placed stays cancelled
+    let o2 = dump(&first, "SELECT status, total_cents, tracking_id, delivered_at IS NOT NULL AS d FROM order_summary WHERE order_id = 'o-2'").await;
+    assert_eq!(
+        o2,
+        vec![r#"{"status":"delivered","total_cents":756,"tracking_id":"T2","d":true}"#]
+    );
+    let o4 = dump(
+        &first,
+        "SELECT status, customer_id FROM order_summary WHERE order_id = 'o-4'",
+    )
+    .await;
+    assert_eq!(o4, vec![r#"{"status":"cancelled","customer_id":"c-4"}"#]);
+
+    let (_, a) = project_once(&fixture, CustomerStatsProjection).await;
+    let (_, b) = project_once(&fixture, CustomerStatsProjection).await;
+    let customers = dump(&a, CUSTOMERS).await;
+    assert_eq!(customers.len(), 10);
+    assert_eq!(customers, dump(&b, CUSTOMERS).await);
+    // c-4 was forgotten, then a late email change arrived: personal data stays erased
+    let c4 = dump(
+        &a,
+        "SELECT name, email, forgotten FROM customer_stats WHERE customer_id = 'c-4'",
+    )
+    .await;
+    assert_eq!(c4, vec![r#"{"name":null,"email":null,"forgotten":true}"#]);
+    // c-1: orders o-1 (2 x 251), o-11 (4 x 261) and o-21, cancelled (21 % 6 == 3)
+    let c1 = dump(&a, "SELECT order_count, cancelled_count, lifetime_value_cents, email FROM customer_stats WHERE customer_id = 'c-1'").await;
+    assert_eq!(
+        c1,
+        vec![
+            r#"{"order_count":2,"cancelled_count":1,"lifetime_value_cents":{"EUR": 1546},"email":"c-1@example.com"}"#
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_id_at_two_offsets_changes_the_read_model_once() {
+    let mut fixture = Fixture::new(1).await;
+    let original = placed("o-1", "c-1", 2, 450, 10);
+    // Same event id, different content and a later timestamp: applying it would overwrite.
+    let mut copy = placed("o-1", "c-9", 3, 999, 50);
+    copy.event_id = original.event_id;
+    fixture.produce(&original).await;
+    fixture.produce(&shipped("o-1", "T1", 20)).await;
+    fixture.produce(&copy).await;
+    fixture.produce(&original).await;
+
+    let (_, url) = project_once(&fixture, OrderSummaryProjection).await;
+    let row = dump(
+        &url,
+        "SELECT customer_id, total_cents, item_count, status FROM order_summary",
+    )
+    .await;
+    assert_eq!(
+        row,
+        vec![r#"{"customer_id":"c-1","total_cents":900,"item_count":2,"status":"shipped"}"#]
+    );
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM factline_projector_applied").await,
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_are_dead_lettered_and_processing_goes_on() {
+    let mut fixture = Fixture::new(1).await;
+    fixture.produce(&placed("o-1", "c-1", 1, 100, 1)).await;
+    let headers = |event_type: &str| {
+        vec![
+            ("event_id", uuid::Uuid::new_v4().to_string()),
+            ("event_type", event_type.to_owned()),
+            ("command_id", uuid::Uuid::new_v4().to_string()),
+            ("correlation_id", "x".to_owned()),
+            ("occurred_at", "2026-01-01T00:00:00.000Z".to_owned()),
+        ]
+    };
+    let garbage = b"not avro at all".to_vec();
+    let unknown_id = [0u8, 0x7f, 0xff, 0xff, 0xf0, 2, 4, 6].to_vec();
+    let mut rejected = placed("o-bad", "c-1", 2, 100, 2);
+    rejected.body["total_cents"] = serde_json::json!(12345); // not the sum of its lines
+    let mut poison = vec![
+        fixture
+            .produce_raw("orders", "k1", &garbage, &headers("OrderPlaced"))
+            .await,
+        fixture
+            .produce_raw("orders", "k2", &unknown_id, &headers("OrderShipped"))
+            .await,
+    ];
+    poison.push(fixture.produce(&rejected).await);
+    fixture.produce(&placed("o-2", "c-1", 1, 200, 3)).await;
+
+    let (_, url) = project_once(&fixture, OrderSummaryProjection).await;
+    let ids = dump(&url, "SELECT order_id FROM order_summary ORDER BY order_id").await;
+    assert_eq!(ids, vec![r#"{"order_id":"o-1"}"#, r#"{"order_id":"o-2"}"#]);
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &fixture.brokers)
+        .set("group.id", format!("{}dlq-reader", fixture.prefix))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&fixture.topic("orders.dlq")]).unwrap();
+    let mut letters = Vec::new();
+    while letters.len() < 3 {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("dead letters missing")
+            .unwrap();
+        let headers: HashMap<String, String> = message
+            .headers()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_owned(),
+                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
+                )
+            })
+            .collect();
+        letters.push((
+            headers,
+            message.key().unwrap().to_vec(),
+            message.payload().unwrap().to_vec(),
+        ));
+    }
+    let expected_payloads = [garbage, unknown_id];
+    for (i, (headers, key, payload)) in letters.iter().enumerate() {
+        assert_eq!(headers[HEADER_PROJECTOR], "order_summary");
+        assert_eq!(headers[HEADER_ORIGIN_TOPIC], fixture.topic("orders"));
+        assert_eq!(headers[HEADER_ORIGIN_PARTITION], poison[i].0.to_string());
+        assert_eq!(headers[HEADER_ORIGIN_OFFSET], poison[i].1.to_string());
+        assert!(!headers[HEADER_ERROR].is_empty());
+        assert!(headers.contains_key("event_id"), "original headers kept");
+        if i < 2 {
+            assert_eq!(payload, &expected_payloads[i]);
+            assert_eq!(key, format!("k{}", i + 1).as_bytes());
+        } else {
+            assert!(
+                headers[HEADER_ERROR].contains("rejected"),
+                "{}",
+                headers[HEADER_ERROR]
+            );
+            assert_eq!(key, b"o-bad");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_partitions_and_agree_with_one() {
+    let mut fixture = Fixture::new(4).await;
+    let events = dataset::shop(12, 60);
+    let (first_half, second_half) = events.split_at(events.len() / 2);
+    fixture.produce_all(first_half).await;
+
+    let (_, shared) = fresh_schema().await;
+    let a = start(fixture.config(&shared), EventLog::default());
+    let b = start(fixture.config(&shared), EventLog::default());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fixture.produce_all(second_half).await;
+    // one instance leaves mid-run: its partitions move to the other
+    a.stop().await;
+    fixture
+        .produce(&registered("c-late", "late@example.com", 9000))
+        .await;
+    wait_caught_up(&shared, "event_log", 1, &fixture.ends).await;
+    b.stop().await;
+    assert_log_exact(&shared, events.len() + 1).await;
+
+    let (_, single) = project_once(&fixture, EventLog::default()).await;
+    let q =
+        "SELECT event_id, topic, part, \"offset\" FROM event_log ORDER BY topic, part, \"offset\"";
+    assert_eq!(dump(&shared, q).await, dump(&single, q).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_at_the_stored_checkpoint() {
+    let mut fixture = Fixture::new(2).await;
+    let events = dataset::shop(6, 20);
+    fixture.produce_all(&events).await;
+    let (_, url) = project_once(&fixture, EventLog::default()).await;
+    assert_log_exact(&url, events.len()).await;
+
+    // Forget the applied ids: only the positions can now keep the first part from being
+    // applied again.
+    connect(&url)
+        .await
+        .batch_execute("DELETE FROM factline_projector_applied")
+        .await
+        .unwrap();
+    let more = [
+        registered("c-new", "new@example.com", 5000),
+        placed("o-new", "c-new", 1, 100, 5001),
+        cancelled("o-new", 5002),
+    ];
+    fixture.produce_all(&more).await;
+    let running = start(fixture.config(&url), EventLog::default());
+    wait_caught_up(&url, "event_log", 1, &fixture.ends).await;
+    running.stop().await;
+    assert_log_exact(&url, events.len() + more.len()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_recovers_from_a_postgresql_outage() {
+    let mut fixture = Fixture::new(2).await;
+    let events = dataset::shop(8, 40);
+    let (before, during) = events.split_at(events.len() / 3);
+    fixture.produce_all(before).await;
+
+    let (schema, direct) = fresh_schema().await;
+    let pg: tokio_postgres::Config = common::env("DATABASE_URL").parse().unwrap();
+    let host = match &pg.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("tcp host expected, got {other:?}"),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let proxy = common::proxy::Proxy::start(format!("{host}:{port}")).await;
+    let user = pg.get_user().unwrap_or("postgres");
+    let dbname = pg.get_dbname().unwrap_or(user);
+    let password = pg
+        .get_password()
+        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+        .unwrap_or_default();
+    let through_proxy = format!(
+        "postgres://{user}{password}@{}/{dbname}?options=-csearch_path%3D{schema}",
+        proxy.addr
+    );
+    let mut config = fixture.config(&through_proxy);
+    config.batch_max_events = 5;
+    // a name of its own, so the retry metric below is this test's
+    let name = format!("{}event_log", fixture.prefix);
+    let running = start(config, EventLog::named(&name, 1));
+    wait_caught_up(&direct, &name, 1, &fixture.ends).await;
+
+    proxy.cut();
+    fixture.produce_all(during).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.restore();
+
+    wait_caught_up(&direct, &name, 1, &fixture.ends).await;
+    running.stop().await;
+    assert_log_exact(&direct, events.len()).await;
+    let metrics = factline_projectors::telemetry::prometheus().render();
+    let retried = metrics.lines().any(|l| {
+        l.starts_with("factline_projector_retries_total")
+            && l.contains(&format!("projector=\"{name}\""))
+            && l.contains("stage=\"sink\"")
+    });
+    assert!(
+        retried,
+        "the outage was not observed by the projector:\n{metrics}"
+    );
+}
+
+/// Kills the child process if the test fails before it is stopped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_batch_loses_nothing_and_applies_nothing_twice() {
+    let mut fixture = Fixture::new(3).await;
+    let events = dataset::shop(40, 400);
+    fixture.produce_all(&events).await;
+    // the uninterrupted reference run (first: the children below use static membership)
+    let (_, reference) = project_once(&fixture, OrderSummaryProjection).await;
+    let (_, url) = fresh_schema().await;
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_order-summary"))
+            .env("KAFKA_BROKERS", &fixture.brokers)
+            .env("SCHEMA_REGISTRY_URL", &fixture.registry)
+            .env("DATABASE_URL", &url)
+            .env("PROJECTOR_TOPIC_PREFIX", &fixture.prefix)
+            .env("PROJECTOR_BATCH_MAX_EVENTS", "10")
+            .env("KAFKA_PROPERTY_SESSION_TIMEOUT_MS", "6000")
+            .env("KAFKA_PROPERTY_HEARTBEAT_INTERVAL_MS", "500")
+            .env("KAFKA_PROPERTY_MAX_POLL_INTERVAL_MS", "10000")
+            // static membership: the restarted process takes over the killed one's member
+            // slot at once instead of waiting for the broker to expire it
+            .env(
+                "KAFKA_PROPERTY_GROUP_INSTANCE_ID",
+                format!("{}projector-0", fixture.prefix),
+            )
+            .env("RUST_LOG", "info")
+            .spawn()
+            .map(KillOnDrop)
+            .unwrap()
+    };
+    let total: i64 = fixture.ends_for(&OrderSummaryProjection).values().sum();
+    let mut child = spawn();
+    // kill it once it has committed something but not everything
+    let client = connect(&url).await;
+    loop {
+        let done: i64 = client
+            .query_one(
+                "SELECT COALESCE(sum(next_offset), 0)::bigint FROM factline_projector_positions WHERE projector = 'order_summary'",
+                &[],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if done > 0 {
+            assert!(
+                done < total,
+                "finished before it could be killed; use more events"
+            );
+            break;
+        }
+        assert!(child.0.try_wait().unwrap().is_none(), "projector exited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+
+    let mut child = spawn();
+    wait_caught_up(
+        &url,
+        order_summary::NAME,
+        order_summary::VERSION,
+        &fixture.ends_for(&OrderSummaryProjection),
+    )
+    .await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.0.wait().unwrap().success(), "graceful stop failed");
+
+    assert_eq!(dump(&url, ORDERS).await, dump(&reference, ORDERS).await);
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM factline_projector_applied").await,
+        count(
+            &reference,
+            "SELECT count(*) FROM factline_projector_applied"
+        )
+        .await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_declarative_customer_directory_follows_its_config() {
+    let mut fixture = Fixture::new(2).await;
+    let events = vec![
+        registered("c-1", "a@x", 1),
+        email_changed("c-1", "b@x", 5),
+        email_changed("c-2", "early@x", 9), // before the registration
+        registered("c-2", "reg@x", 2),
+        registered("c-3", "c@x", 3),
+        forgotten("c-3", 10),
+        email_changed("c-3", "late@x", 20), // after forgetting: must not reappear
+        forgotten("c-4", 10),               // forgotten before registered (replay order)
+        registered("c-4", "d@x", 4),
+    ];
+    fixture.produce_all(&events).await;
+    let text = include_str!("../config/customer_directory.toml");
+    let projection = DeclarativeProjection::new(DeclarativeConfig::parse(text).unwrap());
+    let (_, a) = project_once(&fixture, projection.clone()).await;
+    let (_, b) = project_once(&fixture, projection).await;
+    let q =
+        "SELECT customer_id, name, email, forgotten FROM customer_directory ORDER BY customer_id";
+    let rows = dump(&a, q).await;
+    assert_eq!(
+        rows,
+        vec![
+            r#"{"customer_id":"c-1","name":"Name c-1","email":"b@x","forgotten":false}"#,
+            r#"{"customer_id":"c-2","name":"Name c-2","email":"early@x","forgotten":false}"#,
+            r#"{"customer_id":"c-3","name":null,"email":null,"forgotten":true}"#,
+            r#"{"customer_id":"c-4","name":null,"email":null,"forgotten":true}"#,
+        ]
+    );
+    let all = "SELECT * FROM customer_directory ORDER BY customer_id";
+    assert_eq!(dump(&a, all).await, dump(&b, all).await);
+    let _ = customer_stats::NAME;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_rebuilds_beside_the_old_one_and_takes_over_when_caught_up() {
+    let mut fixture = Fixture::new(2).await;
+    let events = dataset::shop(5, 20);
+    fixture.produce_all(&events).await;
+    let (_, url) = fresh_schema().await;
+    let name = "event_log";
+
+    let v1 = start(fixture.config(&url), EventLog::named(name, 1));
+    wait_caught_up(&url, name, 1, &fixture.ends).await;
+    let view = "SELECT definition FROM pg_views WHERE viewname = 'event_log' AND schemaname = current_schema()";
+    assert!(dump(&url, view).await[0].contains("event_log_v1"));
+
+    // v2 starts while v1 keeps serving; more events arrive meanwhile
+    let v2 = start(fixture.config(&url), EventLog::named(name, 2));
+    fixture
+        .produce(&registered("c-extra", "x@example.com", 7000))
+        .await;
+    wait_caught_up(&url, name, 1, &fixture.ends).await;
+    wait_caught_up(&url, name, 2, &fixture.ends).await;
+
+    let client = connect(&url).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let live: Option<i32> = client
+            .query_opt(
+                "SELECT version FROM factline_projector_rebuilds WHERE projector = $1 AND state = 'live'",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get(0));
+        if live == Some(2) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "v2 never went live");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(dump(&url, view).await[0].contains("event_log_v2"));
+    let states = dump(
+        &url,
+        "SELECT version, state, swapped_at IS NOT NULL AS swapped FROM factline_projector_rebuilds ORDER BY version",
+    )
+    .await;
+    assert_eq!(
+        states,
+        vec![
+            r#"{"version":1,"state":"retired","swapped":true}"#,
+            r#"{"version":2,"state":"live","swapped":true}"#
+        ]
+    );
+    v1.stop().await;
+    v2.stop().await;
+    assert_log_exact(&url, events.len() + 1).await;
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM event_log_v1").await,
+        count(&url, "SELECT count(*) FROM event_log_v2").await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_are_served_over_http_labelled_with_the_projector() {
+    let mut fixture = Fixture::new(1).await;
+    fixture.produce(&placed("o-1", "c-1", 1, 100, 1)).await;
+    fixture.produce(&shipped("o-1", "T", 2)).await;
+    let (_, url) = fresh_schema().await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = fixture.config(&url);
+    config.http_addr = Some(addr);
+    let name = format!("{}http", fixture.prefix);
+    let running = start(config, EventLog::named(&name, 1));
+    wait_caught_up(&url, &name, 1, &fixture.ends).await;
+
+    let health: serde_json::Value = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["projector"], name.as_str());
+    assert_eq!(health["state"], "running");
+    let label = format!("projector=\"{name}\"");
+    // lag needs the client's statistics (every second): poll until it is exported
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let lag = metrics.lines().any(|l| {
+            l.starts_with("factline_projector_lag_events")
+                && l.contains(&label)
+                && l.ends_with(" 0")
+        });
+        if lag || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for metric in [
+        "factline_projector_events_applied_total",
+        "factline_projector_batch_seconds",
+        "factline_projector_lag_events",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(metric) && l.contains(&label)),
+            "{metric} for {name} missing:\n{metrics}"
+        );
+    }
+    let applied = metrics
+        .lines()
+        .find(|l| l.starts_with("factline_projector_events_applied_total") && l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(applied, Some(2.0));
+    let lag_line = metrics
+        .lines()
+        .find(|l| l.starts_with("factline_projector_lag_events") && l.contains(&label))
+        .unwrap();
+    assert!(lag_line.ends_with(" 0"), "{lag_line}");
+    // positions carry the high watermark for readers
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let high = dump(
+            &url,
+            "SELECT next_offset, high_watermark FROM factline_projector_positions",
+        )
+        .await;
+        if high == vec![r#"{"next_offset":2,"high_watermark":2}"#] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "high watermark not recorded: {high:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_is_retried_without_skipping_records() {
+    let mut fixture = Fixture::new(1).await;
+    let events = dataset::shop(3, 6);
+    fixture.produce_all(&events).await;
+    let upstream = fixture
+        .registry
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = common::proxy::Proxy::start(upstream).await;
+    proxy.cut(); // the registry is unreachable from the start
+    let (_, url) = fresh_schema().await;
+    let mut config = fixture.config(&url);
+    config.schema_registry_url = format!("http://{}", proxy.addr);
+    let name = format!("{}registry_outage", fixture.prefix);
+    let running = start(config, EventLog::named(&name, 1));
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let committed = count(
+        &url,
+        "SELECT COALESCE(sum(next_offset), 0)::bigint FROM factline_projector_positions",
+    )
+    .await;
+    assert_eq!(
+        committed, 0,
+        "records were skipped while the registry was down"
+    );
+    proxy.restore();
+
+    wait_caught_up(&url, &name, 1, &fixture.ends).await;
+    running.stop().await;
+    assert_log_exact(&url, events.len()).await; // none dead-lettered, none lost
+    let metrics = factline_projectors::telemetry::prometheus().render();
+    assert!(metrics.lines().any(|l| {
+        l.starts_with("factline_projector_retries_total")
+            && l.contains(&format!("projector=\"{name}\""))
+            && l.contains("stage=\"decode\"")
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_declarative_binary_runs_a_config_file() {
+    let mut fixture = Fixture::new(1).await;
+    fixture
+        .produce_all(&[registered("c-1", "a@x", 1), email_changed("c-1", "b@x", 2)])
+        .await;
+    let (_, url) = fresh_schema().await;
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/customer_directory.toml"
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_declarative-projector"))
+        .args(["--config", config])
+        .env("KAFKA_BROKERS", &fixture.brokers)
+        .env("SCHEMA_REGISTRY_URL", &fixture.registry)
+        .env("DATABASE_URL", &url)
+        .env("PROJECTOR_TOPIC_PREFIX", &fixture.prefix)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .map(KillOnDrop)
+        .unwrap();
+    let text = std::fs::read_to_string(config).unwrap();
+    let projection = DeclarativeProjection::new(DeclarativeConfig::parse(&text).unwrap());
+    wait_caught_up(
+        &url,
+        "customer_directory",
+        1,
+        &fixture.ends_for(&projection),
+    )
+    .await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.0.wait().unwrap().success(), "graceful stop failed");
+    assert_eq!(
+        dump(&url, "SELECT customer_id, email FROM customer_directory").await,
+        vec![r#"{"customer_id":"c-1","email":"b@x"}"#]
+    );
+}

@@ -1,0 +1,418 @@
+//! Events on the wire: the Confluent format (magic byte, schema id, Avro body) through a schema
+//! registry, using schema_registry_converter's async encoder and decoder (schema ids cached).
+//! Encoding auto-registers the embedded schema under `{topic}-{full name}`; decoding fetches the
+//! writer's schema by id and resolves the record to the embedded reader schema of its event type,
+//! so records written with an older or newer compatible schema read the same.
+
+use crate::avro_to_json::avro_to_json;
+use crate::catalog::Catalog;
+use crate::command::BuiltEvent;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why an event could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// The registry could not be reached or answered with a server error: retry later.
+    #[error("schema registry unavailable: {0}")]
+    RegistryUnavailable(String),
+    /// The registry refused the request (e.g. 409: the schema is incompatible with the subject).
+    #[error("schema registry refused the request (status {status:?}): {message}")]
+    RegistryRefused {
+        /// The HTTP status, when known.
+        status: Option<u16>,
+        /// The registry's message.
+        message: String,
+    },
+    /// The bytes are not in the Confluent wire format.
+    #[error("not in the confluent wire format: {0}")]
+    NotWireFormat(String),
+    /// The registry does not know the schema id in the payload.
+    #[error("unknown schema id {0}")]
+    UnknownSchemaId(u32),
+    /// The event type is not in the catalog (writer record name or requested event type).
+    #[error("unknown event type {0}")]
+    UnknownEventType(String),
+    /// The body does not match the writer schema, or cannot be resolved to the reader schema.
+    #[error("cannot read {event_type} (schema id {schema_id}): {message}")]
+    Resolution {
+        /// The event type.
+        event_type: String,
+        /// The writer's schema id.
+        schema_id: u32,
+        /// What went wrong.
+        message: String,
+    },
+    /// The value to encode does not match the event's schema.
+    #[error("{event_type} value does not match its schema")]
+    InvalidValue {
+        /// The event type.
+        event_type: String,
+    },
+}
+
+impl CodecError {
+    /// Whether retrying the same operation later may succeed (registry unreachable or failing);
+    /// everything else is permanent (bad bytes, unknown schema id or event type, resolution).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CodecError::RegistryUnavailable(_))
+    }
+}
+
+/// An event read from the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedEvent {
+    /// The short event name: `OrderPlaced`.
+    pub event_type: String,
+    /// The writer's schema id.
+    pub schema_id: u32,
+    /// The record, resolved to the embedded (reader) schema of its event type.
+    pub value: Value,
+}
+
+impl DecodedEvent {
+    /// The record as plain JSON (see [`avro_to_json`]).
+    pub fn to_json(&self) -> serde_json::Value {
+        avro_to_json(&self.value)
+    }
+}
+
+/// Encodes and decodes events through a schema registry. Cheap to clone; Send + Sync.
+#[derive(Clone)]
+pub struct EventCodec {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    encoder: AvroEncoder,
+    decoder: AvroDecoder,
+    catalog: Catalog,
+}
+
+impl std::fmt::Debug for EventCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventCodec").finish_non_exhaustive()
+    }
+}
+
+/// How long one registry call may take before it counts as unavailable.
+const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl EventCodec {
+    /// A codec for the built-in catalog against the registry at `registry_url`.
+    pub fn new(registry_url: &str) -> EventCodec {
+        EventCodec::with_catalog(registry_url, Catalog::builtin().clone())
+    }
+
+    /// A codec for `catalog` (e.g. one read with [`Catalog::from_dir`]).
+    pub fn with_catalog(registry_url: &str, catalog: Catalog) -> EventCodec {
+        let url = registry_url.trim_end_matches('/').to_string();
+        let settings = SrSettings::new_builder(url.clone())
+            .set_timeout(REGISTRY_TIMEOUT)
+            .build()
+            .unwrap_or_else(|_| SrSettings::new(url));
+        EventCodec::with_settings(settings, catalog)
+    }
+
+    /// A codec with full registry settings (several urls, authentication, proxy).
+    pub fn with_settings(settings: SrSettings, catalog: Catalog) -> EventCodec {
+        EventCodec {
+            inner: Arc::new(Inner {
+                encoder: AvroEncoder::new(settings.clone()),
+                decoder: AvroDecoder::new(settings),
+                catalog,
+            }),
+        }
+    }
+
+    /// The catalog this codec reads and writes.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// Confluent wire format, subject {topic}-{full_name}, auto-registers the embedded schema.
+    pub async fn encode(&self, event: &BuiltEvent) -> Result<Vec<u8>, CodecError> {
+        self.encode_value(&event.topic, &event.event_type, event.value.clone())
+            .await
+    }
+
+    /// Encodes `value` as the event type `event_type` for `topic`.
+    pub async fn encode_value(
+        &self,
+        topic: &str,
+        event_type: &str,
+        value: Value,
+    ) -> Result<Vec<u8>, CodecError> {
+        let event = self
+            .inner
+            .catalog
+            .event(event_type)
+            .ok_or_else(|| CodecError::UnknownEventType(event_type.to_string()))?;
+        if !value.validate(&event.schema) {
+            return Err(CodecError::InvalidValue {
+                event_type: event_type.to_string(),
+            });
+        }
+        let strategy = SubjectNameStrategy::TopicRecordNameStrategyWithSchema(
+            topic.to_string(),
+            SuppliedSchema::new(
+                Some(event.full_name.clone()),
+                SchemaType::Avro,
+                event.schema_json.clone(),
+            ),
+        );
+        let result = self.inner.encoder.encode_value(value, &strategy).await;
+        result.map_err(|e| {
+            let error = registry_error(&e);
+            if error.is_transient() {
+                // The library caches non-retriable errors (a 500, say); a transient failure
+                // must not stick.
+                self.inner.encoder.remove_errors_from_cache();
+            }
+            error
+        })
+    }
+
+    /// Fetches the writer schema by id (cached), resolves to the embedded reader schema of that
+    /// event type (schema evolution: old and new versions both readable).
+    pub async fn decode(&self, payload: &[u8]) -> Result<DecodedEvent, CodecError> {
+        let (schema_id, body) = split_wire_format(payload)?;
+        let writer = match self.inner.decoder.get_schema(schema_id).await {
+            Ok(writer) => writer,
+            Err(e) => {
+                let error = match registry_error(&e) {
+                    CodecError::RegistryRefused {
+                        status: Some(404), ..
+                    } => CodecError::UnknownSchemaId(schema_id),
+                    other => other,
+                };
+                if error.is_transient() {
+                    self.inner.decoder.remove_errors_from_cache();
+                }
+                return Err(error);
+            }
+        };
+        let full_name = writer
+            .parsed
+            .name()
+            .map(|n| n.fullname(None))
+            .unwrap_or_default();
+        let event = self
+            .inner
+            .catalog
+            .event_by_full_name(&full_name)
+            .ok_or_else(|| CodecError::UnknownEventType(full_name.clone()))?;
+        let value = read_resolved(&writer.parsed, &event.schema, body).map_err(|message| {
+            CodecError::Resolution {
+                event_type: event.event_type.clone(),
+                schema_id,
+                message,
+            }
+        })?;
+        Ok(DecodedEvent {
+            event_type: event.event_type.clone(),
+            schema_id,
+            value,
+        })
+    }
+}
+
+/// Reads an Avro body written with `writer`, resolved to `reader` (Avro schema resolution:
+/// fields only the writer has are skipped, fields only the reader has take their default, an
+/// enum symbol the reader does not know becomes the reader's enum default).
+pub(crate) fn read_resolved(
+    writer: &Schema,
+    reader: &Schema,
+    body: &[u8],
+) -> Result<Value, String> {
+    let datum_reader = GenericDatumReader::builder(writer)
+        .reader_schema(reader)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut cursor = body;
+    let value = datum_reader
+        .read_value(&mut cursor)
+        .map_err(|e| e.to_string())?;
+    if cursor.is_empty() {
+        Ok(value)
+    } else {
+        Err(format!("{} bytes left after the record", cursor.len()))
+    }
+}
+
+/// Splits a Confluent-framed payload into (schema id, Avro body).
+pub(crate) fn split_wire_format(payload: &[u8]) -> Result<(u32, &[u8]), CodecError> {
+    match payload {
+        [0, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
+        [] => Err(CodecError::NotWireFormat("empty payload".into())),
+        [0, ..] => Err(CodecError::NotWireFormat(format!(
+            "payload too short ({} bytes)",
+            payload.len()
+        ))),
+        [first, ..] => Err(CodecError::NotWireFormat(format!(
+            "first byte is {first:#04x}, expected the magic byte 0x00"
+        ))),
+    }
+}
+
+/// The HTTP status in a schema_registry_converter error message, if any.
+fn status_of(error: &SRCError) -> Option<u16> {
+    let text = error.error.as_str();
+    let rest = &text[text.find("status ")? + "status ".len()..];
+    rest.get(..3)?.parse().ok()
+}
+
+fn registry_error(error: &SRCError) -> CodecError {
+    let message = match &error.cause {
+        Some(cause) => format!("{}: {cause}", error.error),
+        None => error.error.clone(),
+    };
+    let status = status_of(error);
+    let transient =
+        error.retriable || matches!(status, Some(s) if s >= 500 || s == 408 || s == 429);
+    if transient {
+        tracing::warn!(error = %message, "schema registry unavailable");
+        CodecError::RegistryUnavailable(message)
+    } else {
+        CodecError::RegistryRefused { status, message }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_is_split_and_garbage_is_permanent() {
+        assert_eq!(
+            split_wire_format(&[0, 0, 0, 1, 2, 9, 9]).unwrap(),
+            (258, &[9u8, 9][..])
+        );
+        for bad in [&[][..], &[0, 0, 0][..], &[1, 0, 0, 0, 1, 2][..]] {
+            let e = split_wire_format(bad).unwrap_err();
+            assert!(matches!(e, CodecError::NotWireFormat(_)));
+            assert!(!e.is_transient());
+        }
+    }
+
+    #[test]
+    fn registry_errors_are_classified() {
+        let unreachable = SRCError::new("http call to schema registry failed", None, true);
+        assert!(registry_error(&unreachable).is_transient());
+        let server = SRCError::new(
+            "HTTP request to schema registry failed with status 500 Internal Server Error",
+            None,
+            false,
+        );
+        assert!(registry_error(&server).is_transient());
+        let conflict = SRCError::new(
+            "HTTP request to schema registry failed with status 409 Conflict",
+            Some("incompatible".into()),
+            false,
+        );
+        let e = registry_error(&conflict);
+        assert!(!e.is_transient());
+        assert!(matches!(
+            e,
+            CodecError::RegistryRefused {
+                status: Some(409),
+                ..
+            }
+        ));
+    }
+
+    fn write(schema: &Schema, value: Value) -> Vec<u8> {
+        apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+            .build()
+            .unwrap()
+            .write_value_to_vec(value)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_newer_currency_symbol_reads_as_unknown_with_the_embedded_schema() {
+        let reader = &Catalog::builtin().event("OrderPlaced").unwrap().schema;
+        let mut json: serde_json::Value =
+            serde_json::from_str(&Catalog::builtin().event("OrderPlaced").unwrap().schema_json)
+                .unwrap();
+        let symbols = json["fields"][2]["type"]["symbols"].as_array_mut().unwrap();
+        symbols.insert(0, serde_json::json!("BRL"));
+        let writer = Schema::parse(&json).unwrap();
+        let mut value = Catalog::builtin()
+            .command("PlaceOrder")
+            .unwrap()
+            .build_event(
+                &serde_json::json!({"order_id": "o", "customer_id": "c", "currency": "EUR",
+                    "items": [{"sku": "s", "name": "n", "quantity": 1, "unit_price_cents": 1}],
+                    "shipping_address": {"line1": "l", "city": "c", "postal_code": "p", "country": "GB"}}),
+                chrono::Utc::now(),
+            )
+            .unwrap()
+            .value;
+        let Value::Record(fields) = &mut value else {
+            panic!()
+        };
+        fields[2].1 = Value::Enum(0, "BRL".into());
+        let bytes = write(&writer, value);
+        let read = read_resolved(&writer, reader, &bytes).unwrap();
+        assert_eq!(
+            avro_to_json(&read)["currency"],
+            serde_json::json!("UNKNOWN")
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_are_a_resolution_error() {
+        let schema = &Catalog::builtin().event("OrderDelivered").unwrap().schema;
+        let mut bytes = write(
+            schema,
+            Value::Record(vec![
+                ("order_id".into(), Value::String("o".into())),
+                ("delivered_at".into(), Value::TimestampMillis(1)),
+            ]),
+        );
+        assert!(read_resolved(schema, schema, &bytes).is_ok());
+        bytes.push(0);
+        assert!(read_resolved(schema, schema, &bytes).is_err());
+    }
+
+    #[tokio::test]
+    async fn unreachable_registry_is_transient() {
+        // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+        let codec = EventCodec::new("http://127.0.0.1:9");
+        let e = codec.decode(&[0, 0, 0, 0, 1, 2]).await.unwrap_err();
+        assert!(e.is_transient(), "{e:?}");
+        let command = Catalog::builtin().command("DeliverOrder").unwrap();
+        let event = command
+            .build_event(&serde_json::json!({"order_id": "o-1"}), chrono::Utc::now())
+            .unwrap();
+        let e = codec.encode(&event).await.unwrap_err();
+        assert!(e.is_transient(), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn unknown_event_type_and_invalid_value_are_permanent() {
+        let codec = EventCodec::new("http://127.0.0.1:9");
+        let e = codec
+            .encode_value("t", "Nope", Value::Null)
+            .await
+            .unwrap_err();
+        assert_eq!(e, CodecError::UnknownEventType("Nope".into()));
+        assert!(!e.is_transient());
+        let e = codec
+            .encode_value("t", "OrderDelivered", Value::Record(vec![]))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CodecError::InvalidValue { .. }));
+        assert!(!e.is_transient());
+    }
+}

@@ -1,0 +1,362 @@
+//! The write side's configuration: one struct, every field documented, defaults embedded,
+//! overridden by environment variables, checked by a pure [`Config::validate`].
+
+use crate::auth::{ApiKey, ApiKeyError};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything the write side needs to run. Build it with [`Config::default`] (the documented
+/// defaults) or [`Config::from_env`] (defaults overridden by the environment).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP server listens on. `WRITE_SIDE_ADDR`, default `127.0.0.1:8080`.
+    pub addr: SocketAddr,
+    /// Kafka bootstrap servers. `KAFKA_BROKERS`, default `127.0.0.1:9092`.
+    pub kafka_brokers: String,
+    /// Extra librdkafka properties, applied last (they win over every setting here).
+    /// `KAFKA_PROPERTY_<NAME>`: `KAFKA_PROPERTY_SECURITY_PROTOCOL=SSL` -> `security.protocol=SSL`.
+    pub kafka_properties: Vec<(String, String)>,
+    /// The schema registry's base URL. `SCHEMA_REGISTRY_URL`, default `http://127.0.0.1:8081`.
+    pub schema_registry_url: String,
+    /// A prefix put in front of every catalog topic (`t-1234-` + `orders`), for tests and
+    /// shared clusters. `WRITE_SIDE_TOPIC_PREFIX`, default empty.
+    pub topic_prefix: String,
+    /// How long librdkafka may try to deliver one record before giving up (`message.timeout.ms`);
+    /// bounds the longest a request waits for an acknowledgement.
+    /// `WRITE_SIDE_MESSAGE_TIMEOUT_MS`, default 10000.
+    pub message_timeout_ms: u64,
+    /// How long the producer waits to fill a batch (`linger.ms`). `WRITE_SIDE_LINGER_MS`, default 5.
+    pub linger_ms: u64,
+    /// Producer compression codec (`compression.type`). `WRITE_SIDE_COMPRESSION`, default `lz4`.
+    pub compression: String,
+    /// Largest accepted body of `POST /commands/{name}`. `WRITE_SIDE_MAX_BODY_BYTES`,
+    /// default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Largest accepted body of the batch endpoint `POST /commands`.
+    /// `WRITE_SIDE_MAX_BATCH_BODY_BYTES`, default 32 MiB.
+    pub max_batch_body_bytes: usize,
+    /// Most items in one batch. `WRITE_SIDE_MAX_BATCH_ITEMS`, default 10000.
+    pub max_batch_items: usize,
+    /// Most records produced but not yet acknowledged, over all requests.
+    /// `WRITE_SIDE_MAX_IN_FLIGHT_RECORDS`, default 20000.
+    pub max_in_flight_records: usize,
+    /// Most bytes (key + value + headers) produced but not yet acknowledged.
+    /// `WRITE_SIDE_MAX_IN_FLIGHT_BYTES`, default 64 MiB.
+    pub max_in_flight_bytes: usize,
+    /// How long a request may wait for in-flight budget before it gets `503`.
+    /// `WRITE_SIDE_BUDGET_TIMEOUT_MS`, default 100.
+    pub budget_timeout_ms: u64,
+    /// The `Retry-After` value (seconds) sent with `503`. `WRITE_SIDE_RETRY_AFTER_SECS`, default 1.
+    pub retry_after_secs: u64,
+    /// Most idempotency keys remembered (least recently used forgotten first).
+    /// `WRITE_SIDE_IDEMPOTENCY_CAPACITY`, default 100000.
+    pub idempotency_capacity: usize,
+    /// How long an idempotency key's answer is remembered. `WRITE_SIDE_IDEMPOTENCY_TTL_SECS`,
+    /// default 86400 (one day).
+    pub idempotency_ttl_secs: u64,
+    /// Accepted API keys, stored as SHA-256 hashes, each optionally limited to some commands.
+    /// `WRITE_SIDE_API_KEYS_SHA256`: comma-separated `HEX` or `HEX:Command1|Command2`.
+    /// Empty (the default) turns authentication off, with a warning at start.
+    pub api_keys: Vec<ApiKey>,
+    /// Time limit of each readiness check (broker metadata, registry). `WRITE_SIDE_READY_TIMEOUT_MS`,
+    /// default 2000.
+    pub ready_timeout_ms: u64,
+    /// At shutdown, how long to wait for in-flight records to be acknowledged.
+    /// `WRITE_SIDE_SHUTDOWN_FLUSH_MS`, default 15000.
+    pub shutdown_flush_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            kafka_brokers: "127.0.0.1:9092".into(),
+            kafka_properties: Vec::new(),
+            schema_registry_url: "http://127.0.0.1:8081".into(),
+            topic_prefix: String::new(),
+            message_timeout_ms: 10_000,
+            linger_ms: 5,
+            compression: "lz4".into(),
+            max_body_bytes: 1024 * 1024,
+            max_batch_body_bytes: 32 * 1024 * 1024,
+            max_batch_items: 10_000,
+            max_in_flight_records: 20_000,
+            max_in_flight_bytes: 64 * 1024 * 1024,
+            budget_timeout_ms: 100,
+            retry_after_secs: 1,
+            idempotency_capacity: 100_000,
+            idempotency_ttl_secs: 86_400,
+            api_keys: Vec::new(),
+            ready_timeout_ms: 2_000,
+            shutdown_flush_ms: 15_000,
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable has a value of the wrong form.
+    #[error("{variable}: {message}")]
+    Invalid {
+        /// The environment variable (or field) concerned.
+        variable: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A `WRITE_SIDE_*` variable that no field reads (probably a typo).
+    #[error("unknown setting {0}")]
+    Unknown(String),
+    /// An API key entry is malformed.
+    #[error("WRITE_SIDE_API_KEYS_SHA256: {0}")]
+    ApiKey(#[from] ApiKeyError),
+}
+
+fn invalid(variable: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        variable: variable.into(),
+        message: message.into(),
+    }
+}
+
+/// The `WRITE_SIDE_*` variables the configuration reads.
+const KNOWN: &[&str] = &[
+    "WRITE_SIDE_ADDR",
+    "WRITE_SIDE_TOPIC_PREFIX",
+    "WRITE_SIDE_MESSAGE_TIMEOUT_MS",
+    "WRITE_SIDE_LINGER_MS",
+    "WRITE_SIDE_COMPRESSION",
+    "WRITE_SIDE_MAX_BODY_BYTES",
+    "WRITE_SIDE_MAX_BATCH_BODY_BYTES",
+    "WRITE_SIDE_MAX_BATCH_ITEMS",
+    "WRITE_SIDE_MAX_IN_FLIGHT_RECORDS",
+    "WRITE_SIDE_MAX_IN_FLIGHT_BYTES",
+    "WRITE_SIDE_BUDGET_TIMEOUT_MS",
+    "WRITE_SIDE_RETRY_AFTER_SECS",
+    "WRITE_SIDE_IDEMPOTENCY_CAPACITY",
+    "WRITE_SIDE_IDEMPOTENCY_TTL_SECS",
+    "WRITE_SIDE_API_KEYS_SHA256",
+    "WRITE_SIDE_READY_TIMEOUT_MS",
+    "WRITE_SIDE_SHUTDOWN_FLUSH_MS",
+];
+
+fn parse<T: std::str::FromStr>(variable: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .trim()
+        .parse()
+        .map_err(|e: T::Err| invalid(variable, format!("{value:?}: {e}")))
+}
+
+impl Config {
+    /// The defaults overridden by the process environment, validated.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(std::env::vars())
+    }
+
+    /// The defaults overridden by `vars` (name, value), validated. Unknown `WRITE_SIDE_*`
+    /// names are rejected.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        let mut properties = Vec::new();
+        for (name, value) in vars {
+            if let Some(property) = name.strip_prefix("KAFKA_PROPERTY_") {
+                if !property.is_empty() {
+                    properties.push((property.to_lowercase().replace('_', "."), value));
+                }
+                continue;
+            }
+            match name.as_str() {
+                "KAFKA_BROKERS" => config.kafka_brokers = value,
+                "SCHEMA_REGISTRY_URL" => config.schema_registry_url = value,
+                "WRITE_SIDE_ADDR" => config.addr = parse(&name, &value)?,
+                "WRITE_SIDE_TOPIC_PREFIX" => config.topic_prefix = value,
+                "WRITE_SIDE_MESSAGE_TIMEOUT_MS" => {
+                    config.message_timeout_ms = parse(&name, &value)?
+                }
+                "WRITE_SIDE_LINGER_MS" => config.linger_ms = parse(&name, &value)?,
+                "WRITE_SIDE_COMPRESSION" => config.compression = value,
+                "WRITE_SIDE_MAX_BODY_BYTES" => config.max_body_bytes = parse(&name, &value)?,
+                "WRITE_SIDE_MAX_BATCH_BODY_BYTES" => {
+                    config.max_batch_body_bytes = parse(&name, &value)?
+                }
+                "WRITE_SIDE_MAX_BATCH_ITEMS" => config.max_batch_items = parse(&name, &value)?,
+                "WRITE_SIDE_MAX_IN_FLIGHT_RECORDS" => {
+                    config.max_in_flight_records = parse(&name, &value)?
+                }
+                "WRITE_SIDE_MAX_IN_FLIGHT_BYTES" => {
+                    config.max_in_flight_bytes = parse(&name, &value)?
+                }
+                "WRITE_SIDE_BUDGET_TIMEOUT_MS" => config.budget_timeout_ms = parse(&name, &value)?,
+                "WRITE_SIDE_RETRY_AFTER_SECS" => config.retry_after_secs = parse(&name, &value)?,
+                "WRITE_SIDE_IDEMPOTENCY_CAPACITY" => {
+                    config.idempotency_capacity = parse(&name, &value)?
+                }
+                "WRITE_SIDE_IDEMPOTENCY_TTL_SECS" => {
+                    config.idempotency_ttl_secs = parse(&name, &value)?
+                }
+                "WRITE_SIDE_API_KEYS_SHA256" => config.api_keys = ApiKey::parse_list(&value)?,
+                "WRITE_SIDE_READY_TIMEOUT_MS" => config.ready_timeout_ms = parse(&name, &value)?,
+                "WRITE_SIDE_SHUTDOWN_FLUSH_MS" => config.shutdown_flush_ms = parse(&name, &value)?,
+                other if other.starts_with("WRITE_SIDE_") && !KNOWN.contains(&other) => {
+                    return Err(ConfigError::Unknown(other.to_string()));
+                }
+                _ => {}
+            }
+        }
+        properties.sort();
+        config.kafka_properties = properties;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values make sense together (pure: no I/O).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka_brokers.trim().is_empty() {
+            return Err(invalid("KAFKA_BROKERS", "must not be empty"));
+        }
+        if !(self.schema_registry_url.starts_with("http://")
+            || self.schema_registry_url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "SCHEMA_REGISTRY_URL",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        let topic_ok = self
+            .topic_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !topic_ok || self.topic_prefix.len() > 200 {
+            return Err(invalid(
+                "WRITE_SIDE_TOPIC_PREFIX",
+                "only ASCII letters, digits, '.', '_' and '-', at most 200 characters",
+            ));
+        }
+        let positive = [
+            (
+                "WRITE_SIDE_MESSAGE_TIMEOUT_MS",
+                self.message_timeout_ms as usize,
+            ),
+            ("WRITE_SIDE_MAX_BODY_BYTES", self.max_body_bytes),
+            ("WRITE_SIDE_MAX_BATCH_BODY_BYTES", self.max_batch_body_bytes),
+            ("WRITE_SIDE_MAX_BATCH_ITEMS", self.max_batch_items),
+            (
+                "WRITE_SIDE_MAX_IN_FLIGHT_RECORDS",
+                self.max_in_flight_records,
+            ),
+            ("WRITE_SIDE_MAX_IN_FLIGHT_BYTES", self.max_in_flight_bytes),
+            ("WRITE_SIDE_IDEMPOTENCY_CAPACITY", self.idempotency_capacity),
+            (
+                "WRITE_SIDE_READY_TIMEOUT_MS",
+                self.ready_timeout_ms as usize,
+            ),
+        ];
+        for (variable, value) in positive {
+            if value == 0 {
+                return Err(invalid(variable, "must be greater than zero"));
+            }
+        }
+        if self.max_in_flight_records > 10_000_000 {
+            return Err(invalid(
+                "WRITE_SIDE_MAX_IN_FLIGHT_RECORDS",
+                "at most 10000000 (librdkafka's queue.buffering.max.messages limit)",
+            ));
+        }
+        if self.max_in_flight_bytes < self.max_body_bytes {
+            return Err(invalid(
+                "WRITE_SIDE_MAX_IN_FLIGHT_BYTES",
+                "must be at least WRITE_SIDE_MAX_BODY_BYTES",
+            ));
+        }
+        if self.max_in_flight_bytes / 1024 > 2_097_151 {
+            return Err(invalid(
+                "WRITE_SIDE_MAX_IN_FLIGHT_BYTES",
+                "at most 2 GiB (librdkafka's queue.buffering.max.kbytes limit)",
+            ));
+        }
+        if self.message_timeout_ms > 300_000 {
+            return Err(invalid(
+                "WRITE_SIDE_MESSAGE_TIMEOUT_MS",
+                "at most 300000: a request must never wait longer than that",
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Config::message_timeout_ms`] as a duration.
+    pub fn message_timeout(&self) -> Duration {
+        Duration::from_millis(self.message_timeout_ms)
+    }
+
+    /// [`Config::budget_timeout_ms`] as a duration.
+    pub fn budget_timeout(&self) -> Duration {
+        Duration::from_millis(self.budget_timeout_ms)
+    }
+
+    /// [`Config::ready_timeout_ms`] as a duration.
+    pub fn ready_timeout(&self) -> Duration {
+        Duration::from_millis(self.ready_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::from_vars(Vec::new()).unwrap();
+        assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.max_body_bytes, 1024 * 1024);
+        assert_eq!(config.max_batch_items, 10_000);
+        assert!(config.api_keys.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_and_kafka_properties() {
+        let config = Config::from_vars(vars(&[
+            ("WRITE_SIDE_ADDR", "0.0.0.0:9000"),
+            ("KAFKA_BROKERS", "b1:9092,b2:9092"),
+            ("WRITE_SIDE_MAX_BATCH_ITEMS", "5"),
+            ("KAFKA_PROPERTY_SECURITY_PROTOCOL", "SSL"),
+            ("WRITE_SIDE_TOPIC_PREFIX", "t-1-"),
+            ("PATH", "/bin"),
+        ]))
+        .unwrap();
+        assert_eq!(config.addr.port(), 9000);
+        assert_eq!(config.kafka_brokers, "b1:9092,b2:9092");
+        assert_eq!(config.max_batch_items, 5);
+        assert_eq!(config.topic_prefix, "t-1-");
+        assert_eq!(
+            config.kafka_properties,
+            vec![("security.protocol".to_string(), "SSL".to_string())]
+        );
+    }
+
+    #[test]
+    fn bad_values_and_unknown_settings_are_rejected() {
+        for bad in [
+            vars(&[("WRITE_SIDE_ADDR", "nowhere")]),
+            vars(&[("WRITE_SIDE_MAX_BATCH_ITEMS", "0")]),
+            vars(&[("WRITE_SIDE_MAX_BATCH_ITEMS", "-3")]),
+            vars(&[("SCHEMA_REGISTRY_URL", "localhost:8081")]),
+            vars(&[("WRITE_SIDE_TOPIC_PREFIX", "a b")]),
+            vars(&[("WRITE_SIDE_MAX_BODY_SIZE", "10")]),
+            vars(&[("WRITE_SIDE_API_KEYS_SHA256", "nothex")]),
+        ] {
+            assert!(Config::from_vars(bad.clone()).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! One command from body to acknowledged event: catalog lookup, permission, validation
+//! (`Command::build_event`), idempotency, Avro encoding, in-flight budget, produce, answer.
+//! Shared by the single and the batch endpoint, so both answer exactly alike.
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::idempotency::{event_id_for, fingerprint, Claim};
+use crate::producer::ProduceError;
+use crate::request_meta::RequestMeta;
+use crate::state::AppState;
+use chrono::{DurationRound, TimeDelta, Utc};
+use factline_schemas::{Envelope, Position};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// The answer to an accepted command (`202`): the event is on the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Accepted {
+    /// The event's id (deterministic when an Idempotency-Key was sent).
+    pub event_id: Uuid,
+    /// The topic it was written to.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// The opaque position token for read-your-writes.
+    pub position: String,
+}
+
+/// One command to ingest.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The command's name (`PlaceOrder`).
+    pub command: String,
+    /// The client's JSON body.
+    pub body: serde_json::Value,
+    /// The request's correlation, causation and trace context.
+    pub meta: RequestMeta,
+}
+
+/// Counts an answered command in the metrics (`command` is `unknown` for names outside the
+/// catalog, so clients cannot create unbounded label values).
+pub fn record(state: &AppState, command: &str, status: u16, started: Instant) {
+    let label = if state.catalog.command(command).is_some() {
+        command.to_string()
+    } else {
+        "unknown".to_string()
+    };
+    metrics::counter!("write_side_requests_total", "command" => label.clone(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("write_side_request_duration_seconds", "command" => label)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Ingests one command in its own task, so a client that disconnects cannot cancel a produce
+/// half way (the idempotency store always learns the outcome).
+pub async fn submit(
+    state: &AppState,
+    caller: &Caller,
+    submission: Submission,
+) -> Result<Accepted, ApiError> {
+    let task = {
+        let state = state.clone();
+        let caller = caller.clone();
+        tokio::spawn(async move { ingest(&state, &caller, submission).await })
+    };
+    match task.await {
+        Ok(result) => result,
+        Err(error) => Err(ApiError::Internal(format!("ingest task failed: {error}"))),
+    }
+}
+
+async fn ingest(
+    state: &AppState,
+    caller: &Caller,
+    submission: Submission,
+) -> Result<Accepted, ApiError> {
+    let Submission {
+        command: name,
+        body,
+        meta,
+    } = submission;
+    let command = state
+        .catalog
+        .command(&name)
+        .ok_or_else(|| ApiError::UnknownCommand(name.clone()))?;
+    if !caller.allows(&name) {
+        return Err(ApiError::Forbidden(name));
+    }
+    // Millisecond precision: the Avro timestamps and the occurred_at header agree exactly.
+    let now = Utc::now();
+    let occurred_at = now
+        .duration_trunc(TimeDelta::milliseconds(1))
+        .unwrap_or(now);
+    let event = command
+        .build_event(&body, occurred_at)
+        .map_err(ApiError::Invalid)?;
+
+    let retry_after_secs = state.config.retry_after_secs;
+    let (event_id, guard) = match &meta.idempotency_key {
+        None => (Uuid::new_v4(), None),
+        Some(key) => {
+            // Waiting for a duplicate in progress is bounded by its own delivery timeout.
+            let wait = state.config.message_timeout() + Duration::from_secs(5);
+            match state
+                .idempotency
+                .claim(&name, key, fingerprint(&body), wait)
+                .await
+            {
+                Ok(Claim::Owner(guard)) => (event_id_for(&name, key), Some(guard)),
+                Ok(Claim::Replay(answer)) => {
+                    metrics::counter!("write_side_idempotent_replays_total").increment(1);
+                    return Ok((*answer).clone());
+                }
+                Ok(Claim::Conflict) => return Err(ApiError::IdempotencyConflict),
+                Err(error) => {
+                    return Err(ApiError::Unavailable {
+                        reason: error.to_string(),
+                        retry_after_secs,
+                    })
+                }
+            }
+        }
+    };
+
+    let envelope = Envelope {
+        event_id,
+        event_type: event.event_type.clone(),
+        command_id: Uuid::new_v4(),
+        correlation_id: meta.correlation_id.clone(),
+        causation_id: meta.causation_id.clone(),
+        occurred_at,
+        traceparent: Some(meta.traceparent.clone()),
+    };
+    let headers = envelope.to_headers();
+
+    let payload = state.codec.encode(&event).await.map_err(|error| {
+        if error.is_transient() {
+            ApiError::Unavailable {
+                reason: "schema registry unavailable".into(),
+                retry_after_secs,
+            }
+        } else {
+            ApiError::Internal(format!("cannot encode {}: {error}", event.event_type))
+        }
+    })?;
+
+    let size = payload.len()
+        + event.key.len()
+        + headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    let _permit = state
+        .budget
+        .acquire(size)
+        .await
+        .map_err(|_| ApiError::Unavailable {
+            reason: "too many commands in flight".into(),
+            retry_after_secs,
+        })?;
+
+    let delivered = state
+        .kafka
+        .produce(&event.topic, &event.key, &payload, &headers)
+        .await
+        .map_err(|error| {
+            metrics::counter!("write_side_produce_errors_total", "kind" => error.kind())
+                .increment(1);
+            match &error {
+                ProduceError::NotWritten {
+                    transient: true, ..
+                } => tracing::debug!(%event_id, topic = %event.topic, %error, "produce refused"),
+                _ => tracing::warn!(%event_id, topic = %event.topic, %error, "produce failed"),
+            }
+            match error {
+                ProduceError::NotWritten {
+                    too_large: true, ..
+                } => ApiError::PayloadTooLarge {
+                    limit: state.config.max_body_bytes,
+                },
+                ProduceError::NotWritten {
+                    transient: true,
+                    reason,
+                    ..
+                } => ApiError::Unavailable {
+                    reason,
+                    retry_after_secs,
+                },
+                ProduceError::NotWritten { reason, .. } => {
+                    ApiError::Internal(format!("the broker refused {event_id}: {reason}"))
+                }
+                ProduceError::Unknown { reason } => ApiError::OutcomeUnknown {
+                    event_id,
+                    reason,
+                    retry_after_secs,
+                },
+            }
+        })?;
+
+    let accepted = Accepted {
+        event_id,
+        position: Position {
+            topic: event.topic.clone(),
+            partition: delivered.partition,
+            offset: delivered.offset,
+        }
+        .to_token(),
+        topic: event.topic,
+        partition: delivered.partition,
+        offset: delivered.offset,
+    };
+    tracing::debug!(%event_id, topic = %accepted.topic, partition = accepted.partition,
+        offset = accepted.offset, command = %name, "event written");
+    if let Some(guard) = guard {
+        guard.complete(accepted.clone());
+    }
+    Ok(accepted)
+}
