@@ -52,7 +52,7 @@ apt_missing() {
 
 install() {
     local missing
-    missing="$(apt_missing postgresql cmake build-essential pkg-config libssl-dev libsasl2-dev python3-venv curl)"
+    missing="$(apt_missing postgresql cmake build-essential pkg-config libssl-dev libsasl2-dev libcurl4-openssl-dev python3-venv python3-pip curl)"
     if [ -n "$missing" ]; then
         log "installing Debian packages: $missing"
         local sudo=""
