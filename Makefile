@@ -1,0 +1,29 @@
+# One command per workflow. See README.md.
+.PHONY: up down status logs test lint fmt
+
+up: ## install what is missing, start the local stack and the services, print how to use them
+	@scripts/stack.sh install
+	@scripts/stack.sh start
+	@scripts/services.sh start
+	@scripts/welcome.sh
+
+down: ## stop everything `make up` started
+	@scripts/services.sh stop
+	@scripts/stack.sh stop
+
+status: ## what runs and where
+	@scripts/stack.sh status
+	@scripts/services.sh status
+
+logs: ## follow the logs of every component
+	@tail -n 20 -F .dev/logs/*.log
+
+test: ## install what is missing, start the infrastructure the tests need, run every test
+	@scripts/test.sh
+
+lint: ## formatting and clippy, as CI checks them
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make test`: installs what is missing, starts the infrastructure the tests need if it is
+# not running (PostgreSQL, noida-db for Kafka and Elasticsearch, the schema registry), runs
+# the checks and every test with the addresses in the environment, stops what it started,
+# and exits with the tests' status.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+STARTED_FILE="$(mktemp)"
+export STARTED_FILE
+
+cleanup() {
+    mapfile -t started <"$STARTED_FILE"
+    if [ ${#started[@]} -gt 0 ]; then
+        # Stop in reverse start order, only what this run started.
+        local reversed=()
+        for ((i = ${#started[@]} - 1; i >= 0; i--)); do reversed+=("${started[$i]}"); done
+        scripts/stack.sh stop "${reversed[@]}"
+    fi
+    rm -f "$STARTED_FILE"
+}
+trap cleanup EXIT
+
+scripts/stack.sh install || exit 1
+scripts/stack.sh start || exit 1
+eval "$(scripts/stack.sh env)"
+
+echo "== compose file and README checks"
+[ -x .dev/venv/bin/python ] && .dev/venv/bin/pip install -q pyyaml jsonschema >/dev/null
+.dev/venv/bin/python scripts/check-compose.py || exit 1
+
+if [ "${CI:-}" = "true" ]; then
+    echo "== formatting and lints"
+    cargo fmt --all -- --check || exit 1
+    cargo clippy -q --workspace --all-targets -- -D warnings || exit 1
+fi
+
+echo "== schema compatibility of the working tree against the registry"
+cargo run -q -p factline-schemas -- check || exit 1
+
+echo "== tests"
+cargo test --workspace --no-fail-fast
