@@ -39,15 +39,24 @@ impl Level {
     }
 
     fn transitive(self) -> bool {
-        matches!(self, Level::BackwardTransitive | Level::ForwardTransitive | Level::FullTransitive)
+        matches!(
+            self,
+            Level::BackwardTransitive | Level::ForwardTransitive | Level::FullTransitive
+        )
     }
 
     fn backward(self) -> bool {
-        matches!(self, Level::Backward | Level::BackwardTransitive | Level::Full | Level::FullTransitive)
+        matches!(
+            self,
+            Level::Backward | Level::BackwardTransitive | Level::Full | Level::FullTransitive
+        )
     }
 
     fn forward(self) -> bool {
-        matches!(self, Level::Forward | Level::ForwardTransitive | Level::Full | Level::FullTransitive)
+        matches!(
+            self,
+            Level::Forward | Level::ForwardTransitive | Level::Full | Level::FullTransitive
+        )
     }
 }
 
@@ -107,7 +116,9 @@ fn describe(error: &apache_avro::error::CompatibilityError) -> String {
         E::MissingDefaultValue(field) => {
             format!("field '{field}' is missing in the writer's schema and has no default value")
         }
-        E::FieldTypeMismatch(field, inner) => format!("field '{field}' changed type: {}", describe(inner)),
+        E::FieldTypeMismatch(field, inner) => {
+            format!("field '{field}' changed type: {}", describe(inner))
+        }
         other => other.to_string(),
     }
 }
@@ -117,15 +128,28 @@ mod tests {
     use super::*;
 
     fn schema(fields: &str) -> Schema {
-        Schema::parse_str(&format!(r#"{{"type":"record","name":"R","fields":[{fields}]}}"#)).unwrap()
+        Schema::parse_str(&format!(
+            r#"{{"type":"record","name":"R","fields":[{fields}]}}"#
+        ))
+        .unwrap()
     }
 
     #[test]
     fn optional_field_with_default_is_backward_and_forward_compatible() {
         let v1 = schema(r#"{"name":"a","type":"string"}"#);
-        let v2 = schema(r#"{"name":"a","type":"string"},{"name":"b","type":["null","string"],"default":null}"#);
-        for level in [Level::Backward, Level::Forward, Level::Full, Level::FullTransitive] {
-            assert!(check(level, &v2, &[(1, v1.clone())]).is_empty(), "{level:?}");
+        let v2 = schema(
+            r#"{"name":"a","type":"string"},{"name":"b","type":["null","string"],"default":null}"#,
+        );
+        for level in [
+            Level::Backward,
+            Level::Forward,
+            Level::Full,
+            Level::FullTransitive,
+        ] {
+            assert!(
+                check(level, &v2, &[(1, v1.clone())]).is_empty(),
+                "{level:?}"
+            );
         }
     }
 
@@ -152,7 +176,8 @@ mod tests {
     #[test]
     fn transitive_levels_check_every_version_and_plain_levels_only_the_latest() {
         let v1 = schema(r#"{"name":"a","type":"string"}"#);
-        let v2 = schema(r#"{"name":"a","type":"string"},{"name":"b","type":"string","default":"x"}"#);
+        let v2 =
+            schema(r#"{"name":"a","type":"string"},{"name":"b","type":"string","default":"x"}"#);
         let v3 = schema(r#"{"name":"a","type":"string"},{"name":"b","type":"string"}"#);
         let existing = [(1, v1), (2, v2)];
         assert!(check(Level::Backward, &v3, &existing).is_empty());
@@ -161,7 +186,15 @@ mod tests {
 
     #[test]
     fn levels_round_trip_through_their_names() {
-        for name in ["BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE"] {
+        for name in [
+            "BACKWARD",
+            "BACKWARD_TRANSITIVE",
+            "FORWARD",
+            "FORWARD_TRANSITIVE",
+            "FULL",
+            "FULL_TRANSITIVE",
+            "NONE",
+        ] {
             assert_eq!(name.parse::<Level>().unwrap().as_str(), name);
         }
         assert!("SIDEWAYS".parse::<Level>().is_err());

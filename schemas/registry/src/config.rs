@@ -32,14 +32,24 @@ pub enum ConfigError {
 impl Config {
     /// Reads the configuration from the environment and validates it.
     pub fn from_env() -> Result<Config, ConfigError> {
-        let listen_addr = std::env::var("REGISTRY_ADDR").unwrap_or_else(|_| "127.0.0.1:8081".into());
-        let listen_addr = listen_addr.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
-            name: "REGISTRY_ADDR",
-            reason: e.to_string(),
-        })?;
-        let database_url = std::env::var("DATABASE_URL").map_err(|_| ConfigError::Missing("DATABASE_URL"))?;
-        let db_schema = std::env::var("REGISTRY_DB_SCHEMA").unwrap_or_else(|_| "schema_registry".into());
-        let config = Config { listen_addr, database_url, db_schema };
+        let listen_addr =
+            std::env::var("REGISTRY_ADDR").unwrap_or_else(|_| "127.0.0.1:8081".into());
+        let listen_addr =
+            listen_addr
+                .parse()
+                .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                    name: "REGISTRY_ADDR",
+                    reason: e.to_string(),
+                })?;
+        let database_url =
+            std::env::var("DATABASE_URL").map_err(|_| ConfigError::Missing("DATABASE_URL"))?;
+        let db_schema =
+            std::env::var("REGISTRY_DB_SCHEMA").unwrap_or_else(|_| "schema_registry".into());
+        let config = Config {
+            listen_addr,
+            database_url,
+            db_schema,
+        };
         config.validate()?;
         Ok(config)
     }
@@ -48,7 +58,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let valid = !self.db_schema.is_empty()
             && self.db_schema.len() <= 63
-            && self.db_schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && self
+                .db_schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             && !self.db_schema.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
             return Err(ConfigError::Invalid {

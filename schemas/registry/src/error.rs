@@ -81,7 +81,9 @@ impl RegistryError {
             RegistryError::Incompatible { .. } => (StatusCode::CONFLICT, 409),
             RegistryError::InvalidSchema(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42201),
             RegistryError::InvalidVersion(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42202),
-            RegistryError::InvalidCompatibilityLevel(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42203),
+            RegistryError::InvalidCompatibilityLevel(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, 42203)
+            }
             RegistryError::BadRequest(_) => (StatusCode::BAD_REQUEST, 400),
             RegistryError::NoSuchRoute => (StatusCode::NOT_FOUND, 404),
             RegistryError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, 50001),

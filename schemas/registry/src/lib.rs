@@ -28,17 +28,25 @@ pub fn app(store: Store) -> axum::Router {
 }
 
 /// Runs the registry until `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let store = Store::connect(&config.database_url, &config.db_schema).await?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "schema registry listening");
-    axum::serve(listener, app(store)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app(store))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 
 /// Starts a registry on 127.0.0.1 with an ephemeral port (for tests); returns its address
 /// and the task serving it. Aborting the task stops the server.
-pub async fn spawn(database_url: &str, db_schema: &str) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+pub async fn spawn(
+    database_url: &str,
+    db_schema: &str,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let store = Store::connect(database_url, db_schema).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

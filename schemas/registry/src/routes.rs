@@ -22,21 +22,43 @@ pub fn router(store: Store) -> Router {
         .route("/", get(|| async { ok(json!({})) }))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
-        .route("/subjects/{subject}/versions", get(list_versions).post(register))
-        .route("/subjects/{subject}/versions/{version}", get(get_version).delete(delete_version))
-        .route("/subjects/{subject}/versions/{version}/schema", get(get_version_schema))
+        .route(
+            "/subjects/{subject}/versions",
+            get(list_versions).post(register),
+        )
+        .route(
+            "/subjects/{subject}/versions/{version}",
+            get(get_version).delete(delete_version),
+        )
+        .route(
+            "/subjects/{subject}/versions/{version}/schema",
+            get(get_version_schema),
+        )
         .route("/schemas/ids/{id}", get(schema_by_id))
         .route("/schemas/ids/{id}/versions", get(versions_of_id))
-        .route("/compatibility/subjects/{subject}/versions/{version}", post(compatibility))
+        .route(
+            "/compatibility/subjects/{subject}/versions/{version}",
+            post(compatibility),
+        )
         .route("/config", get(get_global_config).put(put_global_config))
-        .route("/config/{subject}", get(get_subject_config).put(put_subject_config).delete(delete_subject_config))
+        .route(
+            "/config/{subject}",
+            get(get_subject_config)
+                .put(put_subject_config)
+                .delete(delete_subject_config),
+        )
         .fallback(|| async { RegistryError::NoSuchRoute })
         .with_state(store)
 }
 
 /// A JSON answer with the registry's content type.
 pub(crate) fn json_response(status: StatusCode, body: Value) -> Response {
-    (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn ok(body: Value) -> Response {
@@ -53,13 +75,20 @@ struct SchemaBody {
 }
 
 fn schema_body(body: &Bytes) -> Result<String, RegistryError> {
-    let parsed: SchemaBody = serde_json::from_slice(body).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+    let parsed: SchemaBody =
+        serde_json::from_slice(body).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
     match parsed.schema_type.as_deref() {
         None | Some("AVRO") => {}
-        Some(other) => return Err(RegistryError::InvalidSchema(format!("schemaType {other} is not supported; only AVRO is"))),
+        Some(other) => {
+            return Err(RegistryError::InvalidSchema(format!(
+                "schemaType {other} is not supported; only AVRO is"
+            )))
+        }
     }
     if !parsed.references.is_empty() {
-        return Err(RegistryError::InvalidSchema("schema references are not supported".into()));
+        return Err(RegistryError::InvalidSchema(
+            "schema references are not supported".into(),
+        ));
     }
     Ok(parsed.schema)
 }
@@ -76,9 +105,14 @@ fn parse_version(raw: &str) -> Result<Option<i32>, RegistryError> {
 }
 
 fn parse_level(body: &Bytes) -> Result<Level, RegistryError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
-    let raw = value.get("compatibility").and_then(Value::as_str).unwrap_or_default();
-    raw.parse().map_err(|_| RegistryError::InvalidCompatibilityLevel(raw.into()))
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+    let raw = value
+        .get("compatibility")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    raw.parse()
+        .map_err(|_| RegistryError::InvalidCompatibilityLevel(raw.into()))
 }
 
 #[derive(Deserialize, Default)]
@@ -105,8 +139,14 @@ async fn list_subjects(State(store): State<Store>, Query(flags): Query<Flags>) -
     Ok(ok(json!(store.subjects(visibility(&flags)).await?)))
 }
 
-async fn list_versions(State(store): State<Store>, Path(subject): Path<String>, Query(flags): Query<Flags>) -> Answer {
-    Ok(ok(json!(store.versions(&subject, visibility(&flags)).await?)))
+async fn list_versions(
+    State(store): State<Store>,
+    Path(subject): Path<String>,
+    Query(flags): Query<Flags>,
+) -> Answer {
+    Ok(ok(json!(
+        store.versions(&subject, visibility(&flags)).await?
+    )))
 }
 
 async fn register(State(store): State<Store>, Path(subject): Path<String>, body: Bytes) -> Answer {
@@ -121,19 +161,34 @@ async fn lookup(State(store): State<Store>, Path(subject): Path<String>, body: B
     Ok(ok(json!(store.lookup(&subject, &schema).await?)))
 }
 
-async fn get_version(State(store): State<Store>, Path((subject, version)): Path<(String, String)>) -> Answer {
+async fn get_version(
+    State(store): State<Store>,
+    Path((subject, version)): Path<(String, String)>,
+) -> Answer {
     let version = parse_version(&version)?;
     Ok(ok(json!(store.version(&subject, version).await?)))
 }
 
-async fn get_version_schema(State(store): State<Store>, Path((subject, version)): Path<(String, String)>) -> Answer {
+async fn get_version_schema(
+    State(store): State<Store>,
+    Path((subject, version)): Path<(String, String)>,
+) -> Answer {
     let version = parse_version(&version)?;
     let found = store.version(&subject, version).await?;
-    Ok(json_response(StatusCode::OK, serde_json::from_str(&found.schema).unwrap_or(Value::String(found.schema))))
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::from_str(&found.schema).unwrap_or(Value::String(found.schema)),
+    ))
 }
 
-async fn delete_subject(State(store): State<Store>, Path(subject): Path<String>, Query(flags): Query<Flags>) -> Answer {
-    Ok(ok(json!(store.delete(&subject, None, flags.permanent).await?)))
+async fn delete_subject(
+    State(store): State<Store>,
+    Path(subject): Path<String>,
+    Query(flags): Query<Flags>,
+) -> Answer {
+    Ok(ok(json!(
+        store.delete(&subject, None, flags.permanent).await?
+    )))
 }
 
 async fn delete_version(
@@ -145,7 +200,9 @@ async fn delete_version(
         Some(v) => v,
         None => store.version(&subject, None).await?.version,
     };
-    let deleted = store.delete(&subject, Some(version), flags.permanent).await?;
+    let deleted = store
+        .delete(&subject, Some(version), flags.permanent)
+        .await?;
     Ok(ok(json!(deleted.first().copied().unwrap_or(version))))
 }
 
@@ -157,7 +214,10 @@ async fn schema_by_id(State(store): State<Store>, Path(id): Path<String>) -> Ans
 async fn versions_of_id(State(store): State<Store>, Path(id): Path<String>) -> Answer {
     let id: i32 = id.parse().map_err(|_| RegistryError::SchemaNotFound)?;
     let pairs = store.subjects_of_id(id).await?;
-    let body: Vec<Value> = pairs.into_iter().map(|(s, v)| json!({ "subject": s, "version": v })).collect();
+    let body: Vec<Value> = pairs
+        .into_iter()
+        .map(|(s, v)| json!({ "subject": s, "version": v }))
+        .collect();
     Ok(ok(json!(body)))
 }
 
@@ -169,7 +229,9 @@ async fn compatibility(
 ) -> Answer {
     let version = parse_version(&version)?;
     let schema = schema_body(&body)?;
-    let problems = store.check_compatibility(&subject, version, &schema).await?;
+    let problems = store
+        .check_compatibility(&subject, version, &schema)
+        .await?;
     let mut answer = json!({ "is_compatible": problems.is_empty() });
     if flags.verbose {
         answer["messages"] = json!(problems);
@@ -188,7 +250,11 @@ async fn put_global_config(State(store): State<Store>, body: Bytes) -> Answer {
     Ok(ok(json!({ "compatibility": level.as_str() })))
 }
 
-async fn get_subject_config(State(store): State<Store>, Path(subject): Path<String>, Query(flags): Query<Flags>) -> Answer {
+async fn get_subject_config(
+    State(store): State<Store>,
+    Path(subject): Path<String>,
+    Query(flags): Query<Flags>,
+) -> Answer {
     let level = match store.config(Some(&subject)).await? {
         Some(level) => level,
         None if flags.default_to_global => store.config(None).await?.unwrap_or(Level::Backward),
@@ -197,7 +263,11 @@ async fn get_subject_config(State(store): State<Store>, Path(subject): Path<Stri
     Ok(ok(json!({ "compatibilityLevel": level.as_str() })))
 }
 
-async fn put_subject_config(State(store): State<Store>, Path(subject): Path<String>, body: Bytes) -> Answer {
+async fn put_subject_config(
+    State(store): State<Store>,
+    Path(subject): Path<String>,
+    body: Bytes,
+) -> Answer {
     let level = parse_level(&body)?;
     store.set_config(Some(&subject), level).await?;
     Ok(ok(json!({ "compatibility": level.as_str() })))
@@ -218,7 +288,10 @@ mod tests {
         assert_eq!(parse_version("-1").unwrap(), None);
         assert_eq!(parse_version("3").unwrap(), Some(3));
         for bad in ["0", "-2", "x", "99999999999"] {
-            assert!(matches!(parse_version(bad), Err(RegistryError::InvalidVersion(_))), "{bad}");
+            assert!(
+                matches!(parse_version(bad), Err(RegistryError::InvalidVersion(_))),
+                "{bad}"
+            );
         }
     }
 }

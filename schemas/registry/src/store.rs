@@ -42,8 +42,13 @@ impl Store {
     /// Connects and creates the tables if they are missing.
     pub async fn connect(database_url: &str, db_schema: &str) -> anyhow::Result<Store> {
         let pg: tokio_postgres::Config = database_url.parse()?;
-        let pool = Pool::builder(Manager::new(pg, NoTls)).max_size(16).build()?;
-        let store = Store { pool, schema: db_schema.to_string() };
+        let pool = Pool::builder(Manager::new(pg, NoTls))
+            .max_size(16)
+            .build()?;
+        let store = Store {
+            pool,
+            schema: db_schema.to_string(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -80,10 +85,15 @@ impl Store {
     /// Registers `schema` under `subject`, or returns the id it already has there.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<i32, RegistryError> {
         let parsed = parse(schema)?;
-        let canonical = canonical_json(schema).ok_or_else(|| RegistryError::InvalidSchema("not JSON".into()))?;
+        let canonical = canonical_json(schema)
+            .ok_or_else(|| RegistryError::InvalidSchema("not JSON".into()))?;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&format!("registry:{subject}")]).await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&format!("registry:{subject}")],
+        )
+        .await?;
         let existing = tx
             .query_opt(
                 &format!(
@@ -102,17 +112,30 @@ impl Store {
         let live = self.live_schemas(&tx, subject).await?;
         let problems = compatibility::check(level, &parsed, &live);
         if !problems.is_empty() {
-            return Err(RegistryError::Incompatible { subject: subject.into(), details: problems });
+            return Err(RegistryError::Incompatible {
+                subject: subject.into(),
+                details: problems,
+            });
         }
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext('registry:schemas'))", &[]).await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('registry:schemas'))",
+            &[],
+        )
+        .await?;
         let id: i32 = match tx
-            .query_opt(&format!("SELECT id FROM {} WHERE canonical = $1", self.t("schemas")), &[&canonical])
+            .query_opt(
+                &format!("SELECT id FROM {} WHERE canonical = $1", self.t("schemas")),
+                &[&canonical],
+            )
             .await?
         {
             Some(row) => row.get(0),
             None => tx
                 .query_one(
-                    &format!("INSERT INTO {} (canonical, schema) VALUES ($1, $2) RETURNING id", self.t("schemas")),
+                    &format!(
+                        "INSERT INTO {} (canonical, schema) VALUES ($1, $2) RETURNING id",
+                        self.t("schemas")
+                    ),
                     &[&canonical, &schema],
                 )
                 .await?
@@ -132,9 +155,14 @@ impl Store {
     }
 
     /// Finds the live version of `subject` holding `schema`.
-    pub async fn lookup(&self, subject: &str, schema: &str) -> Result<SubjectVersion, RegistryError> {
+    pub async fn lookup(
+        &self,
+        subject: &str,
+        schema: &str,
+    ) -> Result<SubjectVersion, RegistryError> {
         parse(schema)?;
-        let canonical = canonical_json(schema).ok_or_else(|| RegistryError::InvalidSchema("not JSON".into()))?;
+        let canonical = canonical_json(schema)
+            .ok_or_else(|| RegistryError::InvalidSchema("not JSON".into()))?;
         self.require_subject(subject).await?;
         let versions = self.versions(subject, Visibility::Live).await?;
         let client = self.pool.get().await?;
@@ -158,7 +186,10 @@ impl Store {
     pub async fn schema_by_id(&self, id: i32) -> Result<String, RegistryError> {
         let client = self.pool.get().await?;
         let row = client
-            .query_opt(&format!("SELECT schema FROM {} WHERE id = $1", self.t("schemas")), &[&id])
+            .query_opt(
+                &format!("SELECT schema FROM {} WHERE id = $1", self.t("schemas")),
+                &[&id],
+            )
             .await?;
         Ok(row.ok_or(RegistryError::SchemaNotFound)?.get(0))
     }
@@ -188,7 +219,10 @@ impl Store {
         };
         let rows = client
             .query(
-                &format!("SELECT DISTINCT subject FROM {} {filter} ORDER BY subject", self.t("versions")),
+                &format!(
+                    "SELECT DISTINCT subject FROM {} {filter} ORDER BY subject",
+                    self.t("versions")
+                ),
                 &[],
             )
             .await?;
@@ -196,7 +230,11 @@ impl Store {
     }
 
     /// Version numbers of a subject; 40401 if it has none visible.
-    pub async fn versions(&self, subject: &str, visibility: Visibility) -> Result<Vec<i32>, RegistryError> {
+    pub async fn versions(
+        &self,
+        subject: &str,
+        visibility: Visibility,
+    ) -> Result<Vec<i32>, RegistryError> {
         let client = self.pool.get().await?;
         let filter = match visibility {
             Visibility::Live => "AND NOT deleted",
@@ -204,7 +242,10 @@ impl Store {
         };
         let rows = client
             .query(
-                &format!("SELECT version FROM {} WHERE subject = $1 {filter} ORDER BY version", self.t("versions")),
+                &format!(
+                    "SELECT version FROM {} WHERE subject = $1 {filter} ORDER BY version",
+                    self.t("versions")
+                ),
                 &[&subject],
             )
             .await?;
@@ -219,11 +260,17 @@ impl Store {
     }
 
     /// A live version of a subject; `None` means the latest.
-    pub async fn version(&self, subject: &str, version: Option<i32>) -> Result<SubjectVersion, RegistryError> {
+    pub async fn version(
+        &self,
+        subject: &str,
+        version: Option<i32>,
+    ) -> Result<SubjectVersion, RegistryError> {
         let versions = self.versions(subject, Visibility::Live).await?;
         let wanted = match version {
             Some(v) => v,
-            None => *versions.last().ok_or_else(|| RegistryError::SubjectNotFound(subject.into()))?,
+            None => *versions
+                .last()
+                .ok_or_else(|| RegistryError::SubjectNotFound(subject.into()))?,
         };
         let client = self.pool.get().await?;
         let row = client
@@ -238,15 +285,29 @@ impl Store {
             )
             .await?
             .ok_or_else(|| RegistryError::VersionNotFound(wanted.to_string()))?;
-        Ok(SubjectVersion { subject: subject.into(), version: wanted, id: row.get(0), schema: row.get(1) })
+        Ok(SubjectVersion {
+            subject: subject.into(),
+            version: wanted,
+            id: row.get(0),
+            schema: row.get(1),
+        })
     }
 
     /// Soft-deletes (or, when already soft-deleted, permanently deletes) versions of a
     /// subject: all of them when `version` is `None`. Returns the versions deleted.
-    pub async fn delete(&self, subject: &str, version: Option<i32>, permanent: bool) -> Result<Vec<i32>, RegistryError> {
+    pub async fn delete(
+        &self,
+        subject: &str,
+        version: Option<i32>,
+        permanent: bool,
+    ) -> Result<Vec<i32>, RegistryError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&format!("registry:{subject}")]).await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&format!("registry:{subject}")],
+        )
+        .await?;
         let rows = tx
             .query(
                 &format!(
@@ -258,11 +319,19 @@ impl Store {
             .await?;
         if rows.is_empty() {
             let any = tx
-                .query_opt(&format!("SELECT 1 FROM {} WHERE subject = $1 LIMIT 1", self.t("versions")), &[&subject])
+                .query_opt(
+                    &format!(
+                        "SELECT 1 FROM {} WHERE subject = $1 LIMIT 1",
+                        self.t("versions")
+                    ),
+                    &[&subject],
+                )
                 .await?;
             return Err(match (any, version) {
                 (None, _) => RegistryError::SubjectNotFound(subject.into()),
-                (Some(_), v) => RegistryError::VersionNotFound(v.map(|v| v.to_string()).unwrap_or_default()),
+                (Some(_), v) => {
+                    RegistryError::VersionNotFound(v.map(|v| v.to_string()).unwrap_or_default())
+                }
             });
         }
         let deleted: Vec<i32>;
@@ -272,12 +341,19 @@ impl Store {
             }
             deleted = rows.iter().map(|r| r.get(0)).collect();
             tx.execute(
-                &format!("DELETE FROM {} WHERE subject = $1 AND version = ANY($2)", self.t("versions")),
+                &format!(
+                    "DELETE FROM {} WHERE subject = $1 AND version = ANY($2)",
+                    self.t("versions")
+                ),
                 &[&subject, &deleted],
             )
             .await?;
         } else {
-            deleted = rows.iter().filter(|r| !r.get::<_, bool>(1)).map(|r| r.get(0)).collect();
+            deleted = rows
+                .iter()
+                .filter(|r| !r.get::<_, bool>(1))
+                .map(|r| r.get(0))
+                .collect();
             if deleted.is_empty() {
                 return Err(match version {
                     None => RegistryError::SubjectNotFound(subject.into()),
@@ -285,7 +361,10 @@ impl Store {
                 });
             }
             tx.execute(
-                &format!("UPDATE {} SET deleted = true WHERE subject = $1 AND version = ANY($2)", self.t("versions")),
+                &format!(
+                    "UPDATE {} SET deleted = true WHERE subject = $1 AND version = ANY($2)",
+                    self.t("versions")
+                ),
                 &[&subject, &deleted],
             )
             .await?;
@@ -295,14 +374,21 @@ impl Store {
     }
 
     /// Checks `schema` against one live version (`None`: the latest) at the subject's level.
-    pub async fn check_compatibility(&self, subject: &str, version: Option<i32>, schema: &str) -> Result<Vec<String>, RegistryError> {
+    pub async fn check_compatibility(
+        &self,
+        subject: &str,
+        version: Option<i32>,
+        schema: &str,
+    ) -> Result<Vec<String>, RegistryError> {
         let parsed = parse(schema)?;
         let target = self.version(subject, version).await?;
         let client = self.pool.get().await?;
         let level = self.level_in(&client, subject).await?;
         let old = parse(&target.schema)?;
-        let against = if matches!(level, Level::BackwardTransitive | Level::ForwardTransitive | Level::FullTransitive)
-            && version.is_none()
+        let against = if matches!(
+            level,
+            Level::BackwardTransitive | Level::ForwardTransitive | Level::FullTransitive
+        ) && version.is_none()
         {
             self.live_schemas(&client, subject).await?
         } else {
@@ -315,13 +401,23 @@ impl Store {
     pub async fn config(&self, subject: Option<&str>) -> Result<Option<Level>, RegistryError> {
         let client = self.pool.get().await?;
         let row = client
-            .query_opt(&format!("SELECT compatibility FROM {} WHERE subject = $1", self.t("config")), &[&subject.unwrap_or("")])
+            .query_opt(
+                &format!(
+                    "SELECT compatibility FROM {} WHERE subject = $1",
+                    self.t("config")
+                ),
+                &[&subject.unwrap_or("")],
+            )
             .await?;
         Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
     }
 
     /// Sets the level of a subject (`None`: the global one).
-    pub async fn set_config(&self, subject: Option<&str>, level: Level) -> Result<(), RegistryError> {
+    pub async fn set_config(
+        &self,
+        subject: Option<&str>,
+        level: Level,
+    ) -> Result<(), RegistryError> {
         let client = self.pool.get().await?;
         client
             .execute(
@@ -340,24 +436,45 @@ impl Store {
     pub async fn delete_config(&self, subject: &str) -> Result<Level, RegistryError> {
         let client = self.pool.get().await?;
         let row = client
-            .query_opt(&format!("DELETE FROM {} WHERE subject = $1 RETURNING compatibility", self.t("config")), &[&subject])
+            .query_opt(
+                &format!(
+                    "DELETE FROM {} WHERE subject = $1 RETURNING compatibility",
+                    self.t("config")
+                ),
+                &[&subject],
+            )
             .await?
             .ok_or_else(|| RegistryError::SubjectNotFound(subject.into()))?;
         Ok(row.get::<_, String>(0).parse().unwrap_or(Level::Backward))
     }
 
-    async fn level_in<C: deadpool_postgres::GenericClient>(&self, client: &C, subject: &str) -> Result<Level, RegistryError> {
+    async fn level_in<C: deadpool_postgres::GenericClient>(
+        &self,
+        client: &C,
+        subject: &str,
+    ) -> Result<Level, RegistryError> {
         let rows = client
             .query(
-                &format!("SELECT subject, compatibility FROM {} WHERE subject = $1 OR subject = ''", self.t("config")),
+                &format!(
+                    "SELECT subject, compatibility FROM {} WHERE subject = $1 OR subject = ''",
+                    self.t("config")
+                ),
                 &[&subject],
             )
             .await?;
-        let get = |s: &str| rows.iter().find(|r| r.get::<_, String>(0) == s).and_then(|r| r.get::<_, String>(1).parse().ok());
+        let get = |s: &str| {
+            rows.iter()
+                .find(|r| r.get::<_, String>(0) == s)
+                .and_then(|r| r.get::<_, String>(1).parse().ok())
+        };
         Ok(get(subject).or_else(|| get("")).unwrap_or(Level::Backward))
     }
 
-    async fn live_schemas<C: deadpool_postgres::GenericClient>(&self, client: &C, subject: &str) -> Result<Vec<(i32, Schema)>, RegistryError> {
+    async fn live_schemas<C: deadpool_postgres::GenericClient>(
+        &self,
+        client: &C,
+        subject: &str,
+    ) -> Result<Vec<(i32, Schema)>, RegistryError> {
         let rows = client
             .query(
                 &format!(
@@ -369,7 +486,9 @@ impl Store {
                 &[&subject],
             )
             .await?;
-        rows.iter().map(|r| Ok((r.get(0), parse(&r.get::<_, String>(1))?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.get(0), parse(&r.get::<_, String>(1))?)))
+            .collect()
     }
 }
 
