@@ -527,6 +527,30 @@ async fn a_new_version_rebuilds_beside_the_old_one_and_takes_over_when_caught_up
     let view = "SELECT definition FROM pg_views WHERE viewname = 'event_log' AND schemaname = current_schema()";
     assert!(dump(&url, view).await[0].contains("event_log_v1"));
 
+    // Readers query the live view without pause through the whole rebuild: no query may fail
+    // and none may see an empty model.
+    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let (reading, url) = (reading.clone(), url.clone());
+        tokio::spawn(async move {
+            let client = connect(&url).await;
+            let (mut queries, mut failures) = (0u64, Vec::new());
+            while reading.load(std::sync::atomic::Ordering::Relaxed) {
+                match client
+                    .query_one("SELECT count(*) FROM event_log", &[])
+                    .await
+                {
+                    Ok(row) if row.get::<_, i64>(0) > 0 => {}
+                    Ok(_) => failures.push("the live view was empty".to_string()),
+                    Err(error) => failures.push(error.to_string()),
+                }
+                queries += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (queries, failures)
+        })
+    };
+
     // v2 starts while v1 keeps serving; more events arrive meanwhile
     let v2 = start(fixture.config(&url), EventLog::named(name, 2));
     fixture
@@ -553,6 +577,13 @@ async fn a_new_version_rebuilds_beside_the_old_one_and_takes_over_when_caught_up
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(dump(&url, view).await[0].contains("event_log_v2"));
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (queries, failures) = reader.await.unwrap();
+    assert!(queries > 10, "the reader ran only {queries} queries");
+    assert!(
+        failures.is_empty(),
+        "queries failed during the rebuild: {failures:?}"
+    );
     let states = dump(
         &url,
         "SELECT version, state, swapped_at IS NOT NULL AS swapped FROM factline_projector_rebuilds ORDER BY version",
