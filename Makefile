@@ -1,5 +1,5 @@
 # One command per workflow. See README.md.
-.PHONY: up down status logs test lint fmt
+.PHONY: up down status logs test lint fmt bench
 
 up: ## install what is missing, start the local stack and the services, print how to use them
 	@scripts/stack.sh install
@@ -20,6 +20,9 @@ logs: ## follow the logs of every component
 
 test: ## install what is missing, start the infrastructure the tests need, run every test
 	@scripts/test.sh
+
+bench: ## throughput and latency of every stage against its own limit; QUICK=1: tiny sizes (CI)
+	@QUICK=$(QUICK) scripts/bench.sh
 
 lint: ## formatting and clippy, as CI checks them
 	cargo fmt --all -- --check

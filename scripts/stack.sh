@@ -218,12 +218,12 @@ stop() {
 }
 
 status() {
-    printf '%-10s %-8s %-8s %s\n' COMPONENT STATE PID ADDRESS
+    printf '%-20s %-8s %-8s %s\n' COMPONENT STATE PID ADDRESS
     row() { # name address port
         local state="down" pid="-"
         if [ -f "$RUN/$1.pid" ]; then pid="$(cat "$RUN/$1.pid")"; fi
         if pid_alive "$1"; then state="up"; elif port_open "$3"; then state="foreign"; fi
-        printf '%-10s %-8s %-8s %s\n' "$1" "$state" "$pid" "$2"
+        printf '%-20s %-8s %-8s %s\n' "$1" "$state" "$pid" "$2"
     }
     row postgres "$DATABASE_URL" "$PG_PORT"
     row noida "kafka $KAFKA_BROKERS, elasticsearch $ELASTICSEARCH_URL" "$KAFKA_PORT"

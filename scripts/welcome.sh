@@ -1,27 +1,38 @@
 #!/usr/bin/env bash
 # Printed at the end of `make up`: where everything runs and a copy-paste example.
 eval "$("$(dirname "${BASH_SOURCE[0]}")/stack.sh" env)"
+W="${WRITE_SIDE_ADDR:-127.0.0.1:8080}"
+R="${READ_API_ADDR:-127.0.0.1:8090}"
 cat <<TXT
 
 factline is up.
-  write side        http://${WRITE_SIDE_ADDR:-127.0.0.1:8080}   (/healthz /readyz /metrics /openapi.json)
-  projectors        order-summary http://127.0.0.1:9101/metrics, customer-stats http://127.0.0.1:9102/metrics
+  write side        http://$W   (/healthz /readyz /metrics /openapi.json)
+  read API          http://$R   (/orders/{id} /customers/{id} /search/orders /events /projections)
+  projectors        /metrics and /healthz on 127.0.0.1:9101 order-summary, :9102 customer-stats,
+                    :9103 order-search, :9104 event-index, :9105 customer-directory (declarative)
   schema registry   $SCHEMA_REGISTRY_URL
   Kafka             $KAFKA_BROKERS
   Elasticsearch     $ELASTICSEARCH_URL
   PostgreSQL        $DATABASE_URL
   logs              .dev/logs/   (make logs)     stop: make down
 
-Register a customer and place an order:
+Register a customer and place an order (the answer carries the order's position in the log):
 
-  curl -s -XPOST localhost:8080/commands/RegisterCustomer -H 'Content-Type: application/json' \\
+  curl -s -XPOST $W/commands/RegisterCustomer -H 'Content-Type: application/json' \\
     -d '{"customer_id": "c-1", "email": "ada@example.com", "name": "Ada Lovelace"}'
-  curl -s -XPOST localhost:8080/commands/PlaceOrder -H 'Content-Type: application/json' \\
+  POSITION=\$(curl -s -XPOST $W/commands/PlaceOrder -H 'Content-Type: application/json' \\
     -d '{"order_id": "o-1", "customer_id": "c-1", "currency": "EUR",
          "items": [{"sku": "tea-01", "name": "Earl Grey tea", "quantity": 2, "unit_price_cents": 450}],
-         "shipping_address": {"line1": "12 Baker St", "city": "London", "postal_code": "NW1", "country": "GB"}}'
+         "shipping_address": {"line1": "12 Baker St", "city": "London", "postal_code": "NW1", "country": "GB"}}' \\
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["position"])')
 
-Read the order back (the read API is not built yet; this reads its read model directly):
+Read the order back, waiting until the read model reflects that write (freshness in the headers):
 
-  psql "$DATABASE_URL" -c "SELECT * FROM order_summary WHERE order_id = 'o-1'"
+  curl -si "$R/orders/o-1?consistent_with=\$POSITION"
+
+Search, browse the events, see the projectors:
+
+  curl -s "$R/search/orders?q=earl+grey"
+  curl -s "$R/events?type=OrderPlaced"
+  curl -s "$R/projections"
 TXT

@@ -177,6 +177,7 @@ pub async fn commit<P: Projection>(
             .await
             .map_err(|e| TransientBatchError(e.to_string()))?;
     }
+    crate::dead_letter::record_rows(&*tx, &projector, version, &letters).await?;
     outcome.dead_lettered = letters.len() as u64;
     for ((topic, partition), (offset, last_event_at)) in &last {
         let tp = (topic.clone(), *partition);

@@ -5,7 +5,9 @@
 //!   partition, plus the high watermark seen so readers can compute lag;
 //! - `factline_projector_applied`: event ids already applied (duplicates are skipped);
 //! - `factline_projector_migrations`: which migrations ran for which projector version;
-//! - `factline_projector_rebuilds`: each version's state (`building`, `live`, `retired`).
+//! - `factline_projector_rebuilds`: each version's state (`building`, `live`, `retired`), its sink,
+//!   topics and read models, and the progress of a rebuild;
+//! - `factline_projector_dead_letters`: one row per dead-lettered record.
 
 use deadpool_postgres::Object;
 
@@ -47,7 +49,41 @@ CREATE TABLE IF NOT EXISTS factline_projector_rebuilds (
     swapped_at   timestamptz,
     PRIMARY KEY (projector, version)
 );
+ALTER TABLE factline_projector_rebuilds
+    ADD COLUMN IF NOT EXISTS sink         text,
+    ADD COLUMN IF NOT EXISTS topics       text[],
+    ADD COLUMN IF NOT EXISTS read_models  text[],
+    ADD COLUMN IF NOT EXISTS events_done  bigint,
+    ADD COLUMN IF NOT EXISTS events_total bigint,
+    ADD COLUMN IF NOT EXISTS eta_seconds  double precision,
+    ADD COLUMN IF NOT EXISTS progress_at  timestamptz;
+CREATE TABLE IF NOT EXISTS factline_projector_dead_letters (
+    projector        text        NOT NULL,
+    version          integer     NOT NULL,
+    topic            text        NOT NULL,
+    partition        integer     NOT NULL,
+    \"offset\"         bigint      NOT NULL,
+    error            text        NOT NULL,
+    dead_lettered_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (projector, version, topic, partition, \"offset\")
+);
 ";
+
+/// What a projector version is, recorded in `factline_projector_rebuilds` at every start so the
+/// read API lists it before it consumed anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The projector name.
+    pub projector: String,
+    /// Its version.
+    pub version: u32,
+    /// `postgres` or `elasticsearch`.
+    pub sink: &'static str,
+    /// The real (prefixed) topic names consumed.
+    pub topics: Vec<String>,
+    /// The PostgreSQL views or Elasticsearch aliases served.
+    pub read_models: Vec<String>,
+}
 
 /// A failure while preparing the sink.
 #[derive(Debug, thiserror::Error)]
@@ -92,11 +128,12 @@ pub enum Liveness {
 /// version, all in one transaction under an advisory lock (instances start concurrently).
 pub async fn bootstrap(
     client: &mut Object,
-    projector: &str,
-    version: u32,
+    registration: &Registration,
     migrations: &[Migration],
     views: &[String],
 ) -> Result<Liveness, BootstrapError> {
+    let projector = registration.projector.as_str();
+    let version = registration.version;
     let tx = client.transaction().await?;
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext('factline_projectors'))",
@@ -171,8 +208,35 @@ pub async fn bootstrap(
             }
         }
     };
+    tx.execute(
+        "UPDATE factline_projector_rebuilds SET sink = $3, topics = $4, read_models = $5 \
+         WHERE projector = $1 AND version = $2",
+        &[
+            &projector,
+            &version_i,
+            &registration.sink,
+            &registration.topics,
+            &registration.read_models,
+        ],
+    )
+    .await?;
     tx.commit().await?;
     Ok(liveness)
+}
+
+/// The state (`building`, `live`, `retired`) of a projector version, if registered.
+pub async fn state<C: tokio_postgres::GenericClient>(
+    client: &C,
+    projector: &str,
+    version: u32,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT state FROM factline_projector_rebuilds WHERE projector = $1 AND version = $2",
+            &[&projector, &(version as i32)],
+        )
+        .await?
+        .map(|row| row.get(0)))
 }
 
 /// Points each view without suffix at this version's table, in the caller's transaction (so a
@@ -200,6 +264,23 @@ pub async fn swap_live(
     version: u32,
     views: &[String],
 ) -> Result<bool, ProjectionError> {
+    swap_live_with(client, projector, version, views, || async { Ok(()) }).await
+}
+
+/// [`swap_live`], running `switch` (e.g. an Elasticsearch alias swap) inside the transaction
+/// just before it commits: if `switch` fails nothing is swapped; if the process dies after
+/// `switch` but before the commit, the next attempt runs `switch` again (it must be idempotent).
+pub async fn swap_live_with<F, Fut>(
+    client: &mut Object,
+    projector: &str,
+    version: u32,
+    views: &[String],
+    switch: F,
+) -> Result<bool, ProjectionError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let version_i = version as i32;
     let tx = client.transaction().await?;
     tx.execute(
@@ -231,6 +312,7 @@ pub async fn swap_live(
     )
     .await?;
     create_views(&tx, version, views).await?;
+    switch().await.map_err(ProjectionError::Transient)?;
     tx.commit().await?;
     Ok(true)
 }

@@ -32,6 +32,12 @@ pub struct Config {
     /// Also commit offsets to Kafka after each PostgreSQL commit, for tooling only; positions in
     /// PostgreSQL stay the truth (`PROJECTOR_COMMIT_TO_KAFKA`).
     pub commit_to_kafka: bool,
+    /// The Elasticsearch cluster of search projectors (`ELASTICSEARCH_URL`, may carry
+    /// `user:password@`); required by [`crate::run_search`] only.
+    pub elasticsearch_url: Option<String>,
+    /// Prepended to every Elasticsearch index and alias name (`PROJECTOR_INDEX_PREFIX`);
+    /// defaults to the topic prefix.
+    pub index_prefix: Option<String>,
     /// Raw librdkafka properties (`KAFKA_PROPERTY_SECURITY_PROTOCOL=SSL` ->
     /// `security.protocol=SSL`), applied to the consumer and the dead-letter producer.
     pub kafka_properties: BTreeMap<String, String>,
@@ -68,6 +74,8 @@ impl Config {
             backoff_max_ms: 10_000,
             database_pool_size: 4,
             commit_to_kafka: true,
+            elasticsearch_url: None,
+            index_prefix: None,
             kafka_properties: BTreeMap::new(),
         }
     }
@@ -116,6 +124,15 @@ impl Config {
         }
         if let Some(v) = vars.get("PROJECTOR_COMMIT_TO_KAFKA") {
             config.commit_to_kafka = parse("PROJECTOR_COMMIT_TO_KAFKA", v)?;
+        }
+        if let Some(v) = vars
+            .get("ELASTICSEARCH_URL")
+            .filter(|v| !v.trim().is_empty())
+        {
+            config.elasticsearch_url = Some(v.trim().to_owned());
+        }
+        if let Some(v) = vars.get("PROJECTOR_INDEX_PREFIX") {
+            config.index_prefix = Some(v.clone());
         }
         if let Some(unknown) = vars
             .keys()
@@ -172,6 +189,23 @@ impl Config {
         if self.database_pool_size < 2 {
             return invalid("PROJECTOR_DATABASE_POOL_SIZE", "must be at least 2");
         }
+        if let Some(url) = &self.elasticsearch_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return invalid("ELASTICSEARCH_URL", "must be an http(s) URL");
+            }
+        }
+        if self
+            .index_prefix
+            .as_deref()
+            .unwrap_or_default()
+            .chars()
+            .any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'))
+        {
+            return invalid(
+                "PROJECTOR_INDEX_PREFIX",
+                "index names take lowercase letters, digits, '_' and '-' only",
+            );
+        }
         for key in ["enable.auto.commit", "enable.auto.offset.store", "group.id"] {
             if self.kafka_properties.contains_key(key) {
                 return invalid(
@@ -193,6 +227,11 @@ impl Config {
         format!("{}{logical}", self.topic_prefix)
     }
 
+    /// The prefix of Elasticsearch index and alias names.
+    pub fn index_prefix(&self) -> &str {
+        self.index_prefix.as_deref().unwrap_or(&self.topic_prefix)
+    }
+
     /// The consumer group of a projector version: `{prefix}{name}-v{version}`.
     pub fn group_id(&self, projector: &str, version: u32) -> String {
         format!("{}{projector}-v{version}", self.topic_prefix)
@@ -211,6 +250,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "PROJECTOR_DATABASE_POOL_SIZE",
     "PROJECTOR_COMMIT_TO_KAFKA",
     "PROJECTOR_CONFIG",
+    "PROJECTOR_INDEX_PREFIX",
 ];
 
 fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>

@@ -1,5 +1,6 @@
 //! The dead-letter topic: a record that cannot be decoded or that a projection rejects is copied
-//! to `<topic>.dlq` with its key, value and headers, plus headers saying why and from where.
+//! to `<topic>.dlq` with its key, value and headers, plus headers saying why and from where,
+//! and recorded as a row of `factline_projector_dead_letters` for the read API.
 
 use std::time::Duration;
 
@@ -108,4 +109,35 @@ impl DeadLetterWriter {
                 message: e.to_string(),
             })
     }
+}
+
+/// Records dead letters in `factline_projector_dead_letters` (in the caller's transaction; a
+/// record dead-lettered again keeps one row with the latest error).
+pub async fn record_rows<C: tokio_postgres::GenericClient>(
+    client: &C,
+    projector: &str,
+    version: u32,
+    letters: &[DeadLetter],
+) -> Result<(), tokio_postgres::Error> {
+    for letter in letters {
+        let origin = &letter.record.origin;
+        client
+            .execute(
+                "INSERT INTO factline_projector_dead_letters \
+                 (projector, version, topic, partition, \"offset\", error) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (projector, version, topic, partition, \"offset\") \
+                 DO UPDATE SET error = EXCLUDED.error, dead_lettered_at = now()",
+                &[
+                    &projector,
+                    &(version as i32),
+                    &origin.topic,
+                    &origin.partition,
+                    &origin.offset,
+                    &letter.error,
+                ],
+            )
+            .await?;
+    }
+    Ok(())
 }

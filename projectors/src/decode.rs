@@ -87,5 +87,19 @@ pub async fn decode(
         data,
         key: record.key_str(),
         origin: record.origin.clone(),
+        timestamp: record
+            .timestamp_ms
+            .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis),
+        headers: record
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let value = v
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                (k.clone(), value.into_owned())
+            })
+            .collect(),
     })))
 }

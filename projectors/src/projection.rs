@@ -35,6 +35,10 @@ pub struct Event {
     pub key: Option<String>,
     /// Where the record sits in the log.
     pub origin: Origin,
+    /// The record's Kafka timestamp (producer or broker time), when it has one.
+    pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
+    /// The record's headers as text (invalid UTF-8 replaced), in order.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Event {

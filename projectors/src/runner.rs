@@ -1,9 +1,10 @@
-//! The consume loop: [`run`] a projection until shutdown.
+//! The consume loop: [`run`] a projection until shutdown, over any [`Sink`] ([`run_sink`]).
 //!
-//! Records are batched by count and time; each batch is decoded, applied and committed in one
-//! PostgreSQL transaction together with its positions; transient failures are retried with
-//! capped backoff on the same in-memory batch (nothing is skipped, nothing committed twice);
-//! rebalances discard the uncommitted records of revoked partitions.
+//! Records are batched by count and time; each batch is decoded and handed to the sink, which
+//! applies it and stores its positions only once the read model holds it; transient failures
+//! are retried with capped backoff on the same in-memory batch (nothing is skipped); rebalances
+//! discard the uncommitted records of revoked partitions. Once a second the loop exports lag,
+//! records high watermarks and, while a new version rebuilds, its progress and the swap.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -19,8 +20,8 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::backoff::Backoff;
-use crate::batch::{self, Item, Outcome};
-use crate::bookkeeping::{self, BootstrapError, Liveness};
+use crate::batch::{Item, Outcome};
+use crate::bookkeeping::{self, BootstrapError, Liveness, Registration};
 use crate::config::Config;
 use crate::consumer::{self, ProjectorConsumer, ProjectorContext, SharedState};
 use crate::dead_letter::DeadLetterWriter;
@@ -28,8 +29,10 @@ use crate::decode::decode;
 use crate::error::RunError;
 use crate::http::{self, Health, SharedHealth};
 use crate::positions::{self, TopicPartition};
+use crate::progress::{self, Estimator};
 use crate::projection::Projection;
 use crate::record::Record;
+use crate::sink::{PostgresSink, Sink};
 use crate::telemetry::Metrics;
 
 /// Runs `projection` until `shutdown` resolves: bootstraps the sink (runtime tables,
@@ -40,23 +43,34 @@ where
     P: Projection,
     S: Future<Output = ()> + Send + 'static,
 {
+    let sink = PostgresSink::new(projection, &config);
+    run_sink(config, sink, shutdown).await
+}
+
+/// Runs any [`Sink`] until `shutdown` resolves (see [`run`]; positions are stored in
+/// PostgreSQL whatever the sink).
+pub async fn run_sink<K, S>(config: Config, sink: K, shutdown: S) -> Result<(), RunError>
+where
+    K: Sink,
+    S: Future<Output = ()> + Send + 'static,
+{
     config.validate()?;
     let span = tracing::info_span!(
         "projector",
-        projector = %projection.name(),
-        version = projection.version()
+        projector = %sink.name(),
+        version = sink.version()
     );
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    run_inner(config, projection, stop).instrument(span).await
+    run_inner(config, sink, stop).instrument(span).await
 }
 
-struct Runner<P: Projection> {
+struct Runner<K: Sink> {
     config: Config,
-    projection: P,
+    sink: K,
     name: String,
     version: u32,
     wanted: HashSet<String>,
@@ -70,15 +84,17 @@ struct Runner<P: Projection> {
     stop: watch::Receiver<bool>,
     liveness: Liveness,
     last_event_ms: HashMap<TopicPartition, i64>,
+    estimator: Estimator,
+    retired: bool,
 }
 
-async fn run_inner<P: Projection>(
+async fn run_inner<K: Sink>(
     config: Config,
-    projection: P,
+    sink: K,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
-    let name = projection.name().to_owned();
-    let version = projection.version();
+    let name = sink.name().to_owned();
+    let version = sink.version();
     let health: SharedHealth = Arc::new(Mutex::new(Health {
         projector: name.clone(),
         version,
@@ -127,20 +143,21 @@ async fn run_inner<P: Projection>(
 
     let metrics = Metrics::new(&name, version);
     let mut backoff = backoff_for(&config);
+    let topics: Vec<String> = sink.topics().iter().map(|t| config.topic(t)).collect();
+    let registration = Registration {
+        projector: name.clone(),
+        version,
+        sink: sink.kind(),
+        topics: topics.clone(),
+        read_models: sink.read_models(),
+    };
     let liveness = loop {
         let attempt = async {
             let mut client = pool
                 .get()
                 .await
                 .map_err(|e| BootstrapError::Transient(e.to_string()))?;
-            bookkeeping::bootstrap(
-                &mut client,
-                &name,
-                version,
-                &projection.migrations(),
-                &projection.views(),
-            )
-            .await
+            sink.bootstrap(&mut client, &registration).await
         };
         match attempt.await {
             Ok(liveness) => break liveness,
@@ -161,6 +178,10 @@ async fn run_inner<P: Projection>(
         }
     };
     tracing::info!(?liveness, "sink ready");
+    if matches!(liveness, Liveness::Superseded { .. }) && sink.stops_when_retired() {
+        tracing::info!("a newer version is live, nothing to do");
+        return Ok(());
+    }
     metrics.rebuilding(matches!(liveness, Liveness::Building { .. }));
 
     let mut kafka = ClientConfig::new();
@@ -182,20 +203,15 @@ async fn run_inner<P: Projection>(
         &config.group_id(&name, version),
         context,
     )?);
-    let topics: Vec<String> = projection
-        .topics()
-        .iter()
-        .map(|t| config.topic(t))
-        .collect();
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
     tracing::info!(topics = ?topics, group = %config.group_id(&name, version), "subscribed");
 
-    let wanted = projection.event_types().into_iter().collect();
+    let wanted = sink.event_types().into_iter().collect();
     let mut runner = Runner {
         codec: EventCodec::new(&config.schema_registry_url),
         config,
-        projection,
+        sink,
         name,
         version,
         wanted,
@@ -208,16 +224,23 @@ async fn run_inner<P: Projection>(
         stop,
         liveness,
         last_event_ms: HashMap::new(),
+        estimator: Estimator::default(),
+        retired: false,
     };
     http::update(&runner.health, |h| h.state = "running");
     runner.consume().await;
     http::update(&runner.health, |h| h.state = "stopping");
     runner.consumer.unsubscribe();
-    tracing::info!("stopped");
+    if runner.retired {
+        runner.sink.retired().await;
+        tracing::info!("retired by a newer version, stopped");
+    } else {
+        tracing::info!("stopped");
+    }
     Ok(())
 }
 
-impl<P: Projection> Runner<P> {
+impl<K: Sink> Runner<K> {
     async fn consume(&mut self) {
         let mut batch: Vec<Record> = Vec::new();
         let mut deadline: Option<tokio::time::Instant> = None;
@@ -236,6 +259,9 @@ impl<P: Projection> Runner<P> {
                     return; // stopped while retrying: the batch is discarded, nothing committed
                 }
                 continue;
+            }
+            if self.retired {
+                return;
             }
             tokio::select! {
                 biased;
@@ -311,6 +337,9 @@ impl<P: Projection> Runner<P> {
                     let delay = backoff.next_delay();
                     tracing::warn!(stage, %error, attempt = backoff.attempts(),
                         delay_ms = delay.as_millis() as u64, "batch failed, retrying");
+                    if self.check_retired().await {
+                        return false;
+                    }
                     if sleep_or_stop(&mut stop, delay).await {
                         tracing::info!("stopping with an uncommitted batch, it will be re-read");
                         return false;
@@ -333,15 +362,10 @@ impl<P: Projection> Runner<P> {
         }
         let mut client = self.pool.get().await.map_err(|e| ("sink", e.to_string()))?;
         let high_watermarks = self.state.lock().high_watermarks.clone();
-        batch::commit(
-            &self.projection,
-            &self.dead_letters,
-            &mut client,
-            &items,
-            &high_watermarks,
-        )
-        .await
-        .map_err(|e| ("sink", e.to_string()))
+        self.sink
+            .commit(&mut client, &self.dead_letters, &items, &high_watermarks)
+            .await
+            .map_err(|e| ("sink", e.to_string()))
     }
 
     fn committed(&mut self, records: &[Record], outcome: &Outcome, took: Duration) {
@@ -444,20 +468,42 @@ impl<P: Projection> Runner<P> {
             tracing::debug!(%error, "cannot record high watermarks");
         }
         drop(client);
-        if let Liveness::Building { live } = self.liveness {
-            match self.caught_up().await {
+        match self.liveness {
+            Liveness::Building { live } => match self.caught_up().await {
                 Ok(true) => self.swap(live).await,
                 Ok(false) => {}
                 Err(error) => tracing::debug!(%error, "cannot check rebuild progress"),
+            },
+            Liveness::Live => {
+                self.check_retired().await;
             }
+            Liveness::Superseded { .. } => {}
         }
     }
 
-    /// Whether this version's stored positions reached the end of every partition.
-    async fn caught_up(&self) -> Result<bool, String> {
+    /// For sinks that stop when retired: whether a newer version retired this one (then the
+    /// loop stops).
+    async fn check_retired(&mut self) -> bool {
+        if !self.sink.stops_when_retired() {
+            return false;
+        }
+        let Ok(client) = self.pool.get().await else {
+            return false;
+        };
+        if let Ok(Some(state)) = bookkeeping::state(&**client, &self.name, self.version).await {
+            if state == "retired" {
+                self.retired = true;
+            }
+        }
+        self.retired
+    }
+
+    /// Records the rebuild progress and says whether this version's stored positions reached
+    /// the end of every partition.
+    async fn caught_up(&mut self) -> Result<bool, String> {
         let consumer = self.consumer.clone();
         let topics: Vec<String> = self
-            .projection
+            .sink
             .topics()
             .iter()
             .map(|t| self.config.topic(t))
@@ -485,6 +531,12 @@ impl<P: Projection> Runner<P> {
         let stored = positions::load(&**client, &self.name, self.version)
             .await
             .map_err(|e| e.to_string())?;
+        let (done, total) = progress::measure(&ends, &stored);
+        let progress = self.estimator.sample(Instant::now(), done, total);
+        self.metrics.rebuild_progress(&progress);
+        progress::record(&**client, &self.name, self.version, &progress)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(!ends.is_empty()
             && ends.iter().all(|(tp, (low, high))| {
                 high <= low || stored.get(tp).is_some_and(|next| next >= high)
@@ -492,19 +544,18 @@ impl<P: Projection> Runner<P> {
     }
 
     async fn swap(&mut self, live: u32) {
-        let views = self.projection.views();
         let Ok(mut client) = self.pool.get().await else {
             return;
         };
-        match bookkeeping::swap_live(&mut client, &self.name, self.version, &views).await {
+        match self.sink.swap(&mut client, live).await {
             Ok(swapped) => {
                 if swapped {
-                    tracing::info!(previous = live, "rebuild caught up, views swapped");
+                    tracing::info!(previous = live, "rebuild caught up, read models swapped");
                 }
                 self.liveness = Liveness::Live;
                 self.metrics.rebuilding(false);
             }
-            Err(error) => tracing::warn!(%error, "view swap failed, will retry"),
+            Err(error) => tracing::warn!(%error, "read model swap failed, will retry"),
         }
     }
 }

@@ -25,6 +25,12 @@ pub const LAG_EVENTS: &str = "factline_projector_lag_events";
 pub const LAG_SECONDS: &str = "factline_projector_lag_seconds";
 /// 1 while this version is building behind an older live one, 0 once live.
 pub const REBUILDING: &str = "factline_projector_rebuilding";
+/// Records of the log applied by a building version so far.
+pub const REBUILD_EVENTS_DONE: &str = "factline_projector_rebuild_events_done";
+/// Records in the log a building version has to reach.
+pub const REBUILD_EVENTS_TOTAL: &str = "factline_projector_rebuild_events_total";
+/// Estimated seconds until a building version catches up (absent until there is a rate).
+pub const REBUILD_ETA_SECONDS: &str = "factline_projector_rebuild_eta_seconds";
 
 /// The process-wide recorder (installed on first use).
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -98,6 +104,15 @@ impl Metrics {
         ];
         gauge!(LAG_EVENTS, &labels).set(events as f64);
         gauge!(LAG_SECONDS, &labels).set(seconds);
+    }
+
+    /// Sets the rebuild progress.
+    pub fn rebuild_progress(&self, progress: &crate::progress::Progress) {
+        gauge!(REBUILD_EVENTS_DONE, &self.labels()).set(progress.done as f64);
+        gauge!(REBUILD_EVENTS_TOTAL, &self.labels()).set(progress.total as f64);
+        if let Some(eta) = progress.eta_seconds {
+            gauge!(REBUILD_ETA_SECONDS, &self.labels()).set(eta);
+        }
     }
 
     /// Sets whether this version is rebuilding.

@@ -577,6 +577,43 @@ async fn a_new_version_rebuilds_beside_the_old_one_and_takes_over_when_caught_up
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(dump(&url, view).await[0].contains("event_log_v2"));
+    // rebuild progress: recorded while building, complete at the swap; registration at bootstrap
+    let total = events.len() + 1; // both topics start at offset 0
+    let progress = dump(
+        &url,
+        "SELECT version, sink, topics, read_models, events_done, events_total, eta_seconds, \
+         progress_at IS NOT NULL AS recorded FROM factline_projector_rebuilds ORDER BY version",
+    )
+    .await;
+    let topics = format!(
+        r#"["{}","{}"]"#,
+        fixture.topic("orders"),
+        fixture.topic("customers")
+    );
+    assert_eq!(
+        progress,
+        vec![
+            format!(
+                r#"{{"version":1,"sink":"postgres","topics":{topics},"read_models":["event_log"],"events_done":null,"events_total":null,"eta_seconds":null,"recorded":false}}"#
+            ),
+            format!(
+                r#"{{"version":2,"sink":"postgres","topics":{topics},"read_models":["event_log"],"events_done":{total},"events_total":{total},"eta_seconds":0,"recorded":true}}"#
+            ),
+        ]
+    );
+    let metrics = factline_projectors::telemetry::prometheus().render();
+    for metric in [
+        "factline_projector_rebuild_events_done",
+        "factline_projector_rebuild_events_total",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(metric)
+                && l.contains("projector=\"event_log\"")
+                && l.contains("version=\"2\"")
+                && l.ends_with(&format!(" {total}"))),
+            "{metric} missing:\n{metrics}"
+        );
+    }
     reading.store(false, std::sync::atomic::Ordering::Relaxed);
     let (queries, failures) = reader.await.unwrap();
     assert!(queries > 10, "the reader ran only {queries} queries");

@@ -1,8 +1,11 @@
 //! Runs a declarative projection: `declarative-projector --config FILE`; connections from the
-//! environment, see [`factline_projectors::Config`].
+//! environment, see [`factline_projectors::Config`]. The file's `sink` picks PostgreSQL
+//! (default) or Elasticsearch.
 
 use clap::Parser;
-use factline_projectors::declarative::{DeclarativeConfig, DeclarativeProjection};
+use factline_projectors::declarative::{
+    DeclarativeConfig, DeclarativeProjection, DeclarativeSearchProjection, SinkKind,
+};
 
 /// Command line.
 #[derive(Parser)]
@@ -17,9 +20,18 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     factline_projectors::signal::init_tracing();
-    let projection = DeclarativeProjection::new(DeclarativeConfig::load(&args.config)?);
+    let file = DeclarativeConfig::load(&args.config)?;
     let config = factline_projectors::Config::from_env()?;
     let shutdown = factline_projectors::signal::shutdown_signal();
-    factline_projectors::run(config, projection, shutdown).await?;
+    match file.sink {
+        SinkKind::Postgres => {
+            let projection = DeclarativeProjection::new(file);
+            factline_projectors::run(config, projection, shutdown).await?;
+        }
+        SinkKind::Elasticsearch => {
+            let projection = DeclarativeSearchProjection::new(file);
+            factline_projectors::run_search(config, projection, shutdown).await?;
+        }
+    }
     Ok(())
 }

@@ -21,6 +21,23 @@
 //! when = [{ field = "currency", equals = "EUR" }]   # only for events matching all
 //! ```
 //!
+//! The same file can target Elasticsearch instead (`sink = "elasticsearch"`): `[[indices]]`
+//! replace `[[tables]]` and mappings name an `index`; see
+//! `projectors/config/customer_search.toml`:
+//!
+//! ```toml
+//! sink = "elasticsearch"
+//! [[indices]]
+//! name = "customer_search"       # alias {prefix}customer_search -> {prefix}customer_search_v{version}
+//! id = "customer_id"             # the field holding the document id
+//! fields = { customer_id = "keyword", name = "text", email_at = "date" }
+//! [[on]]
+//! event_type = "CustomerRegistered"
+//! index = "customer_search"
+//! action = "upsert"
+//! set = { customer_id = "customer_id", name = "name" }
+//! ```
+//!
 //! A value in `set`, `key` and `when.field` is a dotted path into the event
 //! (`shipping_address.city`), an envelope field (`@event_id`, `@event_type`, `@occurred_at`),
 //! `@null`; a TOML number or boolean is a literal, as is `{ literal = "text" }`.
@@ -39,10 +56,78 @@ pub struct DeclarativeConfig {
     pub version: u32,
     /// Topics consumed (without test prefix).
     pub topics: Vec<String>,
-    /// The tables.
+    /// Where the read model lives (default `postgres`).
+    #[serde(default)]
+    pub sink: SinkKind,
+    /// The tables (PostgreSQL).
+    #[serde(default)]
     pub tables: Vec<TableSpec>,
+    /// The indices (Elasticsearch); the first one is served through its alias.
+    #[serde(default)]
+    pub indices: Vec<IndexDecl>,
     /// The mappings, applied in file order for each event.
     pub on: Vec<Mapping>,
+}
+
+/// The store of a declarative projection.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// PostgreSQL tables behind views.
+    #[default]
+    Postgres,
+    /// Elasticsearch indices behind aliases.
+    Elasticsearch,
+}
+
+/// An Elasticsearch index of a declarative projection.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IndexDecl {
+    /// Base name (the alias); the index is `{name}_v{version}`.
+    pub name: String,
+    /// The field holding the document id.
+    pub id: String,
+    /// Field name -> type (the explicit mapping; unknown fields are rejected by the index).
+    pub fields: BTreeMap<String, FieldType>,
+}
+
+/// The supported Elasticsearch field types.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    /// `keyword`: exact values, filters, sorting.
+    Keyword,
+    /// `text`: full text.
+    Text,
+    /// `long`.
+    Long,
+    /// `integer`.
+    Integer,
+    /// `double`.
+    Double,
+    /// `boolean`.
+    Boolean,
+    /// `date` (RFC 3339).
+    Date,
+    /// `object` (stored and indexed dynamically).
+    Object,
+}
+
+impl FieldType {
+    /// The Elasticsearch type name.
+    pub fn es(self) -> &'static str {
+        match self {
+            FieldType::Keyword => "keyword",
+            FieldType::Text => "text",
+            FieldType::Long => "long",
+            FieldType::Integer => "integer",
+            FieldType::Double => "double",
+            FieldType::Boolean => "boolean",
+            FieldType::Date => "date",
+            FieldType::Object => "object",
+        }
+    }
 }
 
 /// A table of the read model.
@@ -141,7 +226,8 @@ pub struct When {
 pub struct Mapping {
     /// The event type, e.g. `CustomerRegistered`.
     pub event_type: String,
-    /// The table's base name.
+    /// The table's (or with `sink = "elasticsearch"`, the index's) base name.
+    #[serde(alias = "index")]
     pub table: String,
     /// The change.
     pub action: Action,
@@ -205,6 +291,11 @@ impl DeclarativeConfig {
         DeclarativeConfig::parse(&text)
     }
 
+    /// The index declaration of a base name.
+    pub fn index(&self, name: &str) -> Option<&IndexDecl> {
+        self.indices.iter().find(|t| t.name == name)
+    }
+
     /// The table spec of a base name.
     pub fn table(&self, name: &str) -> Option<&TableSpec> {
         self.tables.iter().find(|t| t.name == name)
@@ -222,8 +313,14 @@ impl DeclarativeConfig {
         if self.version == 0 {
             return bad("version must be at least 1".into());
         }
+        if self.sink == SinkKind::Elasticsearch {
+            return self.validate_search();
+        }
         if self.topics.is_empty() || self.on.is_empty() || self.tables.is_empty() {
             return bad("topics, tables and on must not be empty".into());
+        }
+        if !self.indices.is_empty() {
+            return bad("indices need sink = \"elasticsearch\"".into());
         }
         let mut names = BTreeSet::new();
         for table in &self.tables {
@@ -301,6 +398,84 @@ impl DeclarativeConfig {
         Ok(())
     }
 
+    fn validate_search(&self) -> Result<(), DeclarativeError> {
+        let bad = |m: String| Err(DeclarativeError::Invalid(m));
+        if self.topics.is_empty() || self.on.is_empty() || self.indices.is_empty() {
+            return bad("topics, indices and on must not be empty".into());
+        }
+        if !self.tables.is_empty() {
+            return bad("tables need sink = \"postgres\"".into());
+        }
+        let mut names = BTreeSet::new();
+        for index in &self.indices {
+            if !identifier(&index.name) || !names.insert(&index.name) {
+                return bad(format!(
+                    "index name {:?} is invalid or repeated",
+                    index.name
+                ));
+            }
+            if let Some(f) = index
+                .fields
+                .keys()
+                .find(|f| !identifier(f) || *f == "factline")
+            {
+                return bad(format!(
+                    "field {f:?} of {} is not a usable name",
+                    index.name
+                ));
+            }
+            if index.fields.get(&index.id) != Some(&FieldType::Keyword) {
+                return bad(format!(
+                    "id {} of {} must be a keyword field",
+                    index.id, index.name
+                ));
+            }
+        }
+        for (i, m) in self.on.iter().enumerate() {
+            let at = format!("on[{i}] ({})", m.event_type);
+            let Some(index) = self.index(&m.table) else {
+                return bad(format!("{at}: unknown index {}", m.table));
+            };
+            if let Some(f) = m
+                .set
+                .keys()
+                .chain(m.key.keys())
+                .chain(m.row_equals.keys())
+                .chain(m.newer.iter())
+                .find(|f| !index.fields.contains_key(*f))
+            {
+                return bad(format!("{at}: unknown field {f} in {}", m.table));
+            }
+            match m.action {
+                Action::Insert | Action::Upsert => {
+                    if !m.set.contains_key(&index.id) || !m.key.is_empty() {
+                        return bad(format!(
+                            "{at}: set must include the id {}; key is for update and delete",
+                            index.id
+                        ));
+                    }
+                }
+                Action::Update | Action::Delete => {
+                    if m.key.len() != 1 || !m.key.contains_key(&index.id) {
+                        return bad(format!("{at}: key must name exactly the id {}", index.id));
+                    }
+                    if (m.action == Action::Update) == m.set.is_empty() {
+                        return bad(format!("{at}: update needs set, delete takes none"));
+                    }
+                }
+            }
+            if m.action == Action::Insert && (m.newer.is_some() || !m.row_equals.is_empty()) {
+                return bad(format!("{at}: insert takes no guards"));
+            }
+            if let Some(newer) = &m.newer {
+                if !m.set.contains_key(newer) && !m.key.contains_key(newer) {
+                    return bad(format!("{at}: newer field {newer} needs a value in set"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The distinct event types mapped.
     pub fn event_types(&self) -> Vec<String> {
         self.on
@@ -315,6 +490,16 @@ impl DeclarativeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_customer_search_config_is_valid() {
+        let text = include_str!("../../config/customer_search.toml");
+        let config = DeclarativeConfig::parse(text).unwrap();
+        assert_eq!(config.sink, SinkKind::Elasticsearch);
+        assert_eq!(config.indices[0].id, "customer_id");
+        let broken = text.replacen("id = \"customer_id\"", "id = \"name\"", 1);
+        assert!(DeclarativeConfig::parse(&broken).is_err());
+    }
 
     #[test]
     fn the_shipped_customer_directory_config_is_valid() {

@@ -117,6 +117,37 @@ pub fn merge_profile(mut profile: Profile, event: &CustomerEvent) -> Profile {
     profile
 }
 
+/// Reads a customer event: the customer id and what happened; `None` for other event types.
+pub fn customer_event(event: &Event) -> Result<Option<(String, CustomerEvent)>, ProjectionError> {
+    Ok(Some(match event.event_type() {
+        "CustomerRegistered" => {
+            let e: Registered = event.parse()?;
+            let ev = CustomerEvent::Registered {
+                name: e.name,
+                email: e.email,
+                registered_at: e.registered_at,
+            };
+            (e.customer_id, ev)
+        }
+        "CustomerEmailChanged" => {
+            let e: EmailChanged = event.parse()?;
+            let ev = CustomerEvent::EmailChanged {
+                email: e.email,
+                changed_at: e.changed_at,
+            };
+            (e.customer_id, ev)
+        }
+        "CustomerForgotten" => {
+            let e: Forgotten = event.parse()?;
+            let ev = CustomerEvent::Forgotten {
+                forgotten_at: e.forgotten_at,
+            };
+            (e.customer_id, ev)
+        }
+        _ => return Ok(None),
+    }))
+}
+
 fn merge_email(mut profile: Profile, email: &str, at: DateTime<Utc>) -> Profile {
     let newer = match (&profile.email_at, &profile.email) {
         (Some(current_at), Some(current)) => (at, email) > (*current_at, current.as_str()),

@@ -5,6 +5,7 @@
 
 pub mod dataset;
 pub mod proxy;
+pub mod search;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -242,6 +243,25 @@ pub fn start<P: Projection>(config: Config, projection: P) -> Running {
     let handle = tokio::spawn(factline_projectors::run(config, projection, async move {
         let _ = rx.await;
     }));
+    Running {
+        stop: Some(tx),
+        handle,
+    }
+}
+
+/// A search projector running in this process.
+pub fn start_search<P: factline_projectors::SearchProjection>(
+    config: Config,
+    projection: P,
+) -> Running {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(factline_projectors::run_search(
+        config,
+        projection,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     Running {
         stop: Some(tx),
         handle,

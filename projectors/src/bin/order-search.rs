@@ -1,0 +1,15 @@
+//! The `order_search` projector (Elasticsearch): configuration from the environment, see [`factline_projectors::Config`].
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    factline_projectors::signal::init_tracing();
+    let config = factline_projectors::Config::from_env()?;
+    let shutdown = factline_projectors::signal::shutdown_signal();
+    factline_projectors::run_search(
+        config,
+        factline_projectors::projections::OrderSearchProjection,
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}

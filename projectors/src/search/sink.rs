@@ -1,0 +1,776 @@
+//! [`SearchSink`]: commits batches of a [`SearchProjection`] to Elasticsearch, positions to
+//! PostgreSQL.
+//!
+//! One batch:
+//! 1. records below the stored position are skipped; poison records and events the projection
+//!    rejects are set aside for the dead-letter topic;
+//! 2. **write**: the target documents are read in realtime (`_mget`), each one's events are
+//!    applied in memory (events whose id is in the document's `factline.applied` are skipped),
+//!    and changed documents are written in one `_bulk` with `if_seq_no`/`if_primary_term`
+//!    (`create` for new ones). A 409 re-reads that document and applies again; 429/5xx fail
+//!    the batch (the runner retries it with backoff); a document Elasticsearch rejects (400…)
+//!    is retried one event at a time and the event it fails on is dead-lettered;
+//! 3. **join** (if the projection has one): main documents touched are enriched with their
+//!    side documents read *after* the write; for side documents touched, the main index is
+//!    refreshed and every main document referencing them is enriched. Writing before reading
+//!    on both sides means two instances racing on a customer and an order never both miss the
+//!    other's write;
+//! 4. the main index is refreshed (a stored position promises readers that the documents are
+//!    searchable: read-your-writes), dead letters go to `<topic>.dlq`, then ONE PostgreSQL
+//!    transaction records the dead-letter rows and moves the positions.
+//!
+//! A crash anywhere re-applies the batch: harmless, since writes are idempotent (applied ids)
+//! and order-safe (the projection's merge is commutative). Ordering never relies on Kafka
+//! offsets, so it holds when a document is fed from several partitions or topics and when the
+//! index is rebuilt.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Object;
+use serde_json::{json, Value};
+
+use super::client::{BulkOp, EsClient, EsError, ItemResult, Stored};
+use super::index::Indices;
+use super::{DocRef, Join, SearchProjection, APPLIED, BOOKKEEPING};
+use crate::batch::{Item, Outcome, TransientBatchError};
+use crate::bookkeeping::{self, BootstrapError, Liveness, Registration};
+use crate::config::{Config, ConfigError};
+use crate::dead_letter::{self, DeadLetter, DeadLetterWriter};
+use crate::decode::Decoded;
+use crate::error::ProjectionError;
+use crate::positions::{self, Advance, TopicPartition};
+use crate::sink::Sink;
+
+/// Rounds of re-reading after conflicts before the batch is failed (and retried later).
+const MAX_ROUNDS: usize = 50;
+/// Page size when looking up the main documents of a side document.
+const PAGE: usize = 500;
+
+/// One document of a write round: as read, as computed, and the events newly applied.
+struct Computed {
+    doc_ref: DocRef,
+    stored: Option<Stored>,
+    new: Option<Value>,
+    applied: Vec<usize>,
+}
+
+/// A [`SearchProjection`] writing to Elasticsearch.
+#[derive(Debug, Clone)]
+pub struct SearchSink<P> {
+    projection: P,
+    client: EsClient,
+    indices: Indices,
+}
+
+fn transient(e: EsError) -> TransientBatchError {
+    TransientBatchError(e.to_string())
+}
+
+impl<P: SearchProjection> SearchSink<P> {
+    /// A sink for `projection` on the cluster at `ELASTICSEARCH_URL`, index names prefixed with
+    /// `PROJECTOR_INDEX_PREFIX` (default: the topic prefix).
+    pub fn new(projection: P, config: &Config) -> Result<SearchSink<P>, ConfigError> {
+        let url = config
+            .elasticsearch_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("ELASTICSEARCH_URL"))?;
+        let client = EsClient::new(url).map_err(|e| ConfigError::Invalid {
+            name: "ELASTICSEARCH_URL",
+            reason: e.to_string(),
+        })?;
+        let indices = Indices::new(
+            config.index_prefix(),
+            projection.version(),
+            projection.indices(),
+        );
+        if indices.main_base().is_empty() {
+            return Err(ConfigError::Invalid {
+                name: "indices",
+                reason: format!("search projection {} declares no index", projection.name()),
+            });
+        }
+        Ok(SearchSink {
+            projection,
+            client,
+            indices,
+        })
+    }
+
+    /// The versioned indices.
+    pub fn indices(&self) -> &Indices {
+        &self.indices
+    }
+
+    /// The Elasticsearch client.
+    pub fn client(&self) -> &EsClient {
+        &self.client
+    }
+
+    async fn mget(&self, refs: &[DocRef]) -> Result<Vec<Option<Stored>>, TransientBatchError> {
+        let docs: Vec<(String, String)> = refs
+            .iter()
+            .map(|r| (self.indices.index(&r.index), r.id.clone()))
+            .collect();
+        self.client.mget(&docs).await.map_err(transient)
+    }
+
+    /// Applies the batch's events to one document; returns the new state and the events
+    /// newly applied (in `careful` mode at most one).
+    fn fold(
+        &self,
+        doc_ref: &DocRef,
+        current: Option<&Value>,
+        events: &[usize],
+        items: &[Item],
+        rejected: &mut HashMap<usize, String>,
+        careful: bool,
+    ) -> Result<(Option<Value>, Vec<usize>), TransientBatchError> {
+        let mut doc = current.cloned();
+        let mut applied = Vec::new();
+        for &i in events {
+            if rejected.contains_key(&i) {
+                continue;
+            }
+            let Decoded::Event(event) = &items[i].decoded else {
+                continue;
+            };
+            let id = event.envelope.event_id.to_string();
+            if doc.as_ref().is_some_and(|d| has_applied(d, &id)) {
+                continue;
+            }
+            match self.projection.apply(doc_ref, doc.clone(), event) {
+                Ok(new) => {
+                    doc = new.map(|d| with_applied(d, &id));
+                    applied.push(i);
+                    if careful {
+                        break;
+                    }
+                }
+                Err(ProjectionError::Permanent(message)) => {
+                    rejected.insert(i, format!("rejected by projection: {message}"));
+                }
+                Err(ProjectionError::Transient(message)) => {
+                    return Err(TransientBatchError(message))
+                }
+            }
+        }
+        Ok((doc, applied))
+    }
+
+    /// Step 2 of the module docs: the final state of every target document.
+    async fn write(
+        &self,
+        targets: &BTreeMap<DocRef, Vec<usize>>,
+        items: &[Item],
+        rejected: &mut HashMap<usize, String>,
+        newly: &mut HashSet<usize>,
+        main_written: &mut bool,
+    ) -> Result<BTreeMap<DocRef, Option<Stored>>, TransientBatchError> {
+        let mut pending: BTreeSet<DocRef> = targets.keys().cloned().collect();
+        let mut careful: HashSet<DocRef> = HashSet::new();
+        let mut finals = BTreeMap::new();
+        let mut round = 0;
+        while !pending.is_empty() {
+            round += 1;
+            if round > MAX_ROUNDS {
+                return Err(TransientBatchError(format!(
+                    "{} documents kept changing under concurrent writers",
+                    pending.len()
+                )));
+            }
+            let refs: Vec<DocRef> = pending.iter().cloned().collect();
+            let current = self.mget(&refs).await?;
+            let mut computed = Vec::with_capacity(refs.len());
+            for (doc_ref, stored) in refs.into_iter().zip(current) {
+                let (new, applied) = self.fold(
+                    &doc_ref,
+                    stored.as_ref().map(|s| &s.source),
+                    &targets[&doc_ref],
+                    items,
+                    rejected,
+                    careful.contains(&doc_ref),
+                )?;
+                computed.push(Computed {
+                    doc_ref,
+                    stored,
+                    new,
+                    applied,
+                });
+            }
+            self.pre_enrich(&mut computed).await?;
+            let mut ops = Vec::new();
+            let mut written: Vec<(DocRef, Vec<usize>, Option<Value>)> = Vec::new();
+            for Computed {
+                doc_ref,
+                stored,
+                new,
+                applied,
+            } in computed
+            {
+                let index = self.indices.index(&doc_ref.index);
+                let id = doc_ref.id.clone();
+                let op = match (&stored, &new) {
+                    _ if applied.is_empty() => None,
+                    (None, Some(doc)) => Some(BulkOp::Create {
+                        index,
+                        id,
+                        doc: doc.clone(),
+                    }),
+                    (Some(s), Some(doc)) if *doc != s.source => Some(BulkOp::Replace {
+                        index,
+                        id,
+                        doc: doc.clone(),
+                        seq_no: s.seq_no,
+                        primary_term: s.primary_term,
+                    }),
+                    (Some(s), None) => Some(BulkOp::Delete {
+                        index,
+                        id,
+                        seq_no: s.seq_no,
+                        primary_term: s.primary_term,
+                    }),
+                    _ => None,
+                };
+                match op {
+                    Some(op) => {
+                        ops.push(op);
+                        written.push((doc_ref, applied, new));
+                    }
+                    None => {
+                        newly.extend(applied);
+                        pending.remove(&doc_ref);
+                        finals.insert(doc_ref, stored);
+                    }
+                }
+            }
+            let results = self.client.bulk(&ops).await.map_err(transient)?;
+            for ((doc_ref, applied, new), result) in written.into_iter().zip(results) {
+                match result {
+                    ItemResult::Done {
+                        seq_no,
+                        primary_term,
+                    } => {
+                        newly.extend(applied);
+                        *main_written |= doc_ref.index == self.indices.main_base();
+                        if careful.contains(&doc_ref) {
+                            continue; // one event at a time: read again for the next one
+                        }
+                        pending.remove(&doc_ref);
+                        let stored = new.map(|source| Stored {
+                            source,
+                            seq_no,
+                            primary_term,
+                        });
+                        finals.insert(doc_ref, stored);
+                    }
+                    ItemResult::Conflict => {
+                        tracing::debug!(index = %doc_ref.index, id = %doc_ref.id,
+                            "document changed meanwhile, re-reading");
+                    }
+                    ItemResult::Transient(message) => {
+                        return Err(TransientBatchError(format!(
+                            "writing {}/{}: {message}",
+                            doc_ref.index, doc_ref.id
+                        )))
+                    }
+                    ItemResult::Permanent(message) => {
+                        if let [only] = applied.as_slice() {
+                            tracing::warn!(index = %doc_ref.index, id = %doc_ref.id, error = %message,
+                                "document rejected by elasticsearch");
+                            rejected.insert(
+                                *only,
+                                format!(
+                                    "elasticsearch rejected document {}/{}: {message}",
+                                    doc_ref.index, doc_ref.id
+                                ),
+                            );
+                        } else {
+                            careful.insert(doc_ref);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(finals)
+    }
+
+    /// Enriches the main documents about to be written with their side documents as they are
+    /// now, so a new document is usually written once (the join step after the write checks
+    /// again with side documents read after the write, and writes only what changed since).
+    async fn pre_enrich(&self, computed: &mut [Computed]) -> Result<(), TransientBatchError> {
+        let Some(join) = self.projection.join() else {
+            return Ok(());
+        };
+        let main = self.indices.main_base();
+        let wanted = |c: &Computed| {
+            (c.doc_ref.index == main && !c.applied.is_empty())
+                .then(|| {
+                    c.new
+                        .as_ref()?
+                        .get(&join.field)?
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .flatten()
+        };
+        let side_ids: Vec<String> = computed
+            .iter()
+            .filter_map(wanted)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let side_docs = self.side_docs(&join, &side_ids).await?;
+        for entry in computed.iter_mut() {
+            if let Some(side_id) = wanted(entry) {
+                if let Some(doc) = entry.new.take() {
+                    entry.new = Some(self.projection.enrich(doc, side_docs.get(&side_id)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The current side documents of these ids (missing ones absent).
+    async fn side_docs(
+        &self,
+        join: &Join,
+        ids: &[String],
+    ) -> Result<HashMap<String, Value>, TransientBatchError> {
+        let refs: Vec<DocRef> = ids
+            .iter()
+            .map(|id| DocRef::new(&join.side, id.clone()))
+            .collect();
+        Ok(ids
+            .iter()
+            .cloned()
+            .zip(self.mget(&refs).await?)
+            .filter_map(|(id, s)| s.map(|s| (id, s.source)))
+            .collect())
+    }
+
+    /// The main documents whose `join.field` is one of `side_ids` (the main index must be
+    /// refreshed).
+    async fn referencing(
+        &self,
+        join: &Join,
+        side_ids: &[String],
+    ) -> Result<Vec<(String, Stored)>, TransientBatchError> {
+        let index = self.indices.index(self.indices.main_base());
+        let mut found = Vec::new();
+        let mut after: Option<Value> = None;
+        loop {
+            let mut body = json!({
+                "query": {"terms": {join.field.as_str(): side_ids}},
+                "size": PAGE,
+                "sort": [{join.id_field.as_str(): "asc"}],
+                "seq_no_primary_term": true,
+            });
+            if let Some(after) = after.take() {
+                body["search_after"] = after;
+            }
+            let response = self.client.search(&index, &body).await.map_err(transient)?;
+            let hits = response["hits"]["hits"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for hit in &hits {
+                if let Some(id) = hit["_id"].as_str() {
+                    found.push((
+                        id.to_owned(),
+                        Stored {
+                            source: hit["_source"].clone(),
+                            seq_no: hit["_seq_no"].as_i64().unwrap_or_default(),
+                            primary_term: hit["_primary_term"].as_i64().unwrap_or(1),
+                        },
+                    ));
+                }
+            }
+            if hits.len() < PAGE {
+                return Ok(found);
+            }
+            after = hits.last().map(|h| h["sort"].clone());
+        }
+    }
+
+    /// Step 3 of the module docs.
+    async fn join(
+        &self,
+        join: &Join,
+        finals: &BTreeMap<DocRef, Option<Stored>>,
+    ) -> Result<u64, TransientBatchError> {
+        let main = self.indices.main_base();
+        let mut pending: BTreeMap<String, Stored> = finals
+            .iter()
+            .filter(|(r, _)| r.index == main)
+            .filter_map(|(r, s)| s.clone().map(|s| (r.id.clone(), s)))
+            .collect();
+        let sides: Vec<String> = finals
+            .keys()
+            .filter(|r| r.index == join.side)
+            .map(|r| r.id.clone())
+            .collect();
+        if !sides.is_empty() {
+            self.client
+                .refresh(&self.indices.index(main))
+                .await
+                .map_err(transient)?;
+            for chunk in sides.chunks(PAGE) {
+                for (id, stored) in self.referencing(join, chunk).await? {
+                    pending.entry(id).or_insert(stored);
+                }
+            }
+        }
+        let mut enriched = 0;
+        let mut round = 0;
+        while !pending.is_empty() {
+            round += 1;
+            if round > MAX_ROUNDS {
+                return Err(TransientBatchError(
+                    "joined documents kept changing under concurrent writers".into(),
+                ));
+            }
+            let side_ids: Vec<String> = pending
+                .values()
+                .filter_map(|s| s.source.get(&join.field).and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let side_docs = self.side_docs(join, &side_ids).await?;
+            let mut ops = Vec::new();
+            let mut ids = Vec::new();
+            for (id, stored) in &pending {
+                let side = stored
+                    .source
+                    .get(&join.field)
+                    .and_then(Value::as_str)
+                    .and_then(|s| side_docs.get(s));
+                let new = self.projection.enrich(stored.source.clone(), side);
+                if new != stored.source {
+                    ops.push(BulkOp::Replace {
+                        index: self.indices.index(main),
+                        id: id.clone(),
+                        doc: new,
+                        seq_no: stored.seq_no,
+                        primary_term: stored.primary_term,
+                    });
+                    ids.push(id.clone());
+                }
+            }
+            let results = self.client.bulk(&ops).await.map_err(transient)?;
+            let mut conflicted = Vec::new();
+            for (id, result) in ids.into_iter().zip(results) {
+                match result {
+                    ItemResult::Done { .. } => enriched += 1,
+                    ItemResult::Conflict => {
+                        tracing::debug!(%id, "joined document changed meanwhile, re-reading");
+                        conflicted.push(DocRef::new(main, id));
+                    }
+                    ItemResult::Transient(message) => {
+                        return Err(TransientBatchError(format!("enriching {id}: {message}")))
+                    }
+                    ItemResult::Permanent(message) => {
+                        tracing::error!(%id, error = %message, "enriched document rejected by elasticsearch");
+                    }
+                }
+            }
+            pending = conflicted
+                .iter()
+                .map(|r| r.id.clone())
+                .zip(self.mget(&conflicted).await?)
+                .filter_map(|(id, s)| s.map(|s| (id, s)))
+                .collect();
+        }
+        Ok(enriched)
+    }
+}
+
+/// Whether the document's `factline.applied` holds the event id.
+pub fn has_applied(doc: &Value, event_id: &str) -> bool {
+    doc[BOOKKEEPING][APPLIED]
+        .as_array()
+        .is_some_and(|ids| ids.iter().any(|v| v.as_str() == Some(event_id)))
+}
+
+/// The document with the event id added to `factline.applied` (kept sorted, so the document
+/// does not depend on the order events arrived in).
+pub fn with_applied(mut doc: Value, event_id: &str) -> Value {
+    if !doc.is_object() {
+        doc = json!({});
+    }
+    if !doc[BOOKKEEPING].is_object() {
+        doc[BOOKKEEPING] = json!({});
+    }
+    let mut ids: BTreeSet<String> = doc[BOOKKEEPING][APPLIED]
+        .as_array()
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.insert(event_id.to_owned());
+    doc[BOOKKEEPING][APPLIED] = json!(ids);
+    doc
+}
+
+impl<P: SearchProjection> Sink for SearchSink<P> {
+    fn kind(&self) -> &'static str {
+        "elasticsearch"
+    }
+
+    fn name(&self) -> &str {
+        self.projection.name()
+    }
+
+    fn version(&self) -> u32 {
+        self.projection.version()
+    }
+
+    fn topics(&self) -> Vec<String> {
+        self.projection.topics()
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        self.projection.event_types()
+    }
+
+    fn read_models(&self) -> Vec<String> {
+        vec![self.indices.alias()]
+    }
+
+    async fn bootstrap(
+        &self,
+        client: &mut Object,
+        registration: &Registration,
+    ) -> Result<Liveness, BootstrapError> {
+        let liveness = bookkeeping::bootstrap(client, registration, &[], &[]).await?;
+        if matches!(liveness, Liveness::Superseded { .. }) {
+            return Ok(liveness);
+        }
+        self.indices
+            .create(&self.client)
+            .await
+            .map_err(|e| match e {
+                EsError::Transient(m) => BootstrapError::Transient(m),
+                EsError::Permanent(message) => BootstrapError::Migration {
+                    migration: "create indices".into(),
+                    message,
+                },
+            })?;
+        if liveness == Liveness::Live {
+            self.indices
+                .point_alias(&self.client)
+                .await
+                .map_err(|e| BootstrapError::Transient(e.to_string()))?;
+        }
+        Ok(liveness)
+    }
+
+    async fn commit(
+        &self,
+        client: &mut Object,
+        dead_letters: &DeadLetterWriter,
+        items: &[Item],
+        high_watermarks: &HashMap<TopicPartition, i64>,
+    ) -> Result<Outcome, TransientBatchError> {
+        let projector = self.projection.name();
+        let version = self.projection.version();
+        let stored = positions::load(&***client, projector, version).await?;
+        let mut outcome = Outcome::default();
+        let mut letters = Vec::new();
+        let mut rejected: HashMap<usize, String> = HashMap::new();
+        let mut targets: BTreeMap<DocRef, Vec<usize>> = BTreeMap::new();
+        let mut events = Vec::new();
+        let mut last: HashMap<TopicPartition, (i64, Option<DateTime<Utc>>)> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let origin = &item.record.origin;
+            let tp = (origin.topic.clone(), origin.partition);
+            if stored.get(&tp).is_some_and(|next| origin.offset < *next) {
+                outcome.behind += 1;
+                continue;
+            }
+            let mut occurred_at = item
+                .record
+                .timestamp_ms
+                .and_then(DateTime::<Utc>::from_timestamp_millis);
+            match &item.decoded {
+                Decoded::Ignored { event_type } => {
+                    *outcome.ignored.entry(event_type.clone()).or_default() += 1;
+                }
+                Decoded::Poison { error } => letters.push(DeadLetter {
+                    record: item.record.clone(),
+                    error: error.clone(),
+                }),
+                Decoded::Event(event) => {
+                    occurred_at = Some(event.envelope.occurred_at);
+                    match self.projection.targets(event) {
+                        Ok(refs) => {
+                            events.push(i);
+                            for r in refs {
+                                targets.entry(r).or_default().push(i);
+                            }
+                        }
+                        Err(ProjectionError::Permanent(message)) => {
+                            rejected.insert(i, format!("rejected by projection: {message}"));
+                        }
+                        Err(ProjectionError::Transient(message)) => {
+                            return Err(TransientBatchError(message))
+                        }
+                    }
+                }
+            }
+            let entry = last.entry(tp).or_insert((origin.offset, occurred_at));
+            if origin.offset >= entry.0 {
+                *entry = (origin.offset, occurred_at.or(entry.1));
+            }
+        }
+
+        let started = std::time::Instant::now();
+        let mut newly = HashSet::new();
+        let mut main_written = false;
+        let finals = self
+            .write(
+                &targets,
+                items,
+                &mut rejected,
+                &mut newly,
+                &mut main_written,
+            )
+            .await?;
+        let write_ms = started.elapsed().as_millis() as u64;
+        if let Some(join) = self.projection.join() {
+            let enriched = self.join(&join, &finals).await?;
+            main_written |= enriched > 0;
+            tracing::debug!(enriched, "documents enriched");
+        }
+        let join_ms = started.elapsed().as_millis() as u64 - write_ms;
+        if main_written {
+            // a stored position promises readers that the documents are searchable
+            self.client
+                .refresh(&self.indices.index(self.indices.main_base()))
+                .await
+                .map_err(transient)?;
+        }
+        outcome.applied = newly.len() as u64;
+        outcome.duplicates = events
+            .iter()
+            .filter(|i| !newly.contains(i) && !rejected.contains_key(i))
+            .count() as u64;
+        let mut rejected: Vec<(usize, String)> = rejected.into_iter().collect();
+        rejected.sort();
+        for (i, error) in rejected {
+            letters.push(DeadLetter {
+                record: items[i].record.clone(),
+                error,
+            });
+        }
+        for letter in &letters {
+            tracing::warn!(projector, topic = %letter.record.origin.topic,
+                partition = letter.record.origin.partition, offset = letter.record.origin.offset,
+                error = %letter.error, "record dead-lettered");
+            dead_letters
+                .write(letter)
+                .await
+                .map_err(|e| TransientBatchError(e.to_string()))?;
+        }
+        outcome.dead_lettered = letters.len() as u64;
+
+        let tx = client.transaction().await?;
+        dead_letter::record_rows(&*tx, projector, version, &letters).await?;
+        let mut partitions: Vec<_> = last.into_iter().collect();
+        partitions.sort_by(|a, b| a.0.cmp(&b.0));
+        for ((topic, partition), (offset, last_event_at)) in partitions {
+            positions::lock(&tx, projector, version, &topic, partition).await?;
+            let tp = (topic, partition);
+            let advance = Advance {
+                next_offset: offset + 1,
+                high_watermark: high_watermarks.get(&tp).copied(),
+                last_event_at,
+            };
+            positions::advance(&tx, projector, version, &tp.0, tp.1, &advance).await?;
+            outcome.positions.insert(tp, offset + 1);
+        }
+        tx.commit().await?;
+        tracing::debug!(
+            documents = finals.len(),
+            write_ms,
+            join_ms,
+            total_ms = started.elapsed().as_millis() as u64,
+            "search batch stored"
+        );
+        Ok(outcome)
+    }
+
+    async fn swap(&self, client: &mut Object, previous: u32) -> Result<bool, String> {
+        let swapped = bookkeeping::swap_live_with(
+            client,
+            self.projection.name(),
+            self.projection.version(),
+            &[],
+            || async {
+                self.client
+                    .refresh(&self.indices.index(self.indices.main_base()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.indices
+                    .point_alias(&self.client)
+                    .await
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if swapped && previous != self.projection.version() {
+            if let Err(error) = self.indices.delete_version(&self.client, previous).await {
+                tracing::warn!(%error, previous, "cannot delete the retired indices");
+            }
+        }
+        Ok(swapped)
+    }
+
+    fn stops_when_retired(&self) -> bool {
+        true
+    }
+
+    async fn retired(&self) {
+        if let Err(error) = self
+            .indices
+            .delete_version(&self.client, self.projection.version())
+            .await
+        {
+            tracing::warn!(%error, "cannot delete this retired version's indices");
+        }
+    }
+}
+
+/// Runs a search projection until `shutdown` resolves (see [`crate::run`]).
+pub async fn run_search<P, S>(
+    config: Config,
+    projection: P,
+    shutdown: S,
+) -> Result<(), crate::RunError>
+where
+    P: SearchProjection,
+    S: std::future::Future<Output = ()> + Send + 'static,
+{
+    let sink = SearchSink::new(projection, &config)?;
+    crate::runner::run_sink(config, sink, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applied_ids_are_a_sorted_set() {
+        let doc = with_applied(json!({"a": 1}), "b");
+        let doc = with_applied(doc, "a");
+        let doc = with_applied(doc, "b");
+        assert_eq!(doc["factline"]["applied"], json!(["a", "b"]));
+        assert!(has_applied(&doc, "a"));
+        assert!(!has_applied(&doc, "c"));
+        assert_eq!(doc["a"], 1);
+    }
+}

@@ -1,0 +1,162 @@
+//! The seam between the shared consume loop and a read-model store: [`Sink`], implemented by
+//! [`PostgresSink`] (a [`Projection`] applied in one PostgreSQL transaction per batch) and by
+//! [`crate::search::SearchSink`] (Elasticsearch documents, positions in PostgreSQL).
+//!
+//! The runner owns everything else: consumer, rebalances, batching, decoding, retries with
+//! backoff, dead-letter producer, metrics, health, progress and shutdown. Positions always live
+//! in PostgreSQL (`factline_projector_positions`), whatever the sink, so the read API reads
+//! every projector's position in one place.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use deadpool_postgres::Object;
+
+use crate::batch::{self, Item, Outcome, TransientBatchError};
+use crate::bookkeeping::{self, BootstrapError, Liveness, Registration};
+use crate::config::Config;
+use crate::dead_letter::DeadLetterWriter;
+use crate::positions::TopicPartition;
+use crate::projection::Projection;
+
+/// A read-model store the runner commits decoded batches to.
+pub trait Sink: Send + Sync + 'static {
+    /// `postgres` or `elasticsearch` (recorded in `factline_projector_rebuilds.sink`).
+    fn kind(&self) -> &'static str;
+
+    /// The projector name (consumer group, checkpoint key, metrics label).
+    fn name(&self) -> &str;
+
+    /// The read model's version.
+    fn version(&self) -> u32;
+
+    /// The topics consumed, without prefix.
+    fn topics(&self) -> Vec<String>;
+
+    /// The event types applied.
+    fn event_types(&self) -> Vec<String>;
+
+    /// The names readers query: PostgreSQL views or Elasticsearch aliases (with prefix).
+    fn read_models(&self) -> Vec<String>;
+
+    /// Prepares the store and registers this version (`factline_projector_rebuilds`); returns
+    /// whether it serves the read models. Retried with backoff on a transient error.
+    fn bootstrap(
+        &self,
+        client: &mut Object,
+        registration: &Registration,
+    ) -> impl Future<Output = Result<Liveness, BootstrapError>> + Send;
+
+    /// Applies a batch and stores its positions (and dead-letter rows) only once the read
+    /// model holds the batch. On error the runner retries the same batch with backoff, so a
+    /// commit must be safe to repeat.
+    fn commit(
+        &self,
+        client: &mut Object,
+        dead_letters: &DeadLetterWriter,
+        items: &[Item],
+        high_watermarks: &HashMap<TopicPartition, i64>,
+    ) -> impl Future<Output = Result<Outcome, TransientBatchError>> + Send;
+
+    /// Makes this caught-up version the live one (atomically for readers) and retires
+    /// `previous`. Returns whether it swapped (false: a newer version is live already).
+    fn swap(
+        &self,
+        client: &mut Object,
+        previous: u32,
+    ) -> impl Future<Output = Result<bool, String>> + Send;
+
+    /// Whether a version retired by a newer one stops consuming (its storage is dropped).
+    /// PostgreSQL keeps retired tables up to date; Elasticsearch drops the retired indices.
+    fn stops_when_retired(&self) -> bool {
+        false
+    }
+
+    /// Called once when this version finds itself retired and stops: clean up its storage.
+    fn retired(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// A [`Projection`] writing to PostgreSQL: migrations and views at bootstrap, one transaction
+/// per batch holding the read-model change, the applied event ids, the dead-letter rows and the
+/// positions.
+#[derive(Debug, Clone)]
+pub struct PostgresSink<P> {
+    projection: P,
+}
+
+impl<P: Projection> PostgresSink<P> {
+    /// Wraps a projection.
+    pub fn new(projection: P, _config: &Config) -> PostgresSink<P> {
+        PostgresSink { projection }
+    }
+}
+
+impl<P: Projection> Sink for PostgresSink<P> {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn name(&self) -> &str {
+        self.projection.name()
+    }
+
+    fn version(&self) -> u32 {
+        self.projection.version()
+    }
+
+    fn topics(&self) -> Vec<String> {
+        self.projection.topics()
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        self.projection.event_types()
+    }
+
+    fn read_models(&self) -> Vec<String> {
+        self.projection.views()
+    }
+
+    async fn bootstrap(
+        &self,
+        client: &mut Object,
+        registration: &Registration,
+    ) -> Result<Liveness, BootstrapError> {
+        bookkeeping::bootstrap(
+            client,
+            registration,
+            &self.projection.migrations(),
+            &self.projection.views(),
+        )
+        .await
+    }
+
+    async fn commit(
+        &self,
+        client: &mut Object,
+        dead_letters: &DeadLetterWriter,
+        items: &[Item],
+        high_watermarks: &HashMap<TopicPartition, i64>,
+    ) -> Result<Outcome, TransientBatchError> {
+        batch::commit(
+            &self.projection,
+            dead_letters,
+            client,
+            items,
+            high_watermarks,
+        )
+        .await
+    }
+
+    async fn swap(&self, client: &mut Object, _previous: u32) -> Result<bool, String> {
+        bookkeeping::swap_live(
+            client,
+            self.projection.name(),
+            self.projection.version(),
+            &self.projection.views(),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,135 @@
+//! Elasticsearch helpers of the search compliance suite: configuration, index dumps, searches,
+//! and a projection wrapper giving a sample projection a test-specific name or version.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use factline_projectors::search::{DocRef, IndexSpec, Join};
+use factline_projectors::{Config, Event, ProjectionError, SearchProjection};
+use serde_json::{json, Value};
+
+use super::{env, Fixture};
+
+pub fn es_url() -> String {
+    env("ELASTICSEARCH_URL")
+}
+
+impl Fixture {
+    /// A search projector configuration: indices under `{prefix}{extra}`.
+    pub fn search_config(&self, database_url: &str, extra: &str) -> Config {
+        let mut config = self.config(database_url);
+        config.elasticsearch_url = Some(es_url());
+        config.index_prefix = Some(format!("{}{extra}", self.prefix));
+        config
+    }
+}
+
+pub async fn es(method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut request = client.request(method, format!("{}/{path}", es_url().trim_end_matches('/')));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+pub async fn refresh(index: &str) {
+    let (status, body) = es(reqwest::Method::POST, &format!("{index}/_refresh"), None).await;
+    assert!(status < 300, "refresh {index}: {body}");
+}
+
+/// Every document of an index or alias as (id, source), sorted by `sort_field`.
+pub async fn dump(index: &str, sort_field: &str) -> Vec<(String, Value)> {
+    refresh(index).await;
+    let (status, body) = es(
+        reqwest::Method::POST,
+        &format!("{index}/_search"),
+        Some(json!({"query": {"match_all": {}}, "size": 10000, "sort": [{sort_field: "asc"}]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["_id"].as_str().unwrap().to_owned(), h["_source"].clone()))
+        .collect()
+}
+
+/// The ids matching a query, sorted by `sort_field`.
+pub async fn ids(index: &str, query: Value, sort_field: &str) -> Vec<String> {
+    refresh(index).await;
+    let (status, body) = es(
+        reqwest::Method::POST,
+        &format!("{index}/_search"),
+        Some(json!({"query": query, "size": 10000, "sort": [{sort_field: "asc"}]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The indices an alias points at.
+pub async fn alias_targets(alias: &str) -> Vec<String> {
+    let (status, body) = es(reqwest::Method::GET, &format!("_alias/{alias}"), None).await;
+    if status == 404 {
+        return Vec::new();
+    }
+    body.as_object().unwrap().keys().cloned().collect()
+}
+
+pub async fn index_exists(index: &str) -> bool {
+    es(reqwest::Method::HEAD, index, None).await.0 == 200
+}
+
+/// A sample projection under another name and version (index base names unchanged).
+#[derive(Clone)]
+pub struct Renamed<P> {
+    pub name: String,
+    pub version: u32,
+    pub inner: P,
+}
+
+impl<P: SearchProjection + Clone> SearchProjection for Renamed<P> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn topics(&self) -> Vec<String> {
+        self.inner.topics()
+    }
+    fn event_types(&self) -> Vec<String> {
+        self.inner.event_types()
+    }
+    fn indices(&self) -> Vec<IndexSpec> {
+        self.inner.indices()
+    }
+    fn targets(&self, event: &Event) -> Result<Vec<DocRef>, ProjectionError> {
+        self.inner.targets(event)
+    }
+    fn apply(
+        &self,
+        doc: &DocRef,
+        current: Option<Value>,
+        event: &Event,
+    ) -> Result<Option<Value>, ProjectionError> {
+        self.inner.apply(doc, current, event)
+    }
+    fn join(&self) -> Option<Join> {
+        self.inner.join()
+    }
+    fn enrich(&self, doc: Value, side: Option<&Value>) -> Value {
+        self.inner.enrich(doc, side)
+    }
+}
