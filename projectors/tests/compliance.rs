@@ -228,6 +228,18 @@ async fn poison_records_are_dead_lettered_and_processing_goes_on() {
     let (_, url) = project_once(&fixture, OrderSummaryProjection).await;
     let ids = dump(&url, "SELECT order_id FROM order_summary ORDER BY order_id").await;
     assert_eq!(ids, vec![r#"{"order_id":"o-1"}"#, r#"{"order_id":"o-2"}"#]);
+    // and recorded for the read API, one row per record
+    let rows = dump(
+        &url,
+        "SELECT projector, partition, \"offset\" FROM factline_projector_dead_letters \
+         WHERE error <> '' ORDER BY \"offset\"",
+    )
+    .await;
+    let expected: Vec<String> = poison
+        .iter()
+        .map(|(p, o)| format!(r#"{{"projector":"order_summary","partition":{p},"offset":{o}}}"#))
+        .collect();
+    assert_eq!(rows, expected);
 
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &fixture.brokers)

@@ -679,3 +679,96 @@ async fn two_instances_share_the_partitions_and_agree_with_one() {
         "final@example.com"
     );
 }
+
+/// `order_search`, except that the first time it applies an event it lets "another instance"
+/// write the same document first (an `OrderDelivered` it applied), so the projector's
+/// conditional write meets a 409 and must re-read and re-apply.
+#[derive(Clone)]
+struct Interfering {
+    index: String,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SearchProjection for Interfering {
+    fn name(&self) -> &str {
+        order_search::NAME
+    }
+    fn version(&self) -> u32 {
+        order_search::VERSION
+    }
+    fn topics(&self) -> Vec<String> {
+        OrderSearchProjection.topics()
+    }
+    fn event_types(&self) -> Vec<String> {
+        OrderSearchProjection.event_types()
+    }
+    fn indices(&self) -> Vec<factline_projectors::search::IndexSpec> {
+        OrderSearchProjection.indices()
+    }
+    fn targets(
+        &self,
+        event: &factline_projectors::Event,
+    ) -> Result<Vec<factline_projectors::search::DocRef>, factline_projectors::ProjectionError>
+    {
+        OrderSearchProjection.targets(event)
+    }
+    fn apply(
+        &self,
+        doc: &factline_projectors::search::DocRef,
+        current: Option<Value>,
+        event: &factline_projectors::Event,
+    ) -> Result<Option<Value>, factline_projectors::ProjectionError> {
+        if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let delivered =
+                factline_projectors::projections::order_summary::OrderEvent::Delivered {
+                    order_id: doc.id.clone(),
+                    delivered_at: dataset::at(30),
+                };
+            let other = order_search::merge_order(None, &delivered, dataset::at(30), &[]);
+            let other = factline_projectors::search::sink::with_applied(other, "other-instance");
+            let path = format!("{}/_doc/{}", self.index, doc.id);
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    let (status, body) =
+                        common::search::es(reqwest::Method::PUT, &path, Some(other)).await;
+                    assert!(status < 300, "{body}");
+                })
+            });
+        }
+        OrderSearchProjection.apply(doc, current, event)
+    }
+    fn join(&self) -> Option<factline_projectors::search::Join> {
+        OrderSearchProjection.join()
+    }
+    fn enrich(&self, doc: Value, side: Option<&Value>) -> Value {
+        OrderSearchProjection.enrich(doc, side)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_write_is_detected_and_merged_not_overwritten() {
+    let mut fixture = Fixture::new(1).await;
+    fixture.produce(&placed("o-1", "c-1", 2, 450, 10)).await;
+    fixture.produce(&shipped("o-1", "T1", 20)).await;
+    let projection = Interfering {
+        index: format!("{}order_search_v1", fixture.prefix),
+        done: Default::default(),
+    };
+    let url = project_once(&fixture, projection, "").await;
+    let docs = dump(&orders_alias(&fixture, ""), "order_id").await;
+    assert_eq!(docs.len(), 1);
+    let o1 = &docs[0].1;
+    // both the other instance's delivery and our placement and shipment survive
+    assert_eq!(o1["status"], "delivered");
+    assert_eq!(o1["total_cents"], 900);
+    assert_eq!(o1["tracking_id"], "T1");
+    assert_eq!(o1["factline"]["applied"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        count(
+            &url,
+            "SELECT COALESCE(sum(next_offset), 0)::bigint FROM factline_projector_positions"
+        )
+        .await,
+        2
+    );
+}

@@ -1,0 +1,86 @@
+//! The Elasticsearch client of the read API: one `_search` call over an alias. Query bodies
+//! are built as JSON values by the routes, so user text only ever travels as a value.
+
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// A small Elasticsearch client (reqwest; credentials may be in the URL).
+#[derive(Clone)]
+pub struct Search {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Search {
+    /// A client for `base` (e.g. `http://127.0.0.1:9200`).
+    pub fn new(base: &str) -> Search {
+        Search {
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .pool_max_idle_per_host(32)
+                .build()
+                .unwrap_or_default(),
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// Runs `body` against `alias` and returns the hits' sources and sort values, and the total.
+    pub async fn search(&self, alias: &str, body: &Value) -> Result<Hits, ApiError> {
+        let response = self
+            .http
+            .post(format!("{}/{alias}/_search", self.base))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("elasticsearch unavailable: {e}")))?;
+        let status = response.status();
+        let answer: Value = response
+            .json()
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("elasticsearch answered badly: {e}")))?;
+        if status.as_u16() == 404 {
+            return Err(ApiError::Unavailable(format!(
+                "read model {alias} not available yet"
+            )));
+        }
+        if !status.is_success() {
+            return Err(ApiError::Internal(format!(
+                "elasticsearch {status} for {alias}: {answer}"
+            )));
+        }
+        let total = answer["hits"]["total"]["value"].as_i64();
+        let hits = answer["hits"]["hits"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|hit| {
+                let mut source = hit["_source"].clone();
+                if let Some(object) = source.as_object_mut() {
+                    object.remove("factline"); // the projector's bookkeeping
+                }
+                (source, hit["sort"].clone())
+            })
+            .collect();
+        Ok(Hits { hits, total })
+    }
+
+    /// Whether the server answers.
+    pub async fn ping(&self) -> bool {
+        self.http
+            .get(&self.base)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+}
+
+/// A page of hits: (document, sort values) and the total when reported.
+#[derive(Debug)]
+pub struct Hits {
+    /// The documents and their sort values.
+    pub hits: Vec<(Value, Value)>,
+    /// Total matches.
+    pub total: Option<i64>,
+}

@@ -1,0 +1,173 @@
+//! Query-string parameters: parsed leniently (bad percent-encoding cannot fail), then checked
+//! strictly — unknown or repeated parameters, bad numbers, times, enums and page sizes are
+//! each a `400` naming the parameter.
+
+use chrono::{DateTime, Utc};
+
+use crate::error::ApiError;
+
+/// Longest accepted text value (search text, ids, filters).
+pub const MAX_TEXT: usize = 512;
+
+/// An optional start and end time.
+pub type TimeRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// The parameters of one request.
+#[derive(Debug, Default)]
+pub struct Params {
+    pairs: Vec<(String, String)>,
+}
+
+impl Params {
+    /// Parses a raw query string and rejects parameters not in `allowed` and repeated ones.
+    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Params, ApiError> {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        for (i, (name, _)) in pairs.iter().enumerate() {
+            if !allowed.contains(&name.as_str()) {
+                let shown: String = name.chars().take(64).collect();
+                return Err(ApiError::bad(
+                    shown,
+                    format!("unknown parameter; accepted: {}", allowed.join(", ")),
+                ));
+            }
+            if pairs[..i].iter().any(|(n, _)| n == name) {
+                return Err(ApiError::bad(name.clone(), "given more than once"));
+            }
+        }
+        Ok(Params { pairs })
+    }
+
+    /// A text parameter (trimmed; empty counts as absent), at most [`MAX_TEXT`] characters.
+    pub fn text(&self, name: &str) -> Result<Option<String>, ApiError> {
+        let Some((_, value)) = self.pairs.iter().find(|(n, _)| n == name) else {
+            return Ok(None);
+        };
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        if value.chars().count() > MAX_TEXT {
+            return Err(ApiError::bad(name, format!("longer than {MAX_TEXT} characters")));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(ApiError::bad(name, "contains control characters"));
+        }
+        Ok(Some(value.to_owned()))
+    }
+
+    /// An integer parameter within `min..=max`.
+    pub fn int(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+        let Some(text) = self.text(name)? else {
+            return Ok(None);
+        };
+        let value: i64 = text
+            .parse()
+            .map_err(|_| ApiError::bad(name, format!("expected an integer, found {text:?}")))?;
+        if value < min || value > max {
+            return Err(ApiError::bad(
+                name,
+                format!("must be between {min} and {max}"),
+            ));
+        }
+        Ok(Some(value))
+    }
+
+    /// An RFC 3339 time (`2026-11-23T10:00:00Z`) or a date (`2026-11-23`, midnight UTC).
+    pub fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+        let Some(text) = self.text(name)? else {
+            return Ok(None);
+        };
+        if let Ok(t) = DateTime::parse_from_rfc3339(&text) {
+            return Ok(Some(t.with_timezone(&Utc)));
+        }
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d") {
+            if let Some(t) = d.and_hms_opt(0, 0, 0) {
+                return Ok(Some(t.and_utc()));
+            }
+        }
+        Err(ApiError::bad(
+            name,
+            "expected an RFC 3339 time (2026-11-23T10:00:00Z) or a date (2026-11-23)",
+        ))
+    }
+
+    /// One of `choices`.
+    pub fn choice(&self, name: &str, choices: &[&str]) -> Result<Option<String>, ApiError> {
+        match self.text(name)? {
+            None => Ok(None),
+            Some(v) if choices.contains(&v.as_str()) => Ok(Some(v)),
+            Some(_) => Err(ApiError::bad(
+                name,
+                format!("expected one of {}", choices.join(", ")),
+            )),
+        }
+    }
+
+    /// The page size `limit`: default when absent, at most `max`.
+    pub fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
+        Ok(self
+            .int("limit", 1, max as i64)?
+            .map(|v| v as usize)
+            .unwrap_or(default))
+    }
+
+    /// A time range `from_name..to_name`, checked to be in order.
+    pub fn range(
+        &self,
+        from_name: &str,
+        to_name: &str,
+    ) -> Result<TimeRange, ApiError> {
+        let from = self.time(from_name)?;
+        let to = self.time(to_name)?;
+        if let (Some(f), Some(t)) = (from, to) {
+            if f > t {
+                return Err(ApiError::bad(to_name, format!("is before {from_name}")));
+            }
+        }
+        Ok((from, to))
+    }
+}
+
+/// A path segment used as an id: non-empty, at most [`MAX_TEXT`] characters, no control
+/// characters.
+pub fn id(name: &str, value: &str) -> Result<String, ApiError> {
+    if value.is_empty() || value.chars().count() > MAX_TEXT || value.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad(
+            name,
+            format!("must be 1 to {MAX_TEXT} characters without control characters"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_repeated_parameters_are_named() {
+        let e = Params::parse(Some("limit=1&bogus=2"), &["limit"]).unwrap_err();
+        assert!(matches!(e, ApiError::BadParameter { ref parameter, .. } if parameter == "bogus"));
+        let e = Params::parse(Some("limit=1&limit=2"), &["limit"]).unwrap_err();
+        assert!(matches!(e, ApiError::BadParameter { ref parameter, .. } if parameter == "limit"));
+    }
+
+    #[test]
+    fn values_are_checked() {
+        let p = Params::parse(
+            Some("limit=500&from=2026-11-23&to=yesterday&n=%ZZ"),
+            &["limit", "from", "to", "n"],
+        )
+        .unwrap();
+        assert!(p.limit(20, 100).is_err());
+        assert!(p.time("from").unwrap().is_some());
+        assert!(p.time("to").is_err());
+        assert_eq!(p.text("n").unwrap().as_deref(), Some("%ZZ"));
+        let p = Params::parse(Some("from=2026-11-24&to=2026-11-23"), &["from", "to"]).unwrap();
+        assert!(p.range("from", "to").is_err());
+        assert_eq!(Params::parse(None, &[]).unwrap().limit(20, 100).unwrap(), 20);
+    }
+}

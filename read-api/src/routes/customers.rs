@@ -1,0 +1,118 @@
+//! `GET /customers/{id}` (PostgreSQL view `customer_stats`) and `GET /customers/{id}/orders`
+//! (view `order_summary`, newest first, keyset-paginated on `(placed_at, order_id)` so a page
+//! never repeats or skips an order while new ones arrive).
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+use crate::cursor;
+use crate::error::ApiError;
+use crate::freshness;
+use crate::routes::{parse, respond, segment};
+use crate::state::AppState;
+
+/// The projector serving customers.
+pub const PROJECTOR: &str = "customer_stats";
+
+/// Order statuses accepted by the `status` filter.
+pub const STATUSES: &[&str] = &["placed", "shipped", "delivered", "cancelled"];
+
+/// One customer.
+pub async fn by_id(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = segment("id", path)?;
+    let (_, wanted) = parse(&state, query.as_deref(), &headers, &[])?;
+    let freshness = freshness::ensure(&state, PROJECTOR, wanted).await?;
+    let body = async {
+        let client = state.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT to_jsonb(t) FROM customer_stats t WHERE customer_id = $1",
+                &[&id],
+            )
+            .await?;
+        row.map(|r| r.get(0))
+            .ok_or_else(|| ApiError::NotFound(format!("customer {id}")))
+    }
+    .await;
+    Ok(respond(freshness, body))
+}
+
+/// A customer's orders, newest first.
+pub async fn orders(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = segment("id", path)?;
+    let (params, wanted) = parse(
+        &state,
+        query.as_deref(),
+        &headers,
+        &["status", "placed_from", "placed_to", "limit", "cursor"],
+    )?;
+    let status = params.choice("status", STATUSES)?;
+    let (from, to) = params.range("placed_from", "placed_to")?;
+    let limit = params.limit(state.config.default_page_size, state.config.max_page_size)?;
+    let after: Option<(DateTime<Utc>, String)> = match params.text("cursor")? {
+        None => None,
+        Some(c) => {
+            let values = cursor::decode(&c, 2)?;
+            let at = values[0]
+                .as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc));
+            match (at, values[1].as_str()) {
+                (Some(at), Some(order)) => Some((at, order.to_owned())),
+                _ => return Err(ApiError::bad("cursor", "not a cursor returned by this API")),
+            }
+        }
+    };
+    let freshness = freshness::ensure(&state, crate::routes::orders::PROJECTOR, wanted).await?;
+    let body = async {
+        let client = state.pool.get().await?;
+        let (after_at, after_id) = match &after {
+            Some((at, order)) => (Some(*at), Some(order.clone())),
+            None => (None, None),
+        };
+        let fetch = limit as i64 + 1;
+        let rows = client
+            .query(
+                "SELECT to_jsonb(t), t.placed_at, t.order_id FROM order_summary t \
+                 WHERE t.customer_id = $1 AND t.placed_at IS NOT NULL \
+                   AND ($2::text IS NULL OR t.status = $2) \
+                   AND ($3::timestamptz IS NULL OR t.placed_at >= $3) \
+                   AND ($4::timestamptz IS NULL OR t.placed_at < $4) \
+                   AND ($5::timestamptz IS NULL OR (t.placed_at, t.order_id) < ($5, $6::text)) \
+                 ORDER BY t.placed_at DESC, t.order_id DESC LIMIT $7",
+                &[&id, &status, &from, &to, &after_at, &after_id, &fetch],
+            )
+            .await?;
+        let more = rows.len() > limit;
+        let page = &rows[..rows.len().min(limit)];
+        let next = match page.last() {
+            Some(last) if more => {
+                let at: DateTime<Utc> = last.get(1);
+                let order: String = last.get(2);
+                Some(cursor::encode(&json!([
+                    at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                    order
+                ])))
+            }
+            _ => None,
+        };
+        let items: Vec<Value> = page.iter().map(|r| r.get(0)).collect();
+        Ok(json!({"items": items, "next_cursor": next}))
+    }
+    .await;
+    Ok(respond(freshness, body))
+}

@@ -1,0 +1,81 @@
+//! The HTTP routes, one module per resource, and the shared way of answering: a JSON body with
+//! the freshness headers of the projection that served it (also on a `404`, which may only
+//! mean "not projected yet").
+
+pub mod customers;
+pub mod events;
+pub mod ops;
+pub mod orders;
+pub mod projections;
+pub mod search;
+pub mod views;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::Path;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::freshness::Freshness;
+use crate::state::AppState;
+use crate::{auth, telemetry};
+
+/// Every route of the read API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/orders/{id}", get(orders::by_id))
+        .route("/customers/{id}", get(customers::by_id))
+        .route("/customers/{id}/orders", get(customers::orders))
+        .route("/search/orders", get(search::orders))
+        .route("/events", get(events::list))
+        .route("/projections", get(projections::list))
+        .route("/projections/{name}", get(projections::one))
+        .route("/views/{name}", get(views::list))
+        .route("/views/{name}/{key}", get(views::by_key))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(|| async { ApiError::NotFound("route".into()) })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ))
+        .layer(middleware::from_fn(telemetry::record))
+        .with_state(state)
+}
+
+/// The body, or the error, with the freshness headers.
+pub fn respond(freshness: Freshness, body: Result<Value, ApiError>) -> Response {
+    match body {
+        Ok(body) => (freshness.headers(), axum::Json(body)).into_response(),
+        Err(error) => (freshness.headers(), error).into_response(),
+    }
+}
+
+/// A single path segment, or a `400` naming it.
+pub fn segment(
+    name: &str,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<String, ApiError> {
+    let Path(value) = path.map_err(|e| ApiError::bad(name, e.body_text()))?;
+    crate::params::id(name, &value)
+}
+
+/// A request's parameters (`allowed` plus `consistent_with` and `wait_ms`) and its
+/// read-your-writes request, if any.
+pub fn parse(
+    state: &AppState,
+    query: Option<&str>,
+    headers: &axum::http::HeaderMap,
+    allowed: &[&str],
+) -> Result<(crate::params::Params, Option<crate::freshness::Wanted>), ApiError> {
+    let mut names = allowed.to_vec();
+    names.extend(["consistent_with", "wait_ms"]);
+    let params = crate::params::Params::parse(query, &names)?;
+    let wanted = crate::freshness::requested(&params, headers, state.config.consistency_timeout)?;
+    Ok((params, wanted))
+}

@@ -1,0 +1,48 @@
+//! Operations endpoints: `/healthz` (the process answers), `/readyz` (PostgreSQL and
+//! Elasticsearch answer), `/metrics` (Prometheus) and `/openapi.json`.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::state::AppState;
+
+/// Liveness.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: every store answers.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let postgres = match state.pool.get().await {
+        Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+        Err(_) => false,
+    };
+    let elasticsearch = state.search.ping().await;
+    let status = if postgres && elasticsearch {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"postgres": postgres, "elasticsearch": elasticsearch})),
+    )
+        .into_response()
+}
+
+/// Prometheus metrics.
+pub async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::metrics_handle().render(),
+    )
+        .into_response()
+}
+
+/// The OpenAPI document.
+pub async fn openapi() -> Json<Value> {
+    Json(crate::openapi::document())
+}

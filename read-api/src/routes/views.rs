@@ -1,0 +1,179 @@
+//! `GET /views/{name}/{key}` and `GET /views/{name}?column=value`: the read endpoints every
+//! declarative projection gets without code (see [`crate::views`]).
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use factline_projectors::declarative::SinkKind;
+use serde_json::{json, Value};
+
+use crate::cursor;
+use crate::error::ApiError;
+use crate::freshness;
+use crate::routes::search::page;
+use crate::routes::{parse, respond};
+use crate::state::AppState;
+use crate::views::View;
+
+fn find(state: &AppState, name: &str) -> Result<View, ApiError> {
+    state
+        .views
+        .by_name
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("view {name}")))
+}
+
+/// One row or document by key.
+pub async fn by_key(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((name, key)) = path.map_err(|e| ApiError::bad("key", e.body_text()))?;
+    let view = find(&state, &name)?;
+    let key = crate::params::id("key", &key)?;
+    if view.key.len() != 1 {
+        return Err(ApiError::bad(
+            "key",
+            format!(
+                "{name} has a composite key ({}); filter the list instead",
+                view.key.join(", ")
+            ),
+        ));
+    }
+    let (_, wanted) = parse(&state, query.as_deref(), &headers, &[])?;
+    let freshness = freshness::ensure(&state, &view.projector, wanted).await?;
+    let filters = vec![(view.key[0].clone(), key.clone())];
+    let body = fetch(&state, &view, &filters, 1, None).await.and_then(|page| {
+        page["items"]
+            .as_array()
+            .and_then(|items| items.first().cloned())
+            .ok_or_else(|| ApiError::NotFound(format!("{name} {key}")))
+    });
+    Ok(respond(freshness, body))
+}
+
+/// Rows or documents filtered on declared columns, in key order.
+pub async fn list(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = crate::routes::segment("name", path)?;
+    let view = find(&state, &name)?;
+    let mut allowed: Vec<&str> = view.columns.iter().map(String::as_str).collect();
+    allowed.extend(["limit", "cursor"]);
+    let (params, wanted) = parse(&state, query.as_deref(), &headers, &allowed)?;
+    let mut filters = Vec::new();
+    for column in &view.columns {
+        if let Some(value) = params.text(column)? {
+            filters.push((column.clone(), value));
+        }
+    }
+    let limit = params.limit(state.config.default_page_size, state.config.max_page_size)?;
+    let after = params
+        .text("cursor")?
+        .map(|c| cursor::decode(&c, view.key.len()))
+        .transpose()?;
+    let freshness = freshness::ensure(&state, &view.projector, wanted).await?;
+    let body = fetch(&state, &view, &filters, limit, after).await;
+    Ok(respond(freshness, body))
+}
+
+async fn fetch(
+    state: &AppState,
+    view: &View,
+    filters: &[(String, String)],
+    limit: usize,
+    after: Option<Vec<Value>>,
+) -> Result<Value, ApiError> {
+    match view.sink {
+        SinkKind::Postgres => fetch_postgres(state, view, filters, limit, after).await,
+        SinkKind::Elasticsearch => {
+            let filter: Vec<Value> = filters
+                .iter()
+                .map(|(column, value)| json!({"term": {column: value}}))
+                .collect();
+            let sort: Vec<Value> = view
+                .key
+                .iter()
+                .map(|k| json!({k: {"order": "asc"}}))
+                .collect();
+            let mut body = json!({"query": {"bool": {"filter": filter}}, "sort": sort,
+                                  "size": limit + 1, "track_total_hits": true});
+            if let Some(after) = after {
+                body["search_after"] = Value::Array(after);
+            }
+            let hits = state.search.search(&state.alias(&view.name), &body).await?;
+            Ok(page(hits, limit))
+        }
+    }
+}
+
+async fn fetch_postgres(
+    state: &AppState,
+    view: &View,
+    filters: &[(String, String)],
+    limit: usize,
+    after: Option<Vec<Value>>,
+) -> Result<Value, ApiError> {
+    // Identifiers come from the validated config files; every value is a bind parameter.
+    let mut values: Vec<String> = Vec::new();
+    let mut conditions = Vec::new();
+    for (column, value) in filters {
+        values.push(value.clone());
+        conditions.push(format!("t.\"{column}\"::text = ${}", values.len()));
+    }
+    let keys: Vec<String> = view
+        .key
+        .iter()
+        .map(|k| format!("t.\"{k}\"::text"))
+        .collect();
+    if let Some(after) = after {
+        let mut placeholders = Vec::new();
+        for value in after {
+            let Some(text) = value.as_str() else {
+                return Err(ApiError::bad("cursor", "not a cursor returned by this API"));
+            };
+            values.push(text.to_owned());
+            placeholders.push(format!("${}", values.len()));
+        }
+        conditions.push(format!(
+            "({}) > ({})",
+            keys.join(", "),
+            placeholders.join(", ")
+        ));
+    }
+    let sql = format!(
+        "SELECT to_jsonb(t), ARRAY[{keys}] FROM \"{view}\" t {where_} ORDER BY {keys} LIMIT {fetch}",
+        keys = keys.join(", "),
+        view = view.name,
+        where_ = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        },
+        fetch = limit + 1,
+    );
+    let client = state.pool.get().await?;
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+        .iter()
+        .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let rows = client.query(&sql, &params).await?;
+    let more = rows.len() > limit;
+    let page = &rows[..rows.len().min(limit)];
+    let next = match page.last() {
+        Some(last) if more => {
+            let key: Vec<Option<String>> = last.get(1);
+            Some(cursor::encode(&json!(key)))
+        }
+        _ => None,
+    };
+    let items: Vec<Value> = page.iter().map(|r| r.get(0)).collect();
+    Ok(json!({"items": items, "next_cursor": next}))
+}

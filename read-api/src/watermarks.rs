@@ -1,0 +1,215 @@
+//! Live Kafka high watermarks, the other half of lag: a projector that stopped also stopped
+//! recording watermarks, so the read API asks the brokers itself, every 500 ms, for the
+//! topics of every known projector. It also remembers when each watermark was first seen,
+//! which dates the oldest record a projector has not applied yet (lag in seconds).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+
+use crate::status::{StatusBoard, TopicPartition, VersionStatus};
+
+/// How many watermark changes are remembered per partition.
+const HISTORY: usize = 4096;
+
+#[derive(Debug, Default)]
+struct State {
+    /// (low, high) per partition.
+    ends: HashMap<TopicPartition, (i64, i64)>,
+    /// (high, first seen) per partition, oldest first, highs increasing.
+    seen: HashMap<TopicPartition, VecDeque<(i64, DateTime<Utc>)>>,
+    fetched_at: Option<DateTime<Utc>>,
+}
+
+/// A projector version's distance from the end of its topics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lag {
+    /// Records not applied yet, over every partition.
+    pub events: i64,
+    /// Age of the oldest record not applied yet (0 when caught up).
+    pub seconds: f64,
+    /// Per partition: (next offset, high watermark).
+    pub partitions: BTreeMap<TopicPartition, (i64, i64)>,
+}
+
+/// The shared watermark cache.
+#[derive(Clone)]
+pub struct Watermarks {
+    state: Arc<Mutex<State>>,
+}
+
+impl Watermarks {
+    /// Starts the refresher: `board` says which topics to watch.
+    pub fn start(
+        brokers: &str,
+        properties: &BTreeMap<String, String>,
+        board: StatusBoard,
+    ) -> Result<Watermarks, rdkafka::error::KafkaError> {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", brokers);
+        config.set("group.id", "factline-read-api-watermarks");
+        for (key, value) in properties {
+            config.set(key, value);
+        }
+        let consumer: Arc<BaseConsumer> = Arc::new(config.create()?);
+        let watermarks = Watermarks {
+            state: Arc::new(Mutex::new(State::default())),
+        };
+        let state = Arc::downgrade(&watermarks.state);
+        tokio::spawn(async move {
+            loop {
+                let Some(state) = state.upgrade() else { return };
+                let mut topics: Vec<String> = board
+                    .current()
+                    .projectors
+                    .values()
+                    .flatten()
+                    .flat_map(|v| v.topics.iter().cloned())
+                    .collect();
+                topics.sort();
+                topics.dedup();
+                let consumer = consumer.clone();
+                let fetched =
+                    tokio::task::spawn_blocking(move || fetch(&consumer, &topics)).await;
+                match fetched {
+                    Ok(Ok(ends)) => record(&state, ends, Utc::now()),
+                    Ok(Err(error)) => tracing::debug!(%error, "cannot fetch watermarks"),
+                    Err(error) => tracing::debug!(%error, "watermark task failed"),
+                }
+                drop(state);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        Ok(watermarks)
+    }
+
+    /// The lag of `version`, or `None` while its topics' watermarks are unknown.
+    pub fn lag(&self, version: &VersionStatus, now: DateTime<Utc>) -> Option<Lag> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        lag_of(&state, version, now)
+    }
+}
+
+fn fetch(
+    consumer: &BaseConsumer,
+    topics: &[String],
+) -> Result<HashMap<TopicPartition, (i64, i64)>, String> {
+    let timeout = Duration::from_secs(2);
+    let mut ends = HashMap::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| e.to_string())?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, p.id(), timeout)
+                    .map_err(|e| e.to_string())?;
+                ends.insert((topic.clone(), p.id()), (low, high));
+            }
+        }
+    }
+    Ok(ends)
+}
+
+fn record(state: &Mutex<State>, ends: HashMap<TopicPartition, (i64, i64)>, now: DateTime<Utc>) {
+    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    for (tp, (_, high)) in &ends {
+        let seen = state.seen.entry(tp.clone()).or_default();
+        if seen.back().is_none_or(|(h, _)| h < high) {
+            seen.push_back((*high, now));
+            if seen.len() > HISTORY {
+                seen.pop_front();
+            }
+        }
+    }
+    state.ends.extend(ends);
+    state.fetched_at = Some(now);
+}
+
+fn lag_of(state: &State, version: &VersionStatus, now: DateTime<Utc>) -> Option<Lag> {
+    state.fetched_at?;
+    let mut lag = Lag {
+        events: 0,
+        seconds: 0.0,
+        partitions: BTreeMap::new(),
+    };
+    for (tp, (low, high)) in &state.ends {
+        if !version.topics.contains(&tp.0) {
+            continue;
+        }
+        let next = version.positions.get(tp).copied().unwrap_or(*low);
+        lag.partitions.insert(tp.clone(), (next, *high));
+        let behind = (high - next).max(0);
+        if behind == 0 {
+            continue;
+        }
+        lag.events += behind;
+        // the record at `next` existed from the first time a watermark above it was seen
+        let since = state
+            .seen
+            .get(tp)
+            .and_then(|seen| seen.iter().find(|(h, _)| *h > next).or(seen.front()))
+            .map(|(_, t)| *t)
+            .unwrap_or(now);
+        let seconds = ((now - since).num_milliseconds().max(0) as f64) / 1000.0;
+        lag.seconds = lag.seconds.max(seconds);
+    }
+    if version
+        .topics
+        .iter()
+        .any(|t| !state.ends.keys().any(|(topic, _)| topic == t))
+    {
+        return None; // a topic not fetched yet
+    }
+    Some(lag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_counts_unapplied_records_and_dates_the_oldest() {
+        let t0 = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let state = Mutex::new(State::default());
+        let tp = ("orders".to_string(), 0);
+        record(&state, HashMap::from([(tp.clone(), (0, 10))]), t0);
+        record(
+            &state,
+            HashMap::from([(tp.clone(), (0, 15))]),
+            t0 + chrono::Duration::seconds(4),
+        );
+        let mut version = crate::status::VersionStatus {
+            projector: "p".into(),
+            version: 1,
+            state: "live".into(),
+            sink: None,
+            topics: vec!["orders".into()],
+            read_models: vec![],
+            positions: BTreeMap::from([(tp.clone(), 12)]),
+            updated_at: None,
+            events_done: None,
+            events_total: None,
+            eta_seconds: None,
+            progress_at: None,
+            dead_lettered: 0,
+        };
+        let now = t0 + chrono::Duration::seconds(10);
+        let state = state.into_inner().unwrap();
+        let lag = lag_of(&state, &version, now).unwrap();
+        assert_eq!(lag.events, 3);
+        assert_eq!(lag.seconds, 6.0); // offset 12 first existed at t0 + 4 s
+        version.positions.insert(tp, 15);
+        let lag = lag_of(&state, &version, now).unwrap();
+        assert_eq!((lag.events, lag.seconds), (0, 0.0));
+        version.topics.push("customers".into());
+        assert!(lag_of(&state, &version, now).is_none());
+    }
+}
