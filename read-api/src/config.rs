@@ -92,8 +92,11 @@ impl Config {
             &get("KAFKA_BROKERS", "127.0.0.1:9092"),
         );
         config.addr = parse(&vars, "READ_API_ADDR", config.addr)?;
-        config.database_pool_size =
-            parse(&vars, "READ_API_DATABASE_POOL_SIZE", config.database_pool_size)?;
+        config.database_pool_size = parse(
+            &vars,
+            "READ_API_DATABASE_POOL_SIZE",
+            config.database_pool_size,
+        )?;
         config.topic_prefix = get("READ_API_TOPIC_PREFIX", "");
         config.index_prefix = vars
             .get("READ_API_INDEX_PREFIX")
@@ -106,8 +109,11 @@ impl Config {
         let timeout_ms: u64 = parse(&vars, "READ_API_CONSISTENCY_TIMEOUT_MS", 5000)?;
         config.consistency_timeout = Duration::from_millis(timeout_ms);
         config.max_page_size = parse(&vars, "READ_API_MAX_PAGE_SIZE", config.max_page_size)?;
-        config.default_page_size =
-            parse(&vars, "READ_API_DEFAULT_PAGE_SIZE", config.default_page_size)?;
+        config.default_page_size = parse(
+            &vars,
+            "READ_API_DEFAULT_PAGE_SIZE",
+            config.default_page_size,
+        )?;
         if let Some(keys) = vars.get("READ_API_KEYS_SHA256") {
             config.api_key_hashes = parse_key_hashes(keys).map_err(|message| ConfigError {
                 variable: "READ_API_KEYS_SHA256".into(),
@@ -157,8 +163,9 @@ pub fn parse_key_hashes(text: &str) -> Result<Vec<[u8; 32]>, String> {
         .enumerate()
         .map(|(index, entry)| {
             let mut hash = [0u8; 32];
-            hex::decode_to_slice(entry, &mut hash)
-                .map_err(|_| format!("entry {index}: expected a SHA-256 hash as 64 hex characters"))?;
+            hex::decode_to_slice(entry, &mut hash).map_err(|_| {
+                format!("entry {index}: expected a SHA-256 hash as 64 hex characters")
+            })?;
             Ok(hash)
         })
         .collect()

@@ -109,6 +109,10 @@ pub fn requested(
     headers: &HeaderMap,
     max_wait: Duration,
 ) -> Result<Option<Wanted>, ApiError> {
+    let wait = match params.int("wait_ms", 0, max_wait.as_millis() as i64)? {
+        Some(ms) => Duration::from_millis(ms as u64),
+        None => max_wait,
+    };
     let from_param = params.text("consistent_with")?;
     let from_header = match headers.get(CONSISTENT_WITH) {
         None => None,
@@ -124,12 +128,7 @@ pub fn requested(
         (None, Some(h)) if !h.is_empty() => ("Factline-Consistent-With", h),
         _ => return Ok(None),
     };
-    let position =
-        Position::from_token(&token).map_err(|e| ApiError::bad(name, e.to_string()))?;
-    let wait = match params.int("wait_ms", 0, max_wait.as_millis() as i64)? {
-        Some(ms) => Duration::from_millis(ms as u64),
-        None => max_wait,
-    };
+    let position = Position::from_token(&token).map_err(|e| ApiError::bad(name, e.to_string()))?;
     Ok(Some((position, wait)))
 }
 

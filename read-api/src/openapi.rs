@@ -27,7 +27,11 @@ fn consistency() -> Vec<Value> {
 
 fn page() -> Vec<Value> {
     vec![
-        param("limit", "page size (default 20, at most 100)", json!({"type": "integer", "minimum": 1, "maximum": 100})),
+        param(
+            "limit",
+            "page size (default 20, at most 100)",
+            json!({"type": "integer", "minimum": 1, "maximum": 100}),
+        ),
         param("cursor", "next_cursor of the previous page", text()),
     ]
 }
@@ -70,9 +74,21 @@ pub fn document() -> Value {
         param("customer_id", "customer", text()),
         param("placed_from", "placed at or after", time()),
         param("placed_to", "placed before", time()),
-        param("total_min", "total in cents, at least", json!({"type": "integer", "minimum": 0})),
-        param("total_max", "total in cents, at most", json!({"type": "integer", "minimum": 0})),
-        param("sort", "sort order", json!({"type": "string", "enum": crate::routes::search::SORTS})),
+        param(
+            "total_min",
+            "total in cents, at least",
+            json!({"type": "integer", "minimum": 0}),
+        ),
+        param(
+            "total_max",
+            "total in cents, at most",
+            json!({"type": "integer", "minimum": 0}),
+        ),
+        param(
+            "sort",
+            "sort order",
+            json!({"type": "string", "enum": crate::routes::search::SORTS}),
+        ),
     ];
     search.extend(page());
     let mut events = vec![

@@ -49,7 +49,10 @@ impl Params {
             return Ok(None);
         }
         if value.chars().count() > MAX_TEXT {
-            return Err(ApiError::bad(name, format!("longer than {MAX_TEXT} characters")));
+            return Err(ApiError::bad(
+                name,
+                format!("longer than {MAX_TEXT} characters"),
+            ));
         }
         if value.chars().any(char::is_control) {
             return Err(ApiError::bad(name, "contains control characters"));
@@ -114,11 +117,7 @@ impl Params {
     }
 
     /// A time range `from_name..to_name`, checked to be in order.
-    pub fn range(
-        &self,
-        from_name: &str,
-        to_name: &str,
-    ) -> Result<TimeRange, ApiError> {
+    pub fn range(&self, from_name: &str, to_name: &str) -> Result<TimeRange, ApiError> {
         let from = self.time(from_name)?;
         let to = self.time(to_name)?;
         if let (Some(f), Some(t)) = (from, to) {
@@ -133,8 +132,7 @@ impl Params {
 /// A path segment used as an id: non-empty, at most [`MAX_TEXT`] characters, no control
 /// characters.
 pub fn id(name: &str, value: &str) -> Result<String, ApiError> {
-    if value.is_empty() || value.chars().count() > MAX_TEXT || value.chars().any(char::is_control)
-    {
+    if value.is_empty() || value.chars().count() > MAX_TEXT || value.chars().any(char::is_control) {
         return Err(ApiError::bad(
             name,
             format!("must be 1 to {MAX_TEXT} characters without control characters"),
@@ -168,6 +166,9 @@ mod tests {
         assert_eq!(p.text("n").unwrap().as_deref(), Some("%ZZ"));
         let p = Params::parse(Some("from=2026-11-24&to=2026-11-23"), &["from", "to"]).unwrap();
         assert!(p.range("from", "to").is_err());
-        assert_eq!(Params::parse(None, &[]).unwrap().limit(20, 100).unwrap(), 20);
+        assert_eq!(
+            Params::parse(None, &[]).unwrap().limit(20, 100).unwrap(),
+            20
+        );
     }
 }

@@ -77,8 +77,11 @@ impl AppState {
             None => Views::default(),
         };
         let board = StatusBoard::start(pool.clone());
-        let watermarks =
-            Watermarks::start(&config.kafka_brokers, &config.kafka_properties, board.clone())?;
+        let watermarks = Watermarks::start(
+            &config.kafka_brokers,
+            &config.kafka_properties,
+            board.clone(),
+        )?;
         Ok(AppState {
             search: Search::new(&config.elasticsearch_url),
             config: Arc::new(config),

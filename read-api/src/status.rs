@@ -249,7 +249,11 @@ mod tests {
         let mut snapshot = Snapshot::default();
         snapshot.projectors.insert(
             "p".into(),
-            vec![version(1, "retired"), version(2, "live"), version(3, "building")],
+            vec![
+                version(1, "retired"),
+                version(2, "live"),
+                version(3, "building"),
+            ],
         );
         assert_eq!(snapshot.serving("p").map(|v| v.version), Some(2));
         snapshot

@@ -101,6 +101,9 @@ mod tests {
         assert_eq!(directory.key, vec!["customer_id"]);
         assert_eq!(directory.sink, SinkKind::Postgres);
         assert!(directory.columns.contains(&"email".to_string()));
-        assert!(Views::load(Path::new("/nonexistent")).unwrap().by_name.is_empty());
+        assert!(Views::load(Path::new("/nonexistent"))
+            .unwrap()
+            .by_name
+            .is_empty());
     }
 }

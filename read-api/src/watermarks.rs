@@ -73,8 +73,7 @@ impl Watermarks {
                 topics.sort();
                 topics.dedup();
                 let consumer = consumer.clone();
-                let fetched =
-                    tokio::task::spawn_blocking(move || fetch(&consumer, &topics)).await;
+                let fetched = tokio::task::spawn_blocking(move || fetch(&consumer, &topics)).await;
                 match fetched {
                     Ok(Ok(ends)) => record(&state, ends, Utc::now()),
                     Ok(Err(error)) => tracing::debug!(%error, "cannot fetch watermarks"),

@@ -35,7 +35,10 @@ pub async fn list(
     let topic = params.text("topic")?;
     let (from, to) = params.range("from", "to")?;
     let limit = params.limit(state.config.default_page_size, state.config.max_page_size)?;
-    let after = params.text("cursor")?.map(|c| cursor::decode(&c, 3)).transpose()?;
+    let after = params
+        .text("cursor")?
+        .map(|c| cursor::decode(&c, 3))
+        .transpose()?;
 
     let mut filter = Vec::new();
     if let Some(event_type) = event_type {

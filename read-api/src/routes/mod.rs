@@ -57,10 +57,7 @@ pub fn respond(freshness: Freshness, body: Result<Value, ApiError>) -> Response 
 }
 
 /// A single path segment, or a `400` naming it.
-pub fn segment(
-    name: &str,
-    path: Result<Path<String>, PathRejection>,
-) -> Result<String, ApiError> {
+pub fn segment(name: &str, path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(value) = path.map_err(|e| ApiError::bad(name, e.body_text()))?;
     crate::params::id(name, &value)
 }

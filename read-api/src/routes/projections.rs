@@ -24,7 +24,9 @@ pub async fn list(
         .keys()
         .map(|name| describe(&state, &snapshot, name))
         .collect();
-    Ok(Json(json!({"projections": items, "read_at": snapshot.read_at})))
+    Ok(Json(
+        json!({"projections": items, "read_at": snapshot.read_at}),
+    ))
 }
 
 /// One projector.

@@ -58,7 +58,10 @@ pub async fn orders(
         .choice("sort", SORTS)?
         .unwrap_or_else(|| "-placed_at".into());
     let limit = params.limit(state.config.default_page_size, state.config.max_page_size)?;
-    let after = params.text("cursor")?.map(|c| cursor::decode(&c, 2)).transpose()?;
+    let after = params
+        .text("cursor")?
+        .map(|c| cursor::decode(&c, 2))
+        .transpose()?;
 
     let mut filter = vec![json!({"exists": {"field": "placed_at"}})];
     if let Some(status) = status {

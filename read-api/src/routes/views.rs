@@ -47,12 +47,14 @@ pub async fn by_key(
     let (_, wanted) = parse(&state, query.as_deref(), &headers, &[])?;
     let freshness = freshness::ensure(&state, &view.projector, wanted).await?;
     let filters = vec![(view.key[0].clone(), key.clone())];
-    let body = fetch(&state, &view, &filters, 1, None).await.and_then(|page| {
-        page["items"]
-            .as_array()
-            .and_then(|items| items.first().cloned())
-            .ok_or_else(|| ApiError::NotFound(format!("{name} {key}")))
-    });
+    let body = fetch(&state, &view, &filters, 1, None)
+        .await
+        .and_then(|page| {
+            page["items"]
+                .as_array()
+                .and_then(|items| items.first().cloned())
+                .ok_or_else(|| ApiError::NotFound(format!("{name} {key}")))
+        });
     Ok(respond(freshness, body))
 }
 

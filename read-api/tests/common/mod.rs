@@ -1,0 +1,357 @@
+//! The end-to-end world of the read API tests: fresh topics (prefix), a fresh PostgreSQL
+//! schema, the write side, the projectors and the read API, all in this process against the
+//! real servers named by the environment.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use factline_projectors::declarative::{DeclarativeConfig, DeclarativeProjection};
+use factline_projectors::projections::{
+    CustomerStatsProjection, EventIndexProjection, OrderSearchProjection, OrderSummaryProjection,
+};
+use factline_schemas::Catalog;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// A required environment variable, with a clear message when unset.
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run the tests through the project's scripts (scripts/stack.sh env)"
+        )
+    })
+}
+
+/// Something running in this process that stops when asked.
+pub struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    fn spawn<F>(make: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel();
+        Running {
+            stop: Some(stop),
+            task: tokio::spawn(make(stopped)),
+        }
+    }
+
+    /// Stops it and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), &mut self.task).await;
+    }
+}
+
+/// Which projectors a test needs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Projector {
+    OrderSummary,
+    CustomerStats,
+    OrderSearch,
+    EventIndex,
+    CustomerDirectory,
+}
+
+/// One test's whole system.
+pub struct World {
+    pub prefix: String,
+    pub database_url: String,
+    pub write: String,
+    pub read: String,
+    pub http: reqwest::Client,
+    pub projectors: HashMap<&'static str, Running>,
+    write_side: Running,
+    read_api: Running,
+}
+
+impl World {
+    /// Starts everything; `configure` adjusts the read API's configuration.
+    pub async fn start(
+        projectors: &[Projector],
+        configure: impl FnOnce(&mut factline_read_api::Config),
+    ) -> World {
+        let prefix = format!("t-{}-", &Uuid::new_v4().simple().to_string()[..12]);
+        create_topics(&prefix).await;
+        let database_url = fresh_schema().await;
+
+        let mut write_config = factline_write_side::Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kafka_brokers: env("KAFKA_BROKERS"),
+            schema_registry_url: env("SCHEMA_REGISTRY_URL"),
+            topic_prefix: prefix.clone(),
+            ..factline_write_side::Config::default()
+        };
+        write_config.kafka_properties =
+            factline_schemas::topics::kafka_properties_from(std::env::vars());
+        let server = factline_write_side::Server::bind(write_config)
+            .await
+            .unwrap();
+        let write = format!("http://{}", server.local_addr().unwrap());
+        let write_side = Running::spawn(|stopped| async move {
+            let _ = server
+                .serve(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+
+        let mut read_config = factline_read_api::Config::new(
+            &database_url,
+            &env("ELASTICSEARCH_URL"),
+            &env("KAFKA_BROKERS"),
+        );
+        read_config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        read_config.topic_prefix = prefix.clone();
+        read_config.index_prefix = prefix.clone();
+        read_config.declarative_dir =
+            Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../projectors/config"));
+        read_config.consistency_timeout = Duration::from_secs(20);
+        configure(&mut read_config);
+        let server = factline_read_api::Server::bind(read_config).await.unwrap();
+        let read = format!("http://{}", server.local_addr().unwrap());
+        let read_api = Running::spawn(|stopped| async move {
+            let _ = server
+                .serve(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+
+        let mut world = World {
+            prefix,
+            database_url,
+            write,
+            read,
+            http: reqwest::Client::new(),
+            projectors: HashMap::new(),
+            write_side,
+            read_api,
+        };
+        for p in projectors {
+            world.start_projector(*p);
+        }
+        world
+    }
+
+    fn projector_config(&self) -> factline_projectors::Config {
+        let mut config = factline_projectors::Config::new(
+            &env("KAFKA_BROKERS"),
+            &env("SCHEMA_REGISTRY_URL"),
+            &self.database_url,
+        );
+        config.topic_prefix = self.prefix.clone();
+        config.index_prefix = Some(self.prefix.clone());
+        config.elasticsearch_url = Some(env("ELASTICSEARCH_URL"));
+        config.batch_max_events = 200;
+        config.batch_max_wait_ms = 20;
+        config.backoff_initial_ms = 50;
+        config.backoff_max_ms = 1000;
+        config
+            .kafka_properties
+            .insert("session.timeout.ms".into(), "6000".into());
+        config
+            .kafka_properties
+            .insert("heartbeat.interval.ms".into(), "500".into());
+        config
+    }
+
+    /// Starts one projector (again).
+    pub fn start_projector(&mut self, projector: Projector) {
+        let config = self.projector_config();
+        let (name, running) = match projector {
+            Projector::OrderSummary => (
+                "order_summary",
+                Running::spawn(|s| async move {
+                    let _ = factline_projectors::run(config, OrderSummaryProjection, async move {
+                        let _ = s.await;
+                    })
+                    .await;
+                }),
+            ),
+            Projector::CustomerStats => (
+                "customer_stats",
+                Running::spawn(|s| async move {
+                    let _ = factline_projectors::run(config, CustomerStatsProjection, async move {
+                        let _ = s.await;
+                    })
+                    .await;
+                }),
+            ),
+            Projector::OrderSearch => (
+                "order_search",
+                Running::spawn(|s| async move {
+                    let _ = factline_projectors::run_search(
+                        config,
+                        OrderSearchProjection,
+                        async move {
+                            let _ = s.await;
+                        },
+                    )
+                    .await;
+                }),
+            ),
+            Projector::EventIndex => (
+                "event_index",
+                Running::spawn(|s| async move {
+                    let _ = factline_projectors::run_search(
+                        config,
+                        EventIndexProjection::default(),
+                        async move {
+                            let _ = s.await;
+                        },
+                    )
+                    .await;
+                }),
+            ),
+            Projector::CustomerDirectory => {
+                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../projectors/config/customer_directory.toml");
+                let file = DeclarativeConfig::load(&path.to_string_lossy()).unwrap();
+                (
+                    "customer_directory",
+                    Running::spawn(|s| async move {
+                        let _ = factline_projectors::run(
+                            config,
+                            DeclarativeProjection::new(file),
+                            async move {
+                                let _ = s.await;
+                            },
+                        )
+                        .await;
+                    }),
+                )
+            }
+        };
+        self.projectors.insert(name, running);
+    }
+
+    /// Stops one projector.
+    pub async fn stop_projector(&mut self, name: &str) {
+        if let Some(running) = self.projectors.remove(name) {
+            running.stop().await;
+        }
+    }
+
+    /// Stops everything.
+    pub async fn stop(mut self) {
+        for (_, running) in self.projectors.drain() {
+            running.stop().await;
+        }
+        self.read_api.stop().await;
+        self.write_side.stop().await;
+    }
+
+    /// Sends a command; returns the 202 answer.
+    pub async fn command(&self, name: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}/commands/{name}", self.write))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(status, 202, "{name}: {answer}");
+        answer
+    }
+
+    /// GET on the read API: status, headers, JSON body.
+    pub async fn get(&self, path_and_query: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path_and_query}", self.read))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, headers, body)
+    }
+
+    /// Polls `path` until `done` holds (at most 60 s).
+    pub async fn eventually(
+        &self,
+        path: &str,
+        done: impl Fn(u16, &Value) -> bool,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, headers, body) = self.get(path).await;
+            if done(status, &body) {
+                return (status, headers, body);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} never matched; last: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A header as text.
+pub fn header(headers: &reqwest::header::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+async fn create_topics(prefix: &str) {
+    let mut topics: Vec<String> = Catalog::builtin().with_topic_prefix(prefix).topics();
+    let dlq: Vec<String> = topics.iter().map(|t| format!("{t}.dlq")).collect();
+    topics.extend(dlq);
+    let config = factline_schemas::topics::client_config(&env("KAFKA_BROKERS"));
+    factline_schemas::topics::create_topics(&config, &topics, 3, 1)
+        .await
+        .expect("create test topics");
+}
+
+/// A fresh PostgreSQL schema; returns a URL selecting it.
+async fn fresh_schema() -> String {
+    let base = env("DATABASE_URL");
+    let schema = format!("s_{}", &Uuid::new_v4().simple().to_string()[..16]);
+    let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-csearch_path%3D{schema}")
+}
+
+/// A RegisterCustomer body.
+pub fn customer(id: &str, name: &str) -> Value {
+    json!({"customer_id": id, "email": format!("{id}@example.com"), "name": name})
+}
+
+/// A PlaceOrder body with one line.
+pub fn order(id: &str, customer: &str, item: &str, quantity: i64, unit_price_cents: i64) -> Value {
+    json!({
+        "order_id": id, "customer_id": customer, "currency": "EUR",
+        "items": [{"sku": "sku-1", "name": item, "quantity": quantity, "unit_price_cents": unit_price_cents}],
+        "shipping_address": {"line1": "12 Baker St", "city": "London", "postal_code": "NW1", "country": "GB"}
+    })
+}
+
+/// A fresh id.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..10])
+}

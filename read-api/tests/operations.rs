@@ -1,0 +1,67 @@
+//! The operational endpoints of a read API running alone in its process (so its Prometheus
+//! recorder is the process's): readiness, metrics and the OpenAPI document.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/stack.sh env"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_metrics_and_openapi_are_served() {
+    let mut config = factline_read_api::Config::new(
+        &env("DATABASE_URL"),
+        &env("ELASTICSEARCH_URL"),
+        &env("KAFKA_BROKERS"),
+    );
+    config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = factline_read_api::Server::bind(config).await.unwrap();
+    let base = format!("http://{}", server.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{base}{path}")).send();
+
+    let ready = get("/readyz").await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"postgres": true, "elasticsearch": true})
+    );
+
+    let openapi: serde_json::Value = get("/openapi.json").await.unwrap().json().await.unwrap();
+    for path in [
+        "/orders/{id}",
+        "/customers/{id}/orders",
+        "/search/orders",
+        "/events",
+        "/projections",
+        "/views/{name}",
+    ] {
+        assert!(
+            openapi["paths"][path]["get"].is_object(),
+            "{path} documented"
+        );
+    }
+
+    assert_eq!(
+        get("/orders/o-1?limit=1").await.unwrap().status().as_u16(),
+        400
+    );
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("read_api_requests_total{route=\"/orders/{id}\",status=\"400\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("read_api_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
