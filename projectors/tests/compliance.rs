@@ -825,3 +825,35 @@ async fn the_declarative_binary_runs_a_config_file() {
         vec![r#"{"customer_id":"c-1","email":"b@x"}"#]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_declarative_order_summary_equals_the_code_one() {
+    let mut fixture = Fixture::new(3).await;
+    let mut events = dataset::shop(6, 36);
+    // late and repeated facts: a second, later shipment; an earlier cancellation after a
+    // later one; a delivery arriving before everything else of its order
+    events.push(shipped("o-1", "T1-again", 500));
+    for (t, reason) in [(400, "second thoughts"), (300, "first thoughts")] {
+        let at = dataset::at(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        events.push(dataset::event(
+            "orders",
+            "o-3",
+            "OrderCancelled",
+            t,
+            serde_json::json!({"order_id": "o-3", "reason": reason, "cancelled_at": at}),
+            reason,
+        ));
+    }
+    events.insert(0, dataset::delivered("o-0", 900));
+    fixture.produce_all(&events).await;
+    let text = include_str!("../config/order_summary.toml");
+    let declarative = DeclarativeProjection::new(DeclarativeConfig::parse(text).unwrap());
+    let (_, by_config) = project_once(&fixture, declarative).await;
+    let (_, by_code) = project_once(&fixture, OrderSummaryProjection).await;
+    let columns = "SELECT order_id, customer_id, status, currency, total_cents, item_count, \
+                   placed_at, shipped_at, delivered_at, cancelled_at, cancel_reason, carrier, \
+                   tracking_id, updated_at FROM order_summary ORDER BY order_id";
+    let expected = dump(&by_code, columns).await;
+    assert_eq!(expected.len(), 36);
+    assert_eq!(dump(&by_config, columns).await, expected);
+}

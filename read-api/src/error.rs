@@ -75,6 +75,12 @@ impl From<tokio_postgres::Error> for ApiError {
             Some(db) if db.code().code() == "42P01" => {
                 ApiError::Unavailable(format!("read model not available yet: {}", db.message()))
             }
+            // undefined_column: the running projector's tables differ from the declaration
+            // the read API loaded (e.g. the code and declarative versions of a model)
+            Some(db) if db.code().code() == "42703" => ApiError::Unavailable(format!(
+                "read model does not match its declaration: {}",
+                db.message()
+            )),
             Some(db) => ApiError::Internal(format!("postgresql: {}", db.message())),
             None => ApiError::Unavailable(format!("postgresql unavailable: {error}")),
         }

@@ -208,6 +208,11 @@ pub enum Source {
     Int(i64),
     /// A literal float.
     Float(f64),
+    /// The sum of a numeric field over an array: `{ sum = "items[].quantity" }`.
+    Sum {
+        /// `array[].field` (dotted paths on both sides).
+        sum: String,
+    },
 }
 
 /// An event filter: the field equals the value.
@@ -240,6 +245,9 @@ pub struct Mapping {
     /// Guard: the change applies only if this column of the row is null or not newer than the
     /// new value (which must be in `set`, or for delete in `key`/`set`).
     pub newer: Option<String>,
+    /// Guard: the change applies only if this column of the row is null or not older than the
+    /// new value (the earliest fact wins), like `newer`.
+    pub older: Option<String>,
     /// Guard: the change applies only if the row's columns hold these values.
     #[serde(default)]
     pub row_equals: BTreeMap<String, Source>,
@@ -360,6 +368,7 @@ impl DeclarativeConfig {
                 .chain(m.key.keys())
                 .chain(m.row_equals.keys())
                 .chain(m.newer.iter())
+                .chain(m.older.iter())
                 .find(|c| !known(c))
             {
                 return bad(format!("{at}: unknown column {c} in {}", m.table));
@@ -386,12 +395,16 @@ impl DeclarativeConfig {
                     }
                 }
             }
-            if m.action == Action::Insert && (m.newer.is_some() || !m.row_equals.is_empty()) {
+            if m.action == Action::Insert
+                && (m.newer.is_some() || m.older.is_some() || !m.row_equals.is_empty())
+            {
                 return bad(format!("{at}: insert takes no guards"));
             }
-            if let Some(newer) = &m.newer {
-                if !m.set.contains_key(newer) && !m.key.contains_key(newer) {
-                    return bad(format!("{at}: newer column {newer} needs a value in set"));
+            for (guard, column) in [("newer", &m.newer), ("older", &m.older)] {
+                if let Some(c) = column {
+                    if !m.set.contains_key(c) && !m.key.contains_key(c) {
+                        return bad(format!("{at}: {guard} column {c} needs a value in set"));
+                    }
                 }
             }
         }
@@ -464,8 +477,15 @@ impl DeclarativeConfig {
                     }
                 }
             }
-            if m.action == Action::Insert && (m.newer.is_some() || !m.row_equals.is_empty()) {
+            if m.action == Action::Insert
+                && (m.newer.is_some() || m.older.is_some() || !m.row_equals.is_empty())
+            {
                 return bad(format!("{at}: insert takes no guards"));
+            }
+            if m.older.is_some() {
+                return bad(format!(
+                    "{at}: older is not supported for elasticsearch yet"
+                ));
             }
             if let Some(newer) = &m.newer {
                 if !m.set.contains_key(newer) && !m.key.contains_key(newer) {

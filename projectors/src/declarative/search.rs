@@ -80,6 +80,9 @@ pub fn value(source: &Source, event: &Event) -> Value {
         Source::Bool(b) => json!(b),
         Source::Int(i) => json!(i),
         Source::Float(f) => json!(f),
+        Source::Sum { sum } => crate::declarative::sql::sum_over(&event.data, sum)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
     }
 }
 

@@ -59,6 +59,28 @@ pub fn resolve(source: &Source, data: &Value, envelope: &EnvelopeFields) -> Opti
         Source::Bool(b) => Some(b.to_string()),
         Source::Int(i) => Some(i.to_string()),
         Source::Float(f) => Some(f.to_string()),
+        Source::Sum { sum } => sum_over(data, sum).map(|n| n.to_string()),
+    }
+}
+
+/// The sum of `array[].field` over the event (`None` if the array is missing or a value is
+/// not a number).
+pub fn sum_over(data: &Value, spec: &str) -> Option<serde_json::Number> {
+    let (array, field) = spec.split_once("[].")?;
+    let items = lookup(data, array)?.as_array()?;
+    let mut int: Option<i64> = Some(0);
+    let mut float = 0.0;
+    for item in items {
+        let n = lookup(item, field)?;
+        float += n.as_f64()?;
+        int = match (int, n.as_i64()) {
+            (Some(total), Some(v)) => total.checked_add(v),
+            _ => None,
+        };
+    }
+    match int {
+        Some(total) => Some(total.into()),
+        None => serde_json::Number::from_f64(float),
     }
 }
 
@@ -99,15 +121,22 @@ pub fn build(
     let name = versioned_table(&table.name, version);
     let mut params = Params(Vec::new());
     let mut guards = Vec::new();
-    let guard_values = |params: &mut Params, new_value: Option<String>| {
+    let guard_values = |params: &mut Params,
+                        new_value: Option<String>,
+                        older_value: Option<String>| {
         let mut out = Vec::new();
         for (column, source) in &mapping.row_equals {
             let value = params.push(resolve(source, data, envelope), column_type(table, column));
             out.push(format!("cur.{column} IS NOT DISTINCT FROM {value}"));
         }
-        if let (Some(column), Some(new_value)) = (&mapping.newer, new_value) {
+        if let (Some(column), Some(new_value)) = (&mapping.newer, &new_value) {
             out.push(format!(
                 "(cur.{column} IS NULL OR cur.{column} <= {new_value})"
+            ));
+        }
+        if let (Some(column), Some(new_value)) = (&mapping.older, &older_value) {
+            out.push(format!(
+                "(cur.{column} IS NULL OR cur.{column} >= {new_value})"
             ));
         }
         out
@@ -138,7 +167,8 @@ pub fn build(
                 format!("{head} ON CONFLICT DO NOTHING")
             } else {
                 let newer = mapping.newer.as_ref().map(|c| format!("EXCLUDED.{c}"));
-                guards.extend(guard_values(&mut params, newer));
+                let older = mapping.older.as_ref().map(|c| format!("EXCLUDED.{c}"));
+                guards.extend(guard_values(&mut params, newer, older));
                 let mut sql = format!(
                     "{head} ON CONFLICT ({}) DO UPDATE SET {}",
                     table.primary_key.join(", "),
@@ -153,11 +183,15 @@ pub fn build(
         Action::Update | Action::Delete => {
             let mut sets = Vec::new();
             let mut newer_value = None;
+            let mut older_value = None;
             for (column, source) in &mapping.set {
                 let value =
                     params.push(resolve(source, data, envelope), column_type(table, column));
                 if mapping.newer.as_ref() == Some(column) {
                     newer_value = Some(value.clone());
+                }
+                if mapping.older.as_ref() == Some(column) {
+                    older_value = Some(value.clone());
                 }
                 sets.push(format!("{column} = {value}"));
             }
@@ -168,9 +202,12 @@ pub fn build(
                 if newer_value.is_none() && mapping.newer.as_ref() == Some(column) {
                     newer_value = Some(value.clone());
                 }
+                if older_value.is_none() && mapping.older.as_ref() == Some(column) {
+                    older_value = Some(value.clone());
+                }
                 conditions.push(format!("cur.{column} = {value}"));
             }
-            conditions.extend(guard_values(&mut params, newer_value));
+            conditions.extend(guard_values(&mut params, newer_value, older_value));
             if mapping.action == Action::Update {
                 format!(
                     "UPDATE {name} AS cur SET {} WHERE {}",
