@@ -17,6 +17,7 @@
 //! set = { customer_id = "customer_id", email = "email", updated_at = "changed_at" }
 //! key = { customer_id = "customer_id" }   # update/delete: which row (primary key columns)
 //! newer = "updated_at"                    # only if the row's column is null or not newer
+//! older = "cancelled_at"                  # only if null or not older (earliest wins; PostgreSQL)
 //! row_equals = { forgotten = false }      # only if the row's columns hold these values
 //! when = [{ field = "currency", equals = "EUR" }]   # only for events matching all
 //! ```
@@ -40,7 +41,8 @@
 //!
 //! A value in `set`, `key` and `when.field` is a dotted path into the event
 //! (`shipping_address.city`), an envelope field (`@event_id`, `@event_type`, `@occurred_at`),
-//! `@null`; a TOML number or boolean is a literal, as is `{ literal = "text" }`.
+//! `@null`; a TOML number or boolean is a literal, as is `{ literal = "text" }`;
+//! `{ sum = "items[].quantity" }` sums a numeric field over an array.
 
 use std::collections::{BTreeMap, BTreeSet};
 
