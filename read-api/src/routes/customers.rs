@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::cursor;
 use crate::error::ApiError;
 use crate::freshness;
-use crate::routes::{parse, respond, segment};
+use crate::routes::{parse, respond, row_by_key, segment};
 use crate::state::AppState;
 
 /// The projector serving customers.
@@ -29,21 +29,15 @@ pub async fn by_id(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = segment("id", path)?;
-    let (_, wanted) = parse(&state, query.as_deref(), &headers, &[])?;
-    let freshness = freshness::ensure(&state, PROJECTOR, wanted).await?;
-    let body = async {
-        let client = state.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT to_jsonb(t) FROM customer_stats t WHERE customer_id = $1",
-                &[&id],
-            )
-            .await?;
-        row.map(|r| r.get(0))
-            .ok_or_else(|| ApiError::NotFound(format!("customer {id}")))
-    }
-    .await;
-    Ok(respond(freshness, body))
+    row_by_key(
+        &state,
+        query.as_deref(),
+        &headers,
+        PROJECTOR,
+        ("customer_stats", "customer_id"),
+        id,
+    )
+    .await
 }
 
 /// A customer's orders, newest first.

@@ -11,7 +11,7 @@ use crate::cursor;
 use crate::error::ApiError;
 use crate::freshness;
 use crate::routes::search::page;
-use crate::routes::{parse, respond};
+use crate::routes::{parse, respond, time_range};
 use crate::state::AppState;
 
 /// The projector serving the event viewer.
@@ -51,15 +51,8 @@ pub async fn list(
         let topic = format!("{}{topic}", state.config.topic_prefix);
         filter.push(json!({"term": {"topic": topic}}));
     }
-    if from.is_some() || to.is_some() {
-        let mut range = serde_json::Map::new();
-        if let Some(from) = from {
-            range.insert("gte".into(), json!(from.to_rfc3339()));
-        }
-        if let Some(to) = to {
-            range.insert("lt".into(), json!(to.to_rfc3339()));
-        }
-        filter.push(json!({"range": {"timestamp": range}}));
+    if let Some(range) = time_range("timestamp", (from, to)) {
+        filter.push(range);
     }
     let mut bool_query = json!({"filter": filter});
     if let Some(text) = text {

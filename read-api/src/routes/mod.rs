@@ -76,3 +76,42 @@ pub fn parse(
     let wanted = crate::freshness::requested(&params, headers, state.config.consistency_timeout)?;
     Ok((params, wanted))
 }
+
+/// One row of a PostgreSQL view by its key column, as JSON, with the freshness of
+/// `projector` (after the read-your-writes wait, if asked). `view` and `key` are constants
+/// of the calling route, never user input.
+pub async fn row_by_key(
+    state: &AppState,
+    query: Option<&str>,
+    headers: &axum::http::HeaderMap,
+    projector: &str,
+    (view, key): (&str, &str),
+    id: String,
+) -> Result<Response, ApiError> {
+    let (_, wanted) = parse(state, query, headers, &[])?;
+    let freshness = crate::freshness::ensure(state, projector, wanted).await?;
+    let body = async {
+        let client = state.pool.get().await?;
+        let sql = format!("SELECT to_jsonb(t) FROM {view} t WHERE {key} = $1");
+        let row = client.query_opt(&sql, &[&id]).await?;
+        row.map(|r| r.get(0))
+            .ok_or_else(|| ApiError::NotFound(format!("{key} {id}")))
+    }
+    .await;
+    Ok(respond(freshness, body))
+}
+
+/// An Elasticsearch `range` filter on `field` for an optional `[from, to)` window.
+pub fn time_range(field: &str, (from, to): crate::params::TimeRange) -> Option<serde_json::Value> {
+    if from.is_none() && to.is_none() {
+        return None;
+    }
+    let mut range = serde_json::Map::new();
+    if let Some(from) = from {
+        range.insert("gte".into(), serde_json::json!(from.to_rfc3339()));
+    }
+    if let Some(to) = to {
+        range.insert("lt".into(), serde_json::json!(to.to_rfc3339()));
+    }
+    Some(serde_json::json!({"range": {field: range}}))
+}

@@ -11,7 +11,7 @@ use crate::cursor;
 use crate::error::ApiError;
 use crate::freshness;
 use crate::routes::customers::STATUSES;
-use crate::routes::{parse, respond};
+use crate::routes::{parse, respond, time_range};
 use crate::state::AppState;
 
 /// The projector serving order search.
@@ -70,15 +70,8 @@ pub async fn orders(
     if let Some(customer) = customer {
         filter.push(json!({"term": {"customer_id": customer}}));
     }
-    if from.is_some() || to.is_some() {
-        let mut range = serde_json::Map::new();
-        if let Some(from) = from {
-            range.insert("gte".into(), json!(from.to_rfc3339()));
-        }
-        if let Some(to) = to {
-            range.insert("lt".into(), json!(to.to_rfc3339()));
-        }
-        filter.push(json!({"range": {"placed_at": range}}));
+    if let Some(range) = time_range("placed_at", (from, to)) {
+        filter.push(range);
     }
     if total_min.is_some() || total_max.is_some() {
         let mut range = serde_json::Map::new();
