@@ -41,3 +41,13 @@ cargo run -q -p factline-schemas -- check || exit 1
 
 echo "== tests"
 cargo test --workspace --no-fail-fast
+status=$?
+
+echo "== benchmark harness, quick run (checks that it works; figures are not judged here)"
+BENCH_QUICK=1 BENCH_OUT="${CARGO_TARGET_DIR:-$ROOT/target}/bench/quick.json" scripts/bench.sh \
+    >"${TMPDIR:-/tmp}/factline-bench-quick.log" 2>&1 || {
+    echo "quick benchmark run failed; last lines of its log:" >&2
+    tail -n 40 "${TMPDIR:-/tmp}/factline-bench-quick.log" >&2
+    status=1
+}
+exit $status
