@@ -99,6 +99,40 @@ pub async fn commit<P: Projection>(
         .map(|row| row.get(0))
         .collect();
 
+    // Batched projections apply every fresh event at once; a rejection falls back to one
+    // event at a time below, which isolates the offending record.
+    let batch_applied = if projection.batched() {
+        let mut fresh_ids = seen.clone();
+        let fresh: Vec<&crate::projection::Event> = items
+            .iter()
+            .filter(|i| {
+                let tp = (i.record.origin.topic.clone(), i.record.origin.partition);
+                stored
+                    .get(&tp)
+                    .is_none_or(|next| i.record.origin.offset >= *next)
+            })
+            .filter_map(|i| match &i.decoded {
+                Decoded::Event(e) if fresh_ids.insert(e.envelope.event_id) => Some(&**e),
+                _ => None,
+            })
+            .collect();
+        let savepoint = tx.savepoint("factline_batch").await?;
+        match projection.apply_batch(&savepoint, &fresh).await {
+            Ok(()) => {
+                savepoint.commit().await?;
+                true
+            }
+            Err(ProjectionError::Transient(message)) => return Err(TransientBatchError(message)),
+            Err(ProjectionError::Permanent(message)) => {
+                savepoint.rollback().await?;
+                tracing::debug!(%message, "batch rejected, applying event by event");
+                false
+            }
+        }
+    } else {
+        false
+    };
+
     let mut applied_ids = Vec::new();
     let mut letters = Vec::new();
     let mut last: HashMap<TopicPartition, (i64, Option<DateTime<Utc>>)> = HashMap::new();
@@ -130,6 +164,9 @@ pub async fn commit<P: Projection>(
                 let id = event.envelope.event_id;
                 if !seen.insert(id) {
                     outcome.duplicates += 1;
+                } else if batch_applied {
+                    applied_ids.push(id);
+                    outcome.applied += 1;
                 } else {
                     let savepoint = tx.savepoint("factline_event").await?;
                     match projection.apply(&savepoint, event).await {

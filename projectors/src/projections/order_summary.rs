@@ -16,6 +16,8 @@
 //! quantities). An `OrderPlaced` whose `total_cents` is not the sum of its lines, or with a
 //! non-positive quantity, is rejected (dead-lettered).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tokio_postgres::{Row, Transaction};
@@ -435,20 +437,72 @@ impl Projection for OrderSummaryProjection {
     }
 
     async fn apply(&self, tx: &Transaction<'_>, event: &Event) -> Result<(), ProjectionError> {
-        let order_event = OrderEvent::from_event(event)?;
+        self.apply_batch(tx, &[event]).await
+    }
+
+    fn batched(&self) -> bool {
+        true
+    }
+
+    /// One read of every order the batch touches, the merges in memory, one upsert.
+    async fn apply_batch(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[&Event],
+    ) -> Result<(), ProjectionError> {
+        let parsed = events
+            .iter()
+            .map(|e| Ok((OrderEvent::from_event(e)?, e.envelope.occurred_at)))
+            .collect::<Result<Vec<_>, ProjectionError>>()?;
+        let mut ids: Vec<String> = parsed
+            .iter()
+            .map(|(e, _)| e.order_id().to_owned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(());
+        }
         let table = versioned_table(NAME, VERSION);
-        let current = tx
-            .query_opt(
-                &format!("SELECT {COLUMNS} FROM {table} WHERE order_id = $1 FOR UPDATE"),
-                &[&order_event.order_id()],
+        let mut rows: HashMap<String, OrderSummary> = tx
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM {table} WHERE order_id = ANY($1) \
+                     ORDER BY order_id FOR UPDATE"
+                ),
+                &[&ids],
             )
             .await?
-            .map(|row| from_row(&row));
-        let row = merge(current, &order_event, event.envelope.occurred_at);
+            .iter()
+            .map(|row| {
+                let summary = from_row(row);
+                (summary.order_id.clone(), summary)
+            })
+            .collect();
+        for (event, occurred_at) in &parsed {
+            let current = rows.remove(event.order_id());
+            let merged = merge(current, event, *occurred_at);
+            rows.insert(merged.order_id.clone(), merged);
+        }
+        let rows: Vec<&OrderSummary> = ids.iter().filter_map(|id| rows.get(id)).collect();
+        let column = |f: fn(&OrderSummary) -> Option<String>| -> Vec<Option<String>> {
+            rows.iter().map(|r| f(r)).collect()
+        };
+        let number = |f: fn(&OrderSummary) -> Option<i64>| -> Vec<Option<i64>> {
+            rows.iter().map(|r| f(r)).collect()
+        };
+        let time = |f: fn(&OrderSummary) -> Option<DateTime<Utc>>| -> Vec<Option<DateTime<Utc>>> {
+            rows.iter().map(|r| f(r)).collect()
+        };
+        let order_ids: Vec<String> = rows.iter().map(|r| r.order_id.clone()).collect();
+        let statuses: Vec<&str> = rows.iter().map(|r| r.status().as_str()).collect();
         tx.execute(
             &format!(
                 "INSERT INTO {table} ({COLUMNS}, status) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], \
+                   $5::bigint[], $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], \
+                   $9::timestamptz[], $10::text[], $11::text[], $12::text[], \
+                   $13::timestamptz[], $14::text[]) \
                  ON CONFLICT (order_id) DO UPDATE SET \
                    customer_id = EXCLUDED.customer_id, currency = EXCLUDED.currency, \
                    total_cents = EXCLUDED.total_cents, item_count = EXCLUDED.item_count, \
@@ -459,20 +513,20 @@ impl Projection for OrderSummaryProjection {
                    status = EXCLUDED.status"
             ),
             &[
-                &row.order_id,
-                &row.customer_id,
-                &row.currency,
-                &row.total_cents,
-                &row.item_count,
-                &row.placed_at,
-                &row.shipped_at,
-                &row.delivered_at,
-                &row.cancelled_at,
-                &row.cancel_reason,
-                &row.carrier,
-                &row.tracking_id,
-                &row.updated_at,
-                &row.status().as_str(),
+                &order_ids,
+                &column(|r| r.customer_id.clone()),
+                &column(|r| r.currency.clone()),
+                &number(|r| r.total_cents),
+                &number(|r| r.item_count),
+                &time(|r| r.placed_at),
+                &time(|r| r.shipped_at),
+                &time(|r| r.delivered_at),
+                &time(|r| r.cancelled_at),
+                &column(|r| r.cancel_reason.clone()),
+                &column(|r| r.carrier.clone()),
+                &column(|r| r.tracking_id.clone()),
+                &time(|r| r.updated_at),
+                &statuses,
             ],
         )
         .await?;
