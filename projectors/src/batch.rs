@@ -67,18 +67,13 @@ pub async fn commit<P: Projection>(
 
     // Lock the position rows of the partitions in this batch: the stored next offset decides
     // which records are still to apply.
-    let mut partitions: Vec<TopicPartition> = items
+    let partitions: Vec<TopicPartition> = items
         .iter()
         .map(|i| (i.record.origin.topic.clone(), i.record.origin.partition))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    partitions.sort();
-    let mut stored = HashMap::new();
-    for (topic, partition) in &partitions {
-        let next = positions::lock(&tx, &projector, version, topic, *partition).await?;
-        stored.insert((topic.clone(), *partition), next);
-    }
+    let stored = positions::lock(&tx, &projector, version, &partitions).await?;
 
     // Event ids already applied in earlier batches.
     let ids: Vec<Uuid> = items
@@ -99,23 +94,25 @@ pub async fn commit<P: Projection>(
         .map(|row| row.get(0))
         .collect();
 
-    // Batched projections apply every fresh event at once; a rejection falls back to one
-    // event at a time below, which isolates the offending record.
-    let batch_applied = if projection.batched() {
-        let mut fresh_ids = seen.clone();
-        let fresh: Vec<&crate::projection::Event> = items
-            .iter()
-            .filter(|i| {
-                let tp = (i.record.origin.topic.clone(), i.record.origin.partition);
-                stored
-                    .get(&tp)
-                    .is_none_or(|next| i.record.origin.offset >= *next)
-            })
-            .filter_map(|i| match &i.decoded {
-                Decoded::Event(e) if fresh_ids.insert(e.envelope.event_id) => Some(&**e),
-                _ => None,
-            })
-            .collect();
+    // Every fresh event at once, in one savepoint; a rejection falls back to one event at a
+    // time below, each in its own savepoint, which isolates the offending record.
+    let mut fresh_ids = seen.clone();
+    let fresh: Vec<&crate::projection::Event> = items
+        .iter()
+        .filter(|i| {
+            let tp = (i.record.origin.topic.clone(), i.record.origin.partition);
+            stored
+                .get(&tp)
+                .is_none_or(|next| i.record.origin.offset >= *next)
+        })
+        .filter_map(|i| match &i.decoded {
+            Decoded::Event(e) if fresh_ids.insert(e.envelope.event_id) => Some(&**e),
+            _ => None,
+        })
+        .collect();
+    let batch_applied = if fresh.is_empty() {
+        true
+    } else {
         let savepoint = tx.savepoint("factline_batch").await?;
         match projection.apply_batch(&savepoint, &fresh).await {
             Ok(()) => {
@@ -129,8 +126,6 @@ pub async fn commit<P: Projection>(
                 false
             }
         }
-    } else {
-        false
     };
 
     let mut applied_ids = Vec::new();
@@ -216,16 +211,17 @@ pub async fn commit<P: Projection>(
     }
     crate::dead_letter::record_rows(&*tx, &projector, version, &letters).await?;
     outcome.dead_lettered = letters.len() as u64;
-    for ((topic, partition), (offset, last_event_at)) in &last {
-        let tp = (topic.clone(), *partition);
+    let mut advances = Vec::with_capacity(last.len());
+    for (tp, (offset, last_event_at)) in last {
+        outcome.positions.insert(tp.clone(), offset + 1);
         let advance = Advance {
             next_offset: offset + 1,
             high_watermark: high_watermarks.get(&tp).copied(),
-            last_event_at: *last_event_at,
+            last_event_at,
         };
-        positions::advance(&tx, &projector, version, topic, *partition, &advance).await?;
-        outcome.positions.insert(tp, offset + 1);
+        advances.push((tp, advance));
     }
+    positions::advance(&tx, &projector, version, &advances).await?;
     tx.commit().await?;
     Ok(outcome)
 }

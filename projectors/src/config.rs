@@ -18,8 +18,10 @@ pub struct Config {
     pub http_addr: Option<SocketAddr>,
     /// A batch is committed once it holds this many records (`PROJECTOR_BATCH_MAX_EVENTS`).
     pub batch_max_events: usize,
-    /// …or once its first record waited this long (`PROJECTOR_BATCH_MAX_WAIT_MS`).
-    pub batch_max_wait_ms: u64,
+    /// …or once its first record waited this long (`PROJECTOR_BATCH_MAX_WAIT_MS`); none: the
+    /// sink's default (PostgreSQL 10 ms, Elasticsearch 100 ms, whose every batch ends in a
+    /// refresh).
+    pub batch_max_wait_ms: Option<u64>,
     /// Prepended to every topic name and to the consumer group (`PROJECTOR_TOPIC_PREFIX`), so
     /// tests and tenants can share one cluster.
     pub topic_prefix: String,
@@ -67,8 +69,8 @@ impl Config {
             schema_registry_url: schema_registry_url.to_owned(),
             database_url: database_url.to_owned(),
             http_addr: None,
-            batch_max_events: 500,
-            batch_max_wait_ms: 100,
+            batch_max_events: 2000,
+            batch_max_wait_ms: None,
             topic_prefix: String::new(),
             backoff_initial_ms: 100,
             backoff_max_ms: 10_000,
@@ -108,7 +110,7 @@ impl Config {
             config.batch_max_events = parse("PROJECTOR_BATCH_MAX_EVENTS", v)?;
         }
         if let Some(v) = vars.get("PROJECTOR_BATCH_MAX_WAIT_MS") {
-            config.batch_max_wait_ms = parse("PROJECTOR_BATCH_MAX_WAIT_MS", v)?;
+            config.batch_max_wait_ms = Some(parse("PROJECTOR_BATCH_MAX_WAIT_MS", v)?);
         }
         if let Some(v) = vars.get("PROJECTOR_TOPIC_PREFIX") {
             config.topic_prefix = v.clone();
@@ -177,7 +179,7 @@ impl Config {
         if self.batch_max_events == 0 {
             return invalid("PROJECTOR_BATCH_MAX_EVENTS", "must be at least 1");
         }
-        if self.batch_max_wait_ms == 0 {
+        if self.batch_max_wait_ms == Some(0) {
             return invalid("PROJECTOR_BATCH_MAX_WAIT_MS", "must be at least 1");
         }
         if self.backoff_initial_ms == 0 || self.backoff_max_ms < self.backoff_initial_ms {
@@ -217,9 +219,10 @@ impl Config {
         Ok(())
     }
 
-    /// The longest a batch waits before it is committed.
-    pub fn batch_max_wait(&self) -> Duration {
-        Duration::from_millis(self.batch_max_wait_ms)
+    /// The longest a batch waits before it is committed, given the sink's default.
+    pub fn batch_max_wait(&self, sink_default: Duration) -> Duration {
+        self.batch_max_wait_ms
+            .map_or(sink_default, Duration::from_millis)
     }
 
     /// The Kafka topic consumed for a logical topic (`orders` -> `{prefix}orders`).
@@ -286,7 +289,9 @@ mod tests {
         vars.push(("KAFKA_PROPERTY_SECURITY_PROTOCOL".into(), "SSL".into()));
         let config = Config::from_vars(vars).unwrap();
         assert_eq!(config.batch_max_events, 50);
-        assert_eq!(config.batch_max_wait_ms, 100);
+        assert_eq!(config.batch_max_wait_ms, None);
+        let sink_default = Duration::from_millis(7);
+        assert_eq!(config.batch_max_wait(sink_default), sink_default);
         assert_eq!(config.http_addr, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(
             config.kafka_properties.get("security.protocol"),

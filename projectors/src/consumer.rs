@@ -193,6 +193,23 @@ impl ConsumerContext for ProjectorContext {
 /// The projector's consumer.
 pub type ProjectorConsumer = StreamConsumer<ProjectorContext>;
 
+/// Defaults the runtime sets unless `KAFKA_PROPERTY_*` overrides them.
+///
+/// - read from the beginning when nothing is stored;
+/// - statistics every second, for the high watermarks;
+/// - a prefetch queue of at most 8 MiB or 20k records per partition instead of librdkafka's
+///   64 MiB and 100k: a batch never needs more, and catching up a large backlog then takes
+///   tens of MiB instead of hundreds;
+/// - a broker holds a fetch at most 50 ms when there is nothing new, so a record written to
+///   an idle topic is seen promptly.
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("auto.offset.reset", "earliest"),
+    ("statistics.interval.ms", "1000"),
+    ("queued.max.messages.kbytes", "8192"),
+    ("queued.min.messages", "20000"),
+    ("fetch.wait.max.ms", "50"),
+];
+
 /// Creates the consumer: manual offsets only, statistics for the high watermarks.
 pub fn create(
     mut client: ClientConfig,
@@ -204,11 +221,10 @@ pub fn create(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
-    if client.get("auto.offset.reset").is_none() {
-        client.set("auto.offset.reset", "earliest");
-    }
-    if client.get("statistics.interval.ms").is_none() {
-        client.set("statistics.interval.ms", "1000");
+    for (name, value) in CONSUMER_DEFAULTS {
+        if client.get(name).is_none() {
+            client.set(*name, *value);
+        }
     }
     client.create_with_context(context)
 }

@@ -10,31 +10,41 @@ use tokio_postgres::{GenericClient, NoTls, Transaction};
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
 
-/// Locks the position row of a partition for this transaction (creating it at 0 if absent) and
-/// returns the stored next offset. Records below it were applied already, by this instance or
-/// another one, and are skipped: this is what fences a stale instance after a rebalance.
+/// Locks the position rows of the given partitions for this transaction (creating them at 0
+/// if absent), in one order for every caller, and returns the stored next offsets. Records
+/// below them were applied already, by this instance or another one, and are skipped: this is
+/// what fences a stale instance after a rebalance.
 pub async fn lock(
     tx: &Transaction<'_>,
     projector: &str,
     version: u32,
-    topic: &str,
-    partition: i32,
-) -> Result<i64, tokio_postgres::Error> {
+    partitions: &[TopicPartition],
+) -> Result<HashMap<TopicPartition, i64>, tokio_postgres::Error> {
     let version = version as i32;
+    let mut sorted = partitions.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let (topics, numbers): (Vec<String>, Vec<i32>) = sorted.into_iter().unzip();
     tx.execute(
         "INSERT INTO factline_projector_positions (projector, version, topic, partition, next_offset) \
-         VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING",
-        &[&projector, &version, &topic, &partition],
+         SELECT $1, $2, t, p, 0 FROM unnest($3::text[], $4::int[]) AS x(t, p) \
+         ON CONFLICT DO NOTHING",
+        &[&projector, &version, &topics, &numbers],
     )
     .await?;
-    let row = tx
-        .query_one(
-            "SELECT next_offset FROM factline_projector_positions \
-             WHERE projector = $1 AND version = $2 AND topic = $3 AND partition = $4 FOR UPDATE",
-            &[&projector, &version, &topic, &partition],
+    let rows = tx
+        .query(
+            "SELECT topic, partition, next_offset FROM factline_projector_positions \
+             WHERE projector = $1 AND version = $2 \
+               AND (topic, partition) IN (SELECT t, p FROM unnest($3::text[], $4::int[]) AS x(t, p)) \
+             ORDER BY topic, partition FOR UPDATE",
+            &[&projector, &version, &topics, &numbers],
         )
         .await?;
-    Ok(row.get(0))
+    Ok(rows
+        .into_iter()
+        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+        .collect())
 }
 
 /// What a committed batch moves a partition's checkpoint to.
@@ -48,31 +58,39 @@ pub struct Advance {
     pub last_event_at: Option<DateTime<Utc>>,
 }
 
-/// Moves a partition's checkpoint forward (never backwards).
+/// Moves the checkpoints of locked partitions forward (never backwards), in one statement.
 pub async fn advance(
     tx: &Transaction<'_>,
     projector: &str,
     version: u32,
-    topic: &str,
-    partition: i32,
-    to: &Advance,
+    to: &[(TopicPartition, Advance)],
 ) -> Result<(), tokio_postgres::Error> {
-    let version = version as i32;
+    if to.is_empty() {
+        return Ok(());
+    }
+    let topics: Vec<&str> = to.iter().map(|((t, _), _)| t.as_str()).collect();
+    let numbers: Vec<i32> = to.iter().map(|((_, p), _)| *p).collect();
+    let next: Vec<i64> = to.iter().map(|(_, a)| a.next_offset).collect();
+    let high: Vec<Option<i64>> = to.iter().map(|(_, a)| a.high_watermark).collect();
+    let last: Vec<Option<DateTime<Utc>>> = to.iter().map(|(_, a)| a.last_event_at).collect();
     tx.execute(
-        "UPDATE factline_projector_positions SET \
-           next_offset = GREATEST(next_offset, $5), \
-           high_watermark = GREATEST(COALESCE(high_watermark, $6), $6), \
-           last_event_at = COALESCE($7, last_event_at), \
+        "UPDATE factline_projector_positions AS pos SET \
+           next_offset = GREATEST(pos.next_offset, x.next_offset), \
+           high_watermark = GREATEST(COALESCE(pos.high_watermark, x.high), x.high), \
+           last_event_at = COALESCE(x.last_event_at, pos.last_event_at), \
            updated_at = now() \
-         WHERE projector = $1 AND version = $2 AND topic = $3 AND partition = $4",
+         FROM unnest($3::text[], $4::int[], $5::bigint[], $6::bigint[], $7::timestamptz[]) \
+              AS x(topic, partition, next_offset, high, last_event_at) \
+         WHERE pos.projector = $1 AND pos.version = $2 \
+           AND pos.topic = x.topic AND pos.partition = x.partition",
         &[
             &projector,
-            &version,
-            &topic,
-            &partition,
-            &to.next_offset,
-            &to.high_watermark,
-            &to.last_event_at,
+            &(version as i32),
+            &topics,
+            &numbers,
+            &next,
+            &high,
+            &last,
         ],
     )
     .await?;

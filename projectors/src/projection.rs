@@ -136,27 +136,24 @@ pub trait Projection: Send + Sync + 'static {
         event: &Event,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
 
-    /// Whether [`apply_batch`](Projection::apply_batch) is implemented. Optional: a projection
-    /// that reads every row a batch touches in one query and writes them in one statement is
-    /// many times faster than one `apply` per event.
-    fn batched(&self) -> bool {
-        false
-    }
-
     /// Applies a whole batch (in log order, duplicates already removed) with the same result
-    /// as calling [`apply`](Projection::apply) for each event in turn. The runtime runs it in a
-    /// savepoint; on a [`ProjectionError::Permanent`] it rolls back and applies the batch event
-    /// by event, so only the offending record is dead-lettered.
+    /// as calling [`apply`](Projection::apply) for each event in turn, which is what the default
+    /// does. The runtime runs it in one savepoint; on a [`ProjectionError::Permanent`] it rolls
+    /// back and applies the batch event by event, each in its own savepoint, so only the
+    /// offending record is dead-lettered.
+    ///
+    /// Optional: a projection that reads every row a batch touches in one query and writes them
+    /// in one statement (see `order_summary`) is many times faster than one `apply` per event.
     fn apply_batch(
         &self,
         tx: &Transaction<'_>,
         events: &[&Event],
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
-        let _ = (tx, events);
-        async {
-            Err(ProjectionError::Permanent(
-                "apply_batch is not implemented".into(),
-            ))
+        async move {
+            for event in events {
+                self.apply(tx, event).await?;
+            }
+            Ok(())
         }
     }
 }

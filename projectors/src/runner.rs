@@ -247,6 +247,7 @@ impl<K: Sink> Runner<K> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut recv_backoff = backoff_for(&self.config);
+        let batch_wait = self.config.batch_max_wait(self.sink.default_batch_wait());
         let consumer = self.consumer.clone();
         let mut stop = self.stop.clone();
         loop {
@@ -285,7 +286,7 @@ impl<K: Sink> Runner<K> {
                         self.drop_revoked(&mut batch);
                         batch.push(record);
                         if deadline.is_none() {
-                            deadline = Some(tokio::time::Instant::now() + self.config.batch_max_wait());
+                            deadline = Some(tokio::time::Instant::now() + batch_wait);
                         }
                     }
                     Err(error) => {

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::time::Duration;
 
 use deadpool_postgres::Object;
 
@@ -38,6 +39,9 @@ pub trait Sink: Send + Sync + 'static {
 
     /// The names readers query: PostgreSQL views or Elasticsearch aliases (with prefix).
     fn read_models(&self) -> Vec<String>;
+
+    /// How long a batch waits for more records unless `PROJECTOR_BATCH_MAX_WAIT_MS` says.
+    fn default_batch_wait(&self) -> Duration;
 
     /// Prepares the store and registers this version (`factline_projector_rebuilds`); returns
     /// whether it serves the read models. Retried with backoff on a transient error.
@@ -96,6 +100,11 @@ impl<P: Projection> PostgresSink<P> {
 impl<P: Projection> Sink for PostgresSink<P> {
     fn kind(&self) -> &'static str {
         "postgres"
+    }
+
+    /// Short: a PostgreSQL commit is cheap, and the wait is most of a quiet stream's latency.
+    fn default_batch_wait(&self) -> Duration {
+        Duration::from_millis(10)
     }
 
     fn name(&self) -> &str {

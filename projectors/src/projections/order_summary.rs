@@ -440,10 +440,6 @@ impl Projection for OrderSummaryProjection {
         self.apply_batch(tx, &[event]).await
     }
 
-    fn batched(&self) -> bool {
-        true
-    }
-
     /// One read of every order the batch touches, the merges in memory, one upsert.
     async fn apply_batch(
         &self,

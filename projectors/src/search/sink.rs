@@ -25,6 +25,7 @@
 //! index is rebuilt.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
@@ -520,6 +521,11 @@ impl<P: SearchProjection> Sink for SearchSink<P> {
         "elasticsearch"
     }
 
+    /// Longer: every batch ends in an index refresh, which is costly when frequent.
+    fn default_batch_wait(&self) -> Duration {
+        Duration::from_millis(100)
+    }
+
     fn name(&self) -> &str {
         self.projection.name()
     }
@@ -679,19 +685,19 @@ impl<P: SearchProjection> Sink for SearchSink<P> {
 
         let tx = client.transaction().await?;
         dead_letter::record_rows(&*tx, projector, version, &letters).await?;
-        let mut partitions: Vec<_> = last.into_iter().collect();
-        partitions.sort_by(|a, b| a.0.cmp(&b.0));
-        for ((topic, partition), (offset, last_event_at)) in partitions {
-            positions::lock(&tx, projector, version, &topic, partition).await?;
-            let tp = (topic, partition);
+        let partitions: Vec<TopicPartition> = last.keys().cloned().collect();
+        positions::lock(&tx, projector, version, &partitions).await?;
+        let mut advances = Vec::with_capacity(last.len());
+        for (tp, (offset, last_event_at)) in last {
+            outcome.positions.insert(tp.clone(), offset + 1);
             let advance = Advance {
                 next_offset: offset + 1,
                 high_watermark: high_watermarks.get(&tp).copied(),
                 last_event_at,
             };
-            positions::advance(&tx, projector, version, &tp.0, tp.1, &advance).await?;
-            outcome.positions.insert(tp, offset + 1);
+            advances.push((tp, advance));
         }
+        positions::advance(&tx, projector, version, &advances).await?;
         tx.commit().await?;
         tracing::debug!(
             documents = finals.len(),
