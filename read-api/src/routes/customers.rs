@@ -79,8 +79,8 @@ pub async fn orders(
             None => (None, None),
         };
         let fetch = limit as i64 + 1;
-        let rows = client
-            .query(
+        let statement = client
+            .prepare_cached(
                 "SELECT to_jsonb(t), t.placed_at, t.order_id FROM order_summary t \
                  WHERE t.customer_id = $1 AND t.placed_at IS NOT NULL \
                    AND ($2::text IS NULL OR t.status = $2) \
@@ -88,6 +88,11 @@ pub async fn orders(
                    AND ($4::timestamptz IS NULL OR t.placed_at < $4) \
                    AND ($5::timestamptz IS NULL OR (t.placed_at, t.order_id) < ($5, $6::text)) \
                  ORDER BY t.placed_at DESC, t.order_id DESC LIMIT $7",
+            )
+            .await?;
+        let rows = client
+            .query(
+                &statement,
                 &[&id, &status, &from, &to, &after_at, &after_id, &fetch],
             )
             .await?;

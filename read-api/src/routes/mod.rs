@@ -93,7 +93,8 @@ pub async fn row_by_key(
     let body = async {
         let client = state.pool.get().await?;
         let sql = format!("SELECT to_jsonb(t) FROM {view} t WHERE {key} = $1");
-        let row = client.query_opt(&sql, &[&id]).await?;
+        let statement = client.prepare_cached(&sql).await?;
+        let row = client.query_opt(&statement, &[&id]).await?;
         row.map(|r| r.get(0))
             .ok_or_else(|| ApiError::NotFound(format!("{key} {id}")))
     }

@@ -154,7 +154,7 @@ impl World {
         config.index_prefix = Some(self.prefix.clone());
         config.elasticsearch_url = Some(env("ELASTICSEARCH_URL"));
         config.batch_max_events = 200;
-        config.batch_max_wait_ms = 20;
+        config.batch_max_wait_ms = Some(20);
         config.backoff_initial_ms = 50;
         config.backoff_max_ms = 1000;
         config
