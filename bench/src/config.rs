@@ -50,6 +50,10 @@ pub struct Args {
     /// Concurrent keep-alive clients for the read API. Full 64, quick 8.
     #[arg(long, env = "BENCH_CLIENTS")]
     pub clients: Option<usize>,
+    /// Concurrent clients of the search query (a full-text query scans the index on noida, so
+    /// 64 clients only measure its timeouts). Full 4, quick 2.
+    #[arg(long, env = "BENCH_SEARCH_CLIENTS")]
+    pub search_clients: Option<usize>,
     /// Concurrent keep-alive clients for the single-command endpoint. The write side answers
     /// after the broker's acknowledgement (linger + acks=all), so throughput needs many
     /// requests in flight. Full 256, quick 8.
@@ -70,12 +74,10 @@ pub struct Args {
     /// Seconds per end-to-end load. Full 20, quick 2.
     #[arg(long, env = "BENCH_E2E_SECONDS")]
     pub e2e_seconds: Option<f64>,
-    /// Commands whose visibility is tracked per second in the end-to-end stage (each is polled).
+    /// Commands whose visibility is tracked per second in the end-to-end stage (each is read
+    /// back once, with its position as `consistent_with`).
     #[arg(long, env = "BENCH_E2E_TRACKED_PER_SECOND", default_value_t = 100.0)]
     pub e2e_tracked_per_second: f64,
-    /// Poll interval of the visibility check, ms.
-    #[arg(long, env = "BENCH_E2E_POLL_MS", default_value_t = 5)]
-    pub e2e_poll_ms: u64,
     /// Rows per transaction of the raw PostgreSQL upsert.
     #[arg(long, env = "BENCH_PG_BATCH_ROWS", default_value_t = 1000)]
     pub pg_batch_rows: usize,
@@ -106,6 +108,8 @@ pub struct Settings {
     pub partitions: i32,
     /// Closed-loop clients of the read API.
     pub clients: usize,
+    /// Closed-loop clients of the search query.
+    pub search_clients: usize,
     /// Closed-loop clients of the single-command endpoint.
     pub write_clients: usize,
     /// Seconds per closed-loop stage.
@@ -122,8 +126,6 @@ pub struct Settings {
     pub e2e_seconds: f64,
     /// Tracked commands per second.
     pub e2e_tracked_per_second: f64,
-    /// Visibility poll interval, ms.
-    pub e2e_poll_ms: u64,
     /// Rows per raw upsert transaction.
     pub pg_batch_rows: usize,
     /// Documents per raw bulk request.
@@ -143,6 +145,7 @@ impl Args {
             es_events: self.es_events.unwrap_or(if q { 300 } else { 15_000 }),
             partitions: self.partitions.max(1),
             clients: self.clients.unwrap_or(if q { 8 } else { 64 }).max(1),
+            search_clients: self.search_clients.unwrap_or(if q { 2 } else { 4 }).max(1),
             write_clients: self.write_clients.unwrap_or(if q { 8 } else { 256 }).max(1),
             seconds,
             warmup_seconds: if q { 0.3 } else { 2.0 },
@@ -157,7 +160,6 @@ impl Args {
             }),
             e2e_seconds: self.e2e_seconds.unwrap_or(if q { 2.0 } else { 20.0 }),
             e2e_tracked_per_second: self.e2e_tracked_per_second.max(1.0),
-            e2e_poll_ms: self.e2e_poll_ms.max(1),
             pg_batch_rows: self.pg_batch_rows.max(1),
             es_bulk_docs: self.es_bulk_docs.max(1),
             catch_up_timeout_secs: self.catch_up_timeout_secs,
