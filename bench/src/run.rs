@@ -909,6 +909,8 @@ async fn read_api(b: &mut Bench) {
     env.push(("READ_API_ADDR".into(), addr.to_string()));
     env.push(("READ_API_TOPIC_PREFIX".into(), b.prefix("p")));
     env.push(("READ_API_INDEX_PREFIX".into(), b.prefix("e")));
+    // the end-to-end stage waits up to 30 s per tracked command (wait_ms=30000)
+    env.push(("READ_API_CONSISTENCY_TIMEOUT_MS".into(), "30000".into()));
     env.push((
         "READ_API_DECLARATIVE_DIR".into(),
         b.args
@@ -1061,6 +1063,7 @@ async fn end_to_end(b: &mut Bench) {
         let every = ((rate / b.s.e2e_tracked_per_second).ceil() as u64).max(1);
         let visible = Arc::new(Mutex::new(load::histogram()));
         let missing = Arc::new(Mutex::new(0u64));
+        let first_miss: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let pollers = Arc::new(Mutex::new(Vec::new()));
         let make: MakeRequest = {
             let data = data.clone();
@@ -1072,9 +1075,10 @@ async fn end_to_end(b: &mut Bench) {
             })
         };
         let on_accepted: OnAccepted = {
-            let (visible, missing, pollers, http, data) = (
+            let (visible, missing, first_miss, pollers, http, data) = (
                 visible.clone(),
                 missing.clone(),
+                first_miss.clone(),
                 pollers.clone(),
                 http.clone(),
                 data.clone(),
@@ -1099,20 +1103,37 @@ async fn end_to_end(b: &mut Bench) {
                     "http://{read_addr}/orders/{}?consistent_with={position}&wait_ms=30000",
                     data.order_id(seq)
                 );
-                let (visible, missing, http) = (visible.clone(), missing.clone(), http.clone());
+                let (visible, missing, first_miss, http) = (
+                    visible.clone(),
+                    missing.clone(),
+                    first_miss.clone(),
+                    http.clone(),
+                );
                 let handle = tokio::spawn(async move {
-                    let ok = http
-                        .get(&url)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().as_u16() == 200);
-                    if ok {
-                        let us = accepted_at.elapsed().as_micros() as u64;
-                        if let Ok(mut h) = visible.lock() {
-                            let _ = h.record(us.max(1));
+                    let miss = match http.get(&url).send().await {
+                        Ok(r) if r.status().as_u16() == 200 => None,
+                        Ok(r) => Some(format!(
+                            "{} {}",
+                            r.status().as_u16(),
+                            r.text().await.unwrap_or_default()
+                        )),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    match miss {
+                        None => {
+                            let us = accepted_at.elapsed().as_micros() as u64;
+                            if let Ok(mut h) = visible.lock() {
+                                let _ = h.record(us.max(1));
+                            }
                         }
-                    } else if let Ok(mut m) = missing.lock() {
-                        *m += 1;
+                        Some(miss) => {
+                            if let Ok(mut m) = missing.lock() {
+                                *m += 1;
+                            }
+                            if let Ok(mut f) = first_miss.lock() {
+                                f.get_or_insert(miss);
+                            }
+                        }
                     }
                 });
                 if let Ok(mut p) = pollers.lock() {
@@ -1156,7 +1177,11 @@ async fn end_to_end(b: &mut Bench) {
                     .note(format!(
                         "offered {rate:.0} cmd/s open loop; visibility of {} tracked commands (1 in {every}, each read once with consistent_with){}; command 202 latency p50 {:.2} ms, p99 {:.2} ms",
                         h.len(),
-                        if missing > 0 { format!(", {missing} NOT visible within 30 s") } else { String::new() },
+                        match first_miss.lock().ok().and_then(|f| f.clone()) {
+                            Some(first) if missing > 0 => format!(", {missing} NOT visible within 30 s (first: {first})"),
+                            _ if missing > 0 => format!(", {missing} without a position in the 202"),
+                            _ => String::new(),
+                        },
                         r.ms(0.5),
                         r.ms(0.99)
                     ));
