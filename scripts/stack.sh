@@ -230,6 +230,9 @@ status() {
     row registry "$SCHEMA_REGISTRY_URL" "$REGISTRY_PORT"
 }
 
+# noida-db answers a fetch with every record up to the high watermark of each partition
+# asked for, whatever fetch.max.bytes says, so a consumer catching up a large backlog can
+# receive one response over librdkafka's 100 MB limit; the services get a 1 GB limit here.
 env_vars() {
     cat <<EOF
 export KAFKA_BROKERS=$KAFKA_BROKERS
@@ -238,6 +241,7 @@ export DATABASE_URL=$DATABASE_URL
 export SCHEMA_REGISTRY_URL=$SCHEMA_REGISTRY_URL
 export NOIDA_DATA_DIR=$DEV/noida
 export NOIDA_BIN=$NOIDA_BIN
+export KAFKA_PROPERTY_RECEIVE_MESSAGE_MAX_BYTES=${KAFKA_PROPERTY_RECEIVE_MESSAGE_MAX_BYTES:-1000000000}
 EOF
 }
 
