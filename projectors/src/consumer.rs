@@ -197,7 +197,7 @@ pub type ProjectorConsumer = StreamConsumer<ProjectorContext>;
 ///
 /// - read from the beginning when nothing is stored;
 /// - statistics every second, for the high watermarks;
-/// - a prefetch queue of at most 8 MiB or 20k records per partition instead of librdkafka's
+/// - a prefetch of at most 8 MiB, and 20k records per partition, instead of librdkafka's
 ///   64 MiB and 100k: a batch never needs more, and catching up a large backlog then takes
 ///   tens of MiB instead of hundreds;
 /// - a broker holds a fetch at most 50 ms when there is nothing new, so a record written to
