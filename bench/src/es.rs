@@ -85,15 +85,48 @@ impl Es {
         Ok(())
     }
 
-    /// Deletes indices (best effort).
+    /// Deletes the indices matching `pattern` (best effort). Elasticsearch refuses wildcard
+    /// deletes by default (`action.destructive_requires_name`), so the names are listed first.
     pub async fn delete_indices(&self, pattern: &str) {
-        let result = self
+        #[derive(serde::Deserialize)]
+        struct Listed {
+            index: String,
+        }
+        let listed = match self
             .http
-            .delete(format!("{}/{pattern}", self.url))
+            .get(format!(
+                "{}/_cat/indices/{pattern}?h=index&format=json",
+                self.url
+            ))
             .send()
-            .await;
-        if let Err(error) = result {
-            tracing::warn!(%error, "cannot delete bench indices");
+            .await
+        {
+            Ok(response) if response.status().is_success() => {
+                response.json::<Vec<Listed>>().await.unwrap_or_default()
+            }
+            Ok(response) => {
+                tracing::warn!(status = %response.status(), "cannot list bench indices");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot list bench indices");
+                return;
+            }
+        };
+        let names: Vec<String> = listed.into_iter().map(|l| l.index).collect();
+        for chunk in names.chunks(50) {
+            let result = self
+                .http
+                .delete(format!("{}/{}", self.url, chunk.join(",")))
+                .send()
+                .await;
+            match result {
+                Ok(response) if response.status().is_success() => {}
+                Ok(response) => {
+                    tracing::warn!(status = %response.status(), "cannot delete bench indices")
+                }
+                Err(error) => tracing::warn!(%error, "cannot delete bench indices"),
+            }
         }
     }
 
