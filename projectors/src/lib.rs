@@ -28,7 +28,6 @@ pub mod projections;
 pub mod record;
 pub mod runner;
 pub mod search;
-pub mod signal;
 pub mod sink;
 pub mod telemetry;
 

@@ -1,11 +1,10 @@
 //! Metrics of a projector, every one labelled `projector` (the projector name) and `version`,
 //! and the process-wide Prometheus recorder they are rendered from.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Events applied to the read model (rate = events/s).
 pub const EVENTS_APPLIED: &str = "factline_projector_events_applied_total";
@@ -32,17 +31,9 @@ pub const REBUILD_EVENTS_TOTAL: &str = "factline_projector_rebuild_events_total"
 /// Estimated seconds until a building version catches up (absent until there is a rate).
 pub const REBUILD_ETA_SECONDS: &str = "factline_projector_rebuild_eta_seconds";
 
-/// The process-wide recorder (installed on first use).
+/// The process-wide recorder (installed on first use), shared with every factline service.
 pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        if metrics::set_global_recorder(recorder).is_err() {
-            tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
-        }
-        handle
-    })
+    factline_service::metrics::prometheus()
 }
 
 /// The metrics handle of one projector.

@@ -1,14 +1,13 @@
-//! The read API binary: configuration from the environment, then serve until SIGINT/SIGTERM.
+//! The read API binary: configuration from the environment, logs, then serve until SIGINT or
+//! SIGTERM.
 
-use factline_read_api::{telemetry, Config, Server};
+use factline_read_api::{Config, Server};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init_tracing();
+    factline_service::logging::init();
     let config = Config::from_env()?;
     let server = Server::bind(config).await?;
-    server
-        .serve(factline_projectors::signal::shutdown_signal())
-        .await?;
+    server.serve(factline_service::shutdown_signal()).await?;
     Ok(())
 }

@@ -1,35 +1,16 @@
-//! Logs and metrics: the tracing subscriber, the process-wide Prometheus recorder, and the
-//! middleware counting requests by route and status and timing them.
+//! Request metrics: the middleware counting requests by route and status and timing them,
+//! rendered by the process-wide recorder of `factline-service`.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// The process-wide Prometheus recorder's handle, installed on first use.
+/// The process-wide Prometheus recorder's handle (shared with every factline service).
 pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            match builder.install_recorder() {
-                Ok(handle) => handle,
-                Err(error) => {
-                    tracing::warn!(%error, "a metrics recorder is already installed");
-                    PrometheusBuilder::new().build_recorder().handle()
-                }
-            }
-        })
-        .clone()
+    factline_service::metrics::prometheus().clone()
 }
 
 /// Counts and times every request by matched route and status.
@@ -47,9 +28,4 @@ pub async fn record(request: Request, next: Next) -> Response {
     metrics::histogram!("read_api_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
-}
-
-/// Installs the tracing subscriber: JSON when `LOG_FORMAT=json`, filter from `RUST_LOG`.
-pub fn init_tracing() {
-    factline_projectors::signal::init_tracing();
 }

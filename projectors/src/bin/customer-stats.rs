@@ -2,9 +2,9 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    factline_projectors::signal::init_tracing();
+    factline_service::logging::init();
     let config = factline_projectors::Config::from_env()?;
-    let shutdown = factline_projectors::signal::shutdown_signal();
+    let shutdown = factline_service::shutdown_signal();
     factline_projectors::run(
         config,
         factline_projectors::projections::CustomerStatsProjection,

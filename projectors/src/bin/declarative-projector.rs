@@ -19,10 +19,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    factline_projectors::signal::init_tracing();
+    factline_service::logging::init();
     let file = DeclarativeConfig::load(&args.config)?;
     let config = factline_projectors::Config::from_env()?;
-    let shutdown = factline_projectors::signal::shutdown_signal();
+    let shutdown = factline_service::shutdown_signal();
     match file.sink {
         SinkKind::Postgres => {
             let projection = DeclarativeProjection::new(file);

@@ -61,9 +61,10 @@ pub struct Env {
 impl Env {
     /// The process environment (variables that are not valid UTF-8 are left out).
     pub fn from_process() -> Env {
-        Env::from_vars(std::env::vars_os().filter_map(|(k, v)| {
-            Some((k.into_string().ok()?, v.into_string().ok()?))
-        }))
+        Env::from_vars(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
     }
 
     /// The given variables (name, value); a later duplicate name wins.
@@ -145,7 +146,10 @@ impl Env {
             if property.is_empty() {
                 return Err(EnvError::invalid(name, "names no librdkafka property"));
             }
-            properties.insert(property.to_ascii_lowercase().replace('_', "."), value.clone());
+            properties.insert(
+                property.to_ascii_lowercase().replace('_', "."),
+                value.clone(),
+            );
         }
         Ok(properties)
     }
@@ -231,11 +235,7 @@ mod tests {
 
     #[test]
     fn unread_variables_under_a_prefix_are_unknown() {
-        let env = env(&[
-            ("APP_PORT", "1"),
-            ("APP_PROT", "2"),
-            ("OTHER_THING", "3"),
-        ]);
+        let env = env(&[("APP_PORT", "1"), ("APP_PROT", "2"), ("OTHER_THING", "3")]);
         env.get("APP_PORT");
         let error = env.reject_unknown(&["APP_"]).unwrap_err();
         assert_eq!(

@@ -26,7 +26,9 @@ impl LogFormat {
 /// Installs the process-wide subscriber with the format named by `LOG_FORMAT`. A second call
 /// (several services in one test process) keeps the first subscriber.
 pub fn init() {
-    init_with(LogFormat::from_setting(std::env::var("LOG_FORMAT").ok().as_deref()));
+    init_with(LogFormat::from_setting(
+        std::env::var("LOG_FORMAT").ok().as_deref(),
+    ));
 }
 
 /// Installs the process-wide subscriber with `format`; a second call keeps the first.

@@ -90,7 +90,11 @@ mod tests {
 
     #[test]
     fn a_malformed_url_is_an_error_naming_the_variable() {
-        let error = pool("postgres://user@host:notaport/db", &PoolSettings::new("test", 2)).unwrap_err();
+        let error = pool(
+            "postgres://user@host:notaport/db",
+            &PoolSettings::new("test", 2),
+        )
+        .unwrap_err();
         assert!(error.to_string().contains("DATABASE_URL"), "{error}");
     }
 

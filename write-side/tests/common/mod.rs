@@ -72,7 +72,7 @@ impl TestApp {
 
     /// Starts an app on existing topics of `prefix`.
     pub async fn start_with_prefix(prefix: &str, configure: impl FnOnce(&mut Config)) -> TestApp {
-        factline_write_side::telemetry::init_tracing(None);
+        factline_service::logging::init_with(factline_service::logging::LogFormat::Text);
         let mut config = test_config(prefix);
         configure(&mut config);
         let server = Server::bind(config.clone())
