@@ -4,6 +4,9 @@
 //! a target is not reached.
 
 use crate::report::{human, Row, State, Target};
+use Combine::{AllOf, AnyOf};
+use Shown::{Latency, RateAndLimit, RateAndP99, RateAndRatio};
+use Threshold::{P99BelowMs, RateAtLeast, RatioAtLeast};
 
 /// One threshold a measured row is held to.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,76 +69,18 @@ pub struct TargetSpec {
     pub not_in_quick: Option<&'static str>,
 }
 
-/// The targets, in the order they are printed.
+/// The targets, in the order they are printed: goal, key of the row judged, how the thresholds
+/// combine, the thresholds, how the measurement is written.
+#[rustfmt::skip]
 pub const TARGETS: &[TargetSpec] = &[
-    TargetSpec {
-        goal: "batch endpoint >= 100k commands/s or >= 80% of raw producer",
-        key: "write.batch",
-        combine: Combine::AnyOf,
-        thresholds: &[
-            Threshold::RateAtLeast(100_000.0),
-            Threshold::RatioAtLeast(0.8),
-        ],
-        shown: Shown::RateAndRatio("cmd/s"),
-        not_in_quick: None,
-    },
-    TargetSpec {
-        goal: "single-command >= 20k commands/s with p99 < 25 ms",
-        key: "write.single",
-        combine: Combine::AllOf,
-        thresholds: &[
-            Threshold::RateAtLeast(20_000.0),
-            Threshold::P99BelowMs(25.0),
-        ],
-        shown: Shown::RateAndP99("cmd/s"),
-        not_in_quick: None,
-    },
-    TargetSpec {
-        goal: "PG projector >= 50k events/s and >= 70% of its limit",
-        key: "projector.order_summary",
-        combine: Combine::AllOf,
-        thresholds: &[
-            Threshold::RateAtLeast(50_000.0),
-            Threshold::RatioAtLeast(0.7),
-        ],
-        shown: Shown::RateAndLimit("ev/s"),
-        not_in_quick: None,
-    },
-    TargetSpec {
-        goal: "ES projector (order_search) >= 70% of its limit",
-        key: "projector.order_search",
-        combine: Combine::AllOf,
-        thresholds: &[Threshold::RatioAtLeast(0.7)],
-        shown: Shown::RateAndLimit("ev/s"),
-        not_in_quick: None,
-    },
-    TargetSpec {
-        goal: "ES projector (event_index) >= 70% of its limit",
-        key: "projector.event_index",
-        combine: Combine::AllOf,
-        thresholds: &[Threshold::RatioAtLeast(0.7)],
-        shown: Shown::RateAndLimit("ev/s"),
-        not_in_quick: None,
-    },
-    TargetSpec {
-        goal: "read by id >= 15k requests/s with p99 < 10 ms",
-        key: "read.by_id",
-        combine: Combine::AllOf,
-        thresholds: &[
-            Threshold::RateAtLeast(15_000.0),
-            Threshold::P99BelowMs(10.0),
-        ],
-        shown: Shown::RateAndP99("req/s"),
-        not_in_quick: None,
-    },
-    TargetSpec {
-        goal: "end-to-end p99 < 250 ms at 1k commands/s",
-        key: "e2e.1000",
-        combine: Combine::AllOf,
-        thresholds: &[Threshold::P99BelowMs(250.0)],
-        shown: Shown::Latency,
-        not_in_quick: Some("quick mode offers other rates"),
-    },
+    TargetSpec::new("batch endpoint >= 100k commands/s or >= 80% of raw producer", "write.batch", AnyOf, &[RateAtLeast(100_000.0), RatioAtLeast(0.8)], RateAndRatio("cmd/s")),
+    TargetSpec::new("single-command >= 20k commands/s with p99 < 25 ms", "write.single", AllOf, &[RateAtLeast(20_000.0), P99BelowMs(25.0)], RateAndP99("cmd/s")),
+    TargetSpec::new("PG projector >= 50k events/s and >= 70% of its limit", "projector.order_summary", AllOf, &[RateAtLeast(50_000.0), RatioAtLeast(0.7)], RateAndLimit("ev/s")),
+    TargetSpec::new("ES projector (order_search) >= 70% of its limit", "projector.order_search", AllOf, &[RatioAtLeast(0.7)], RateAndLimit("ev/s")),
+    TargetSpec::new("ES projector (event_index) >= 70% of its limit", "projector.event_index", AllOf, &[RatioAtLeast(0.7)], RateAndLimit("ev/s")),
+    TargetSpec::new("read by id >= 15k requests/s with p99 < 10 ms", "read.by_id", AllOf, &[RateAtLeast(15_000.0), P99BelowMs(10.0)], RateAndP99("req/s")),
+    TargetSpec::new("end-to-end p99 < 250 ms at 1k commands/s", "e2e.1000", AllOf, &[P99BelowMs(250.0)], Latency)
+        .not_in_quick("quick mode offers other rates"),
 ];
 
 /// Every target of [`TARGETS`] judged against the run's rows.
@@ -144,6 +89,32 @@ pub fn judge(rows: &[Row], quick: bool) -> Vec<Target> {
 }
 
 impl TargetSpec {
+    /// A target judged on the row with `key`, skipped when quick mode leaves the row out.
+    pub const fn new(
+        goal: &'static str,
+        key: &'static str,
+        combine: Combine,
+        thresholds: &'static [Threshold],
+        shown: Shown,
+    ) -> TargetSpec {
+        TargetSpec {
+            goal,
+            key,
+            combine,
+            thresholds,
+            shown,
+            not_in_quick: None,
+        }
+    }
+
+    /// The same target, written as `why` instead of skipped when quick mode leaves its row out.
+    pub const fn not_in_quick(self, why: &'static str) -> TargetSpec {
+        TargetSpec {
+            not_in_quick: Some(why),
+            ..self
+        }
+    }
+
     /// The verdict on the row with this target's key: reached or not when it was measured,
     /// skipped (with the row's state and reason) when it was not.
     pub fn judge(&self, rows: &[Row], quick: bool) -> Target {
@@ -268,11 +239,22 @@ mod tests {
         pairs.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect()
     }
 
-    fn target<'a>(targets: &'a [Target], goal_start: &str) -> &'a Target {
-        targets
-            .iter()
+    fn measured(key: &str, rate: f64) -> Row {
+        Row::ok("stage", key, "label", "events/s", rate)
+    }
+
+    /// The target whose goal starts with `goal_start`, judged on `rows`: (verdict, measured,
+    /// bottleneck).
+    fn judged(rows: &[Row], quick: bool, goal_start: &str) -> (String, String, Option<String>) {
+        let t = judge(rows, quick)
+            .into_iter()
             .find(|t| t.goal.starts_with(goal_start))
-            .unwrap_or_else(|| panic!("no target starting with {goal_start:?}"))
+            .unwrap_or_else(|| panic!("no target starting with {goal_start:?}"));
+        (t.verdict, t.measured, t.bottleneck)
+    }
+
+    fn owned(verdict: &str, measured: &str) -> (String, String, Option<String>) {
+        (verdict.to_owned(), measured.to_owned(), None)
     }
 
     #[test]
@@ -294,33 +276,25 @@ mod tests {
 
     #[test]
     fn a_row_meeting_every_threshold_is_reached_without_a_bottleneck() {
-        let mut row = Row::ok(
-            "write side",
-            "write.single",
-            "single",
-            "commands/s",
-            25_000.0,
-        )
-        .latency(2.0, 12.5, 30.0);
+        let mut row = measured("write.single", 25_000.0).latency(2.0, 12.5, 30.0);
         row.cpu_cores = cores(&[("write-side", 1.0)]);
-        let t = judge(&[row], false);
-        let single = target(&t, "single-command");
-        assert_eq!(single.verdict, "reached");
-        assert_eq!(single.measured, "25.0k cmd/s, p99 12.5 ms");
-        assert_eq!(single.bottleneck, None);
+        assert_eq!(
+            judged(&[row], false, "single-command"),
+            owned("reached", "25.0k cmd/s, p99 12.5 ms")
+        );
     }
 
     #[test]
     fn a_row_missing_one_threshold_is_not_reached_and_names_the_busiest_processes() {
-        let mut row = Row::ok("read api", "read.by_id", "by id", "requests/s", 20_000.0)
-            .latency(3.0, 14.0, 20.0);
+        let mut row = measured("read.by_id", 20_000.0).latency(3.0, 14.0, 20.0);
         row.cpu_cores = cores(&[("read-api", 0.95), ("postgres", 0.8), ("bench", 0.1)]);
-        let t = judge(&[row], false);
-        let read = target(&t, "read by id");
-        assert_eq!(read.verdict, "not reached");
-        assert_eq!(read.measured, "20.0k req/s, p99 14.0 ms");
+        let (verdict, measured, bottleneck) = judged(&[row], false, "read by id");
         assert_eq!(
-            read.bottleneck.as_deref(),
+            (verdict.as_str(), measured.as_str()),
+            ("not reached", "20.0k req/s, p99 14.0 ms")
+        );
+        assert_eq!(
+            bottleneck.as_deref(),
             Some(
                 "CPU-bound (both cores busy); cpu cores used: read-api 0.95, postgres 0.80, \
                  bench 0.10 (machine total 1.85 of 2)"
@@ -330,95 +304,74 @@ mod tests {
 
     #[test]
     fn any_of_is_reached_by_one_threshold() {
-        let row = Row::ok("write side", "write.batch", "batch", "commands/s", 30_000.0)
-            .ratio(Some(("kafka produce", 35_000.0)));
-        let t = judge(&[row], false);
-        let batch = target(&t, "batch endpoint");
-        assert_eq!(batch.verdict, "reached");
-        assert_eq!(batch.measured, "30.0k cmd/s, 86%");
+        let row = measured("write.batch", 30_000.0).ratio(Some(("kafka produce", 35_000.0)));
+        assert_eq!(
+            judged(&[row], false, "batch endpoint"),
+            owned("reached", "30.0k cmd/s, 86%")
+        );
     }
 
     #[test]
     fn a_ratio_threshold_without_a_measured_limit_is_not_reached() {
-        let row = Row::ok(
-            "projectors",
-            "projector.event_index",
-            "ei",
-            "events/s",
-            2_000.0,
+        let row = measured("projector.event_index", 2_000.0);
+        assert_eq!(
+            judged(&[row], false, "ES projector (event_index)"),
+            owned("not reached", "2000 ev/s, no limit measured of "),
+            "and no bottleneck: no CPU was watched"
         );
-        let t = judge(&[row], false);
-        let es = target(&t, "ES projector (event_index)");
-        assert_eq!(es.verdict, "not reached");
-        assert_eq!(es.measured, "2000 ev/s, no limit measured of ");
-        assert_eq!(es.bottleneck, None, "no CPU was watched");
     }
 
     #[test]
     fn the_limit_a_projector_is_judged_against_is_named() {
-        let row = Row::ok(
-            "projectors",
-            "projector.order_summary",
-            "os",
-            "events/s",
-            60_000.0,
-        )
-        .ratio(Some(("postgres upsert", 80_000.0)));
-        let t = judge(&[row], false);
-        let pg = target(&t, "PG projector");
-        assert_eq!(pg.verdict, "reached");
-        assert_eq!(pg.measured, "60.0k ev/s, 75% of postgres upsert");
+        let row = measured("projector.order_summary", 60_000.0)
+            .ratio(Some(("postgres upsert", 80_000.0)));
+        assert_eq!(
+            judged(&[row], false, "PG projector"),
+            owned("reached", "60.0k ev/s, 75% of postgres upsert")
+        );
     }
 
     #[test]
     fn a_missing_measurement_is_skipped_as_not_run() {
-        let t = judge(&[], false);
-        assert!(t
-            .iter()
-            .all(|t| t.verdict == "skipped" && t.measured == "not run"));
-        assert!(t.iter().all(|t| t.bottleneck.is_none()));
+        for t in judge(&[], false) {
+            assert_eq!(
+                (t.verdict, t.measured, t.bottleneck),
+                owned("skipped", "not run")
+            );
+        }
     }
 
     #[test]
     fn a_failed_or_skipped_row_is_skipped_with_its_state_and_first_reason_line() {
+        let failed = "Order_Summary did not catch up\nlog tail: …".to_owned();
+        let not_built = "factline-read-api not built".to_owned();
         let rows = [
-            Row::not_run(
-                "projectors",
-                "projector.order_summary",
-                "os",
-                State::Failed,
-                "Order_Summary did not catch up\nlog tail: …".into(),
-            ),
-            Row::not_run(
-                "read api",
-                "read.by_id",
-                "by id",
-                State::Skipped,
-                "factline-read-api not built".into(),
-            ),
+            Row::not_run("p", "projector.order_summary", "os", State::Failed, failed),
+            Row::not_run("r", "read.by_id", "by id", State::Skipped, not_built),
         ];
-        let t = judge(&rows, false);
-        let pg = target(&t, "PG projector");
-        assert_eq!(pg.verdict, "skipped");
-        assert_eq!(pg.measured, "failed: order_summary did not catch up");
-        let read = target(&t, "read by id");
-        assert_eq!(read.measured, "skipped: factline-read-api not built");
+        assert_eq!(
+            judged(&rows, false, "PG projector"),
+            owned("skipped", "failed: order_summary did not catch up")
+        );
+        assert_eq!(
+            judged(&rows, false, "read by id"),
+            owned("skipped", "skipped: factline-read-api not built")
+        );
     }
 
     #[test]
     fn quick_mode_says_why_the_end_to_end_target_is_not_measured() {
-        let e2e = |quick| judge(&[], quick).pop().map(|t| (t.verdict, t.measured));
+        let e2e = "end-to-end";
         assert_eq!(
-            e2e(true),
-            Some(("skipped".into(), "quick mode offers other rates".into()))
+            judged(&[], true, e2e),
+            owned("skipped", "quick mode offers other rates")
         );
-        assert_eq!(e2e(false), Some(("skipped".into(), "not run".into())));
-        let row = Row::ok("end to end", "e2e.1000", "e2e", "commands/s", 1000.0)
-            .latency(22.4, 185.2, 300.0);
-        let t = judge(&[row], true);
-        let measured = target(&t, "end-to-end");
-        assert_eq!(measured.verdict, "reached");
-        assert_eq!(measured.measured, "p50 22 ms, p99 185 ms");
+        assert_eq!(judged(&[], false, e2e), owned("skipped", "not run"));
+        let row = measured("e2e.1000", 1000.0).latency(22.4, 185.2, 300.0);
+        assert_eq!(
+            judged(&[row], true, e2e),
+            owned("reached", "p50 22 ms, p99 185 ms")
+        );
     }
 
     #[test]
@@ -430,7 +383,7 @@ mod tests {
     #[test]
     fn busiest_tells_a_saturated_core_from_waiting_and_notes_other_processes() {
         let with = |pairs: &[(&str, f64)]| {
-            let mut row = Row::ok("s", "k", "l", "events/s", 1.0);
+            let mut row = measured("k", 1.0);
             row.cpu_cores = cores(pairs);
             busiest(&row)
         };

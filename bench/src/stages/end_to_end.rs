@@ -32,19 +32,16 @@ pub async fn run(b: &mut Bench) {
     } else {
         None
     };
+    let rows = || rates.iter().map(|&rate| (key_of(rate), label_of(rate)));
     if let Some(reason) = reason {
-        for rate in rates {
-            b.skip(STAGE, &key_of(rate), &label_of(rate), reason.clone());
-        }
+        b.not_run_all(STAGE, rows(), State::Skipped, &reason);
         return;
     }
     let prefix = b.prefix("p");
     let mut service = match start_write_side(b, "write-side-e2e", &prefix).await {
         Ok(s) => s,
         Err(e) => {
-            for rate in rates {
-                b.fail(STAGE, &key_of(rate), &label_of(rate), &e);
-            }
+            b.not_run_all(STAGE, rows(), State::Failed, &e);
             return;
         }
     };
@@ -174,6 +171,7 @@ pub async fn run(b: &mut Bench) {
                 let mut row = Row::ok(STAGE, &key, &label, "commands/s", r.items_per_second())
                     .measured(r.items, r.elapsed.as_secs_f64())
                     .latency(q(0.5), q(0.99), q(0.999))
+                    .cpu(cores)
                     .note(format!(
                         "offered {rate:.0} cmd/s open loop; visibility of {} tracked commands (1 in {every}, each read once with consistent_with){}; command 202 latency p50 {:.2} ms, p99 {:.2} ms",
                         h.len(),
@@ -193,7 +191,6 @@ pub async fn run(b: &mut Bench) {
                     ));
                 }
                 row.failures = r.failures;
-                row.cpu_cores = cores;
                 b.push(row);
             }
             Err(e) => b.fail(STAGE, &key, &label, &e.into()),

@@ -5,7 +5,6 @@
 //! both backlogs the projectors stage catches up.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use factline_projectors::projections::order_summary::OrderSummary;
@@ -61,109 +60,124 @@ async fn encode_backlog(
 
 /// Measures the limits and produces both backlogs.
 pub async fn run(b: &mut Bench) {
-    // Kafka produce: the PostgreSQL backlog, encoded beforehand (encoding is not the broker's).
+    let Some(records) = kafka_produce(b).await else {
+        return;
+    };
+    avro_decode(b, records).await;
+    kafka_consume(b).await;
+    pg_upsert(b).await;
+    // The Elasticsearch backlog: produced untimed (the projectors' input), then raw _bulk of the
+    // documents the search projectors write.
+    let events = es_backlog(b);
+    if let Err(e) = produce_es_backlog(b, &events).await {
+        return b.fail(
+            STAGE,
+            "limit.es_bulk_order_search",
+            "elasticsearch backlog",
+            &e,
+        );
+    }
+    es_limits(b, &events).await;
+}
+
+/// A limit measured: `count` items in `secs`.
+fn limit_row(key: &str, label: &str, unit: &str, count: u64, secs: f64) -> Row {
+    Row::ok(STAGE, key, label, unit, count as f64 / secs).measured(count, secs)
+}
+
+/// Kafka produce: the PostgreSQL backlog, encoded beforehand (encoding is not the broker's).
+/// Returns the records produced, or `None` when the stage cannot go on.
+async fn kafka_produce(b: &mut Bench) -> Option<Vec<EncodedRecord>> {
+    const KEY: &str = "limit.kafka_produce";
     let prefix = b.prefix("p");
     let encode_started = Instant::now();
     let records = match encode_backlog(b, &prefix, pg_backlog(b)).await {
         Ok(r) => r,
         Err(e) => {
-            return b.fail(
-                STAGE,
-                "limit.kafka_produce",
-                "kafka produce (raw rdkafka)",
-                &e,
-            )
+            b.fail(STAGE, KEY, "kafka produce (raw rdkafka)", &e);
+            return None;
         }
     };
     let encode_seconds = encode_started.elapsed().as_secs_f64();
     let avg =
         records.iter().map(EncodedRecord::size).sum::<usize>() as f64 / records.len().max(1) as f64;
     let brokers = b.args.kafka_brokers.clone();
-    let cpu = b.cpu.snapshot();
-    let records = Arc::new(records);
-    let to_send = records.clone();
-    let produced = kafka::blocking(move || kafka::produce_raw(&brokers, &to_send)).await;
-    let cores = cpu.cores_until(&b.cpu.snapshot());
+    let (produced, cores) = b
+        .with_cpu(kafka::blocking(move || {
+            kafka::produce_raw(&brokers, &records).map(|p| (p, records))
+        }))
+        .await;
     match produced {
-        Ok(p) => {
+        Ok((p, records)) => {
             let secs = p.elapsed.as_secs_f64();
-            let mut row = Row::ok(STAGE, "limit.kafka_produce", "kafka produce (raw rdkafka, acks=all, idempotent)", "records/s", p.records as f64 / secs)
-                .measured(p.records, secs)
+            let row = limit_row(KEY, "kafka produce (raw rdkafka, acks=all, idempotent)", "records/s", p.records, secs)
                 .note(format!(
                     "{:.0} bytes/record (key+value+headers), {:.1} MB/s; encoding beforehand took {encode_seconds:.1} s",
                     avg,
                     p.bytes as f64 / secs / 1e6
-                ));
-            row.cpu_cores = cores;
+                ))
+                .cpu(cores);
             b.push(row);
             b.pg_ends = p.ends;
+            Some(records)
         }
         Err(e) => {
-            return b.fail(
-                STAGE,
-                "limit.kafka_produce",
-                "kafka produce (raw rdkafka)",
-                &e.into(),
-            )
+            b.fail(STAGE, KEY, "kafka produce (raw rdkafka)", &e.into());
+            None
         }
     }
+}
 
-    // Avro decode through the registry codec (CPU only, one core): what every projector pays.
-    let sample: Vec<Vec<u8>> = records
-        .iter()
-        .take(50_000)
-        .map(|r| r.payload.clone())
-        .collect();
-    drop(records);
+/// Avro decode through the registry codec (CPU only, one core): what every projector pays.
+/// Decodes the first 50k records; the others are freed first.
+async fn avro_decode(b: &mut Bench, mut records: Vec<EncodedRecord>) {
+    records.truncate(50_000);
+    records.shrink_to_fit();
     let started = Instant::now();
     let mut decoded = 0u64;
-    let mut failed = None;
-    for payload in &sample {
-        match b.codec.decode(payload).await {
-            Ok(_) => decoded += 1,
-            Err(e) => {
-                failed = Some(BenchError::from(e));
-                break;
-            }
-        }
-    }
-    match failed {
-        None => {
-            let secs = started.elapsed().as_secs_f64();
-            b.push(
-                Row::ok(
-                    STAGE,
-                    "limit.avro_decode",
-                    "avro decode (EventCodec, 1 core, informational)",
-                    "events/s",
-                    decoded as f64 / secs,
-                )
-                .measured(decoded, secs),
+    for record in &records {
+        if let Err(e) = b.codec.decode(&record.payload).await {
+            return b.fail(
+                STAGE,
+                "limit.avro_decode",
+                "avro decode",
+                &BenchError::from(e),
             );
         }
-        Some(e) => b.fail(STAGE, "limit.avro_decode", "avro decode", &e),
+        decoded += 1;
     }
+    let secs = started.elapsed().as_secs_f64();
+    b.push(limit_row(
+        "limit.avro_decode",
+        "avro decode (EventCodec, 1 core, informational)",
+        "events/s",
+        decoded,
+        secs,
+    ));
+}
 
-    // Kafka consume: the same backlog from the beginning.
+/// Kafka consume: the PostgreSQL backlog from the beginning.
+async fn kafka_consume(b: &mut Bench) {
     let brokers = b.args.kafka_brokers.clone();
-    let topic = format!("{prefix}orders");
+    let topic = format!("{}orders", b.prefix("p"));
     let timeout = Duration::from_secs(b.s.catch_up_timeout_secs);
-    let cpu = b.cpu.snapshot();
-    let consumed = kafka::blocking(move || kafka::consume_raw(&brokers, &topic, timeout)).await;
-    let cores = cpu.cores_until(&b.cpu.snapshot());
+    let (consumed, cores) = b
+        .with_cpu(kafka::blocking(move || {
+            kafka::consume_raw(&brokers, &topic, timeout)
+        }))
+        .await;
     match consumed {
         Ok(c) => {
             let secs = c.elapsed.as_secs_f64();
-            let mut row = Row::ok(
-                STAGE,
+            let row = limit_row(
                 "limit.kafka_consume",
                 "kafka consume (raw rdkafka, same backlog)",
                 "records/s",
-                c.records as f64 / secs,
+                c.records,
+                secs,
             )
-            .measured(c.records, secs)
-            .note(format!("{:.1} MB/s", c.bytes as f64 / secs / 1e6));
-            row.cpu_cores = cores;
+            .note(format!("{:.1} MB/s", c.bytes as f64 / secs / 1e6))
+            .cpu(cores);
             b.push(row);
         }
         Err(e) => b.fail(
@@ -173,9 +187,11 @@ pub async fn run(b: &mut Bench) {
             &e.into(),
         ),
     }
+}
 
-    // PostgreSQL: the order_summary row after every event, batched upserts.
-    // Rows are derived lazily; only database time is counted.
+/// PostgreSQL: the order_summary row after every event, batched upserts. Rows are derived
+/// lazily; only database time is counted.
+async fn pg_upsert(b: &mut Bench) {
     let mut state: HashMap<String, OrderSummary> = HashMap::new();
     let rows = pg_backlog(b).filter_map(move |event| {
         let previous = state.remove(&event.key);
@@ -185,61 +201,39 @@ pub async fn run(b: &mut Bench) {
         }
         Some(row)
     });
-    let cpu = b.cpu.snapshot();
-    let upserted = pg::upsert_raw(&b.db_url, rows, b.s.pg_batch_rows).await;
-    let cores = cpu.cores_until(&b.cpu.snapshot());
+    let (upserted, cores) = b
+        .with_cpu(pg::upsert_raw(&b.db_url, rows, b.s.pg_batch_rows))
+        .await;
     match upserted {
         Ok(u) => {
-            let secs = u.elapsed.as_secs_f64();
-            let mut row = Row::ok(
-                STAGE,
+            let row = limit_row(
                 "limit.pg_upsert",
                 "postgres upsert of order_summary rows (raw)",
                 "rows/s",
-                u.rows as f64 / secs,
+                u.rows,
+                u.elapsed.as_secs_f64(),
             )
-            .measured(u.rows, secs)
             .note(format!(
                 "one row write per event, {} transactions of <= {} rows (unnest + ON CONFLICT)",
                 u.batches, b.s.pg_batch_rows
-            ));
-            row.cpu_cores = cores;
+            ))
+            .cpu(cores);
             b.push(row);
         }
         Err(e) => b.fail(STAGE, "limit.pg_upsert", "postgres upsert (raw)", &e.into()),
     }
-
-    // The Elasticsearch backlog: produced untimed (the projectors' input), then raw _bulk of the
-    // documents the search projectors write.
-    let es_prefix = b.prefix("e");
-    let events = es_backlog(b);
-    match encode_backlog(b, &es_prefix, events.iter().cloned()).await {
-        Ok(records) => {
-            let brokers = b.args.kafka_brokers.clone();
-            match kafka::blocking(move || kafka::produce_raw(&brokers, &records)).await {
-                Ok(p) => b.es_ends = p.ends,
-                Err(e) => {
-                    return b.fail(
-                        STAGE,
-                        "limit.es_bulk_order_search",
-                        "elasticsearch backlog",
-                        &e.into(),
-                    )
-                }
-            }
-        }
-        Err(e) => {
-            return b.fail(
-                STAGE,
-                "limit.es_bulk_order_search",
-                "elasticsearch backlog",
-                &e,
-            )
-        }
-    }
-    es_limits(b, &events).await;
 }
 
+/// Produces the Elasticsearch backlog (untimed) and keeps its end offsets.
+async fn produce_es_backlog(b: &mut Bench, events: &[SampleEvent]) -> Result<(), BenchError> {
+    let records = encode_backlog(b, &b.prefix("e"), events.iter().cloned()).await?;
+    let brokers = b.args.kafka_brokers.clone();
+    let produced = kafka::blocking(move || kafka::produce_raw(&brokers, &records)).await?;
+    b.es_ends = produced.ends;
+    Ok(())
+}
+
+/// Raw `_bulk` of the documents each search projector writes, into an index with its mapping.
 async fn es_limits(b: &mut Bench, events: &[SampleEvent]) {
     let mut customers: HashMap<String, Value> = HashMap::new();
     let mut placed: HashMap<String, Value> = HashMap::new();
@@ -307,20 +301,24 @@ async fn es_limits(b: &mut Bench, events: &[SampleEvent]) {
             b.fail(STAGE, key, label, &e.into());
             continue;
         }
-        let cpu = b.cpu.snapshot();
-        let result = b.es.bulk_raw(&index, &docs, b.s.es_bulk_docs).await;
-        let cores = cpu.cores_until(&b.cpu.snapshot());
+        let (result, cores) = b
+            .with_cpu(b.es.bulk_raw(&index, &docs, b.s.es_bulk_docs))
+            .await;
         match result {
             Ok(elapsed) => {
-                let secs = elapsed.as_secs_f64();
-                let mut row = Row::ok(STAGE, key, label, "docs/s", docs.len() as f64 / secs)
-                    .measured(docs.len() as u64, secs)
-                    .note(format!(
-                        "{} docs ({unit}), {} per request, {mapping_note}",
-                        docs.len(),
-                        b.s.es_bulk_docs
-                    ));
-                row.cpu_cores = cores;
+                let row = limit_row(
+                    key,
+                    label,
+                    "docs/s",
+                    docs.len() as u64,
+                    elapsed.as_secs_f64(),
+                )
+                .note(format!(
+                    "{} docs ({unit}), {} per request, {mapping_note}",
+                    docs.len(),
+                    b.s.es_bulk_docs
+                ))
+                .cpu(cores);
                 b.push(row);
             }
             Err(e) => b.fail(STAGE, key, label, &e.into()),

@@ -11,7 +11,11 @@ pub mod setup;
 pub mod write_side;
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Display;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use factline_schemas::EventCodec;
 
@@ -19,8 +23,28 @@ use crate::config::{Args, Settings};
 use crate::data::{self, Dataset};
 use crate::error::BenchError;
 use crate::es::Es;
+use crate::load::{self, Judge, LoadError, LoadResult, MakeRequest};
 use crate::report::{human, Row, State};
-use crate::services::{Binaries, CpuWatch, Service};
+use crate::services::{free_addr, Binaries, CpuWatch, Service};
+
+/// Cores used per watched process during a measurement (1.0 = one core).
+pub(crate) type Cores = BTreeMap<String, f64>;
+
+/// How to start one service binary for a stage.
+pub(crate) struct Launch<'a> {
+    /// Name in logs and log file.
+    pub name: &'a str,
+    /// Binary in the build directory.
+    pub binary: &'a str,
+    /// Prefix of its environment variables (`WRITE_SIDE`, `PROJECTOR`, `READ_API`).
+    pub env_prefix: &'a str,
+    /// Its topic prefix (`{env_prefix}_TOPIC_PREFIX`).
+    pub topic_prefix: &'a str,
+    /// Path answering 200 once it is ready.
+    pub health: &'a str,
+    /// More environment variables.
+    pub extra_env: Vec<(String, String)>,
+}
 
 /// Everything shared by the stages of one run.
 pub struct Bench {
@@ -135,6 +159,35 @@ impl Bench {
         self.push(Row::not_run(stage, key, label, State::Skipped, reason));
     }
 
+    /// Records each `(key, label)` of `rows` as not run: skipped or failed (`state`), with
+    /// `why` (a reason, or the error) as the reason.
+    pub(crate) fn not_run_all<K: AsRef<str>, L: AsRef<str>>(
+        &mut self,
+        stage: &str,
+        rows: impl IntoIterator<Item = (K, L)>,
+        state: State,
+        why: &dyn Display,
+    ) {
+        for (key, label) in rows {
+            let row = Row::not_run(
+                stage,
+                key.as_ref(),
+                label.as_ref(),
+                state.clone(),
+                why.to_string(),
+            );
+            self.push(row);
+        }
+    }
+
+    /// Why `binary` cannot run: it is not in the build directory.
+    pub(crate) fn not_built(&self, binary: &str) -> Option<String> {
+        self.binaries
+            .find(binary)
+            .is_none()
+            .then(|| format!("{binary} not built in {}", self.binaries.dir.display()))
+    }
+
     /// The rate measured under `key`, if it was measured.
     pub(crate) fn rate(&self, key: &str) -> Option<f64> {
         self.rows
@@ -156,9 +209,12 @@ impl Bench {
         self.remember_memory(name, kb);
     }
 
-    /// The connection settings every service gets.
-    pub(crate) fn common_env(&self) -> Vec<(String, String)> {
-        vec![
+    /// Starts a service on a free port with the stack's connection settings, its address, its
+    /// topic prefix and `extra_env`; returns once its health path answers.
+    pub(crate) async fn start(&self, launch: Launch<'_>) -> Result<Service, BenchError> {
+        let addr = free_addr()?;
+        let prefix = launch.env_prefix;
+        let mut env = vec![
             ("KAFKA_BROKERS".into(), self.args.kafka_brokers.clone()),
             (
                 "SCHEMA_REGISTRY_URL".into(),
@@ -169,6 +225,58 @@ impl Bench {
                 "ELASTICSEARCH_URL".into(),
                 self.args.elasticsearch_url.clone(),
             ),
-        ]
+            (format!("{prefix}_ADDR"), addr.to_string()),
+            (
+                format!("{prefix}_TOPIC_PREFIX"),
+                launch.topic_prefix.to_owned(),
+            ),
+        ];
+        env.extend(launch.extra_env);
+        let service = Service::start(
+            &self.binaries,
+            launch.name,
+            launch.binary,
+            &[],
+            addr,
+            launch.health,
+            &env,
+        )
+        .await?;
+        Ok(service)
     }
+
+    /// Runs `work`; returns its output and the cores each watched process used meanwhile.
+    pub(crate) async fn with_cpu<T>(&self, work: impl Future<Output = T>) -> (T, Cores) {
+        let cpu = self.cpu.snapshot();
+        let out = work.await;
+        (out, cpu.cores_until(&self.cpu.snapshot()))
+    }
+
+    /// Closed-loop load on `addr` by `clients` clients for the run's warm-up then its measured
+    /// seconds, with the cores used.
+    pub(crate) async fn closed_loop(
+        &self,
+        addr: SocketAddr,
+        clients: usize,
+        make: MakeRequest,
+        judge: Judge,
+    ) -> (Result<LoadResult, LoadError>, Cores) {
+        let warmup = Duration::from_secs_f64(self.s.warmup_seconds);
+        let seconds = Duration::from_secs_f64(self.s.seconds);
+        self.with_cpu(load::closed_loop(
+            addr, clients, warmup, seconds, make, judge,
+        ))
+        .await
+    }
+}
+
+/// `row` with what HTTP load measured: `count` items over the window, the latencies of the
+/// requests, failed requests by cause, and the cores used.
+pub(crate) fn under_load(row: Row, count: u64, result: LoadResult, cores: Cores) -> Row {
+    let mut row = row
+        .measured(count, result.elapsed.as_secs_f64())
+        .latency(result.ms(0.5), result.ms(0.99), result.ms(0.999))
+        .cpu(cores);
+    row.failures = result.failures;
+    row
 }

@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::Bench;
+use super::{Bench, Launch};
 use crate::error::BenchError;
 use crate::pg;
 use crate::report::Row;
-use crate::services::{free_addr, Service};
+use crate::services::Service;
 
 /// The stage's name in the table.
 pub const STAGE: &str = "projectors";
@@ -23,14 +23,19 @@ async fn start_projector(
     binary: &str,
     prefix: &str,
 ) -> Result<Service, BenchError> {
-    let addr = free_addr()?;
-    let mut env = b.common_env();
-    env.push(("PROJECTOR_ADDR".into(), addr.to_string()));
-    env.push(("PROJECTOR_TOPIC_PREFIX".into(), prefix.to_owned()));
+    let mut extra_env = Vec::new();
     if binary != "order-summary" {
-        env.push(("PROJECTOR_INDEX_PREFIX".into(), prefix.to_owned()));
+        extra_env.push(("PROJECTOR_INDEX_PREFIX".into(), prefix.to_owned()));
     }
-    Ok(Service::start(&b.binaries, name, binary, &[], addr, "/healthz", &env).await?)
+    b.start(Launch {
+        name,
+        binary,
+        env_prefix: "PROJECTOR",
+        topic_prefix: prefix,
+        health: "/healthz",
+        extra_env,
+    })
+    .await
 }
 
 /// One projector catch-up to measure.
@@ -56,16 +61,8 @@ async fn catch_up(b: &mut Bench, job: CatchUpJob<'_>) -> Option<Service> {
         ends,
         limit,
     } = job;
-    if b.binaries.find(binary).is_none() {
-        b.skip(
-            STAGE,
-            key,
-            label,
-            format!(
-                "{binary} not built in {} (not landed yet?)",
-                b.binaries.dir.display()
-            ),
-        );
+    if let Some(reason) = b.not_built(binary) {
+        b.skip(STAGE, key, label, format!("{reason} (not landed yet?)"));
         return None;
     }
     let total: i64 = ends.values().sum();
@@ -98,7 +95,8 @@ async fn catch_up(b: &mut Bench, job: CatchUpJob<'_>) -> Option<Service> {
             let secs = c.elapsed.as_secs_f64();
             let mut row = Row::ok(STAGE, key, label, "events/s", total as f64 / secs)
                 .measured(total as u64, secs)
-                .ratio(limit);
+                .ratio(limit)
+                .cpu(cores);
             if let Some(first) = c.first_position {
                 let steady = secs - first.as_secs_f64();
                 let after = if steady >= 0.2 * secs {
@@ -111,7 +109,6 @@ async fn catch_up(b: &mut Bench, job: CatchUpJob<'_>) -> Option<Service> {
                     first.as_secs_f64(),
                 ));
             }
-            row.cpu_cores = cores;
             b.push(row);
             Some(service)
         }

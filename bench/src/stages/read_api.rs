@@ -4,14 +4,11 @@
 //! end-to-end stage.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::Bench;
+use super::{under_load, Bench, Launch};
 use crate::data;
-use crate::error::BenchError;
-use crate::load::{self, Judge, MakeRequest, Spec};
+use crate::load::{Judge, MakeRequest, Spec};
 use crate::report::{Row, State};
-use crate::services::{free_addr, Service};
 
 /// The stage's name in the table.
 pub const STAGE: &str = "read api";
@@ -23,55 +20,36 @@ pub async fn run(b: &mut Bench) {
         ("read.list", "GET /customers/{id}/orders"),
         ("read.search", "GET /search/orders?q=…"),
     ];
-    if b.binaries.find("factline-read-api").is_none() {
-        for (key, label) in checks {
-            b.skip(
-                STAGE,
-                key,
-                label,
-                format!(
-                    "factline-read-api not built in {} (not landed yet?)",
-                    b.binaries.dir.display()
-                ),
-            );
-        }
+    if let Some(reason) = b.not_built("factline-read-api") {
+        let reason = format!("{reason} (not landed yet?)");
+        b.not_run_all(STAGE, checks, State::Skipped, &reason);
         return;
     }
-    let addr = match free_addr() {
-        Ok(a) => a,
-        Err(e) => return b.fail(STAGE, "read.by_id", "read api", &e.into()),
+    let extra_env = vec![
+        ("READ_API_INDEX_PREFIX".into(), b.prefix("e")),
+        // the end-to-end stage waits up to 30 s per tracked command (wait_ms=30000)
+        ("READ_API_CONSISTENCY_TIMEOUT_MS".into(), "30000".into()),
+        (
+            "READ_API_DECLARATIVE_DIR".into(),
+            b.args
+                .repo_root
+                .join("projectors/config")
+                .display()
+                .to_string(),
+        ),
+    ];
+    let launch = Launch {
+        name: "read-api",
+        binary: "factline-read-api",
+        env_prefix: "READ_API",
+        topic_prefix: &b.prefix("p"),
+        health: "/healthz",
+        extra_env,
     };
-    let mut env = b.common_env();
-    env.push(("READ_API_ADDR".into(), addr.to_string()));
-    env.push(("READ_API_TOPIC_PREFIX".into(), b.prefix("p")));
-    env.push(("READ_API_INDEX_PREFIX".into(), b.prefix("e")));
-    // the end-to-end stage waits up to 30 s per tracked command (wait_ms=30000)
-    env.push(("READ_API_CONSISTENCY_TIMEOUT_MS".into(), "30000".into()));
-    env.push((
-        "READ_API_DECLARATIVE_DIR".into(),
-        b.args
-            .repo_root
-            .join("projectors/config")
-            .display()
-            .to_string(),
-    ));
-    let service = match Service::start(
-        &b.binaries,
-        "read-api",
-        "factline-read-api",
-        &[],
-        addr,
-        "/healthz",
-        &env,
-    )
-    .await
-    {
+    let service = match b.start(launch).await {
         Ok(s) => s,
         Err(e) => {
-            let e = BenchError::from(e);
-            for (key, label) in checks {
-                b.fail(STAGE, key, label, &e);
-            }
+            b.not_run_all(STAGE, checks, State::Failed, &e);
             return;
         }
     };
@@ -117,34 +95,21 @@ pub async fn run(b: &mut Bench) {
         } else {
             b.s.clients
         };
-        let cpu = b.cpu.snapshot();
-        let result = load::closed_loop(
-            addr,
-            clients,
-            Duration::from_secs_f64(b.s.warmup_seconds),
-            Duration::from_secs_f64(b.s.seconds),
-            make,
-            judge,
-        )
-        .await;
-        let cores = cpu.cores_until(&b.cpu.snapshot());
+        let (result, cores) = b.closed_loop(addr, clients, make, judge).await;
         match result {
             Ok(r) => {
-                let mut row = Row::ok(
+                let row = Row::ok(
                     STAGE,
                     key,
                     &format!("{label}, {clients} clients"),
                     "requests/s",
                     r.ok as f64 / r.elapsed.as_secs_f64().max(1e-9),
-                )
-                .measured(r.ok, r.elapsed.as_secs_f64())
-                .latency(r.ms(0.5), r.ms(0.99), r.ms(0.999));
-                if r.ok == 0 {
+                );
+                let mut row = under_load(row, r.ok, r, cores);
+                if row.count == Some(0) {
                     row.state = State::Failed;
-                    row.reason = Some(format!("no request answered 200: {:?}", r.failures));
+                    row.reason = Some(format!("no request answered 200: {:?}", row.failures));
                 }
-                row.failures = r.failures;
-                row.cpu_cores = cores;
                 b.push(row);
             }
             Err(e) => b.fail(STAGE, key, label, &e.into()),

@@ -4,17 +4,16 @@
 //! the end-to-end stage drives.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::Bench;
+use super::{under_load, Bench, Launch};
 use crate::data::Dataset;
 use crate::error::BenchError;
-use crate::load::{self, Judge, MakeRequest, Spec};
-use crate::report::Row;
-use crate::services::{free_addr, Service};
+use crate::load::{Judge, MakeRequest, Spec};
+use crate::report::{Row, State};
+use crate::services::Service;
 
 /// The stage's name in the table.
 pub const STAGE: &str = "write side";
@@ -43,96 +42,62 @@ pub(crate) async fn start_write_side(
     name: &str,
     prefix: &str,
 ) -> Result<Service, BenchError> {
-    let addr = free_addr()?;
-    let mut env = b.common_env();
-    env.push(("WRITE_SIDE_ADDR".into(), addr.to_string()));
-    env.push(("WRITE_SIDE_TOPIC_PREFIX".into(), prefix.to_owned()));
-    let service = Service::start(
-        &b.binaries,
-        name,
-        "factline-write-side",
-        &[],
-        addr,
-        "/readyz",
-        &env,
-    )
-    .await?;
+    let service = b
+        .start(Launch {
+            name,
+            binary: "factline-write-side",
+            env_prefix: "WRITE_SIDE",
+            topic_prefix: prefix,
+            health: "/readyz",
+            extra_env: Vec::new(),
+        })
+        .await?;
     b.cpu.add("write-side", service.pid(), false);
     Ok(service)
 }
 
-/// Measures single commands, then batches.
-pub async fn run(b: &mut Bench) {
-    const SINGLE: &str = "write.single";
-    const BATCH: &str = "write.batch";
-    if b.binaries.find("factline-write-side").is_none() {
-        let reason = format!(
-            "factline-write-side not built in {}",
-            b.binaries.dir.display()
-        );
-        b.skip(STAGE, SINGLE, "POST /commands/PlaceOrder", reason.clone());
-        b.skip(STAGE, BATCH, "POST /commands (batch)", reason);
-        return;
-    }
-    let prefix = b.prefix("w");
-    let mut service = match start_write_side(b, "write-side", &prefix).await {
-        Ok(s) => s,
-        Err(e) => {
-            b.fail(STAGE, SINGLE, "POST /commands/PlaceOrder", &e);
-            b.fail(STAGE, BATCH, "POST /commands (batch)", &e);
-            return;
-        }
-    };
-    let produce = b.rate("limit.kafka_produce");
-    let data = Dataset::new(&format!("{}w", b.run), 1000);
-    let warmup = Duration::from_secs_f64(b.s.warmup_seconds);
-    let seconds = Duration::from_secs_f64(b.s.seconds);
+/// One load on the write side.
+struct Measurement {
+    key: &'static str,
+    /// Label of a row that did not run.
+    short_label: &'static str,
+    label: String,
+    clients: usize,
+    make: MakeRequest,
+    judge: Judge,
+    note: Option<&'static str>,
+}
 
-    let make: MakeRequest = {
-        let data = data.clone();
-        Arc::new(move |client, seq| {
+/// Single `PlaceOrder` commands, each its own order.
+fn single(b: &Bench, data: &Dataset) -> Measurement {
+    let data = data.clone();
+    Measurement {
+        key: "write.single",
+        short_label: "POST /commands/PlaceOrder",
+        label: format!("POST /commands/PlaceOrder, {} clients", b.s.write_clients),
+        clients: b.s.write_clients,
+        make: Arc::new(move |client, seq| {
             let i = seq * 100_000 + client as u64;
             Spec::post(
                 "/commands/PlaceOrder".into(),
                 data.place_order_command(i).to_string().into_bytes(),
             )
-        })
-    };
-    let cpu = b.cpu.snapshot();
-    let result = load::closed_loop(
-        service.addr,
-        b.s.write_clients,
-        warmup,
-        seconds,
-        make,
-        accepted_judge(),
-    )
-    .await;
-    let cores = cpu.cores_until(&b.cpu.snapshot());
-    service.sample_memory();
-    match result {
-        Ok(r) => {
-            let mut row = Row::ok(
-                STAGE,
-                SINGLE,
-                &format!("POST /commands/PlaceOrder, {} clients", b.s.write_clients),
-                "commands/s",
-                r.items_per_second(),
-            )
-            .measured(r.items, r.elapsed.as_secs_f64())
-            .latency(r.ms(0.5), r.ms(0.99), r.ms(0.999))
-            .ratio(produce.map(|p| ("kafka produce", p)));
-            row.failures = r.failures;
-            row.cpu_cores = cores;
-            b.push(row);
-        }
-        Err(e) => b.fail(STAGE, SINGLE, "POST /commands/PlaceOrder", &e.into()),
+        }),
+        judge: accepted_judge(),
+        note: None,
     }
+}
 
+/// Batches of `PlaceOrder` commands.
+fn batch(b: &Bench, data: &Dataset) -> Measurement {
+    let data = data.clone();
     let items = b.s.batch_items;
-    let make: MakeRequest = {
-        let data = data.clone();
-        Arc::new(move |client, seq| {
+    Measurement {
+        key: "write.batch",
+        short_label: "POST /commands (batch)",
+        label: format!("POST /commands, {} x {} commands", b.s.batch_clients, items),
+        clients: b.s.batch_clients,
+        make: Arc::new(move |client, seq| {
             let base = 1_000_000_000 + (seq * 1024 + client as u64) * items as u64;
             let batch: Vec<Value> = (0..items as u64)
                 .map(|k| json!({"command": "PlaceOrder", "body": data.place_order_command(base + k)}))
@@ -141,37 +106,46 @@ pub async fn run(b: &mut Bench) {
                 "/commands".into(),
                 Value::Array(batch).to_string().into_bytes(),
             )
-        })
-    };
-    let cpu = b.cpu.snapshot();
-    let result = load::closed_loop(
-        service.addr,
-        b.s.batch_clients,
-        warmup,
-        seconds,
-        make,
-        batch_judge(),
-    )
-    .await;
-    let cores = cpu.cores_until(&b.cpu.snapshot());
-    match result {
-        Ok(r) => {
-            let mut row = Row::ok(
-                STAGE,
-                BATCH,
-                &format!("POST /commands, {} x {} commands", b.s.batch_clients, items),
-                "commands/s",
-                r.items_per_second(),
-            )
-            .measured(r.items, r.elapsed.as_secs_f64())
-            .latency(r.ms(0.5), r.ms(0.99), r.ms(0.999))
-            .ratio(produce.map(|p| ("kafka produce", p)))
-            .note("latency is per batch request; items failed inside a 200 are not counted");
-            row.failures = r.failures;
-            row.cpu_cores = cores;
-            b.push(row);
+        }),
+        judge: batch_judge(),
+        note: Some("latency is per batch request; items failed inside a 200 are not counted"),
+    }
+}
+
+/// Measures single commands, then batches.
+pub async fn run(b: &mut Bench) {
+    let data = Dataset::new(&format!("{}w", b.run), 1000);
+    let measurements = [single(b, &data), batch(b, &data)];
+    let not_run = measurements.each_ref().map(|m| (m.key, m.short_label));
+    if let Some(reason) = b.not_built("factline-write-side") {
+        b.not_run_all(STAGE, not_run, State::Skipped, &reason);
+        return;
+    }
+    let prefix = b.prefix("w");
+    let mut service = match start_write_side(b, "write-side", &prefix).await {
+        Ok(s) => s,
+        Err(e) => {
+            b.not_run_all(STAGE, not_run, State::Failed, &e);
+            return;
         }
-        Err(e) => b.fail(STAGE, BATCH, "POST /commands (batch)", &e.into()),
+    };
+    let produce = b.rate("limit.kafka_produce");
+    for m in measurements {
+        let (result, cores) = b
+            .closed_loop(service.addr, m.clients, m.make, m.judge)
+            .await;
+        service.sample_memory();
+        match result {
+            Ok(r) => {
+                let mut row = Row::ok(STAGE, m.key, &m.label, "commands/s", r.items_per_second())
+                    .ratio(produce.map(|p| ("kafka produce", p)));
+                if let Some(note) = m.note {
+                    row = row.note(note);
+                }
+                b.push(under_load(row, r.items, r, cores));
+            }
+            Err(e) => b.fail(STAGE, m.key, m.short_label, &e.into()),
+        }
     }
     b.stop_service("write-side", service).await;
 }
