@@ -45,3 +45,44 @@ pub enum BenchError {
         tail: String,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_wrapped_error_reads_as_its_cause_and_keeps_the_chain() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "in use");
+        let error = BenchError::from(ServiceError::Port(io));
+        assert_eq!(error.to_string(), "no free port: in use");
+        let service = error
+            .source()
+            .and_then(|s| s.downcast_ref::<ServiceError>());
+        assert!(matches!(service, Some(ServiceError::Port(_))));
+        let io = service.and_then(|s| s.source());
+        assert_eq!(io.map(ToString::to_string).as_deref(), Some("in use"));
+    }
+
+    #[test]
+    fn a_projector_that_did_not_catch_up_shows_its_log_tail() {
+        let error = BenchError::CatchUp {
+            source: PgBenchError::NotCaughtUp {
+                projector: "order_summary".into(),
+                seconds: 600,
+                done: 10,
+                total: 20,
+            },
+            tail: "last line".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "order_summary did not catch up (10 of 20 events applied; stuck, exited or over 600 \
+             s); log tail: last line"
+        );
+        assert!(error
+            .source()
+            .is_some_and(|s| s.downcast_ref::<PgBenchError>().is_some()));
+    }
+}
