@@ -58,9 +58,10 @@ pub fn event_id_for(key: &IdempotencyKey, fingerprint: &[u8; 32]) -> Uuid {
     Uuid::new_v5(&EVENT_ID_NAMESPACE, &name)
 }
 
-/// Checks an `Idempotency-Key` value: 1 to 255 printable ASCII characters.
+/// Checks an `Idempotency-Key` value: 1 to 255 printable ASCII characters, without leading or
+/// trailing spaces ([`crate::request_meta::valid_token`]).
 pub fn valid_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| (0x20..0x7f).contains(&b))
+    crate::request_meta::valid_token(key, 255)
 }
 
 /// A fingerprint of a JSON body that ignores object key order and formatting.

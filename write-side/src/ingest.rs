@@ -4,6 +4,7 @@
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::integral_numbers_as_integers;
 use crate::idempotency::{event_id_for, fingerprint, Claim, IdempotencyKey};
 use crate::producer::ProduceError;
 use crate::request_meta::RequestMeta;
@@ -83,6 +84,7 @@ async fn ingest(
         body,
         meta,
     } = submission;
+    let body = integral_numbers_as_integers(body);
     let command = state
         .catalog
         .command(&name)
