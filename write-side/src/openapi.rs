@@ -310,8 +310,8 @@ pub fn document(catalog: &Catalog, options: &Options) -> Value {
             "summary": "many commands in one request, produced concurrently",
             "description": "Each item should be a BatchItem. An item that is not (wrong shape, \
                 unknown command, invalid body) gets its own 4xx in the results and does not fail \
-                the batch, so the request accepts items of any shape. The Idempotency-Key header \
-                is not read here: each item carries its own idempotency_key.",
+                the batch, so the request accepts items of any shape. Each item carries its own \
+                idempotency_key; an Idempotency-Key header is refused with 400.",
             "parameters": [id_header("X-Correlation-Id", "copied into every event's correlation_id header"),
                 id_header("X-Causation-Id", "copied into every event's causation_id header"),
                 {"name": "traceparent", "in": "header", "required": false, "schema": {"type": "string"}}],

@@ -196,3 +196,32 @@ async fn batch_item_keys_reused_with_another_body_after_a_restart_are_new_events
     let ids: BTreeSet<&str> = records.iter().map(|(e, _)| e.as_str()).collect();
     assert_eq!(ids, BTreeSet::from([first.as_str(), second.as_str()]));
 }
+
+#[tokio::test]
+async fn the_batch_endpoint_refuses_a_request_level_idempotency_key() {
+    let app = TestApp::start(|_| {}).await;
+    let customers = app.topic("customers");
+    let id = unique();
+    let items =
+        json!([{"command": "RegisterCustomer", "body": register(&format!("a-{id}"), "ada")}]);
+    let response = app
+        .http
+        .post(format!("{}/commands", app.base))
+        .header("idempotency-key", format!("k-{id}"))
+        .json(&items)
+        .send()
+        .await
+        .unwrap();
+    // Ignoring it would let a client believe its retries are safe; nothing is written.
+    assert_eq!(response.status(), 400);
+    let answer: Value = response.json().await.unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("idempotency_key"),
+        "{answer}"
+    );
+    assert_eq!(high_watermark(&customers).await, 0);
+    app.stop().await;
+}
