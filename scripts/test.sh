@@ -27,7 +27,7 @@ scripts/stack.sh start || exit 1
 eval "$(scripts/stack.sh env)"
 
 echo "== compose file and README checks"
-[ -x .dev/venv/bin/python ] && .dev/venv/bin/pip install -q pyyaml jsonschema >/dev/null
+[ -x .dev/venv/bin/python ] && .dev/venv/bin/pip install -q pyyaml jsonschema schemathesis >/dev/null
 .dev/venv/bin/python scripts/check-compose.py || exit 1
 
 if [ "${CI:-}" = "true" ]; then

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod data;
+pub mod error;
 pub mod es;
 pub mod kafka;
 pub mod load;
@@ -12,7 +13,10 @@ pub mod pg;
 pub mod report;
 pub mod run;
 pub mod services;
+mod stages;
+pub mod targets;
 
 pub use config::{Args, Settings};
+pub use error::BenchError;
 pub use report::Report;
 pub use run::run;

@@ -129,6 +129,12 @@ impl Row {
         self
     }
 
+    /// Sets the cores each process used during the measurement.
+    pub fn cpu(mut self, cores: BTreeMap<String, f64>) -> Row {
+        self.cpu_cores = cores;
+        self
+    }
+
     /// Adds a note.
     pub fn note(mut self, note: impl Into<String>) -> Row {
         self.notes.push(note.into());

@@ -40,7 +40,7 @@ pub enum ServiceError {
     },
     /// No free port.
     #[error("no free port: {0}")]
-    Port(std::io::Error),
+    Port(#[source] std::io::Error),
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).

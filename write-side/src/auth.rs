@@ -81,6 +81,11 @@ impl ApiKey {
             .collect()
     }
 
+    /// A stable, non-secret identifier of this key: the hex SHA-256 the configuration holds.
+    pub fn id(&self) -> String {
+        hex::encode(self.hash)
+    }
+
     /// Whether this key may send `command`.
     pub fn allows(&self, command: &str) -> bool {
         self.allowed
@@ -94,11 +99,21 @@ impl ApiKey {
 pub enum Caller {
     /// Authentication is off: everything is allowed.
     Anonymous,
-    /// A configured key (its position in the list).
+    /// A configured key.
     Key(ApiKey),
 }
 
 impl Caller {
+    /// Who the caller is, for scoping idempotency keys: empty when authentication is off,
+    /// otherwise `key:` and the key's [`ApiKey::id`] (never the key itself). The same on every
+    /// instance configured with the same keys, and across restarts.
+    pub fn principal(&self) -> String {
+        match self {
+            Caller::Anonymous => String::new(),
+            Caller::Key(key) => format!("key:{}", key.id()),
+        }
+    }
+
     /// Whether the caller may send `command`.
     pub fn allows(&self, command: &str) -> bool {
         match self {
@@ -215,6 +230,20 @@ mod tests {
             ApiKey::parse_list(&empty).unwrap_err(),
             ApiKeyError::EmptyCommands { index: 0 }
         );
+    }
+
+    #[test]
+    fn principals_name_the_key_without_the_secret() {
+        let keys = ApiKeys::new(vec![
+            ApiKey::from_plain("alpha", None),
+            ApiKey::from_plain("beta", None),
+        ]);
+        let alpha = keys.authenticate(Some("Bearer alpha")).unwrap().principal();
+        let beta = keys.authenticate(Some("Bearer beta")).unwrap().principal();
+        assert_eq!(alpha, format!("key:{}", hash("alpha")));
+        assert_ne!(alpha, beta);
+        assert!(!alpha.contains("alpha"));
+        assert_eq!(Caller::Anonymous.principal(), "");
     }
 
     #[test]

@@ -96,7 +96,8 @@ pub fn parse_item(value: Value) -> Result<Item, ApiError> {
             problems.push(
                 Problem::new(
                     "$.idempotency_key",
-                    "must be 1 to 255 printable ASCII characters",
+                    "must be 1 to 255 printable ASCII characters, without leading or trailing \
+                     spaces",
                 )
                 .expected("string"),
             );

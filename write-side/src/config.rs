@@ -15,6 +15,8 @@ pub struct Config {
     pub kafka_brokers: String,
     /// Extra librdkafka properties, applied last (they win over every setting here).
     /// `KAFKA_PROPERTY_<NAME>`: `KAFKA_PROPERTY_SECURITY_PROTOCOL=SSL` -> `security.protocol=SSL`.
+    /// Overrides that would weaken durability (`acks` other than `all`, idempotence off, more
+    /// than 5 requests in flight, no retries, transactions, delivery timeouts) are refused.
     pub kafka_properties: Vec<(String, String)>,
     /// The schema registry's base URL. `SCHEMA_REGISTRY_URL`, default `http://127.0.0.1:8081`.
     pub schema_registry_url: String,
@@ -148,6 +150,45 @@ where
         .trim()
         .parse()
         .map_err(|e: T::Err| invalid(variable, format!("{value:?}: {e}")))
+}
+
+/// The environment variable that sets librdkafka property `name` (`acks` -> `KAFKA_PROPERTY_ACKS`).
+pub fn property_variable(name: &str) -> String {
+    format!("KAFKA_PROPERTY_{}", name.to_uppercase().replace('.', "_"))
+}
+
+/// Refuses a librdkafka override that would weaken "202 means the record is durably on the
+/// log, once": fewer acknowledgements, no idempotence, reordering or duplicate-prone in-flight
+/// limits, no retries, transactions (not supported), or delivery timeouts that bypass
+/// `WRITE_SIDE_MESSAGE_TIMEOUT_MS` (the bound of every request's wait).
+fn check_kafka_property(name: &str, value: &str) -> Result<(), ConfigError> {
+    let variable = property_variable(name);
+    let refuse = |message: &str| Err(invalid(&variable, format!("{value:?}: {message}")));
+    let value_lc = value.trim().to_ascii_lowercase();
+    match name {
+        "acks" | "request.required.acks" if !matches!(value_lc.as_str(), "all" | "-1") => refuse(
+            "the write side answers 202 only for records every in-sync replica has; \
+             acks must stay all (or -1)",
+        ),
+        "enable.idempotence" if value_lc != "true" => refuse(
+            "the idempotent producer is what keeps retries from duplicating or reordering \
+             records; it must stay true",
+        ),
+        "max.in.flight.requests.per.connection" | "max.in.flight" => {
+            match value_lc.parse::<u32>() {
+                Ok(1..=5) => Ok(()),
+                _ => refuse("at most 5 (and at least 1) with the idempotent producer"),
+            }
+        }
+        "retries" | "message.send.max.retries" if value_lc.parse::<u64>().ok() == Some(0) => {
+            refuse("a producer without retries turns every transient broker error into a failure; must be at least 1")
+        }
+        "transactional.id" => refuse("transactions are not supported by the write side"),
+        "message.timeout.ms" | "delivery.timeout.ms" => {
+            refuse("set WRITE_SIDE_MESSAGE_TIMEOUT_MS instead: it also bounds each request's wait")
+        }
+        _ => Ok(()),
+    }
 }
 
 impl Config {
@@ -285,6 +326,9 @@ impl Config {
                 "at most 300000: a request must never wait longer than that",
             ));
         }
+        for (name, value) in &self.kafka_properties {
+            check_kafka_property(name, value)?;
+        }
         Ok(())
     }
 
@@ -357,6 +401,59 @@ mod tests {
             vars(&[("WRITE_SIDE_API_KEYS_SHA256", "nothex")]),
         ] {
             assert!(Config::from_vars(bad.clone()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn durability_weakening_kafka_properties_are_refused_naming_the_variable() {
+        for (variable, value) in [
+            ("KAFKA_PROPERTY_ACKS", "1"),
+            ("KAFKA_PROPERTY_ACKS", "0"),
+            ("KAFKA_PROPERTY_REQUEST_REQUIRED_ACKS", "1"),
+            ("KAFKA_PROPERTY_ENABLE_IDEMPOTENCE", "false"),
+            ("KAFKA_PROPERTY_ENABLE_IDEMPOTENCE", "0"),
+            ("KAFKA_PROPERTY_MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION", "6"),
+            ("KAFKA_PROPERTY_MAX_IN_FLIGHT", "100"),
+            ("KAFKA_PROPERTY_MAX_IN_FLIGHT", "many"),
+            ("KAFKA_PROPERTY_RETRIES", "0"),
+            ("KAFKA_PROPERTY_MESSAGE_SEND_MAX_RETRIES", "0"),
+            ("KAFKA_PROPERTY_TRANSACTIONAL_ID", "tx-1"),
+            ("KAFKA_PROPERTY_MESSAGE_TIMEOUT_MS", "900000"),
+            ("KAFKA_PROPERTY_DELIVERY_TIMEOUT_MS", "1000"),
+        ] {
+            let error = Config::from_vars(vars(&[(variable, value)]))
+                .expect_err(&format!("{variable}={value} must be refused"));
+            let message = error.to_string();
+            assert!(message.starts_with(variable), "{message}");
+        }
+        // The same check on a config built in code.
+        let config = Config {
+            kafka_properties: vec![("acks".into(), "1".into())],
+            ..Config::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("KAFKA_PROPERTY_ACKS"));
+    }
+
+    #[test]
+    fn kafka_properties_that_keep_the_guarantee_are_accepted() {
+        for (variable, value) in [
+            ("KAFKA_PROPERTY_ACKS", "all"),
+            ("KAFKA_PROPERTY_ACKS", "-1"),
+            ("KAFKA_PROPERTY_ACKS", "ALL"),
+            ("KAFKA_PROPERTY_ENABLE_IDEMPOTENCE", "true"),
+            ("KAFKA_PROPERTY_MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION", "5"),
+            ("KAFKA_PROPERTY_MAX_IN_FLIGHT", "1"),
+            ("KAFKA_PROPERTY_RETRIES", "10"),
+            ("KAFKA_PROPERTY_ENABLE_GAPLESS_GUARANTEE", "true"),
+            ("KAFKA_PROPERTY_LINGER_MS", "20"),
+            ("KAFKA_PROPERTY_SECURITY_PROTOCOL", "SASL_SSL"),
+        ] {
+            let result = Config::from_vars(vars(&[(variable, value)]));
+            assert!(result.is_ok(), "{variable}={value}: {:?}", result.err());
         }
     }
 }

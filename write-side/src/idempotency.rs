@@ -1,9 +1,11 @@
-//! Idempotency keys: a key makes the event id deterministic (UUID v5 of command name and key),
-//! and a bounded in-memory store (least recently used first out, time to live) remembers each
-//! key's answer, so a retry with the same body gets the original answer without producing
-//! again, a retry with another body gets `422`, and a concurrent duplicate waits for the first
-//! request's outcome instead of producing twice. After a restart the store is empty: the retry
-//! produces again, with the same event id, and read models dedupe on it.
+//! Idempotency keys: the event id of a keyed command is derived from everything that makes the
+//! command distinct — its name, the authenticated principal, the key and a fingerprint of the
+//! body — so a true retry always carries the same event id (read models record it once), while
+//! the same key with another body can never carry the id of an earlier event, on any instance,
+//! after any restart. A bounded in-memory store (least recently used first out, time to live)
+//! remembers each key's answer, so a retry with the same body gets the original answer without
+//! producing again, a retry with another body gets `422`, and a concurrent duplicate waits for
+//! the first request's outcome instead of producing twice.
 
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -15,18 +17,51 @@ use uuid::Uuid;
 /// The namespace of idempotent event ids (fixed forever: changing it changes every id).
 pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_0c2e_5b7d_4e8a_9c3b_2d4f_6e8a_0b1c);
 
-/// The event id of the command `command` sent with idempotency key `key`.
-pub fn event_id_for(command: &str, key: &str) -> Uuid {
-    let mut name = Vec::with_capacity(command.len() + key.len() + 1);
-    name.extend_from_slice(command.as_bytes());
-    name.push(b'\n');
-    name.extend_from_slice(key.as_bytes());
+/// What a client's `Idempotency-Key` is scoped to: one command, sent by one principal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    /// The command's name (`PlaceOrder`).
+    pub command: String,
+    /// Who sent it ([`crate::auth::Caller::principal`]; empty when authentication is off).
+    pub principal: String,
+    /// The client's key.
+    pub key: String,
+}
+
+impl IdempotencyKey {
+    /// The key `key` of `command` sent by `principal`.
+    pub fn new(command: &str, principal: &str, key: &str) -> IdempotencyKey {
+        IdempotencyKey {
+            command: command.to_string(),
+            principal: principal.to_string(),
+            key: key.to_string(),
+        }
+    }
+}
+
+/// The event id of the command identified by `key` with a body of `fingerprint` (UUID v5 of
+/// all four, each length-prefixed so no two different inputs share a name).
+pub fn event_id_for(key: &IdempotencyKey, fingerprint: &[u8; 32]) -> Uuid {
+    let mut name = Vec::with_capacity(
+        64 + key.command.len() + key.principal.len() + key.key.len() + fingerprint.len(),
+    );
+    name.extend_from_slice(b"factline-event-id/2");
+    for part in [
+        key.command.as_bytes(),
+        key.principal.as_bytes(),
+        key.key.as_bytes(),
+        fingerprint.as_slice(),
+    ] {
+        name.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        name.extend_from_slice(part);
+    }
     Uuid::new_v5(&EVENT_ID_NAMESPACE, &name)
 }
 
-/// Checks an `Idempotency-Key` value: 1 to 255 printable ASCII characters.
+/// Checks an `Idempotency-Key` value: 1 to 255 printable ASCII characters, without leading or
+/// trailing spaces ([`crate::request_meta::valid_token`]).
 pub fn valid_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| (0x20..0x7f).contains(&b))
+    crate::request_meta::valid_token(key, 255)
 }
 
 /// A fingerprint of a JSON body that ignores object key order and formatting.
@@ -62,7 +97,7 @@ pub fn fingerprint(body: &serde_json::Value) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-type Key = (String, String);
+type Key = IdempotencyKey;
 
 enum State<A> {
     /// A request is producing; the receiver changes when it is done or gone.
@@ -87,7 +122,7 @@ struct Inner<A> {
     tick: u64,
 }
 
-/// The remembered answers, by (command name, idempotency key).
+/// The remembered answers, by [`IdempotencyKey`].
 pub struct IdempotencyStore<A> {
     inner: Arc<Mutex<Inner<A>>>,
     capacity: usize,
@@ -132,7 +167,7 @@ pub enum ClaimError {
 }
 
 /// The right to produce for one key; dropping it without completing frees the key for the next
-/// request (which then produces, with the same event id).
+/// request (which then produces, with the same event id if its body is the same).
 pub struct ClaimGuard<A> {
     store: IdempotencyStore<A>,
     key: Key,
@@ -169,16 +204,15 @@ impl<A> IdempotencyStore<A> {
         self.len() == 0
     }
 
-    /// Claims `key` of `command` for a body with `fingerprint`, waiting at most `wait` for a
-    /// concurrent request with the same key to finish.
+    /// Claims `key` for a body with `fingerprint`, waiting at most `wait` for a concurrent
+    /// request with the same key to finish.
     pub async fn claim(
         &self,
-        command: &str,
-        key: &str,
+        key: &IdempotencyKey,
         fingerprint: [u8; 32],
         wait: Duration,
     ) -> Result<Claim<A>, ClaimError> {
-        let key: Key = (command.to_string(), key.to_string());
+        let key: Key = key.clone();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let mut pending = {
@@ -314,21 +348,61 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(5);
 
+    fn k(key: &str) -> IdempotencyKey {
+        IdempotencyKey::new("C", "", key)
+    }
+
     #[test]
-    fn event_ids_are_deterministic_per_command_and_key() {
+    fn event_ids_depend_on_command_principal_key_and_body() {
+        let body = fingerprint(&json!({"order_id": "o-1"}));
+        let id = |command: &str, principal: &str, key: &str, body: &[u8; 32]| {
+            event_id_for(&IdempotencyKey::new(command, principal, key), body)
+        };
+        let base = id("PlaceOrder", "", "k1", &body);
+        assert_eq!(base, id("PlaceOrder", "", "k1", &body));
         assert_eq!(
-            event_id_for("PlaceOrder", "k1"),
-            event_id_for("PlaceOrder", "k1")
+            base,
+            id(
+                "PlaceOrder",
+                "",
+                "k1",
+                &fingerprint(&json!({"order_id": "o-1"}))
+            )
         );
+        assert_ne!(base, id("PlaceOrder", "", "k2", &body));
+        assert_ne!(base, id("ShipOrder", "", "k1", &body));
+        assert_ne!(base, id("PlaceOrder", "key:ab", "k1", &body));
         assert_ne!(
-            event_id_for("PlaceOrder", "k1"),
-            event_id_for("PlaceOrder", "k2")
+            base,
+            id(
+                "PlaceOrder",
+                "",
+                "k1",
+                &fingerprint(&json!({"order_id": "o-2"}))
+            )
         );
-        assert_ne!(
-            event_id_for("PlaceOrder", "k1"),
-            event_id_for("ShipOrder", "k1")
-        );
-        assert_eq!(event_id_for("PlaceOrder", "k1").get_version_num(), 5);
+        // Parts are length-prefixed: moving characters between them changes the id.
+        assert_ne!(id("A", "bc", "d", &body), id("Ab", "c", "d", &body));
+        assert_eq!(base.get_version_num(), 5);
+    }
+
+    #[tokio::test]
+    async fn principals_have_their_own_keys() {
+        let store: IdempotencyStore<u32> = IdempotencyStore::new(10, Duration::from_secs(60));
+        let alpha = IdempotencyKey::new("C", "key:a", "k");
+        let beta = IdempotencyKey::new("C", "key:b", "k");
+        let Claim::Owner(guard) = store.claim(&alpha, [1; 32], WAIT).await.unwrap() else {
+            panic!("expected owner");
+        };
+        guard.complete(1);
+        assert!(matches!(
+            store.claim(&beta, [2; 32], WAIT).await.unwrap(),
+            Claim::Owner(_)
+        ));
+        assert!(matches!(
+            store.claim(&alpha, [2; 32], WAIT).await.unwrap(),
+            Claim::Conflict
+        ));
     }
 
     #[test]
@@ -347,25 +421,25 @@ mod tests {
     #[tokio::test]
     async fn replay_conflict_and_release() {
         let store: IdempotencyStore<u32> = IdempotencyStore::new(10, Duration::from_secs(60));
-        let Claim::Owner(guard) = store.claim("C", "k", [1; 32], WAIT).await.unwrap() else {
+        let Claim::Owner(guard) = store.claim(&k("k"), [1; 32], WAIT).await.unwrap() else {
             panic!("expected owner");
         };
         guard.complete(7);
         assert!(matches!(
-            store.claim("C", "k", [1; 32], WAIT).await.unwrap(),
+            store.claim(&k("k"), [1; 32], WAIT).await.unwrap(),
             Claim::Replay(a) if *a == 7
         ));
         assert!(matches!(
-            store.claim("C", "k", [2; 32], WAIT).await.unwrap(),
+            store.claim(&k("k"), [2; 32], WAIT).await.unwrap(),
             Claim::Conflict
         ));
         // A guard dropped without an answer frees the key.
-        let Claim::Owner(guard) = store.claim("C", "other", [1; 32], WAIT).await.unwrap() else {
+        let Claim::Owner(guard) = store.claim(&k("other"), [1; 32], WAIT).await.unwrap() else {
             panic!("expected owner");
         };
         drop(guard);
         assert!(matches!(
-            store.claim("C", "other", [1; 32], WAIT).await.unwrap(),
+            store.claim(&k("other"), [1; 32], WAIT).await.unwrap(),
             Claim::Owner(_)
         ));
     }
@@ -373,12 +447,12 @@ mod tests {
     #[tokio::test]
     async fn concurrent_duplicate_waits_for_the_first() {
         let store: IdempotencyStore<u32> = IdempotencyStore::new(10, Duration::from_secs(60));
-        let Claim::Owner(guard) = store.claim("C", "k", [1; 32], WAIT).await.unwrap() else {
+        let Claim::Owner(guard) = store.claim(&k("k"), [1; 32], WAIT).await.unwrap() else {
             panic!("expected owner");
         };
         let second = {
             let store = store.clone();
-            tokio::spawn(async move { store.claim("C", "k", [1; 32], WAIT).await })
+            tokio::spawn(async move { store.claim(&k("k"), [1; 32], WAIT).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!second.is_finished());
@@ -389,9 +463,9 @@ mod tests {
     #[tokio::test]
     async fn waiting_is_bounded() {
         let store: IdempotencyStore<u32> = IdempotencyStore::new(10, Duration::from_secs(60));
-        let _guard = store.claim("C", "k", [1; 32], WAIT).await.unwrap();
+        let _guard = store.claim(&k("k"), [1; 32], WAIT).await.unwrap();
         let result = store
-            .claim("C", "k", [1; 32], Duration::from_millis(10))
+            .claim(&k("k"), [1; 32], Duration::from_millis(10))
             .await;
         assert_eq!(result.err(), Some(ClaimError::StillInProgress));
     }
@@ -400,31 +474,31 @@ mod tests {
     async fn least_recently_used_are_evicted_and_ttl_expires() {
         let store: IdempotencyStore<u32> = IdempotencyStore::new(2, Duration::from_secs(60));
         for key in ["a", "b"] {
-            if let Claim::Owner(g) = store.claim("C", key, [1; 32], WAIT).await.unwrap() {
+            if let Claim::Owner(g) = store.claim(&k(key), [1; 32], WAIT).await.unwrap() {
                 g.complete(1);
             }
         }
         // Touch "a", so "b" is the least recently used.
         assert!(matches!(
-            store.claim("C", "a", [1; 32], WAIT).await.unwrap(),
+            store.claim(&k("a"), [1; 32], WAIT).await.unwrap(),
             Claim::Replay(_)
         ));
-        if let Claim::Owner(g) = store.claim("C", "c", [1; 32], WAIT).await.unwrap() {
+        if let Claim::Owner(g) = store.claim(&k("c"), [1; 32], WAIT).await.unwrap() {
             g.complete(1);
         }
         assert_eq!(store.len(), 2);
         assert!(matches!(
-            store.claim("C", "b", [1; 32], WAIT).await.unwrap(),
+            store.claim(&k("b"), [1; 32], WAIT).await.unwrap(),
             Claim::Owner(_)
         ));
 
         let short: IdempotencyStore<u32> = IdempotencyStore::new(2, Duration::from_millis(1));
-        if let Claim::Owner(g) = short.claim("C", "a", [1; 32], WAIT).await.unwrap() {
+        if let Claim::Owner(g) = short.claim(&k("a"), [1; 32], WAIT).await.unwrap() {
             g.complete(1);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(matches!(
-            short.claim("C", "a", [2; 32], WAIT).await.unwrap(),
+            short.claim(&k("a"), [2; 32], WAIT).await.unwrap(),
             Claim::Owner(_)
         ));
     }

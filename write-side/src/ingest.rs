@@ -4,7 +4,8 @@
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::idempotency::{event_id_for, fingerprint, Claim};
+use crate::extract::integral_numbers_as_integers;
+use crate::idempotency::{event_id_for, fingerprint, Claim, IdempotencyKey};
 use crate::producer::ProduceError;
 use crate::request_meta::RequestMeta;
 use crate::state::AppState;
@@ -17,7 +18,8 @@ use uuid::Uuid;
 /// The answer to an accepted command (`202`): the event is on the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Accepted {
-    /// The event's id (deterministic when an Idempotency-Key was sent).
+    /// The event's id (deterministic when an Idempotency-Key was sent: the same command, principal,
+    /// key and body always get the same id).
     pub event_id: Uuid,
     /// The topic it was written to.
     pub topic: String,
@@ -82,6 +84,7 @@ async fn ingest(
         body,
         meta,
     } = submission;
+    let body = integral_numbers_as_integers(body);
     let command = state
         .catalog
         .command(&name)
@@ -104,12 +107,14 @@ async fn ingest(
         Some(key) => {
             // Waiting for a duplicate in progress is bounded by its own delivery timeout.
             let wait = state.config.message_timeout() + Duration::from_secs(5);
+            let scoped = IdempotencyKey::new(&name, &caller.principal(), key);
+            let body_fingerprint = fingerprint(&body);
             match state
                 .idempotency
-                .claim(&name, key, fingerprint(&body), wait)
+                .claim(&scoped, body_fingerprint, wait)
                 .await
             {
-                Ok(Claim::Owner(guard)) => (event_id_for(&name, key), Some(guard)),
+                Ok(Claim::Owner(guard)) => (event_id_for(&scoped, &body_fingerprint), Some(guard)),
                 Ok(Claim::Replay(answer)) => {
                     metrics::counter!("write_side_idempotent_replays_total").increment(1);
                     return Ok((*answer).clone());

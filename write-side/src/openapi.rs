@@ -1,6 +1,9 @@
-//! `/openapi.json`, generated at start from the catalog: each command's request body is the JSON
-//! Schema of its event's Avro schema minus the derived fields, with the catalog's rules as
-//! constraints; every documented answer (202/400/401/403/404/413/415/422/503) is listed.
+//! `/openapi.json`, generated at start from the catalog and the configuration: each command's
+//! request body is the JSON Schema of its event's Avro schema minus the derived fields, with the
+//! catalog's rules as constraints; header and batch limits are the ones the request handling
+//! enforces; the bearer security scheme is declared only when API keys are configured; every
+//! answer a route can give is listed. `scripts/openapi-fuzz.sh` checks the document against the
+//! behaviour with schemathesis.
 
 use apache_avro::schema::Schema;
 use factline_schemas::{Catalog, Command, Format, Rule};
@@ -41,7 +44,8 @@ pub fn json_schema(schema: &Schema, names: &HashMap<String, &Schema>) -> Value {
         Schema::Boolean => json!({"type": "boolean"}),
         Schema::Int => json!({"type": "integer", "format": "int32",
             "minimum": i32::MIN, "maximum": i32::MAX}),
-        Schema::Long => json!({"type": "integer", "format": "int64"}),
+        Schema::Long => json!({"type": "integer", "format": "int64",
+            "minimum": i64::MIN, "maximum": i64::MAX}),
         Schema::Float => json!({"type": "number", "format": "float"}),
         Schema::Double => json!({"type": "number", "format": "double"}),
         Schema::Bytes | Schema::Fixed(_) => json!({"type": "string"}),
@@ -105,6 +109,10 @@ pub fn json_schema(schema: &Schema, names: &HashMap<String, &Schema>) -> Value {
     }
 }
 
+/// A pattern matched by any string with a character outside Unicode's White_Space set.
+const NOT_ONLY_WHITESPACE: &str =
+    "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]";
+
 /// Adds a catalog rule's constraints to the property it names.
 fn apply_rule(root: &mut Value, rule: &Rule) {
     let mut node = root;
@@ -128,7 +136,10 @@ fn apply_rule(root: &mut Value, rule: &Rule) {
         return;
     };
     if rule.non_empty {
+        // Whitespace-only counts as empty: at least one character that is not Unicode
+        // White_Space (what `str::trim` removes).
         obj.insert("minLength".into(), json!(1));
+        obj.insert("pattern".into(), json!(NOT_ONLY_WHITESPACE));
     }
     if let Some(n) = rule.min_length {
         obj.insert("minLength".into(), json!(n));
@@ -181,48 +192,86 @@ pub fn request_schema(command: &Command) -> Value {
     out
 }
 
+/// What the document depends on besides the catalog: the limits and the authentication the
+/// running process applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Whether API keys are configured (then the bearer scheme is declared and required).
+    pub auth: bool,
+    /// Most items in one batch.
+    pub max_batch_items: usize,
+}
+
+/// The pattern of header-like tokens ([`crate::request_meta::valid_token`]): printable ASCII,
+/// no leading or trailing space.
+const TOKEN_PATTERN: &str = "^[!-~]([ -~]*[!-~])?$";
+
+/// The schema of a token of at most `max` characters.
+fn token_schema(max: usize) -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": TOKEN_PATTERN})
+}
+
 fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema":
         {"$ref": "#/components/schemas/Error"}}}})
 }
 
-fn standard_errors() -> Map<String, Value> {
+fn standard_errors(auth: bool) -> Map<String, Value> {
     let mut responses = Map::new();
-    for (status, description) in [
+    let mut statuses = vec![
         (
             "400",
-            "invalid JSON or an invalid command: every problem with its JSON path",
+            "invalid JSON, an invalid command (every problem with its JSON path) or a malformed \
+             header",
         ),
-        ("401", "missing or wrong bearer token"),
-        ("403", "this API key may not send this command"),
         ("404", "unknown command"),
         ("413", "body (or batch) too large"),
         ("415", "unsupported content type"),
-        ("422", "Idempotency-Key already used with a different body"),
+        (
+            "422",
+            "Idempotency-Key already used with a different body (while this process remembers \
+             the key)",
+        ),
         (
             "503",
             "nothing written (overloaded, broker or registry unavailable), or the outcome is \
-                 unknown (then retrying with the same Idempotency-Key is safe); see Retry-After",
+             unknown (then retrying with the same Idempotency-Key is safe); see Retry-After",
         ),
-    ] {
+    ];
+    if auth {
+        statuses.push(("401", "missing or wrong bearer token"));
+        statuses.push(("403", "this API key may not send this command"));
+    }
+    for (status, description) in statuses {
         responses.insert(status.into(), error_response(description));
     }
     responses
 }
 
 /// The whole OpenAPI 3.1 document.
-pub fn document(catalog: &Catalog) -> Value {
+pub fn document(catalog: &Catalog, options: &Options) -> Value {
     let mut paths = Map::new();
+    let id_header = |name: &str, description: &str| {
+        json!({"name": name, "in": "header", "required": false, "schema": token_schema(200),
+               "description": description})
+    };
     let header_params = json!([
         {"name": "Idempotency-Key", "in": "header", "required": false,
-         "schema": {"type": "string", "maxLength": 255},
-         "description": "makes the event id deterministic; a retry with the same body gets the original answer"},
-        {"name": "X-Correlation-Id", "in": "header", "required": false, "schema": {"type": "string"}},
-        {"name": "X-Causation-Id", "in": "header", "required": false, "schema": {"type": "string"}},
-        {"name": "traceparent", "in": "header", "required": false, "schema": {"type": "string"}},
+         "schema": token_schema(255),
+         "description": "makes the event id deterministic (from the command, the caller, the key \
+                         and the body); a retry with the same body gets the original answer"},
+        id_header("X-Correlation-Id", "copied into the event's correlation_id header (a new UUID when absent)"),
+        id_header("X-Causation-Id", "copied into the event's causation_id header"),
+        {"name": "traceparent", "in": "header", "required": false, "schema": {"type": "string"},
+         "description": "W3C trace context; kept when valid, otherwise a new trace is started"},
     ]);
+    let security = if options.auth {
+        json!([{"bearer": []}])
+    } else {
+        json!([])
+    };
     for command in catalog.commands() {
-        let mut responses = standard_errors();
+        let mut responses = standard_errors(options.auth);
         responses.insert(
             "202".into(),
             json!({"description": format!("{} is on topic {}", command.event_type, command.topic),
@@ -236,70 +285,98 @@ pub fn document(catalog: &Catalog) -> Value {
                 "parameters": header_params,
                 "requestBody": {"required": true, "content": {"application/json": {"schema": request_schema(command)}}},
                 "responses": responses,
-                "security": [{"bearer": []}],
+                "security": security,
             }}),
         );
     }
     let names: Vec<&str> = catalog.commands().iter().map(|c| c.name.as_str()).collect();
-    let mut batch_responses = standard_errors();
+    let mut batch_responses = standard_errors(options.auth);
     batch_responses.insert(
         "200".into(),
         json!({"description": "one result per item, in order",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchResponse"}}}}),
+    );
+    batch_responses.insert(
+        "413".into(),
+        error_response(&format!(
+            "body too large, or more than {} items",
+            options.max_batch_items
+        )),
     );
     paths.insert(
         "/commands".into(),
         json!({"post": {
             "operationId": "batch",
             "summary": "many commands in one request, produced concurrently",
+            "description": "Each item should be a BatchItem. An item that is not (wrong shape, \
+                unknown command, invalid body) gets its own 4xx in the results and does not fail \
+                the batch, so the request accepts items of any shape. Each item carries its own \
+                idempotency_key; an Idempotency-Key header is refused with 400.",
+            "parameters": [id_header("X-Correlation-Id", "copied into every event's correlation_id header"),
+                id_header("X-Causation-Id", "copied into every event's causation_id header"),
+                {"name": "traceparent", "in": "header", "required": false, "schema": {"type": "string"}}],
             "requestBody": {"required": true, "content": {
-                "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/BatchItem"}}},
-                "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/BatchItem"}},
+                "application/json": {"schema": {"type": "array", "minItems": 1,
+                    "maxItems": options.max_batch_items,
+                    "items": {"description": "a BatchItem (any other value gets its own 400)"}}},
+                "application/x-ndjson": {"schema": {"type": "string",
+                    "description": "one BatchItem per line, blank lines ignored, at least one item"}},
             }},
             "responses": batch_responses,
-            "security": [{"bearer": []}],
+            "security": security,
         }}),
     );
-    for (path, summary) in [
-        ("/healthz", "the process is alive"),
-        ("/readyz", "the broker and the registry answer"),
-        ("/metrics", "Prometheus metrics"),
-    ] {
-        paths.insert(
-            path.into(),
-            json!({"get": {"summary": summary, "responses": {"200": {"description": "ok"}}}}),
-        );
+    paths.insert(
+        "/healthz".into(),
+        json!({"get": {"summary": "the process is alive", "security": [],
+            "responses": {"200": {"description": "alive"}}}}),
+    );
+    paths.insert(
+        "/readyz".into(),
+        json!({"get": {"summary": "the broker and the registry answer", "security": [],
+            "responses": {"200": {"description": "ready"},
+                          "503": {"description": "the broker or the registry does not answer"}}}}),
+    );
+    paths.insert(
+        "/metrics".into(),
+        json!({"get": {"summary": "Prometheus metrics", "security": [],
+            "responses": {"200": {"description": "the Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}}}),
+    );
+    let mut components = json!({
+        "schemas": {
+            "Accepted": {"type": "object", "required": ["event_id", "topic", "partition", "offset", "position"],
+                "properties": {"event_id": {"type": "string", "format": "uuid"}, "topic": {"type": "string"},
+                    "partition": {"type": "integer"}, "offset": {"type": "integer"},
+                    "position": {"type": "string", "description": "opaque token for read-your-writes"}}},
+            "Problem": {"type": "object", "required": ["path", "message"],
+                "properties": {"path": {"type": "string"}, "message": {"type": "string"},
+                    "expected": {"type": ["string", "null"]}, "found": {"type": ["string", "null"]}}},
+            "Error": {"type": "object", "required": ["error", "problems", "retryable"],
+                "properties": {"error": {"type": "string"},
+                    "problems": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}},
+                    "detail": {"type": "string"}, "event_id": {"type": "string", "format": "uuid"},
+                    "retryable": {"type": "boolean"}}},
+            "BatchItem": {"type": "object", "required": ["command", "body"], "additionalProperties": false,
+                "properties": {"command": {"type": "string", "enum": names},
+                    "body": {"type": "object", "description": "the command's body, as for POST /commands/{command}"},
+                    "idempotency_key": {"anyOf": [token_schema(255), {"type": "null"}]}}},
+            "BatchResponse": {"type": "object", "required": ["accepted", "failed", "results"], "properties": {
+                "accepted": {"type": "integer"}, "failed": {"type": "integer"},
+                "results": {"type": "array", "items": {"type": "object",
+                    "required": ["index", "status"],
+                    "properties": {"index": {"type": "integer"}, "status": {"type": "integer"}}}}}},
+        },
+    });
+    if options.auth {
+        components["securitySchemes"] = json!({"bearer": {"type": "http", "scheme": "bearer"}});
     }
     json!({
         "openapi": "3.1.0",
         "info": {"title": "factline write side", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Commands in, events on Kafka. 202 only after the broker acknowledged."},
         "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Accepted": {"type": "object", "required": ["event_id", "topic", "partition", "offset", "position"],
-                    "properties": {"event_id": {"type": "string", "format": "uuid"}, "topic": {"type": "string"},
-                        "partition": {"type": "integer"}, "offset": {"type": "integer"},
-                        "position": {"type": "string", "description": "opaque token for read-your-writes"}}},
-                "Problem": {"type": "object", "required": ["path", "message"],
-                    "properties": {"path": {"type": "string"}, "message": {"type": "string"},
-                        "expected": {"type": ["string", "null"]}, "found": {"type": ["string", "null"]}}},
-                "Error": {"type": "object", "required": ["error", "problems", "retryable"],
-                    "properties": {"error": {"type": "string"},
-                        "problems": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}},
-                        "detail": {"type": "string"}, "event_id": {"type": "string", "format": "uuid"},
-                        "retryable": {"type": "boolean"}}},
-                "BatchItem": {"type": "object", "required": ["command", "body"], "additionalProperties": false,
-                    "properties": {"command": {"type": "string", "enum": names}, "body": {"type": "object"},
-                        "idempotency_key": {"type": "string", "maxLength": 255}}},
-                "BatchResponse": {"type": "object", "properties": {
-                    "accepted": {"type": "integer"}, "failed": {"type": "integer"},
-                    "results": {"type": "array", "items": {"type": "object",
-                        "required": ["index", "status"],
-                        "properties": {"index": {"type": "integer"}, "status": {"type": "integer"}}}}}},
-            },
-        },
+        "components": components,
     })
 }
 
@@ -345,9 +422,16 @@ mod tests {
             .contains(&json!("line2")));
     }
 
+    fn options(auth: bool) -> Options {
+        Options {
+            auth,
+            max_batch_items: 7,
+        }
+    }
+
     #[test]
     fn document_lists_every_command_and_answer() {
-        let doc = document(Catalog::builtin());
+        let doc = document(Catalog::builtin(), &options(true));
         for command in Catalog::builtin().commands() {
             let op = &doc["paths"][format!("/commands/{}", command.name)]["post"];
             for status in [
@@ -360,5 +444,52 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn bearer_auth_is_declared_only_when_keys_are_configured() {
+        let with = document(Catalog::builtin(), &options(true));
+        assert_eq!(
+            with["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        assert_eq!(
+            with["paths"]["/commands"]["post"]["security"],
+            json!([{"bearer": []}])
+        );
+        let without = document(Catalog::builtin(), &options(false));
+        assert!(without["components"].get("securitySchemes").is_none());
+        for (path, item) in without["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                assert_eq!(op["security"], json!([]), "{method} {path}");
+                assert!(op["responses"].get("401").is_none(), "{method} {path}");
+            }
+        }
+    }
+
+    #[test]
+    fn header_and_batch_limits_are_the_enforced_ones() {
+        let doc = document(Catalog::builtin(), &options(false));
+        let batch = &doc["paths"]["/commands"]["post"];
+        let array = &batch["requestBody"]["content"]["application/json"]["schema"];
+        assert_eq!(array["minItems"], 1);
+        assert_eq!(array["maxItems"], 7);
+        let key = &doc["components"]["schemas"]["BatchItem"]["properties"]["idempotency_key"];
+        assert_eq!(key["anyOf"][0]["maxLength"], 255);
+        assert_eq!(key["anyOf"][0]["pattern"], TOKEN_PATTERN);
+        let params = doc["paths"]["/commands/ShipOrder"]["post"]["parameters"]
+            .as_array()
+            .unwrap();
+        let limit = |name: &str| {
+            params.iter().find(|p| p["name"] == name).unwrap()["schema"]["maxLength"].clone()
+        };
+        assert_eq!(limit("Idempotency-Key"), 255);
+        assert_eq!(limit("X-Correlation-Id"), 200);
+        assert_eq!(limit("X-Causation-Id"), 200);
+        // Non-empty rules exclude whitespace-only strings, as the rule check does.
+        let name = &request_schema(Catalog::builtin().command("RegisterCustomer").unwrap())
+            ["properties"]["name"];
+        assert_eq!(name["pattern"], NOT_ONLY_WHITESPACE);
+        assert_eq!(name["maxLength"], 200);
     }
 }

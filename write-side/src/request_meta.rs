@@ -19,15 +19,27 @@ pub struct RequestMeta {
     pub idempotency_key: Option<String>,
 }
 
-/// An id header value worth keeping: 1 to 200 printable ASCII characters.
+/// Whether `value` is a token of 1 to `max` printable ASCII characters (space to `~`) that
+/// neither starts nor ends with a space: the form of id headers and idempotency keys, and the
+/// `pattern` the OpenAPI document gives them (HTTP strips spaces around header values anyway).
+pub fn valid_token(value: &str, max: usize) -> bool {
+    !value.is_empty()
+        && value.len() <= max
+        && value.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+}
+
+/// An id header value worth keeping: a token of at most 200 characters.
 fn id_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(name) else {
         return Ok(None);
     };
     match value.to_str() {
-        Ok(v) if !v.trim().is_empty() && v.len() <= 200 => Ok(Some(v.trim().to_string())),
+        Ok(v) if valid_token(v, 200) => Ok(Some(v.to_string())),
         _ => Err(ApiError::BadRequest(format!(
-            "header {name} must be 1 to 200 printable ASCII characters"
+            "header {name} must be 1 to 200 printable ASCII characters, without leading or \
+             trailing spaces"
         ))),
     }
 }
@@ -68,7 +80,9 @@ impl RequestMeta {
                 Ok(key) if valid_key(key) => Some(key.to_string()),
                 _ => {
                     return Err(ApiError::BadRequest(
-                        "Idempotency-Key must be 1 to 255 printable ASCII characters".into(),
+                        "Idempotency-Key must be 1 to 255 printable ASCII characters, without \
+                         leading or trailing spaces"
+                            .into(),
                     ))
                 }
             },
@@ -104,6 +118,33 @@ mod tests {
         assert_eq!(meta.traceparent, tp);
         assert_eq!(meta.correlation_id, "corr-1");
         assert_eq!(meta.causation_id, None);
+    }
+
+    #[test]
+    fn tokens_are_printable_ascii_without_outer_spaces() {
+        assert!(valid_token("a", 1));
+        assert!(valid_token("a b~!", 5));
+        assert!(!valid_token("", 5));
+        assert!(!valid_token("abcdef", 5));
+        assert!(!valid_token(" a", 5));
+        assert!(!valid_token("a ", 5));
+        assert!(!valid_token(" ", 5));
+        assert!(!valid_token("a\tb", 5));
+        assert!(!valid_token("é", 5));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-correlation-id", HeaderValue::from_static(""));
+        assert_eq!(
+            RequestMeta::from_headers(&headers).unwrap_err().status(),
+            400
+        );
+        headers.insert(
+            "x-correlation-id",
+            HeaderValue::from_str(&"c".repeat(201)).unwrap(),
+        );
+        assert_eq!(
+            RequestMeta::from_headers(&headers).unwrap_err().status(),
+            400
+        );
     }
 
     #[test]

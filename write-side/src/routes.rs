@@ -115,8 +115,15 @@ async fn batch(
     request: Request,
 ) -> Result<Json<BatchResponse>, ApiError> {
     let kind = body_kind(request.headers(), &[BodyKind::Json, BodyKind::Ndjson])?;
-    let mut meta = RequestMeta::from_headers(request.headers())?;
-    meta.idempotency_key = None;
+    if request.headers().contains_key("idempotency-key") {
+        // Ignoring it would let a client believe retrying the whole batch is safe.
+        return Err(ApiError::BadRequest(
+            "the batch endpoint does not read the Idempotency-Key header: give each item its \
+             own idempotency_key"
+                .into(),
+        ));
+    }
+    let meta = RequestMeta::from_headers(request.headers())?;
     let bytes = read_body(request, state.config.max_batch_body_bytes).await?;
     let items = parse_batch(&bytes, kind, state.config.max_batch_items)?;
     drop(bytes);

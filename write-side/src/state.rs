@@ -108,7 +108,13 @@ impl AppState {
         let http = reqwest::Client::builder()
             .timeout(config.ready_timeout())
             .build()?;
-        let openapi = crate::openapi::document(&catalog);
+        let openapi = crate::openapi::document(
+            &catalog,
+            &crate::openapi::Options {
+                auth: api_keys.enabled(),
+                max_batch_items: config.max_batch_items,
+            },
+        );
         Ok(AppState {
             inner: Arc::new(Shared {
                 config,

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use factline_schemas::{Catalog, Position};
 use factline_write_side::auth::ApiKey;
-use factline_write_side::idempotency::event_id_for;
+use factline_write_side::idempotency::{event_id_for, fingerprint, IdempotencyKey};
 use rdkafka::message::Message;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -182,7 +182,11 @@ async fn idempotency_key_replays_conflicts_and_dedupes_concurrent_duplicates() {
     assert_eq!(status, 202, "{first}");
     assert_eq!(
         first["event_id"],
-        event_id_for("RegisterCustomer", &key).to_string()
+        event_id_for(
+            &IdempotencyKey::new("RegisterCustomer", "", &key),
+            &fingerprint(&body)
+        )
+        .to_string()
     );
     let after_first = high_watermark(&customers).await;
 
@@ -273,7 +277,11 @@ async fn batch_answers_each_item_in_order_and_invalid_items_do_not_block_valid_o
     assert!(results[1]["problems"].as_array().unwrap().len() >= 3);
     assert_eq!(
         results[4]["event_id"],
-        event_id_for("ShipOrder", &format!("k-{id}")).to_string()
+        event_id_for(
+            &IdempotencyKey::new("ShipOrder", "", &format!("k-{id}")),
+            &fingerprint(&items[4]["body"])
+        )
+        .to_string()
     );
     for (i, result) in results.iter().enumerate() {
         assert_eq!(result["index"], i);
