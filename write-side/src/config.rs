@@ -2,6 +2,7 @@
 //! overridden by environment variables, checked by a pure [`Config::validate`].
 
 use crate::auth::{ApiKey, ApiKeyError};
+use factline_service::{Env, EnvError};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -106,9 +107,10 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
-    /// A `WRITE_SIDE_*` variable that no field reads (probably a typo).
-    #[error("unknown setting {0}")]
-    Unknown(String),
+    /// A variable that cannot be read: missing, malformed, or an unknown `WRITE_SIDE_*` name
+    /// (probably a typo).
+    #[error(transparent)]
+    Env(#[from] EnvError),
     /// An API key entry is malformed.
     #[error("WRITE_SIDE_API_KEYS_SHA256: {0}")]
     ApiKey(#[from] ApiKeyError),
@@ -119,37 +121,6 @@ fn invalid(variable: &str, message: impl Into<String>) -> ConfigError {
         variable: variable.into(),
         message: message.into(),
     }
-}
-
-/// The `WRITE_SIDE_*` variables the configuration reads.
-const KNOWN: &[&str] = &[
-    "WRITE_SIDE_ADDR",
-    "WRITE_SIDE_TOPIC_PREFIX",
-    "WRITE_SIDE_MESSAGE_TIMEOUT_MS",
-    "WRITE_SIDE_LINGER_MS",
-    "WRITE_SIDE_COMPRESSION",
-    "WRITE_SIDE_MAX_BODY_BYTES",
-    "WRITE_SIDE_MAX_BATCH_BODY_BYTES",
-    "WRITE_SIDE_MAX_BATCH_ITEMS",
-    "WRITE_SIDE_MAX_IN_FLIGHT_RECORDS",
-    "WRITE_SIDE_MAX_IN_FLIGHT_BYTES",
-    "WRITE_SIDE_BUDGET_TIMEOUT_MS",
-    "WRITE_SIDE_RETRY_AFTER_SECS",
-    "WRITE_SIDE_IDEMPOTENCY_CAPACITY",
-    "WRITE_SIDE_IDEMPOTENCY_TTL_SECS",
-    "WRITE_SIDE_API_KEYS_SHA256",
-    "WRITE_SIDE_READY_TIMEOUT_MS",
-    "WRITE_SIDE_SHUTDOWN_FLUSH_MS",
-];
-
-fn parse<T: std::str::FromStr>(variable: &str, value: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .trim()
-        .parse()
-        .map_err(|e: T::Err| invalid(variable, format!("{value:?}: {e}")))
 }
 
 /// The environment variable that sets librdkafka property `name` (`acks` -> `KAFKA_PROPERTY_ACKS`).
@@ -198,61 +169,47 @@ impl Config {
     }
 
     /// The defaults overridden by `vars` (name, value), validated. Unknown `WRITE_SIDE_*`
-    /// names are rejected.
+    /// names are rejected; empty values count as unset.
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut config = Config::default();
-        let mut properties = Vec::new();
-        for (name, value) in vars {
-            if let Some(property) = name.strip_prefix("KAFKA_PROPERTY_") {
-                if !property.is_empty() {
-                    properties.push((property.to_lowercase().replace('_', "."), value));
-                }
-                continue;
-            }
-            match name.as_str() {
-                "KAFKA_BROKERS" => config.kafka_brokers = value,
-                "SCHEMA_REGISTRY_URL" => config.schema_registry_url = value,
-                "WRITE_SIDE_ADDR" => config.addr = parse(&name, &value)?,
-                "WRITE_SIDE_TOPIC_PREFIX" => config.topic_prefix = value,
-                "WRITE_SIDE_MESSAGE_TIMEOUT_MS" => {
-                    config.message_timeout_ms = parse(&name, &value)?
-                }
-                "WRITE_SIDE_LINGER_MS" => config.linger_ms = parse(&name, &value)?,
-                "WRITE_SIDE_COMPRESSION" => config.compression = value,
-                "WRITE_SIDE_MAX_BODY_BYTES" => config.max_body_bytes = parse(&name, &value)?,
-                "WRITE_SIDE_MAX_BATCH_BODY_BYTES" => {
-                    config.max_batch_body_bytes = parse(&name, &value)?
-                }
-                "WRITE_SIDE_MAX_BATCH_ITEMS" => config.max_batch_items = parse(&name, &value)?,
-                "WRITE_SIDE_MAX_IN_FLIGHT_RECORDS" => {
-                    config.max_in_flight_records = parse(&name, &value)?
-                }
-                "WRITE_SIDE_MAX_IN_FLIGHT_BYTES" => {
-                    config.max_in_flight_bytes = parse(&name, &value)?
-                }
-                "WRITE_SIDE_BUDGET_TIMEOUT_MS" => config.budget_timeout_ms = parse(&name, &value)?,
-                "WRITE_SIDE_RETRY_AFTER_SECS" => config.retry_after_secs = parse(&name, &value)?,
-                "WRITE_SIDE_IDEMPOTENCY_CAPACITY" => {
-                    config.idempotency_capacity = parse(&name, &value)?
-                }
-                "WRITE_SIDE_IDEMPOTENCY_TTL_SECS" => {
-                    config.idempotency_ttl_secs = parse(&name, &value)?
-                }
-                "WRITE_SIDE_API_KEYS_SHA256" => config.api_keys = ApiKey::parse_list(&value)?,
-                "WRITE_SIDE_READY_TIMEOUT_MS" => config.ready_timeout_ms = parse(&name, &value)?,
-                "WRITE_SIDE_SHUTDOWN_FLUSH_MS" => config.shutdown_flush_ms = parse(&name, &value)?,
-                other if other.starts_with("WRITE_SIDE_") && !KNOWN.contains(&other) => {
-                    return Err(ConfigError::Unknown(other.to_string()));
-                }
-                _ => {}
-            }
+        let env = Env::from_vars(vars);
+        let mut c = Config::default();
+        if let Some(v) = env.get("KAFKA_BROKERS") {
+            c.kafka_brokers = v.to_owned();
         }
-        properties.sort();
-        config.kafka_properties = properties;
-        config.validate()?;
-        Ok(config)
+        if let Some(v) = env.get("SCHEMA_REGISTRY_URL") {
+            c.schema_registry_url = v.to_owned();
+        }
+        c.addr = env.parse_or("WRITE_SIDE_ADDR", c.addr)?;
+        c.topic_prefix = env.parse_or("WRITE_SIDE_TOPIC_PREFIX", c.topic_prefix)?;
+        c.message_timeout_ms =
+            env.parse_or("WRITE_SIDE_MESSAGE_TIMEOUT_MS", c.message_timeout_ms)?;
+        c.linger_ms = env.parse_or("WRITE_SIDE_LINGER_MS", c.linger_ms)?;
+        c.compression = env.parse_or("WRITE_SIDE_COMPRESSION", c.compression)?;
+        c.max_body_bytes = env.parse_or("WRITE_SIDE_MAX_BODY_BYTES", c.max_body_bytes)?;
+        c.max_batch_body_bytes =
+            env.parse_or("WRITE_SIDE_MAX_BATCH_BODY_BYTES", c.max_batch_body_bytes)?;
+        c.max_batch_items = env.parse_or("WRITE_SIDE_MAX_BATCH_ITEMS", c.max_batch_items)?;
+        c.max_in_flight_records =
+            env.parse_or("WRITE_SIDE_MAX_IN_FLIGHT_RECORDS", c.max_in_flight_records)?;
+        c.max_in_flight_bytes =
+            env.parse_or("WRITE_SIDE_MAX_IN_FLIGHT_BYTES", c.max_in_flight_bytes)?;
+        c.budget_timeout_ms = env.parse_or("WRITE_SIDE_BUDGET_TIMEOUT_MS", c.budget_timeout_ms)?;
+        c.retry_after_secs = env.parse_or("WRITE_SIDE_RETRY_AFTER_SECS", c.retry_after_secs)?;
+        c.idempotency_capacity =
+            env.parse_or("WRITE_SIDE_IDEMPOTENCY_CAPACITY", c.idempotency_capacity)?;
+        c.idempotency_ttl_secs =
+            env.parse_or("WRITE_SIDE_IDEMPOTENCY_TTL_SECS", c.idempotency_ttl_secs)?;
+        if let Some(v) = env.get("WRITE_SIDE_API_KEYS_SHA256") {
+            c.api_keys = ApiKey::parse_list(v)?;
+        }
+        c.ready_timeout_ms = env.parse_or("WRITE_SIDE_READY_TIMEOUT_MS", c.ready_timeout_ms)?;
+        c.shutdown_flush_ms = env.parse_or("WRITE_SIDE_SHUTDOWN_FLUSH_MS", c.shutdown_flush_ms)?;
+        env.reject_unknown(&["WRITE_SIDE_"])?;
+        c.kafka_properties = env.kafka_properties()?.into_iter().collect();
+        c.validate()?;
+        Ok(c)
     }
 
     /// Checks the values make sense together (pure: no I/O).
