@@ -2,12 +2,16 @@
 //! strictly — unknown or repeated parameters, bad numbers, times, enums and page sizes are
 //! each a `400` naming the parameter.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 
 use crate::error::ApiError;
 
 /// Longest accepted text value (search text, ids, filters).
 pub const MAX_TEXT: usize = 512;
+
+/// The years a time may fall in (in UTC): what both PostgreSQL and Elasticsearch accept and
+/// RFC 3339 can write (four digits).
+pub const YEARS: std::ops::RangeInclusive<i32> = 0..=9999;
 
 /// An optional start and end time.
 pub type TimeRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
@@ -79,21 +83,10 @@ impl Params {
 
     /// An RFC 3339 time (`2026-11-23T10:00:00Z`) or a date (`2026-11-23`, midnight UTC).
     pub fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-        let Some(text) = self.text(name)? else {
-            return Ok(None);
-        };
-        if let Ok(t) = DateTime::parse_from_rfc3339(&text) {
-            return Ok(Some(t.with_timezone(&Utc)));
+        match self.text(name)? {
+            None => Ok(None),
+            Some(text) => time(name, &text).map(Some),
         }
-        if let Ok(d) = chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d") {
-            if let Some(t) = d.and_hms_opt(0, 0, 0) {
-                return Ok(Some(t.and_utc()));
-            }
-        }
-        Err(ApiError::bad(
-            name,
-            "expected an RFC 3339 time (2026-11-23T10:00:00Z) or a date (2026-11-23)",
-        ))
     }
 
     /// One of `choices`.
@@ -126,6 +119,31 @@ impl Params {
             }
         }
         Ok((from, to))
+    }
+}
+
+/// Parses an RFC 3339 time or a date (midnight UTC) given as parameter `name`, within
+/// [`YEARS`] once in UTC.
+pub fn time(name: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    let parsed = DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
+        });
+    match parsed {
+        Some(t) if YEARS.contains(&t.year()) => Ok(t),
+        Some(_) => Err(ApiError::bad(
+            name,
+            "must be between 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
+        )),
+        None => Err(ApiError::bad(
+            name,
+            "expected an RFC 3339 time (2026-11-23T10:00:00Z) or a date (2026-11-23)",
+        )),
     }
 }
 
@@ -163,6 +181,16 @@ mod tests {
         assert!(p.limit(20, 100).is_err());
         assert!(p.time("from").unwrap().is_some());
         assert!(p.time("to").is_err());
+        for out_of_range in ["+10000-01-01", "-0001-12-31", "9999-12-31T23:00:00-05:00"] {
+            assert!(time("t", out_of_range).is_err(), "{out_of_range}");
+        }
+        for in_range in [
+            "0000-01-01",
+            "9999-12-31T23:59:59Z",
+            "0001-01-01T05:00:00+05:00",
+        ] {
+            assert!(time("t", in_range).is_ok(), "{in_range}");
+        }
         assert_eq!(p.text("n").unwrap().as_deref(), Some("%ZZ"));
         let p = Params::parse(Some("from=2026-11-24&to=2026-11-23"), &["from", "to"]).unwrap();
         assert!(p.range("from", "to").is_err());

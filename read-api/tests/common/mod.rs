@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use factline_projectors::declarative::{DeclarativeConfig, DeclarativeProjection};
+use factline_projectors::declarative::{
+    DeclarativeConfig, DeclarativeProjection, DeclarativeSearchProjection,
+};
 use factline_projectors::projections::{
     CustomerStatsProjection, EventIndexProjection, OrderSearchProjection, OrderSummaryProjection,
 };
@@ -61,6 +63,7 @@ pub enum Projector {
     OrderSearch,
     EventIndex,
     CustomerDirectory,
+    CustomerSearch,
 }
 
 /// One test's whole system.
@@ -214,6 +217,24 @@ impl World {
                     .await;
                 }),
             ),
+            Projector::CustomerSearch => {
+                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../projectors/config/customer_search.toml");
+                let file = DeclarativeConfig::load(&path.to_string_lossy()).unwrap();
+                (
+                    "customer_search",
+                    Running::spawn(|s| async move {
+                        let _ = factline_projectors::run_search(
+                            config,
+                            DeclarativeSearchProjection::new(file),
+                            async move {
+                                let _ = s.await;
+                            },
+                        )
+                        .await;
+                    }),
+                )
+            }
             Projector::CustomerDirectory => {
                 let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                     .join("../projectors/config/customer_directory.toml");
