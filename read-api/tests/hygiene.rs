@@ -23,14 +23,9 @@ async fn bad_parameters_get_400_naming_the_parameter() {
         ("/customers/c-1/orders?limit=ten", "limit"),
         ("/customers/c-1/orders?status=lost", "status"),
         ("/customers/c-1/orders?placed_from=yesterday", "placed_from"),
-        (
-            "/customers/c-1/orders?placed_from=2026-02-01&placed_to=2026-01-01",
-            "placed_to",
-        ),
         ("/customers/c-1/orders?cursor=abc", "cursor"),
         ("/customers/c-1/orders?limit=1&limit=2", "limit"),
         ("/search/orders?total_min=-1", "total_min"),
-        ("/search/orders?total_min=10&total_max=5", "total_max"),
         ("/search/orders?sort=name", "sort"),
         ("/events?from=soon", "from"),
         ("/events?cursor=eyJ4IjoxfQ", "cursor"),
@@ -109,7 +104,8 @@ async fn bad_cursors_dates_and_view_filters_get_400_while_the_read_models_exist(
             "placed_from",
         ),
         ("/search/orders?placed_to=-0001-01-01".into(), "placed_to"),
-        ("/events?to=9999-12-31T23:00:00-05:00".into(), "to"),
+        ("/events?to=10000-01-01T00:00:00Z".into(), "to"),
+        ("/events?from=2026-1-5".into(), "from"),
         (
             "/customers/c-1/orders?placed_from=%2B10000-01-01".into(),
             "placed_from",
@@ -138,6 +134,10 @@ async fn bad_cursors_dates_and_view_filters_get_400_while_the_read_models_exist(
         "/views/customer_directory?forgotten=false&registered_at=2026-11-23T10:00:00Z",
         "/views/customer_search?forgotten=true&email_at=2026-11-23",
         "/search/orders?placed_from=0001-01-01&placed_to=9999-12-31",
+        "/events?to=9999-12-31T23:00:00-05:00",
+        // a range ending before it starts, or an empty total range, matches nothing
+        "/search/orders?placed_from=2026-02-01&placed_to=2026-01-01&total_min=10&total_max=5",
+        "/customers/c-1/orders?placed_from=2026-02-01&placed_to=2026-01-01",
     ] {
         let (status, _, body) = world.get(path).await;
         assert_eq!(status, 200, "{path}: {body}");

@@ -47,6 +47,6 @@ pub async fn metrics() -> Response {
 }
 
 /// The OpenAPI document.
-pub async fn openapi() -> Json<Value> {
-    Json(crate::openapi::document())
+pub async fn openapi(State(state): State<AppState>) -> Json<Value> {
+    Json(crate::openapi::document(&state.config))
 }

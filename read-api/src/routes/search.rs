@@ -48,11 +48,6 @@ pub async fn orders(
     let (from, to) = params.range("placed_from", "placed_to")?;
     let total_min = params.int("total_min", 0, i64::MAX)?;
     let total_max = params.int("total_max", 0, i64::MAX)?;
-    if let (Some(min), Some(max)) = (total_min, total_max) {
-        if min > max {
-            return Err(ApiError::bad("total_max", "is below total_min"));
-        }
-    }
     let sort = params
         .choice("sort", SORTS)?
         .unwrap_or_else(|| "-placed_at".into());
