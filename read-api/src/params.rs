@@ -237,7 +237,10 @@ mod tests {
         assert_eq!(clamped.year(), 0);
         let q = Params::parse(Some("limit=&status= a"), &["limit", "status"]).unwrap();
         assert!(q.limit(20, 100).is_err(), "an empty number is not absent");
-        assert!(q.choice("status", &["a"]).is_err(), "typed values are not trimmed");
+        assert!(
+            q.choice("status", &["a"]).is_err(),
+            "typed values are not trimmed"
+        );
         assert_eq!(p.text("n").unwrap().as_deref(), Some("%ZZ"));
         assert_eq!(
             Params::parse(None, &[]).unwrap().limit(20, 100).unwrap(),
