@@ -309,10 +309,20 @@ impl World {
         path: &str,
         done: impl Fn(u16, &Value) -> bool,
     ) -> (u16, reqwest::header::HeaderMap, Value) {
+        self.eventually_with(path, |status, _, body| done(status, body))
+            .await
+    }
+
+    /// Polls `path` until `done` holds for its status, headers and body (at most 60 s).
+    pub async fn eventually_with(
+        &self,
+        path: &str,
+        done: impl Fn(u16, &reqwest::header::HeaderMap, &Value) -> bool,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let (status, headers, body) = self.get(path).await;
-            if done(status, &body) {
+            if done(status, &headers, &body) {
                 return (status, headers, body);
             }
             assert!(
@@ -321,6 +331,21 @@ impl World {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// The freshness headers every answer from a projection carries.
+pub const FRESHNESS: [&str; 4] = [
+    "factline-projection",
+    "factline-position",
+    "factline-lag-events",
+    "factline-lag-seconds",
+];
+
+/// Panics unless every freshness header is there.
+pub fn assert_fresh(path: &str, headers: &reqwest::header::HeaderMap) {
+    for name in FRESHNESS {
+        assert!(headers.contains_key(name), "{path}: no {name}: {headers:?}");
     }
 }
 
