@@ -9,6 +9,9 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 
+/// Longest wait for an Elasticsearch answer.
+const TIMEOUT_MS: u64 = 10_000;
+
 /// A small Elasticsearch client (reqwest; credentials may be in the URL).
 #[derive(Clone)]
 pub struct Search {
@@ -21,7 +24,7 @@ impl Search {
     pub fn new(base: &str) -> Search {
         Search {
             http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(10))
+                .timeout(std::time::Duration::from_millis(TIMEOUT_MS))
                 .pool_max_idle_per_host(32)
                 .build()
                 .unwrap_or_default(),
@@ -37,7 +40,17 @@ impl Search {
             .json(body)
             .send()
             .await
-            .map_err(|e| ApiError::Unavailable(format!("elasticsearch unavailable: {e}")))?;
+            .map_err(|e| {
+                if e.is_timeout() {
+                    ApiError::TimedOut {
+                        store: "elasticsearch",
+                        what: "request timeout",
+                        limit_ms: TIMEOUT_MS,
+                    }
+                } else {
+                    ApiError::Unavailable(format!("elasticsearch unavailable: {e}"))
+                }
+            })?;
         let status = response.status();
         let answer: Value = response
             .json()
