@@ -123,6 +123,7 @@ async fn assert_timed_out(world: &World, path: &str, what: &str) {
     let started = Instant::now();
     let (status, headers, body) = get(world, path).await;
     let took = started.elapsed();
+    println!("{path}: {status} in {took:?} ({what})");
     assert_eq!(status, 503, "{path}: {body}");
     assert!(took <= bound(), "{path} took {took:?}");
     assert_eq!(header(&headers, "retry-after"), "1", "{path}");
