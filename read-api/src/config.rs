@@ -25,6 +25,19 @@ pub struct Config {
     pub database_url: String,
     /// Connections in the PostgreSQL pool. `READ_API_DATABASE_POOL_SIZE`, default 16.
     pub database_pool_size: usize,
+    /// Longest wait for a free pooled connection. `READ_API_DATABASE_WAIT_TIMEOUT_MS`,
+    /// default 2000.
+    pub database_wait_timeout: Duration,
+    /// Longest time to open (or check) a PostgreSQL connection.
+    /// `READ_API_DATABASE_CONNECT_TIMEOUT_MS`, default 2000.
+    pub database_connect_timeout: Duration,
+    /// Longest PostgreSQL statement: the server cancels it (`statement_timeout`) and the read
+    /// API stops waiting for an answer shortly after. `READ_API_STATEMENT_TIMEOUT_MS`,
+    /// default 5000.
+    pub statement_timeout: Duration,
+    /// How often the projector status is re-read while no request waits for a position.
+    /// `READ_API_STATUS_REFRESH_MS`, default 250.
+    pub status_refresh: Duration,
     /// Elasticsearch, credentials allowed in the URL. `ELASTICSEARCH_URL`.
     pub elasticsearch_url: String,
     /// Kafka, for live high watermarks (lag). `KAFKA_BROKERS`.
@@ -55,6 +68,10 @@ impl Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 8090)),
             database_url: database_url.to_owned(),
             database_pool_size: 16,
+            database_wait_timeout: Duration::from_millis(2000),
+            database_connect_timeout: Duration::from_millis(2000),
+            statement_timeout: Duration::from_millis(5000),
+            status_refresh: Duration::from_millis(250),
             elasticsearch_url: elasticsearch_url.to_owned(),
             kafka_brokers: kafka_brokers.to_owned(),
             kafka_properties: BTreeMap::new(),
@@ -97,6 +114,30 @@ impl Config {
             "READ_API_DATABASE_POOL_SIZE",
             config.database_pool_size,
         )?;
+        for (variable, field) in [
+            (
+                "READ_API_DATABASE_WAIT_TIMEOUT_MS",
+                &mut config.database_wait_timeout,
+            ),
+            (
+                "READ_API_DATABASE_CONNECT_TIMEOUT_MS",
+                &mut config.database_connect_timeout,
+            ),
+            (
+                "READ_API_STATEMENT_TIMEOUT_MS",
+                &mut config.statement_timeout,
+            ),
+            ("READ_API_STATUS_REFRESH_MS", &mut config.status_refresh),
+        ] {
+            let ms: u64 = parse(&vars, variable, field.as_millis() as u64)?;
+            if ms == 0 {
+                return Err(ConfigError {
+                    variable: variable.into(),
+                    message: "must be at least 1".into(),
+                });
+            }
+            *field = Duration::from_millis(ms);
+        }
         config.topic_prefix = get("READ_API_TOPIC_PREFIX", "");
         config.index_prefix = vars
             .get("READ_API_INDEX_PREFIX")
@@ -208,5 +249,11 @@ mod tests {
         assert_eq!(error.variable, "READ_API_KEYS_SHA256");
         let error = Config::from_vars(vars(&[("READ_API_MAX_PAGE_SIZE", "x")])).unwrap_err();
         assert_eq!(error.variable, "READ_API_MAX_PAGE_SIZE");
+        let config = Config::from_vars(vars(&[("READ_API_STATEMENT_TIMEOUT_MS", "750")])).unwrap();
+        assert_eq!(config.statement_timeout, Duration::from_millis(750));
+        assert_eq!(config.database_wait_timeout, Duration::from_millis(2000));
+        let error =
+            Config::from_vars(vars(&[("READ_API_DATABASE_WAIT_TIMEOUT_MS", "0")])).unwrap_err();
+        assert_eq!(error.variable, "READ_API_DATABASE_WAIT_TIMEOUT_MS");
     }
 }

@@ -31,6 +31,24 @@ pub enum ApiError {
         /// Where the projection stands (projection, position, lag).
         detail: Value,
     },
+    /// The search engine refused a query built from valid-looking parameters (400): the
+    /// request is the cause, so retrying it cannot help.
+    #[error("{0}")]
+    Rejected(String),
+    /// A store did not answer within its time limit (503 + Retry-After).
+    #[error("{store} did not answer within {limit_ms} ms ({what})")]
+    TimedOut {
+        /// `postgresql` or `elasticsearch`.
+        store: &'static str,
+        /// Which limit was hit, e.g. `statement timeout`.
+        what: &'static str,
+        /// The limit.
+        limit_ms: u64,
+    },
+    /// The read model is not there (yet): its projector has not created it, or the version
+    /// asked for was just retired (503 + Retry-After).
+    #[error("read model {0} not available yet")]
+    ReadModelMissing(String),
     /// A store is down or answered unexpectedly (503).
     #[error("{0}")]
     Unavailable(String),
@@ -51,12 +69,13 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadParameter { .. } | ApiError::Rejected(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::NotYetConsistent { .. } | ApiError::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::NotYetConsistent { .. }
+            | ApiError::TimedOut { .. }
+            | ApiError::ReadModelMissing(_)
+            | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -72,9 +91,9 @@ impl From<tokio_postgres::Error> for ApiError {
     fn from(error: tokio_postgres::Error) -> ApiError {
         match error.as_db_error() {
             // undefined_table: the projector has not created its read model yet
-            Some(db) if db.code().code() == "42P01" => {
-                ApiError::Unavailable(format!("read model not available yet: {}", db.message()))
-            }
+            Some(db) if db.code().code() == "42P01" => ApiError::ReadModelMissing(
+                db.message().split('"').nth(1).unwrap_or("table").to_owned(),
+            ),
             // undefined_column: the running projector's tables differ from the declaration
             // the read API loaded (e.g. the code and declarative versions of a model)
             Some(db) if db.code().code() == "42703" => ApiError::Unavailable(format!(
@@ -105,12 +124,25 @@ impl IntoResponse for ApiError {
                 tracing::warn!(%detail, "store unavailable");
                 json!({"error": detail})
             }
+            ApiError::Rejected(detail) => json!({"error": detail, "parameter": null}),
+            ApiError::TimedOut {
+                store,
+                what,
+                limit_ms,
+            } => {
+                tracing::warn!(store, what, limit_ms, "store timed out");
+                json!({"error": self.to_string(), "store": store, "timeout": what,
+                       "timeout_ms": limit_ms})
+            }
             other => json!({"error": other.to_string()}),
         };
         let mut response = (status, axum::Json(body)).into_response();
         if matches!(
             self,
-            ApiError::NotYetConsistent { .. } | ApiError::Unavailable(_)
+            ApiError::NotYetConsistent { .. }
+                | ApiError::Unavailable(_)
+                | ApiError::TimedOut { .. }
+                | ApiError::ReadModelMissing(_)
         ) {
             response
                 .headers_mut()

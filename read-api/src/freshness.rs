@@ -7,6 +7,12 @@
 //! With a position token (`consistent_with` parameter or `Factline-Consistent-With` header)
 //! the answer waits until the projection has applied that record, up to a bounded timeout,
 //! and says so with a 503 and the current freshness when it has not.
+//!
+//! The version that reached the position is the version queried: routes read that version's
+//! own table or index (not the view or alias, which a rebuild may swap to a newer version that
+//! has not applied the write yet), so read-your-writes holds across a swap. Every answer carries
+//! all four headers; a lag the read API cannot know yet (a topic whose Kafka watermarks it has
+//! not fetched, e.g. Kafka unreachable) is `unknown`.
 
 use std::time::Duration;
 
@@ -19,6 +25,9 @@ use crate::error::ApiError;
 use crate::params::Params;
 use crate::state::AppState;
 use crate::status::{Snapshot, VersionStatus};
+
+/// The value of a lag header the read API cannot know yet.
+pub const UNKNOWN: &str = "unknown";
 
 /// The header carrying a position token.
 pub const CONSISTENT_WITH: &str = "factline-consistent-with";
@@ -48,6 +57,11 @@ impl Freshness {
             lag_seconds: lag.map(|l| l.seconds),
             version,
         }
+    }
+
+    /// The version that answers, when known.
+    pub fn version_number(&self) -> Option<i32> {
+        self.version.as_ref().map(|v| v.version)
     }
 
     /// The freshness as JSON (in error bodies).
@@ -90,12 +104,16 @@ impl Freshness {
             None => put("factline-projection", self.projector.clone()),
         }
         put("factline-position", self.position());
-        if let Some(events) = self.lag_events {
-            put("factline-lag-events", events.to_string());
-        }
-        if let Some(seconds) = self.lag_seconds {
-            put("factline-lag-seconds", format!("{seconds:.3}"));
-        }
+        put(
+            "factline-lag-events",
+            self.lag_events
+                .map_or_else(|| UNKNOWN.to_owned(), |events| events.to_string()),
+        );
+        put(
+            "factline-lag-seconds",
+            self.lag_seconds
+                .map_or_else(|| UNKNOWN.to_owned(), |seconds| format!("{seconds:.3}")),
+        );
         headers
     }
 }
@@ -164,12 +182,15 @@ pub async fn ensure(
         return Ok(Freshness::of(state, &snapshot, projector));
     }
     let (mut updates, _fast) = state.board.watch();
-    let waited = tokio::time::timeout(wait, updates.wait_for(|s| reached(s))).await;
-    let snapshot = state.board.current();
-    let freshness = Freshness::of(state, &snapshot, projector);
+    let waited = tokio::time::timeout(wait, async {
+        // the snapshot that shows the position reached names the version to query
+        updates.wait_for(|s| reached(s)).await.map(|s| s.clone())
+    })
+    .await;
     match waited {
-        Ok(Ok(_)) => Ok(freshness),
+        Ok(Ok(snapshot)) => Ok(Freshness::of(state, &snapshot, projector)),
         _ => {
+            let freshness = Freshness::of(state, &state.board.current(), projector);
             metrics::counter!("read_api_consistency_timeouts_total", "projection" => projector.to_owned())
                 .increment(1);
             Err(ApiError::NotYetConsistent {

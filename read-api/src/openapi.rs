@@ -1,88 +1,176 @@
-//! The OpenAPI 3.1 description served at `/openapi.json`.
+//! The OpenAPI 3.1 description served at `/openapi.json`, generated from the running
+//! configuration so that it says exactly what this process accepts: page and wait limits,
+//! string lengths and characters, every status a route can answer, and bearer security only
+//! when keys are configured. `scripts/openapi-fuzz.sh` checks it against the behaviour.
 
 use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::params::MAX_TEXT;
+
+/// Text without control characters (`char::is_control`: U+0000–U+001F, U+007F–U+009F).
+const NO_CONTROL: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
 
 fn param(name: &str, description: &str, schema: Value) -> Value {
     json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
 }
 
 fn path_param(name: &str) -> Value {
-    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "maxLength": 512}})
+    json!({"name": name, "in": "path", "required": true,
+           "schema": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": NO_CONTROL}})
 }
 
 fn text() -> Value {
-    json!({"type": "string", "maxLength": 512})
+    json!({"type": "string", "maxLength": MAX_TEXT, "pattern": NO_CONTROL})
+}
+
+fn opaque(description: &str) -> Value {
+    json!({"type": "string", "maxLength": MAX_TEXT, "pattern": "^[A-Za-z0-9_-]*$",
+           "description": description})
 }
 
 fn time() -> Value {
-    json!({"type": "string", "description": "RFC 3339 time or YYYY-MM-DD"})
+    json!({"type": "string",
+           "description": "RFC 3339 time or YYYY-MM-DD (midnight UTC), four-digit year; times past 9999-12-31T23:59:59Z in UTC count as that instant",
+           "anyOf": [{"format": "date"}, {"format": "date-time"}]})
 }
 
-fn consistency() -> Vec<Value> {
-    vec![
-        param("consistent_with", "position token from the write side: wait until this write is visible (also header Factline-Consistent-With)", text()),
-        param("wait_ms", "longest wait for consistent_with, at most the server's limit", json!({"type": "integer", "minimum": 0})),
-    ]
-}
-
-fn page() -> Vec<Value> {
-    vec![
-        param(
-            "limit",
-            "page size (default 20, at most 100)",
-            json!({"type": "integer", "minimum": 1, "maximum": 100}),
-        ),
-        param("cursor", "next_cursor of the previous page", text()),
-    ]
-}
-
-fn get(summary: &str, mut parameters: Vec<Value>, with_consistency: bool) -> Value {
-    if with_consistency {
-        parameters.extend(consistency());
+fn integer(minimum: i64, maximum: Option<i64>) -> Value {
+    let mut schema = json!({"type": "integer", "minimum": minimum});
+    if let Some(maximum) = maximum {
+        schema["maximum"] = json!(maximum);
     }
-    let fresh = json!({
-        "Factline-Projection": {"schema": {"type": "string"}, "description": "projection/version that answered"},
-        "Factline-Position": {"schema": {"type": "string"}, "description": "topic:partition:next_offset of every partition applied"},
-        "Factline-Lag-Events": {"schema": {"type": "integer"}, "description": "records not applied yet"},
-        "Factline-Lag-Seconds": {"schema": {"type": "number"}, "description": "age of the oldest record not applied yet"}
-    });
-    json!({"get": {
-        "summary": summary,
-        "parameters": parameters,
-        "responses": {
-            "200": {"description": "the answer", "headers": fresh},
-            "400": {"description": "a parameter is invalid; `parameter` names it"},
-            "401": {"description": "bearer key missing or unknown (when keys are configured)"},
-            "404": {"description": "no such entity"},
-            "503": {"description": "consistent_with not reached in time (body: freshness), or a store is down"}
-        }
-    }})
+    schema
 }
 
-/// The whole document.
-pub fn document() -> Value {
+fn error_body(description: &str) -> Value {
+    json!({"description": description,
+           "content": {"application/json": {"schema": {
+               "type": "object", "required": ["error"],
+               "properties": {"error": {"type": "string"}}}}}})
+}
+
+struct Doc<'a> {
+    config: &'a Config,
+}
+
+impl Doc<'_> {
+    fn consistency(&self) -> Vec<Value> {
+        vec![
+            param("consistent_with", "position token returned by the write side: answer only once this write is visible (also header Factline-Consistent-With)", opaque("opaque position token")),
+            param(
+                "wait_ms",
+                "longest wait for consistent_with",
+                integer(0, Some(self.config.consistency_timeout.as_millis() as i64)),
+            ),
+        ]
+    }
+
+    fn page(&self) -> Vec<Value> {
+        vec![
+            param(
+                "limit",
+                &format!("page size (default {})", self.config.default_page_size),
+                integer(1, Some(self.config.max_page_size as i64)),
+            ),
+            param(
+                "cursor",
+                "next_cursor of the previous page of the same query",
+                opaque("opaque cursor"),
+            ),
+        ]
+    }
+
+    fn responses(&self, fresh: bool, not_found: bool) -> Value {
+        let mut responses = serde_json::Map::new();
+        let ok = if fresh {
+            let headers = json!({
+                "Factline-Projection": {"required": true, "schema": {"type": "string"}, "description": "projection/version that answered"},
+                "Factline-Position": {"required": true, "schema": {"type": "string"}, "description": "topic:partition:next_offset of every partition applied, comma-separated (empty while unknown)"},
+                "Factline-Lag-Events": {"required": true, "schema": {"type": "string", "pattern": "^([0-9]+|unknown)$"}, "description": "records not applied yet, or unknown while the read API has no Kafka watermarks for the projection's topics"},
+                "Factline-Lag-Seconds": {"required": true, "schema": {"type": "string", "pattern": "^([0-9]+\\.[0-9]{3}|unknown)$"}, "description": "age of the oldest record not applied yet, or unknown"}
+            });
+            json!({"description": "the answer, with its freshness", "headers": headers,
+                   "content": {"application/json": {"schema": {"type": "object"}}}})
+        } else {
+            json!({"description": "the answer",
+                   "content": {"application/json": {"schema": {"type": "object"}}}})
+        };
+        responses.insert("200".into(), ok);
+        responses.insert(
+            "400".into(),
+            error_body(
+                "a parameter is invalid (`parameter` names it), or Elasticsearch rejected a value",
+            ),
+        );
+        if !self.config.api_key_hashes.is_empty() {
+            responses.insert("401".into(), error_body("bearer key missing or unknown"));
+        }
+        if not_found {
+            responses.insert(
+                "404".into(),
+                error_body("no such entity (it may not be projected yet), view or projection"),
+            );
+        }
+        if fresh {
+            let mut unavailable = error_body("consistent_with not reached within wait_ms (body: freshness), a read model not created yet, a store down, or a time limit hit");
+            unavailable["headers"] = json!({"Retry-After": {"required": true, "schema": {"type": "string", "pattern": "^[0-9]+$"}}});
+            responses.insert("503".into(), unavailable);
+        }
+        Value::Object(responses)
+    }
+
+    fn get(
+        &self,
+        summary: &str,
+        mut parameters: Vec<Value>,
+        fresh: bool,
+        not_found: bool,
+    ) -> Value {
+        if fresh {
+            parameters.extend(self.consistency());
+        }
+        json!({"get": {
+            "summary": summary,
+            "parameters": parameters,
+            "responses": self.responses(fresh, not_found)
+        }})
+    }
+}
+
+/// The whole document for `config`.
+pub fn document(config: &Config) -> Value {
+    let doc = Doc { config };
     let statuses = json!({"type": "string", "enum": crate::routes::customers::STATUSES});
     let mut orders_list = vec![
         param("status", "order status", statuses.clone()),
         param("placed_from", "placed at or after", time()),
-        param("placed_to", "placed before", time()),
+        param(
+            "placed_to",
+            "placed before (a range ending before it starts matches nothing)",
+            time(),
+        ),
     ];
-    orders_list.extend(page());
+    orders_list.extend(doc.page());
     let mut search = vec![
         param("q", "full text over item names and customer name", text()),
         param("status", "order status", statuses),
         param("customer_id", "customer", text()),
         param("placed_from", "placed at or after", time()),
-        param("placed_to", "placed before", time()),
+        param(
+            "placed_to",
+            "placed before (a range ending before it starts matches nothing)",
+            time(),
+        ),
         param(
             "total_min",
             "total in cents, at least",
-            json!({"type": "integer", "minimum": 0}),
+            integer(0, Some(i64::MAX)),
         ),
         param(
             "total_max",
-            "total in cents, at most",
-            json!({"type": "integer", "minimum": 0}),
+            "total in cents, at most (below total_min: matches nothing)",
+            integer(0, Some(i64::MAX)),
         ),
         param(
             "sort",
@@ -90,7 +178,7 @@ pub fn document() -> Value {
             json!({"type": "string", "enum": crate::routes::search::SORTS}),
         ),
     ];
-    search.extend(page());
+    search.extend(doc.page());
     let mut events = vec![
         param("q", "full text over the payload", text()),
         param("type", "event type, e.g. OrderPlaced", text()),
@@ -99,25 +187,37 @@ pub fn document() -> Value {
         param("from", "record time at or after", time()),
         param("to", "record time before", time()),
     ];
-    events.extend(page());
-    json!({
+    events.extend(doc.page());
+    let mut document = json!({
         "openapi": "3.1.0",
         "info": {"title": "factline read API", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Queries over the read models. Every answer from a projection carries its freshness headers; pass consistent_with to read your own writes."},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+                 "description": "Queries over the read models. Every answer from a projection carries its freshness headers; pass consistent_with to read your own writes. Unknown or repeated query parameters are a 400."},
         "paths": {
-            "/orders/{id}": get("an order summary", vec![path_param("id")], true),
-            "/customers/{id}": get("a customer's statistics", vec![path_param("id")], true),
-            "/customers/{id}/orders": get("a customer's orders, newest first", [vec![path_param("id")], orders_list].concat(), true),
-            "/search/orders": get("search orders", search, true),
-            "/events": get("browse and search every event, newest first", events, true),
-            "/projections": get("every projector: versions, positions, lag, rebuild progress, dead letters", vec![], false),
-            "/projections/{name}": get("one projector", vec![path_param("name")], false),
-            "/views/{name}": get("a declarative projection's rows, filtered on its declared columns (column=value)", [vec![path_param("name")], page()].concat(), true),
-            "/views/{name}/{key}": get("a declarative projection's row by key", vec![path_param("name"), path_param("key")], true),
-            "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},
-            "/readyz": {"get": {"summary": "readiness: PostgreSQL and Elasticsearch answer", "responses": {"200": {"description": "ready"}, "503": {"description": "a store is down"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "metrics"}}}}
+            "/orders/{id}": doc.get("an order summary", vec![path_param("id")], true, true),
+            "/customers/{id}": doc.get("a customer's statistics", vec![path_param("id")], true, true),
+            "/customers/{id}/orders": doc.get("a customer's orders, newest first", [vec![path_param("id")], orders_list].concat(), true, false),
+            "/search/orders": doc.get("search orders", search, true, false),
+            "/events": doc.get("browse and search every event, newest first", events, true, false),
+            "/projections": doc.get("every projector: versions, positions, lag, rebuild progress, dead letters", vec![], false, false),
+            "/projections/{name}": doc.get("one projector", vec![path_param("name")], false, true),
+            "/views/{name}": doc.get("a declarative projection's rows, filtered on its declared columns (column=value, checked against the column's type)", [vec![path_param("name")], doc.page()].concat(), true, true),
+            "/views/{name}/{key}": doc.get("a declarative projection's row by key", vec![path_param("name"), path_param("key")], true, true),
+            "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/readyz": {"get": {"summary": "readiness: PostgreSQL and Elasticsearch answer, projector status and Kafka watermarks read once", "responses": {
+                "200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "503": {"description": "not ready (the body says what is missing)", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
         }
-    })
+    });
+    if !config.api_key_hashes.is_empty() {
+        document["components"] =
+            json!({"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}});
+        document["security"] = json!([{"bearer": []}]);
+        for open in ["/healthz", "/readyz"] {
+            document["paths"][open]["get"]["security"] = json!([]);
+        }
+        document["paths"]["/metrics"]["get"]["responses"]["401"] =
+            error_body("bearer key missing or unknown");
+    }
+    document
 }

@@ -9,6 +9,10 @@ use crate::error::ApiError;
 /// Longest accepted text value (search text, ids, filters).
 pub const MAX_TEXT: usize = 512;
 
+/// The years a time may fall in (in UTC): what both PostgreSQL and Elasticsearch accept and
+/// RFC 3339 can write (four digits).
+pub const YEARS: std::ops::RangeInclusive<i32> = 0..=9999;
+
 /// An optional start and end time.
 pub type TimeRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
@@ -39,6 +43,27 @@ impl Params {
         Ok(Params { pairs })
     }
 
+    /// A typed parameter's value as given: absent is `None`, present but empty is a `400`
+    /// (an empty number, time or choice is not a value), never trimmed.
+    fn typed(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let Some((_, value)) = self.pairs.iter().find(|(n, _)| n == name) else {
+            return Ok(None);
+        };
+        if value.is_empty() {
+            return Err(ApiError::bad(
+                name,
+                "empty; leave the parameter out instead",
+            ));
+        }
+        if value.chars().count() > MAX_TEXT {
+            return Err(ApiError::bad(
+                name,
+                format!("longer than {MAX_TEXT} characters"),
+            ));
+        }
+        Ok(Some(value))
+    }
+
     /// A text parameter (trimmed; empty counts as absent), at most [`MAX_TEXT`] characters.
     pub fn text(&self, name: &str) -> Result<Option<String>, ApiError> {
         let Some((_, value)) = self.pairs.iter().find(|(n, _)| n == name) else {
@@ -62,7 +87,7 @@ impl Params {
 
     /// An integer parameter within `min..=max`.
     pub fn int(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
-        let Some(text) = self.text(name)? else {
+        let Some(text) = self.typed(name)? else {
             return Ok(None);
         };
         let value: i64 = text
@@ -79,28 +104,17 @@ impl Params {
 
     /// An RFC 3339 time (`2026-11-23T10:00:00Z`) or a date (`2026-11-23`, midnight UTC).
     pub fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-        let Some(text) = self.text(name)? else {
-            return Ok(None);
-        };
-        if let Ok(t) = DateTime::parse_from_rfc3339(&text) {
-            return Ok(Some(t.with_timezone(&Utc)));
+        match self.typed(name)? {
+            None => Ok(None),
+            Some(text) => time(name, text).map(Some),
         }
-        if let Ok(d) = chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d") {
-            if let Some(t) = d.and_hms_opt(0, 0, 0) {
-                return Ok(Some(t.and_utc()));
-            }
-        }
-        Err(ApiError::bad(
-            name,
-            "expected an RFC 3339 time (2026-11-23T10:00:00Z) or a date (2026-11-23)",
-        ))
     }
 
     /// One of `choices`.
     pub fn choice(&self, name: &str, choices: &[&str]) -> Result<Option<String>, ApiError> {
-        match self.text(name)? {
+        match self.typed(name)? {
             None => Ok(None),
-            Some(v) if choices.contains(&v.as_str()) => Ok(Some(v)),
+            Some(v) if choices.contains(&v) => Ok(Some(v.to_owned())),
             Some(_) => Err(ApiError::bad(
                 name,
                 format!("expected one of {}", choices.join(", ")),
@@ -116,17 +130,54 @@ impl Params {
             .unwrap_or(default))
     }
 
-    /// A time range `from_name..to_name`, checked to be in order.
+    /// A time range `from_name..to_name` (one ending before it starts matches nothing).
     pub fn range(&self, from_name: &str, to_name: &str) -> Result<TimeRange, ApiError> {
-        let from = self.time(from_name)?;
-        let to = self.time(to_name)?;
-        if let (Some(f), Some(t)) = (from, to) {
-            if f > t {
-                return Err(ApiError::bad(to_name, format!("is before {from_name}")));
-            }
-        }
-        Ok((from, to))
+        Ok((self.time(from_name)?, self.time(to_name)?))
     }
+}
+
+/// Parses an RFC 3339 time or a date (midnight UTC) given as parameter `name`. The year is
+/// written with four digits (0000–9999, what both PostgreSQL and Elasticsearch accept); an
+/// offset that moves the instant past either end of that range in UTC is clamped to the end,
+/// which selects the same records.
+pub fn time(name: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    let bytes = text.as_bytes();
+    let four_digit_year =
+        bytes.len() >= 10 && bytes[..4].iter().all(u8::is_ascii_digit) && bytes[4] == b'-';
+    let parsed = if !four_digit_year {
+        None
+    } else if bytes.len() == 10 {
+        chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()
+            .filter(|d| d.format("%Y-%m-%d").to_string() == text)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc())
+    } else {
+        DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let Some(t) = parsed else {
+        return Err(ApiError::bad(
+            name,
+            "expected an RFC 3339 time (2026-11-23T10:00:00Z) or a date (2026-11-23), four-digit year",
+        ));
+    };
+    let (first, last) = time_limits();
+    Ok(t.clamp(first, last))
+}
+
+/// The first and last instants of [`YEARS`].
+fn time_limits() -> (DateTime<Utc>, DateTime<Utc>) {
+    let first = chrono::NaiveDate::from_ymd_opt(*YEARS.start(), 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let last = chrono::NaiveDate::from_ymd_opt(*YEARS.end(), 12, 31)
+        .and_then(|d| d.and_hms_micro_opt(23, 59, 59, 999_999))
+        .map(|t| t.and_utc())
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    (first, last)
 }
 
 /// A path segment used as an id: non-empty, at most [`MAX_TEXT`] characters, no control
@@ -144,6 +195,7 @@ pub fn id(name: &str, value: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Datelike;
 
     #[test]
     fn unknown_and_repeated_parameters_are_named() {
@@ -163,9 +215,33 @@ mod tests {
         assert!(p.limit(20, 100).is_err());
         assert!(p.time("from").unwrap().is_some());
         assert!(p.time("to").is_err());
+        for bad in [
+            "+10000-01-01",
+            "-0001-12-31",
+            "10000-01-01T00:00:00Z",
+            "2026-1-5",
+            "2026-02-30",
+        ] {
+            assert!(time("t", bad).is_err(), "{bad}");
+        }
+        for good in [
+            "0000-01-01",
+            "9999-12-31T23:59:59Z",
+            "0001-01-01T05:00:00+05:00",
+        ] {
+            assert!(time("t", good).is_ok(), "{good}");
+        }
+        let clamped = time("t", "9999-12-31T23:00:00-05:00").unwrap();
+        assert_eq!(clamped.year(), 9999);
+        let clamped = time("t", "0000-01-01T00:00:00+01:00").unwrap();
+        assert_eq!(clamped.year(), 0);
+        let q = Params::parse(Some("limit=&status= a"), &["limit", "status"]).unwrap();
+        assert!(q.limit(20, 100).is_err(), "an empty number is not absent");
+        assert!(
+            q.choice("status", &["a"]).is_err(),
+            "typed values are not trimmed"
+        );
         assert_eq!(p.text("n").unwrap().as_deref(), Some("%ZZ"));
-        let p = Params::parse(Some("from=2026-11-24&to=2026-11-23"), &["from", "to"]).unwrap();
-        assert!(p.range("from", "to").is_err());
         assert_eq!(
             Params::parse(None, &[]).unwrap().limit(20, 100).unwrap(),
             20

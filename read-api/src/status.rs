@@ -1,7 +1,9 @@
 //! What every projector has done: a snapshot of the bookkeeping tables the projector runtime
 //! keeps in PostgreSQL (versions, positions, rebuild progress, dead letters), refreshed by one
-//! background task — every 250 ms, every 20 ms while a request waits for a position — and
-//! published on a `watch` channel, so waiting requests never poll PostgreSQL themselves.
+//! background task — every 250 ms by default (`READ_API_STATUS_REFRESH_MS`), every 20 ms while
+//! a request waits for a position — and published on a `watch` channel, so waiting requests
+//! never poll PostgreSQL themselves. Until the first read succeeds the board is empty and the
+//! read API is not ready (`/readyz`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +13,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use tokio::sync::{watch, Notify};
+
+use crate::db::{self, Limits};
 
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
@@ -87,8 +91,9 @@ impl Drop for Waiting {
 }
 
 impl StatusBoard {
-    /// Starts the refresher task on `pool`; it ends when every board clone is dropped.
-    pub fn start(pool: Pool) -> StatusBoard {
+    /// Starts the refresher task on `pool`, reading every `refresh`; it ends when every board
+    /// clone is dropped.
+    pub fn start(pool: Pool, limits: Limits, refresh: Duration) -> StatusBoard {
         let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
         let waiters = Arc::new(AtomicUsize::new(0));
         let wake = Arc::new(Notify::new());
@@ -99,7 +104,7 @@ impl StatusBoard {
         };
         tokio::spawn(async move {
             loop {
-                match load(&pool).await {
+                match load(&pool, limits).await {
                     Ok(snapshot) => {
                         if tx.send(Arc::new(snapshot)).is_err() {
                             return; // no reader left
@@ -110,7 +115,7 @@ impl StatusBoard {
                 let pause = if waiters.load(Ordering::SeqCst) > 0 {
                     Duration::from_millis(20)
                 } else {
-                    Duration::from_millis(250)
+                    refresh
                 };
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
@@ -125,6 +130,29 @@ impl StatusBoard {
     /// The latest snapshot.
     pub fn current(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
+    }
+
+    /// Whether a snapshot was read at least once.
+    pub fn loaded(&self) -> bool {
+        self.snapshot.borrow().read_at.is_some()
+    }
+
+    /// A receiver of every new snapshot (without speeding the refresher up).
+    pub fn updates(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    /// Waits (at most `limit`) for a snapshot whose reading started after this call, and
+    /// returns the latest.
+    pub async fn refreshed(&self, limit: Duration) -> Arc<Snapshot> {
+        let asked = Utc::now();
+        let (mut updates, _fast) = self.watch();
+        let _ = tokio::time::timeout(
+            limit,
+            updates.wait_for(|s| s.read_at.is_some_and(|at| at >= asked)),
+        )
+        .await;
+        self.current()
     }
 
     /// A receiver of every new snapshot, with the refresher switched to fast polling while
@@ -143,8 +171,9 @@ impl StatusBoard {
 
 /// Reads the bookkeeping tables. Tables that do not exist yet (no projector ever ran) give an
 /// empty snapshot.
-pub async fn load(pool: &Pool) -> Result<Snapshot, String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
+pub async fn load(pool: &Pool, limits: Limits) -> Result<Snapshot, String> {
+    let read_at = Utc::now(); // before any query: the snapshot is at least this fresh
+    let mut client = db::connect(pool, limits).await.map_err(|e| e.to_string())?;
     let exists: bool = client
         .query_one(
             "SELECT to_regclass('factline_projector_rebuilds') IS NOT NULL \
@@ -156,7 +185,7 @@ pub async fn load(pool: &Pool) -> Result<Snapshot, String> {
         .get(0);
     let mut snapshot = Snapshot {
         projectors: BTreeMap::new(),
-        read_at: Some(Utc::now()),
+        read_at: Some(read_at),
     };
     if !exists {
         return Ok(snapshot);

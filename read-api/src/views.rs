@@ -2,12 +2,132 @@
 //! index (Elasticsearch) a declarative config file declares is served by key
 //! (`/views/{name}/{key}`, single-column keys) and as a list filtered on its declared
 //! columns (`/views/{name}?column=value&limit=&cursor=`), keyset-paginated by key. Column
-//! names come from the config files only; values are always bound parameters.
+//! names come from the config files only; values are always bound parameters, checked against
+//! the declared type first (a word for a boolean, date or number column is a `400` naming the
+//! column, never an error of the store).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use factline_projectors::declarative::config::{ColumnType, FieldType};
 use factline_projectors::declarative::{DeclarativeConfig, SinkKind};
+use serde_json::Value;
+
+use crate::cursor;
+use crate::error::ApiError;
+
+/// The type of a declared column or field, as far as filtering goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Exact text (PostgreSQL `text`, Elasticsearch `keyword`).
+    Text,
+    /// Analysed text (Elasticsearch `text`): matched, not compared.
+    FullText,
+    /// A 32-bit integer.
+    Integer,
+    /// A 64-bit integer.
+    BigInt,
+    /// A floating-point number.
+    Double,
+    /// `true` or `false`.
+    Boolean,
+    /// A time (RFC 3339 or a date).
+    Time,
+    /// A JSON value (PostgreSQL `jsonb`).
+    Json,
+    /// An object (Elasticsearch `object`): not filterable.
+    Object,
+}
+
+impl From<ColumnType> for Kind {
+    fn from(t: ColumnType) -> Kind {
+        match t {
+            ColumnType::Text => Kind::Text,
+            ColumnType::Bigint => Kind::BigInt,
+            ColumnType::Integer => Kind::Integer,
+            ColumnType::Boolean => Kind::Boolean,
+            ColumnType::Timestamptz => Kind::Time,
+            ColumnType::Jsonb => Kind::Json,
+            ColumnType::Double => Kind::Double,
+        }
+    }
+}
+
+impl From<FieldType> for Kind {
+    fn from(t: FieldType) -> Kind {
+        match t {
+            FieldType::Keyword => Kind::Text,
+            FieldType::Text => Kind::FullText,
+            FieldType::Long => Kind::BigInt,
+            FieldType::Integer => Kind::Integer,
+            FieldType::Double => Kind::Double,
+            FieldType::Boolean => Kind::Boolean,
+            FieldType::Date => Kind::Time,
+            FieldType::Object => Kind::Object,
+        }
+    }
+}
+
+impl Kind {
+    /// The PostgreSQL type a text parameter is cast to before comparing (`None`: compare as
+    /// text).
+    pub fn sql_cast(self) -> Option<&'static str> {
+        match self {
+            Kind::Text | Kind::FullText | Kind::Object => None,
+            Kind::Integer => Some("integer"),
+            Kind::BigInt => Some("bigint"),
+            Kind::Double => Some("double precision"),
+            Kind::Boolean => Some("boolean"),
+            Kind::Time => Some("timestamptz"),
+            Kind::Json => Some("jsonb"),
+        }
+    }
+
+    /// The type of this field's values in an Elasticsearch sort (for cursors).
+    pub fn sort_kind(self) -> cursor::Kind {
+        match self {
+            Kind::Integer | Kind::BigInt | Kind::Time => cursor::Kind::Integer,
+            Kind::Double => cursor::Kind::Number,
+            Kind::Boolean => cursor::Kind::Boolean,
+            Kind::Text | Kind::FullText | Kind::Json | Kind::Object => cursor::Kind::Keyword,
+        }
+    }
+
+    /// Checks a filter value given for `column` and returns it typed (JSON) for the store.
+    pub fn check(self, column: &str, text: &str) -> Result<Value, ApiError> {
+        match self {
+            Kind::Text | Kind::FullText => Ok(Value::from(text)),
+            Kind::Integer => text
+                .parse::<i32>()
+                .map(Value::from)
+                .map_err(|_| ApiError::bad(column, "expected a 32-bit integer")),
+            Kind::BigInt => text
+                .parse::<i64>()
+                .map(Value::from)
+                .map_err(|_| ApiError::bad(column, "expected a 64-bit integer")),
+            Kind::Double => text
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .map(Value::from)
+                .ok_or_else(|| ApiError::bad(column, "expected a finite number")),
+            Kind::Boolean => match text {
+                "true" => Ok(Value::Bool(true)),
+                "false" => Ok(Value::Bool(false)),
+                _ => Err(ApiError::bad(column, "expected true or false")),
+            },
+            Kind::Time => crate::params::time(column, text)
+                .map(|t| Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))),
+            Kind::Json => serde_json::from_str::<Value>(text)
+                .map(|_| Value::from(text))
+                .map_err(|_| ApiError::bad(column, "expected a JSON value")),
+            Kind::Object => Err(ApiError::bad(
+                column,
+                "an object field cannot be filtered on",
+            )),
+        }
+    }
+}
 
 /// One served view.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +142,24 @@ pub struct View {
     pub key: Vec<String>,
     /// Every declared column or field, filterable.
     pub columns: Vec<String>,
+    /// The declared type of each column or field.
+    pub types: BTreeMap<String, Kind>,
+}
+
+impl View {
+    /// The type of a declared column (text when the declaration does not say).
+    pub fn kind(&self, column: &str) -> Kind {
+        self.types.get(column).copied().unwrap_or(Kind::Text)
+    }
+
+    /// The types of the key's values in a cursor.
+    pub fn cursor_kinds(&self) -> Vec<cursor::Kind> {
+        match self.sink {
+            // keys are compared as text in PostgreSQL
+            SinkKind::Postgres => vec![cursor::Kind::Text; self.key.len()],
+            SinkKind::Elasticsearch => self.key.iter().map(|k| self.kind(k).sort_kind()).collect(),
+        }
+    }
 }
 
 /// Every declarative view, by name.
@@ -67,6 +205,11 @@ impl Views {
                             sink: SinkKind::Postgres,
                             key: table.primary_key.clone(),
                             columns: table.columns.keys().cloned().collect(),
+                            types: table
+                                .columns
+                                .iter()
+                                .map(|(c, t)| (c.clone(), Kind::from(*t)))
+                                .collect(),
                         },
                     );
                 }
@@ -81,6 +224,11 @@ impl Views {
                             sink: SinkKind::Elasticsearch,
                             key: vec![index.id.clone()],
                             columns: index.fields.keys().cloned().collect(),
+                            types: index
+                                .fields
+                                .iter()
+                                .map(|(f, t)| (f.clone(), Kind::from(*t)))
+                                .collect(),
                         },
                     );
                 }
@@ -101,6 +249,22 @@ mod tests {
         assert_eq!(directory.key, vec!["customer_id"]);
         assert_eq!(directory.sink, SinkKind::Postgres);
         assert!(directory.columns.contains(&"email".to_string()));
+        assert_eq!(directory.kind("forgotten"), Kind::Boolean);
+        assert!(directory
+            .kind("forgotten")
+            .check("forgotten", "word")
+            .is_err());
+        assert_eq!(
+            directory
+                .kind("registered_at")
+                .check("registered_at", "2026-11-23")
+                .unwrap(),
+            Value::from("2026-11-23T00:00:00Z")
+        );
+        let search = &views.by_name["customer_search"];
+        assert_eq!(search.cursor_kinds(), vec![cursor::Kind::Keyword]);
+        assert!(Kind::Integer.check("n", "99999999999").is_err());
+        assert!(Kind::Double.check("x", "NaN").is_err());
         assert!(Views::load(Path::new("/nonexistent"))
             .unwrap()
             .by_name

@@ -1,7 +1,10 @@
 //! Live Kafka high watermarks, the other half of lag: a projector that stopped also stopped
 //! recording watermarks, so the read API asks the brokers itself, every 500 ms, for the
-//! topics of every known projector. It also remembers when each watermark was first seen,
-//! which dates the oldest record a projector has not applied yet (lag in seconds).
+//! topics of every known projector, and at once when the projector status names a topic it has
+//! not fetched yet. A partition that cannot be read keeps its last known watermark; the others
+//! are recorded anyway. It also remembers when each watermark was first seen, which dates the
+//! oldest record a projector has not applied yet (lag in seconds). [`Watermarks::ready`] says
+//! whether one round over the topics of the first status snapshot is done (readiness).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -11,7 +14,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use crate::status::{StatusBoard, TopicPartition, VersionStatus};
+use crate::status::{Snapshot, StatusBoard, TopicPartition, VersionStatus};
 
 /// How many watermark changes are remembered per partition.
 const HISTORY: usize = 4096;
@@ -23,6 +26,8 @@ struct State {
     /// (high, first seen) per partition, oldest first, highs increasing.
     seen: HashMap<TopicPartition, VecDeque<(i64, DateTime<Utc>)>>,
     fetched_at: Option<DateTime<Utc>>,
+    /// A round over the topics of a loaded status snapshot is done.
+    ready: bool,
 }
 
 /// A projector version's distance from the end of its topics.
@@ -60,30 +65,48 @@ impl Watermarks {
             state: Arc::new(Mutex::new(State::default())),
         };
         let state = Arc::downgrade(&watermarks.state);
+        let mut updates = board.updates();
         tokio::spawn(async move {
             loop {
                 let Some(state) = state.upgrade() else { return };
-                let mut topics: Vec<String> = board
-                    .current()
-                    .projectors
-                    .values()
-                    .flatten()
-                    .flat_map(|v| v.topics.iter().cloned())
-                    .collect();
-                topics.sort();
-                topics.dedup();
+                let snapshot = board.current();
+                let topics = topics_of(&snapshot);
+                let fetching = topics.clone();
                 let consumer = consumer.clone();
-                let fetched = tokio::task::spawn_blocking(move || fetch(&consumer, &topics)).await;
+                let fetched =
+                    tokio::task::spawn_blocking(move || fetch(&consumer, &fetching)).await;
                 match fetched {
-                    Ok(Ok(ends)) => record(&state, ends, Utc::now()),
-                    Ok(Err(error)) => tracing::debug!(%error, "cannot fetch watermarks"),
+                    Ok(ends) => record(&state, ends, Utc::now()),
                     Err(error) => tracing::debug!(%error, "watermark task failed"),
                 }
+                if snapshot.read_at.is_some() {
+                    state.lock().unwrap_or_else(|e| e.into_inner()).ready = true;
+                }
                 drop(state);
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // every 500 ms, or at once when the status names a topic not fetched yet
+                let new_topic = async {
+                    loop {
+                        if updates.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                        let named = topics_of(&updates.borrow_and_update());
+                        if named.iter().any(|t| !topics.contains(t)) {
+                            return;
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = new_topic => {}
+                }
             }
         });
         Ok(watermarks)
+    }
+
+    /// Whether a round over the topics of a loaded status snapshot is done.
+    pub fn ready(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).ready
     }
 
     /// The lag of `version`, or `None` while its topics' watermarks are unknown.
@@ -93,26 +116,45 @@ impl Watermarks {
     }
 }
 
-fn fetch(
-    consumer: &BaseConsumer,
-    topics: &[String],
-) -> Result<HashMap<TopicPartition, (i64, i64)>, String> {
+fn topics_of(snapshot: &Snapshot) -> Vec<String> {
+    let mut topics: Vec<String> = snapshot
+        .projectors
+        .values()
+        .flatten()
+        .flat_map(|v| v.topics.iter().cloned())
+        .collect();
+    topics.sort();
+    topics.dedup();
+    topics
+}
+
+/// The watermarks of every partition of `topics` that answers; the others are logged and
+/// left out (their last known values stay).
+fn fetch(consumer: &BaseConsumer, topics: &[String]) -> HashMap<TopicPartition, (i64, i64)> {
     let timeout = Duration::from_secs(2);
     let mut ends = HashMap::new();
     for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| e.to_string())?;
+        let metadata = match consumer.fetch_metadata(Some(topic), timeout) {
+            Ok(metadata) => metadata,
+            Err(error) => {
+                tracing::debug!(%topic, %error, "cannot fetch topic metadata");
+                continue;
+            }
+        };
         for t in metadata.topics() {
             for p in t.partitions() {
-                let (low, high) = consumer
-                    .fetch_watermarks(topic, p.id(), timeout)
-                    .map_err(|e| e.to_string())?;
-                ends.insert((topic.clone(), p.id()), (low, high));
+                match consumer.fetch_watermarks(topic, p.id(), timeout) {
+                    Ok(ends_of) => {
+                        ends.insert((topic.clone(), p.id()), ends_of);
+                    }
+                    Err(error) => {
+                        tracing::debug!(%topic, partition = p.id(), %error, "cannot fetch watermarks")
+                    }
+                }
             }
         }
     }
-    Ok(ends)
+    ends
 }
 
 fn record(state: &Mutex<State>, ends: HashMap<TopicPartition, (i64, i64)>, now: DateTime<Utc>) {

@@ -26,12 +26,22 @@ async fn readiness_metrics_and_openapi_are_served() {
     let http = reqwest::Client::new();
     let get = |path: &str| http.get(format!("{base}{path}")).send();
 
-    let ready = get("/readyz").await.unwrap();
-    assert_eq!(ready.status().as_u16(), 200);
-    let body: serde_json::Value = ready.json().await.unwrap();
+    // ready once the stores answer and the projector status and watermarks were read once
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let body = loop {
+        let ready = get("/readyz").await.unwrap();
+        let status = ready.status().as_u16();
+        let body: serde_json::Value = ready.json().await.unwrap();
+        if status == 200 {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert_eq!(
         body,
-        serde_json::json!({"postgres": true, "elasticsearch": true})
+        serde_json::json!({"postgres": true, "elasticsearch": true,
+                           "projector_status": true, "watermarks": true})
     );
 
     let openapi: serde_json::Value = get("/openapi.json").await.unwrap().json().await.unwrap();

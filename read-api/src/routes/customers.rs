@@ -6,13 +6,12 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
 use crate::cursor;
 use crate::error::ApiError;
-use crate::freshness;
-use crate::routes::{parse, respond, row_by_key, segment};
+use crate::routes::{parse, row_by_key, segment, serve};
 use crate::state::AppState;
 
 /// The projector serving customers.
@@ -60,58 +59,70 @@ pub async fn orders(
     let after: Option<(DateTime<Utc>, String)> = match params.text("cursor")? {
         None => None,
         Some(c) => {
-            let values = cursor::decode(&c, 2)?;
+            let values = cursor::decode(&c, &[cursor::Kind::Text, cursor::Kind::Text])?;
             let at = values[0]
                 .as_str()
                 .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
                 .map(|t| t.with_timezone(&Utc));
             match (at, values[1].as_str()) {
-                (Some(at), Some(order)) => Some((at, order.to_owned())),
-                _ => return Err(ApiError::bad("cursor", "not a cursor returned by this API")),
+                (Some(at), Some(order)) if crate::params::YEARS.contains(&at.year()) => {
+                    Some((at, order.to_owned()))
+                }
+                _ => {
+                    return Err(ApiError::bad(
+                        "cursor",
+                        "not a cursor returned by this API (value 0 is not a time)",
+                    ))
+                }
             }
         }
     };
-    let freshness = freshness::ensure(&state, crate::routes::orders::PROJECTOR, wanted).await?;
-    let body = async {
-        let client = state.pool.get().await?;
-        let (after_at, after_id) = match &after {
-            Some((at, order)) => (Some(*at), Some(order.clone())),
-            None => (None, None),
-        };
-        let fetch = limit as i64 + 1;
-        let statement = client
-            .prepare_cached(
-                "SELECT to_jsonb(t), t.placed_at, t.order_id FROM order_summary t \
+    let state = &state;
+    let (id, status, after) = (&id, &status, &after);
+    serve(
+        state,
+        crate::routes::orders::PROJECTOR,
+        wanted,
+        |version| async move {
+            let mut db = state.db().await?;
+            let (after_at, after_id) = match after {
+                Some((at, order)) => (Some(*at), Some(order.clone())),
+                None => (None, None),
+            };
+            let fetch = limit as i64 + 1;
+            let sql = format!(
+                "SELECT to_jsonb(t), t.placed_at, t.order_id FROM {} t \
                  WHERE t.customer_id = $1 AND t.placed_at IS NOT NULL \
                    AND ($2::text IS NULL OR t.status = $2) \
                    AND ($3::timestamptz IS NULL OR t.placed_at >= $3) \
                    AND ($4::timestamptz IS NULL OR t.placed_at < $4) \
                    AND ($5::timestamptz IS NULL OR (t.placed_at, t.order_id) < ($5, $6::text)) \
                  ORDER BY t.placed_at DESC, t.order_id DESC LIMIT $7",
-            )
-            .await?;
-        let rows = client
-            .query(
-                &statement,
-                &[&id, &status, &from, &to, &after_at, &after_id, &fetch],
-            )
-            .await?;
-        let more = rows.len() > limit;
-        let page = &rows[..rows.len().min(limit)];
-        let next = match page.last() {
-            Some(last) if more => {
-                let at: DateTime<Utc> = last.get(1);
-                let order: String = last.get(2);
-                Some(cursor::encode(&json!([
-                    at.to_rfc3339_opts(SecondsFormat::Micros, true),
-                    order
-                ])))
-            }
-            _ => None,
-        };
-        let items: Vec<Value> = page.iter().map(|r| r.get(0)).collect();
-        Ok(json!({"items": items, "next_cursor": next}))
-    }
-    .await;
-    Ok(respond(freshness, body))
+                state.table("order_summary", version)
+            );
+            let statement = db.prepare_cached(&sql).await?;
+            let rows = db
+                .query(
+                    &statement,
+                    &[id, status, &from, &to, &after_at, &after_id, &fetch],
+                )
+                .await?;
+            let more = rows.len() > limit;
+            let page = &rows[..rows.len().min(limit)];
+            let next = match page.last() {
+                Some(last) if more => {
+                    let at: DateTime<Utc> = last.get(1);
+                    let order: String = last.get(2);
+                    Some(cursor::encode(&json!([
+                        at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                        order
+                    ])))
+                }
+                _ => None,
+            };
+            let items: Vec<Value> = page.iter().map(|r| r.get(0)).collect();
+            Ok(json!({"items": items, "next_cursor": next}))
+        },
+    )
+    .await
 }

@@ -9,13 +9,19 @@ use serde_json::{json, Value};
 
 use crate::cursor;
 use crate::error::ApiError;
-use crate::freshness;
 use crate::routes::search::page;
-use crate::routes::{parse, respond, time_range};
+use crate::routes::{parse, serve, time_range};
 use crate::state::AppState;
 
 /// The projector serving the event viewer.
 pub const PROJECTOR: &str = "event_index";
+
+/// The types of the sort key (timestamp, offset, event id) in a cursor.
+const SORT_KEY: [cursor::Kind; 3] = [
+    cursor::Kind::Integer,
+    cursor::Kind::Integer,
+    cursor::Kind::Keyword,
+];
 
 /// Lists events, newest first.
 pub async fn list(
@@ -37,7 +43,7 @@ pub async fn list(
     let limit = params.limit(state.config.default_page_size, state.config.max_page_size)?;
     let after = params
         .text("cursor")?
-        .map(|c| cursor::decode(&c, 3))
+        .map(|c| cursor::decode(&c, &SORT_KEY))
         .transpose()?;
 
     let mut filter = Vec::new();
@@ -71,11 +77,13 @@ pub async fn list(
     if let Some(after) = after {
         body["search_after"] = Value::Array(after);
     }
-    let freshness = freshness::ensure(&state, PROJECTOR, wanted).await?;
-    let result = state
-        .search
-        .search(&state.alias(PROJECTOR), &body)
-        .await
-        .map(|hits| page(hits, limit));
-    Ok(respond(freshness, result))
+    let (state, body) = (&state, &body);
+    serve(state, PROJECTOR, wanted, |version| async move {
+        let hits = state
+            .search
+            .search(&state.index(PROJECTOR, version), body)
+            .await?;
+        Ok(page(hits, limit))
+    })
+    .await
 }

@@ -1,6 +1,6 @@
 //! The HTTP routes, one module per resource, and the shared way of answering: a JSON body with
 //! the freshness headers of the projection that served it (also on a `404`, which may only
-//! mean "not projected yet").
+//! mean "not projected yet"), read from the very version those headers name (see [`serve`]).
 
 pub mod customers;
 pub mod events;
@@ -19,7 +19,7 @@ use axum::Router;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::freshness::Freshness;
+use crate::freshness::{Freshness, Wanted};
 use crate::state::AppState;
 use crate::{auth, telemetry};
 
@@ -77,6 +77,49 @@ pub fn parse(
     Ok((params, wanted))
 }
 
+/// Answers from `projector`: waits for the wanted position (if any), then runs `query` on the
+/// version that reached it — `query` gets that version number and must read that version's own
+/// table or index ([`AppState::table`], [`AppState::index`]). When that read model has gone
+/// meanwhile (a swap retired and dropped it), it reads the status again and answers from the
+/// version serving now, within the same overall wait.
+pub async fn serve<F, Fut>(
+    state: &AppState,
+    projector: &str,
+    wanted: Option<Wanted>,
+    query: F,
+) -> Result<Response, ApiError>
+where
+    F: Fn(Option<i32>) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, ApiError>>,
+{
+    let deadline = wanted
+        .as_ref()
+        .map(|(_, wait)| std::time::Instant::now() + *wait);
+    let mut retried = false;
+    loop {
+        let remaining = wanted
+            .as_ref()
+            .zip(deadline)
+            .map(|((position, _), deadline)| {
+                (
+                    position.clone(),
+                    deadline.saturating_duration_since(std::time::Instant::now()),
+                )
+            });
+        let freshness = crate::freshness::ensure(state, projector, remaining).await?;
+        let body = query(freshness.version_number()).await;
+        if matches!(body, Err(ApiError::ReadModelMissing(_)))
+            && freshness.version.is_some()
+            && !retried
+        {
+            retried = true;
+            state.board.refreshed(state.config.statement_timeout).await;
+            continue;
+        }
+        return Ok(respond(freshness, body));
+    }
+}
+
 /// One row of a PostgreSQL view by its key column, as JSON, with the freshness of
 /// `projector` (after the read-your-writes wait, if asked). `view` and `key` are constants
 /// of the calling route, never user input.
@@ -89,17 +132,21 @@ pub async fn row_by_key(
     id: String,
 ) -> Result<Response, ApiError> {
     let (_, wanted) = parse(state, query, headers, &[])?;
-    let freshness = crate::freshness::ensure(state, projector, wanted).await?;
-    let body = async {
-        let client = state.pool.get().await?;
-        let sql = format!("SELECT to_jsonb(t) FROM {view} t WHERE {key} = $1");
-        let statement = client.prepare_cached(&sql).await?;
-        let row = client.query_opt(&statement, &[&id]).await?;
-        row.map(|r| r.get(0))
-            .ok_or_else(|| ApiError::NotFound(format!("{key} {id}")))
-    }
-    .await;
-    Ok(respond(freshness, body))
+    serve(state, projector, wanted, |version| {
+        let id = id.clone();
+        async move {
+            let mut db = state.db().await?;
+            let sql = format!(
+                "SELECT to_jsonb(t) FROM {} t WHERE {key} = $1",
+                state.table(view, version)
+            );
+            let statement = db.prepare_cached(&sql).await?;
+            let row = db.query_opt(&statement, &[&id]).await?;
+            row.map(|r| r.get(0))
+                .ok_or_else(|| ApiError::NotFound(format!("{key} {id}")))
+        }
+    })
+    .await
 }
 
 /// An Elasticsearch `range` filter on `field` for an optional `[from, to)` window.

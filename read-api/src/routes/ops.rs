@@ -1,5 +1,6 @@
 //! Operations endpoints: `/healthz` (the process answers), `/readyz` (PostgreSQL and
-//! Elasticsearch answer), `/metrics` (Prometheus) and `/openapi.json`.
+//! Elasticsearch answer, the projector status was read and the Kafka watermarks of its topics
+//! fetched once, so answers carry their lag), `/metrics` (Prometheus) and `/openapi.json`.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -14,21 +15,24 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: every store answers.
+/// Readiness: every store answers, and the freshness of answers is known.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let postgres = match state.pool.get().await {
-        Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+    let postgres = match state.db().await {
+        Ok(mut db) => db.query_one("SELECT 1", &[]).await.is_ok(),
         Err(_) => false,
     };
     let elasticsearch = state.search.ping().await;
-    let status = if postgres && elasticsearch {
+    let status_read = state.board.loaded();
+    let watermarks = state.watermarks.ready();
+    let status = if postgres && elasticsearch && status_read && watermarks {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        Json(json!({"postgres": postgres, "elasticsearch": elasticsearch})),
+        Json(json!({"postgres": postgres, "elasticsearch": elasticsearch,
+                    "projector_status": status_read, "watermarks": watermarks})),
     )
         .into_response()
 }
@@ -43,6 +47,6 @@ pub async fn metrics() -> Response {
 }
 
 /// The OpenAPI document.
-pub async fn openapi() -> Json<Value> {
-    Json(crate::openapi::document())
+pub async fn openapi(State(state): State<AppState>) -> Json<Value> {
+    Json(crate::openapi::document(&state.config))
 }

@@ -9,9 +9,8 @@ use serde_json::{json, Value};
 
 use crate::cursor;
 use crate::error::ApiError;
-use crate::freshness;
 use crate::routes::customers::STATUSES;
-use crate::routes::{parse, respond, time_range};
+use crate::routes::{parse, serve, time_range};
 use crate::state::AppState;
 
 /// The projector serving order search.
@@ -49,18 +48,14 @@ pub async fn orders(
     let (from, to) = params.range("placed_from", "placed_to")?;
     let total_min = params.int("total_min", 0, i64::MAX)?;
     let total_max = params.int("total_max", 0, i64::MAX)?;
-    if let (Some(min), Some(max)) = (total_min, total_max) {
-        if min > max {
-            return Err(ApiError::bad("total_max", "is below total_min"));
-        }
-    }
     let sort = params
         .choice("sort", SORTS)?
         .unwrap_or_else(|| "-placed_at".into());
     let limit = params.limit(state.config.default_page_size, state.config.max_page_size)?;
     let after = params
         .text("cursor")?
-        .map(|c| cursor::decode(&c, 2))
+        // placed_at (a date) and total_cents both sort as integers, then the order id
+        .map(|c| cursor::decode(&c, &[cursor::Kind::Integer, cursor::Kind::Keyword]))
         .transpose()?;
 
     let mut filter = vec![json!({"exists": {"field": "placed_at"}})];
@@ -106,13 +101,15 @@ pub async fn orders(
     if let Some(after) = after {
         body["search_after"] = Value::Array(after);
     }
-    let freshness = freshness::ensure(&state, PROJECTOR, wanted).await?;
-    let result = state
-        .search
-        .search(&state.alias(PROJECTOR), &body)
-        .await
-        .map(|hits| page(hits, limit));
-    Ok(respond(freshness, result))
+    let (state, body) = (&state, &body);
+    serve(state, PROJECTOR, wanted, |version| async move {
+        let hits = state
+            .search
+            .search(&state.index(PROJECTOR, version), body)
+            .await?;
+        Ok(page(hits, limit))
+    })
+    .await
 }
 
 /// A page of `limit` items with the cursor of the next one (hits hold `limit + 1` at most).

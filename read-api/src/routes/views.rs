@@ -10,11 +10,13 @@ use serde_json::{json, Value};
 
 use crate::cursor;
 use crate::error::ApiError;
-use crate::freshness;
 use crate::routes::search::page;
-use crate::routes::{parse, respond};
+use crate::routes::{parse, serve};
 use crate::state::AppState;
-use crate::views::View;
+use crate::views::{Kind, View};
+
+/// A filter on a declared column: the column, its type and the checked value.
+type Filter = (String, Kind, Value);
 
 fn find(state: &AppState, name: &str) -> Result<View, ApiError> {
     state
@@ -45,17 +47,17 @@ pub async fn by_key(
         ));
     }
     let (_, wanted) = parse(&state, query.as_deref(), &headers, &[])?;
-    let freshness = freshness::ensure(&state, &view.projector, wanted).await?;
-    let filters = vec![(view.key[0].clone(), key.clone())];
-    let body = fetch(&state, &view, &filters, 1, None)
-        .await
-        .and_then(|page| {
-            page["items"]
-                .as_array()
-                .and_then(|items| items.first().cloned())
-                .ok_or_else(|| ApiError::NotFound(format!("{name} {key}")))
-        });
-    Ok(respond(freshness, body))
+    let kind = view.kind(&view.key[0]);
+    let filters = vec![(view.key[0].clone(), kind, kind.check("key", &key)?)];
+    let (state, view, filters, name, key) = (&state, &view, &filters, &name, &key);
+    serve(state, &view.projector, wanted, |version| async move {
+        let page = fetch(state, view, version, filters, 1, None).await?;
+        page["items"]
+            .as_array()
+            .and_then(|items| items.first().cloned())
+            .ok_or_else(|| ApiError::NotFound(format!("{name} {key}")))
+    })
+    .await
 }
 
 /// Rows or documents filtered on declared columns, in key order.
@@ -73,32 +75,39 @@ pub async fn list(
     let mut filters = Vec::new();
     for column in &view.columns {
         if let Some(value) = params.text(column)? {
-            filters.push((column.clone(), value));
+            let kind = view.kind(column);
+            filters.push((column.clone(), kind, kind.check(column, &value)?));
         }
     }
     let limit = params.limit(state.config.default_page_size, state.config.max_page_size)?;
     let after = params
         .text("cursor")?
-        .map(|c| cursor::decode(&c, view.key.len()))
+        .map(|c| cursor::decode(&c, &view.cursor_kinds()))
         .transpose()?;
-    let freshness = freshness::ensure(&state, &view.projector, wanted).await?;
-    let body = fetch(&state, &view, &filters, limit, after).await;
-    Ok(respond(freshness, body))
+    let (state, view, filters, after) = (&state, &view, &filters, &after);
+    serve(state, &view.projector, wanted, |version| async move {
+        fetch(state, view, version, filters, limit, after.clone()).await
+    })
+    .await
 }
 
 async fn fetch(
     state: &AppState,
     view: &View,
-    filters: &[(String, String)],
+    version: Option<i32>,
+    filters: &[Filter],
     limit: usize,
     after: Option<Vec<Value>>,
 ) -> Result<Value, ApiError> {
     match view.sink {
-        SinkKind::Postgres => fetch_postgres(state, view, filters, limit, after).await,
+        SinkKind::Postgres => fetch_postgres(state, view, version, filters, limit, after).await,
         SinkKind::Elasticsearch => {
             let filter: Vec<Value> = filters
                 .iter()
-                .map(|(column, value)| json!({"term": {column: value}}))
+                .map(|(column, kind, value)| match kind {
+                    Kind::FullText => json!({"match": {column: {"query": value}}}),
+                    _ => json!({"term": {column: value}}),
+                })
                 .collect();
             let sort: Vec<Value> = view
                 .key
@@ -110,7 +119,10 @@ async fn fetch(
             if let Some(after) = after {
                 body["search_after"] = Value::Array(after);
             }
-            let hits = state.search.search(&state.alias(&view.name), &body).await?;
+            let hits = state
+                .search
+                .search(&state.index(&view.name, version), &body)
+                .await?;
             Ok(page(hits, limit))
         }
     }
@@ -119,16 +131,25 @@ async fn fetch(
 async fn fetch_postgres(
     state: &AppState,
     view: &View,
-    filters: &[(String, String)],
+    version: Option<i32>,
+    filters: &[Filter],
     limit: usize,
     after: Option<Vec<Value>>,
 ) -> Result<Value, ApiError> {
-    // Identifiers come from the validated config files; every value is a bind parameter.
+    // Identifiers come from the validated config files; every value is a bind parameter,
+    // already checked against the column's type, so the cast cannot fail.
     let mut values: Vec<String> = Vec::new();
     let mut conditions = Vec::new();
-    for (column, value) in filters {
-        values.push(value.clone());
-        conditions.push(format!("t.\"{column}\"::text = ${}", values.len()));
+    for (column, kind, value) in filters {
+        values.push(match value {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        });
+        let n = values.len();
+        conditions.push(match kind.sql_cast() {
+            None => format!("t.\"{column}\"::text = ${n}"),
+            Some(cast) => format!("t.\"{column}\" = ${n}::text::{cast}"),
+        });
     }
     let keys: Vec<String> = view
         .key
@@ -151,9 +172,9 @@ async fn fetch_postgres(
         ));
     }
     let sql = format!(
-        "SELECT to_jsonb(t), ARRAY[{keys}] FROM \"{view}\" t {where_} ORDER BY {keys} LIMIT {fetch}",
+        "SELECT to_jsonb(t), ARRAY[{keys}] FROM \"{table}\" t {where_} ORDER BY {keys} LIMIT {fetch}",
         keys = keys.join(", "),
-        view = view.name,
+        table = state.table(&view.name, version),
         where_ = if conditions.is_empty() {
             String::new()
         } else {
@@ -161,12 +182,12 @@ async fn fetch_postgres(
         },
         fetch = limit + 1,
     );
-    let client = state.pool.get().await?;
+    let mut db = state.db().await?;
     let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
         .iter()
         .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
         .collect();
-    let rows = client.query(&sql, &params).await?;
+    let rows = db.query(sql.as_str(), &params).await?;
     let more = rows.len() > limit;
     let page = &rows[..rows.len().min(limit)];
     let next = match page.last() {

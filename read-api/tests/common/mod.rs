@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use factline_projectors::declarative::{DeclarativeConfig, DeclarativeProjection};
+use factline_projectors::declarative::{
+    DeclarativeConfig, DeclarativeProjection, DeclarativeSearchProjection,
+};
 use factline_projectors::projections::{
     CustomerStatsProjection, EventIndexProjection, OrderSearchProjection, OrderSummaryProjection,
 };
@@ -61,6 +63,7 @@ pub enum Projector {
     OrderSearch,
     EventIndex,
     CustomerDirectory,
+    CustomerSearch,
 }
 
 /// One test's whole system.
@@ -214,6 +217,24 @@ impl World {
                     .await;
                 }),
             ),
+            Projector::CustomerSearch => {
+                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../projectors/config/customer_search.toml");
+                let file = DeclarativeConfig::load(&path.to_string_lossy()).unwrap();
+                (
+                    "customer_search",
+                    Running::spawn(|s| async move {
+                        let _ = factline_projectors::run_search(
+                            config,
+                            DeclarativeSearchProjection::new(file),
+                            async move {
+                                let _ = s.await;
+                            },
+                        )
+                        .await;
+                    }),
+                )
+            }
             Projector::CustomerDirectory => {
                 let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                     .join("../projectors/config/customer_directory.toml");
@@ -288,10 +309,20 @@ impl World {
         path: &str,
         done: impl Fn(u16, &Value) -> bool,
     ) -> (u16, reqwest::header::HeaderMap, Value) {
+        self.eventually_with(path, |status, _, body| done(status, body))
+            .await
+    }
+
+    /// Polls `path` until `done` holds for its status, headers and body (at most 60 s).
+    pub async fn eventually_with(
+        &self,
+        path: &str,
+        done: impl Fn(u16, &reqwest::header::HeaderMap, &Value) -> bool,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let (status, headers, body) = self.get(path).await;
-            if done(status, &body) {
+            if done(status, &headers, &body) {
                 return (status, headers, body);
             }
             assert!(
@@ -300,6 +331,21 @@ impl World {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// The freshness headers every answer from a projection carries.
+pub const FRESHNESS: [&str; 4] = [
+    "factline-projection",
+    "factline-position",
+    "factline-lag-events",
+    "factline-lag-seconds",
+];
+
+/// Panics unless every freshness header is there.
+pub fn assert_fresh(path: &str, headers: &reqwest::header::HeaderMap) {
+    for name in FRESHNESS {
+        assert!(headers.contains_key(name), "{path}: no {name}: {headers:?}");
     }
 }
 
