@@ -197,6 +197,24 @@ pub struct TestEvent {
 }
 
 impl TestEvent {
+    /// The event as a projection's `apply` receives it (for tests that drive a projection in
+    /// transactions of their own), at `offset` of partition 0 of its topic.
+    pub fn to_event(&self, offset: i64) -> factline_projectors::Event {
+        factline_projectors::Event {
+            envelope: self.envelope(),
+            value: apache_avro::types::Value::Null,
+            data: self.body.clone(),
+            key: Some(self.key.clone()),
+            origin: factline_projectors::Origin {
+                topic: self.topic.to_owned(),
+                partition: 0,
+                offset,
+            },
+            timestamp: Some(self.occurred_at),
+            headers: Vec::new(),
+        }
+    }
+
     pub fn envelope(&self) -> Envelope {
         Envelope {
             event_id: self.event_id,
