@@ -484,28 +484,51 @@ async fn a_rebuild_swaps_the_alias_while_queries_keep_answering() {
     wait_caught_up(&url, name, 1, &fixture.ends).await;
     assert_eq!(alias_targets(&alias).await, vec![v1_index.clone()]);
 
-    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // A reader queries the alias without pause from before v2 starts until it has been
+    // answered by v2's index: every answer across the swap must be a non-empty count. It
+    // reports which index answered (a hit's `_index`), so the test waits for conditions (an
+    // answer from v1, then one from v2), never for an amount of work in a time window.
+    let (seen_tx, mut seen_rx) = tokio::sync::watch::channel(String::new());
     let reader = {
-        let (reading, alias) = (reading.clone(), alias.clone());
+        let (alias, v2_index) = (alias.clone(), v2_index.clone());
         tokio::spawn(async move {
-            let (mut queries, mut failures) = (0u64, Vec::new());
-            while reading.load(std::sync::atomic::Ordering::Relaxed) {
+            let (mut answered_by, mut failures) = (Vec::<String>::new(), Vec::new());
+            let deadline = std::time::Instant::now() + Duration::from_secs(180);
+            loop {
                 let (status, body) = common::search::es(
                     reqwest::Method::POST,
                     &format!("{alias}/_search"),
-                    Some(json!({"query": {"term": {"event_type": "OrderPlaced"}}, "size": 0})),
+                    Some(json!({"query": {"term": {"event_type": "OrderPlaced"}}, "size": 1})),
                 )
                 .await;
+                let index = body["hits"]["hits"][0]["_index"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
                 match body["hits"]["total"]["value"].as_i64() {
-                    Some(n) if status == 200 && n > 0 => {}
+                    Some(n) if status == 200 && n > 0 && !index.is_empty() => {
+                        if answered_by.last() != Some(&index) {
+                            answered_by.push(index.clone());
+                        }
+                        let _ = seen_tx.send(index.clone());
+                    }
                     _ => failures.push(format!("{status}: {body}")),
                 }
-                queries += 1;
+                if index == v2_index || std::time::Instant::now() > deadline {
+                    return (answered_by, failures);
+                }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            (queries, failures)
         })
     };
+    // v2 starts only once the reader has been answered (by v1)
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        seen_rx.wait_for(|index| !index.is_empty()),
+    )
+    .await
+    .expect("the reader got no answer")
+    .unwrap();
 
     let v2 = start_search(fixture.search_config(&url, ""), version(2));
     fixture
@@ -530,13 +553,15 @@ async fn a_rebuild_swaps_the_alias_while_queries_keep_answering() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(alias_targets(&alias).await, vec![v2_index.clone()]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    reading.store(false, std::sync::atomic::Ordering::Relaxed);
-    let (queries, failures) = reader.await.unwrap();
-    assert!(queries > 10, "the reader ran only {queries} queries");
+    let (answered_by, failures) = reader.await.unwrap();
     assert!(
         failures.is_empty(),
         "queries failed during the rebuild: {failures:?}"
+    );
+    assert_eq!(
+        answered_by,
+        vec![v1_index.clone(), v2_index.clone()],
+        "the reader was not answered by v1, then by v2 only"
     );
 
     // the retired version stops by itself and its index is gone
@@ -725,7 +750,11 @@ impl SearchProjection for Interfering {
                     delivered_at: dataset::at(30),
                 };
             let other = order_search::merge_order(None, &delivered, dataset::at(30), &[]);
-            let other = factline_projectors::search::sink::with_applied(other, "other-instance");
+            let other = factline_projectors::search::sink::with_applied(
+                other,
+                "other-instance",
+                dataset::at(30),
+            );
             let path = format!("{}/_doc/{}", self.index, doc.id);
             tokio::task::block_in_place(|| {
                 tokio::runtime::Handle::current().block_on(async {
