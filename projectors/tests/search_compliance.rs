@@ -801,3 +801,133 @@ async fn a_concurrent_write_is_detected_and_merged_not_overwritten() {
         2
     );
 }
+
+/// A declarative search projection that deletes a customer's document when forgotten.
+fn deleting_config() -> factline_projectors::declarative::DeclarativeConfig {
+    factline_projectors::declarative::DeclarativeConfig::parse(
+        r#"
+name = "deleting"
+version = 1
+topics = ["customers"]
+sink = "elasticsearch"
+
+[[indices]]
+name = "deleting"
+id = "customer_id"
+[indices.fields]
+customer_id = "keyword"
+email = "keyword"
+
+[[on]]
+event_type = "CustomerRegistered"
+index = "deleting"
+action = "upsert"
+set = { customer_id = "customer_id", email = "email" }
+
+[[on]]
+event_type = "CustomerForgotten"
+index = "deleting"
+action = "delete"
+key = { customer_id = "customer_id" }
+"#,
+    )
+    .unwrap()
+}
+
+/// Upsert, delete, then the upsert's event delivered again at a new offset (a producer retry):
+/// the document stays deleted, and readers never see what remembers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_document_stays_deleted_when_an_older_event_is_delivered_again() {
+    let mut fixture = Fixture::new(1).await;
+    let registration = registered("c-1", "a@x", 1);
+    fixture.produce(&registration).await;
+    fixture.produce(&registered("c-2", "b@x", 2)).await;
+    fixture.produce(&forgotten("c-1", 5)).await;
+    let (_, url) = fresh_schema().await;
+    let projection =
+        factline_projectors::declarative::DeclarativeSearchProjection::new(deleting_config());
+    let running = start_search(fixture.search_config(&url, ""), projection);
+    wait_caught_up(&url, "deleting", 1, &fixture.ends).await;
+    let alias = format!("{}deleting", fixture.prefix);
+    let ids = |docs: Vec<(String, Value)>| docs.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    assert_eq!(ids(dump(&alias, "customer_id").await), vec!["c-2"]);
+
+    // the same registration again, in a later batch
+    fixture.produce(&registration).await;
+    wait_caught_up(&url, "deleting", 1, &fixture.ends).await;
+    running.stop().await;
+    assert_eq!(ids(dump(&alias, "customer_id").await), vec!["c-2"]);
+    let (_, body) = common::search::es(
+        reqwest::Method::POST,
+        &format!("{alias}/_search"),
+        Some(json!({"query": {"match_all": {}}})),
+    )
+    .await;
+    assert_eq!(body["hits"]["total"]["value"], 1, "{body}");
+}
+
+/// A `_bulk` request refused as too large (413) is split, the documents that fit are
+/// written, and the one document too large on its own is dead-lettered: the projector moves
+/// on instead of retrying the request forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_refused_as_too_large_is_split_and_the_oversized_document_dead_lettered() {
+    let mut fixture = Fixture::new(1).await;
+    let mut events = Vec::new();
+    for i in 0..20 {
+        events.push(placed(&format!("o-{i}"), "c-1", 1, 100, i));
+    }
+    let mut huge = placed("o-huge", "c-1", 1, 100, 50);
+    huge.body["items"][0]["name"] = json!("x".repeat(300_000));
+    events.insert(10, huge);
+    fixture.produce_all(&events).await;
+    let proxy = common::search::BulkLimitProxy::start(200_000).await;
+    let (_, url) = fresh_schema().await;
+    let mut config = fixture.search_config(&url, "");
+    config.elasticsearch_url = Some(proxy.url.clone());
+    let running = start_search(config, OrderSearchProjection);
+    wait_caught_up(&url, order_search::NAME, order_search::VERSION, &fixture.ends).await;
+    running.stop().await;
+
+    let docs = dump(&orders_alias(&fixture, ""), "order_id").await;
+    assert_eq!(docs.len(), 20);
+    assert!(docs.iter().all(|(id, _)| id != "o-huge"));
+    let letters = common::dump(
+        &url,
+        "SELECT \"offset\", error LIKE '%413%' AS too_large FROM factline_projector_dead_letters",
+    )
+    .await;
+    assert_eq!(letters, vec![r#"{"offset":10,"too_large":true}"#]);
+}
+
+/// A customer with more orders than one page: a change of the customer reaches every order,
+/// written in bounded `_bulk` requests (the fan-out is paged, never loaded and sent at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_change_reaches_many_orders_in_bounded_bulks() {
+    let mut fixture = Fixture::new(2).await;
+    let mut events = vec![registered("c-1", "old@x", 0)];
+    for i in 0..700 {
+        events.push(placed(&format!("o-{i:04}"), "c-1", 1, 100, i + 1));
+    }
+    fixture.produce_all(&events).await;
+    let proxy = common::search::BulkLimitProxy::start(usize::MAX).await;
+    let (_, url) = fresh_schema().await;
+    let mut config = fixture.search_config(&url, "");
+    config.elasticsearch_url = Some(proxy.url.clone());
+    let running = start_search(config, OrderSearchProjection);
+    wait_caught_up(&url, order_search::NAME, order_search::VERSION, &fixture.ends).await;
+
+    proxy.reset();
+    fixture
+        .produce(&email_changed("c-1", "new@x", 5000))
+        .await;
+    wait_caught_up(&url, order_search::NAME, order_search::VERSION, &fixture.ends).await;
+    running.stop().await;
+    let docs = dump(&orders_alias(&fixture, ""), "order_id").await;
+    assert_eq!(docs.len(), 700);
+    assert!(docs.iter().all(|(_, d)| d["customer_email"] == "new@x"));
+    let max = proxy.max_bulk_ops();
+    assert!(
+        (1..=500).contains(&max),
+        "the fan-out was written in a bulk of {max} operations"
+    );
+}
