@@ -3,7 +3,8 @@
 //!
 //! - `factline_projector_positions`: the next offset to apply per projector, version, topic and
 //!   partition, plus the high watermark seen so readers can compute lag;
-//! - `factline_projector_applied`: event ids already applied (duplicates are skipped);
+//! - `factline_projector_applied`: event ids applied within the dedupe window, with when
+//!   (duplicates are skipped; older rows are pruned by [`prune_applied`]);
 //! - `factline_projector_migrations`: which migrations ran for which projector version;
 //! - `factline_projector_rebuilds`: each version's state (`building`, `live`, `retired`), its sink,
 //!   topics and read models, and the progress of a rebuild;
@@ -33,6 +34,10 @@ CREATE TABLE IF NOT EXISTS factline_projector_applied (
     event_id  uuid    NOT NULL,
     PRIMARY KEY (projector, version, event_id)
 );
+ALTER TABLE factline_projector_applied
+    ADD COLUMN IF NOT EXISTS applied_at timestamptz NOT NULL DEFAULT now();
+CREATE INDEX IF NOT EXISTS factline_projector_applied_age
+    ON factline_projector_applied (projector, applied_at);
 CREATE TABLE IF NOT EXISTS factline_projector_migrations (
     projector  text        NOT NULL,
     version    integer     NOT NULL,
@@ -315,4 +320,27 @@ where
     switch().await.map_err(ProjectionError::Transient)?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// Rows of `factline_projector_applied` deleted by one [`prune_applied`] call at most.
+pub const PRUNE_CHUNK: i64 = 5000;
+
+/// Deletes up to [`PRUNE_CHUNK`] applied ids of `projector` (every version, retired ones
+/// included) recorded longer than `window` ago; returns how many it deleted (a full chunk
+/// means more may be left).
+pub async fn prune_applied<C: tokio_postgres::GenericClient>(
+    client: &C,
+    projector: &str,
+    window: std::time::Duration,
+) -> Result<u64, tokio_postgres::Error> {
+    let seconds = window.as_secs_f64();
+    client
+        .execute(
+            "DELETE FROM factline_projector_applied WHERE ctid = ANY(ARRAY( \
+               SELECT ctid FROM factline_projector_applied \
+               WHERE projector = $1 AND applied_at < now() - make_interval(secs => $2) \
+               LIMIT $3))",
+            &[&projector, &seconds, &PRUNE_CHUNK],
+        )
+        .await
 }

@@ -939,10 +939,7 @@ async fn wait_until_blocked_on_a_lock(url: &str, pid: i32) {
 
 /// Applies an event in a transaction of its own on a new connection, in a task; returns the
 /// connection's backend pid and the task.
-async fn apply_in_task(
-    url: &str,
-    event: common::TestEvent,
-) -> (i32, tokio::task::JoinHandle<()>) {
+async fn apply_in_task(url: &str, event: common::TestEvent) -> (i32, tokio::task::JoinHandle<()>) {
     let mut client = connect(url).await;
     let pid: i32 = client
         .query_one("SELECT pg_backend_pid()", &[])
@@ -1023,4 +1020,105 @@ async fn customer_stats_counts_a_moved_order_for_the_new_customer_only() {
     // the older placement re-delivered later changes nothing
     apply_committed(&together, &[first]).await;
     assert_eq!(dump(&together, query).await, expected);
+}
+
+/// Applied ids older than the dedupe window (default 7 days) are pruned, of every version
+/// (a retired one's too), newer ones kept; the same event re-produced after its id was pruned
+/// is applied again, which leaves an idempotent read model as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_ids_beyond_the_dedupe_window_are_pruned() {
+    let mut fixture = Fixture::new(1).await;
+    let first = placed("o-1", "c-1", 2, 450, 10);
+    fixture.produce(&first).await;
+    fixture.produce(&shipped("o-1", "T1", 20)).await;
+    let (_, url) = fresh_schema().await;
+    let ends = |f: &Fixture| f.ends_for(&OrderSummaryProjection);
+    let running = start(fixture.config(&url), OrderSummaryProjection);
+    wait_caught_up(&url, order_summary::NAME, 1, &ends(&fixture)).await;
+    running.stop().await;
+
+    // the two ids were applied 8 days ago; an id of a retired version 30 days ago
+    let client = connect(&url).await;
+    client
+        .batch_execute(
+            "UPDATE factline_projector_applied SET applied_at = now() - interval '8 days'; \
+             INSERT INTO factline_projector_applied (projector, version, event_id, applied_at) \
+             VALUES ('order_summary', 0, gen_random_uuid(), now() - interval '30 days')",
+        )
+        .await
+        .unwrap();
+    fixture.produce(&dataset::delivered("o-1", 30)).await;
+    let running = start(fixture.config(&url), OrderSummaryProjection);
+    wait_caught_up(&url, order_summary::NAME, 1, &ends(&fixture)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while count(&url, "SELECT count(*) FROM factline_projector_applied").await != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old applied ids were not pruned: {:?}",
+            dump(
+                &url,
+                "SELECT version, applied_at FROM factline_projector_applied"
+            )
+            .await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let model = dump(&url, ORDERS).await;
+
+    // the placement again at a new offset, older than the window: applied again, no change
+    fixture.produce(&first).await;
+    wait_caught_up(&url, order_summary::NAME, 1, &ends(&fixture)).await;
+    running.stop().await;
+    assert_eq!(dump(&url, ORDERS).await, model);
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM factline_projector_applied").await,
+        2
+    );
+}
+
+/// The PostgreSQL declarative sink remembers deletes too: upsert, delete, then the upsert's
+/// event delivered again at a new offset leaves the row deleted (the applied id is within the
+/// dedupe window).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_row_stays_deleted_when_an_older_event_is_delivered_again() {
+    let mut fixture = Fixture::new(1).await;
+    let registration = registered("c-1", "a@x", 1);
+    fixture.produce(&registration).await;
+    fixture.produce(&forgotten("c-1", 5)).await;
+    let config = DeclarativeConfig::parse(
+        r#"
+name = "deleting"
+version = 1
+topics = ["customers"]
+
+[[tables]]
+name = "deleting"
+primary_key = ["customer_id"]
+[tables.columns]
+customer_id = "text"
+email = "text"
+
+[[on]]
+event_type = "CustomerRegistered"
+table = "deleting"
+action = "upsert"
+set = { customer_id = "customer_id", email = "email" }
+
+[[on]]
+event_type = "CustomerForgotten"
+table = "deleting"
+action = "delete"
+key = { customer_id = "customer_id" }
+"#,
+    )
+    .unwrap();
+    let projection = DeclarativeProjection::new(config);
+    let (_, url) = fresh_schema().await;
+    let running = start(fixture.config(&url), projection.clone());
+    wait_caught_up(&url, "deleting", 1, &fixture.ends_for(&projection)).await;
+    assert_eq!(count(&url, "SELECT count(*) FROM deleting").await, 0);
+    fixture.produce(&registration).await;
+    wait_caught_up(&url, "deleting", 1, &fixture.ends_for(&projection)).await;
+    running.stop().await;
+    assert_eq!(count(&url, "SELECT count(*) FROM deleting").await, 0);
 }

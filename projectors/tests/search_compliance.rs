@@ -885,7 +885,13 @@ async fn a_bulk_refused_as_too_large_is_split_and_the_oversized_document_dead_le
     let mut config = fixture.search_config(&url, "");
     config.elasticsearch_url = Some(proxy.url.clone());
     let running = start_search(config, OrderSearchProjection);
-    wait_caught_up(&url, order_search::NAME, order_search::VERSION, &fixture.ends).await;
+    wait_caught_up(
+        &url,
+        order_search::NAME,
+        order_search::VERSION,
+        &fixture.ends,
+    )
+    .await;
     running.stop().await;
 
     let docs = dump(&orders_alias(&fixture, ""), "order_id").await;
@@ -914,13 +920,23 @@ async fn a_customer_change_reaches_many_orders_in_bounded_bulks() {
     let mut config = fixture.search_config(&url, "");
     config.elasticsearch_url = Some(proxy.url.clone());
     let running = start_search(config, OrderSearchProjection);
-    wait_caught_up(&url, order_search::NAME, order_search::VERSION, &fixture.ends).await;
+    wait_caught_up(
+        &url,
+        order_search::NAME,
+        order_search::VERSION,
+        &fixture.ends,
+    )
+    .await;
 
     proxy.reset();
-    fixture
-        .produce(&email_changed("c-1", "new@x", 5000))
-        .await;
-    wait_caught_up(&url, order_search::NAME, order_search::VERSION, &fixture.ends).await;
+    fixture.produce(&email_changed("c-1", "new@x", 5000)).await;
+    wait_caught_up(
+        &url,
+        order_search::NAME,
+        order_search::VERSION,
+        &fixture.ends,
+    )
+    .await;
     running.stop().await;
     let docs = dump(&orders_alias(&fixture, ""), "order_id").await;
     assert_eq!(docs.len(), 700);

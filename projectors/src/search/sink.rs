@@ -227,18 +227,18 @@ impl<P: SearchProjection> SearchSink<P> {
     /// applied (in `careful` mode at most one) and, if the document ends absent, what it keeps
     /// in its tombstone. A missing document starts from its tombstone's applied ids, so an
     /// event it already applied before it was deleted is skipped, not applied again.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
     fn fold(
         &self,
-        doc_ref: &DocRef,
-        current: Option<&Value>,
+        doc_ref: DocRef,
+        stored: Option<Stored>,
         tombstone: Option<&Value>,
         events: &[usize],
         items: &[Item],
         rejected: &mut HashMap<usize, String>,
         careful: bool,
-    ) -> Result<(Option<Value>, Vec<usize>, Option<Value>), TransientBatchError> {
-        let mut doc = current.cloned();
+    ) -> Result<Computed, TransientBatchError> {
+        let mut doc = stored.as_ref().map(|s| s.source.clone());
         let mut gone = match doc {
             Some(_) => None,
             None => tombstone.and_then(applied::of).cloned(),
@@ -261,7 +261,7 @@ impl<P: SearchProjection> SearchSink<P> {
             }
             let mut ids = applied::entries(memory);
             ids.insert(applied::entry(&id, event.envelope.occurred_at));
-            match self.projection.apply(doc_ref, doc.clone(), event) {
+            match self.projection.apply(&doc_ref, doc.clone(), event) {
                 Ok(Some(new)) => {
                     doc = Some(applied::with(new, applied::bookkeeping(ids)));
                     gone = None;
@@ -283,7 +283,13 @@ impl<P: SearchProjection> SearchSink<P> {
                 break;
             }
         }
-        Ok((doc, newly, gone))
+        Ok(Computed {
+            doc_ref,
+            stored,
+            new: doc,
+            applied: newly,
+            gone,
+        })
     }
 
     /// The writes of one computed document: its tombstone (when it ends absent) and the main
@@ -382,22 +388,18 @@ impl<P: SearchProjection> SearchSink<P> {
             let mut tombstones = self.tombstones(&missing).await?;
             let mut computed = Vec::with_capacity(refs.len());
             for (doc_ref, stored) in refs.into_iter().zip(current) {
-                let (new, applied, gone) = self.fold(
-                    &doc_ref,
-                    stored.as_ref().map(|s| &s.source),
-                    tombstones.get(&doc_ref).map(|t| &t.source),
-                    &targets[&doc_ref],
-                    items,
-                    rejected,
-                    careful.contains(&doc_ref),
-                )?;
-                computed.push(Computed {
+                let tombstone = tombstones.get(&doc_ref).map(|t| &t.source);
+                let careful_now = careful.contains(&doc_ref);
+                let events = &targets[&doc_ref];
+                computed.push(self.fold(
                     doc_ref,
                     stored,
-                    new,
-                    applied,
-                    gone,
-                });
+                    tombstone,
+                    events,
+                    items,
+                    rejected,
+                    careful_now,
+                )?);
             }
             self.pre_enrich(&mut computed).await?;
             // documents deleted now: their tombstones are read for a conditional write
@@ -444,11 +446,7 @@ impl<P: SearchProjection> SearchSink<P> {
                         );
                         blocked.insert(plan.doc_ref.clone());
                     }
-                    None => {
-                        return Err(TransientBatchError(
-                            "_bulk answered too few items".into(),
-                        ))
-                    }
+                    None => return Err(TransientBatchError("_bulk answered too few items".into())),
                 }
             }
 
@@ -802,10 +800,12 @@ impl<P: SearchProjection> Sink for SearchSink<P> {
             .await
             .map_err(|e| match e {
                 EsError::Transient(m) => BootstrapError::Transient(m),
-                EsError::Permanent(message) | EsError::BulkRejected { message, .. } => BootstrapError::Migration {
-                    migration: "create indices".into(),
-                    message,
-                },
+                EsError::Permanent(message) | EsError::BulkRejected { message, .. } => {
+                    BootstrapError::Migration {
+                        migration: "create indices".into(),
+                        message,
+                    }
+                }
             })?;
         if liveness == Liveness::Live {
             self.indices
