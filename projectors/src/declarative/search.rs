@@ -200,6 +200,14 @@ impl SearchProjection for DeclarativeSearchProjection {
             .collect()
     }
 
+    /// `delete` removes a document, and `update` leaves a missing one absent.
+    fn deletes(&self) -> bool {
+        self.config
+            .on
+            .iter()
+            .any(|m| matches!(m.action, Action::Delete | Action::Update))
+    }
+
     fn targets(&self, event: &Event) -> Result<Vec<DocRef>, ProjectionError> {
         let mut targets = Vec::new();
         for mapping in self.mappings(event) {

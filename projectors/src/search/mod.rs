@@ -130,6 +130,14 @@ pub trait SearchProjection: Send + Sync + 'static {
         event: &Event,
     ) -> Result<Option<Value>, ProjectionError>;
 
+    /// Whether [`apply`](SearchProjection::apply) may return `None` (delete, or leave absent).
+    /// Only then does the runtime look up tombstones of missing documents; a projection that
+    /// always returns a document answers `false` and saves that lookup per batch (should it
+    /// return `None` anyway, the tombstone is written but never consulted).
+    fn deletes(&self) -> bool {
+        true
+    }
+
     /// The join from the read model to a side index, if any.
     fn join(&self) -> Option<Join> {
         None

@@ -379,13 +379,17 @@ impl<P: SearchProjection> SearchSink<P> {
             }
             let refs: Vec<DocRef> = pending.iter().cloned().collect();
             let current = self.mget(&refs).await?;
-            let missing: Vec<DocRef> = refs
-                .iter()
-                .zip(&current)
-                .filter(|(_, stored)| stored.is_none())
-                .map(|(r, _)| r.clone())
-                .collect();
+            let missing: Vec<DocRef> = if self.projection.deletes() {
+                refs.iter()
+                    .zip(&current)
+                    .filter(|(_, stored)| stored.is_none())
+                    .map(|(r, _)| r.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let mut tombstones = self.tombstones(&missing).await?;
+            let looked_up: HashSet<DocRef> = missing.into_iter().collect();
             let mut computed = Vec::with_capacity(refs.len());
             for (doc_ref, stored) in refs.into_iter().zip(current) {
                 let tombstone = tombstones.get(&doc_ref).map(|t| &t.source);
@@ -402,10 +406,12 @@ impl<P: SearchProjection> SearchSink<P> {
                 )?);
             }
             self.pre_enrich(&mut computed).await?;
-            // documents deleted now: their tombstones are read for a conditional write
+            // documents deleted (or left absent) now: their tombstones are read for a
+            // conditional write
             let deleted: Vec<DocRef> = computed
                 .iter()
-                .filter(|c| c.stored.is_some() && c.new.is_none() && !c.applied.is_empty())
+                .filter(|c| c.new.is_none() && !c.applied.is_empty())
+                .filter(|c| !looked_up.contains(&c.doc_ref))
                 .map(|c| c.doc_ref.clone())
                 .collect();
             if !deleted.is_empty() {

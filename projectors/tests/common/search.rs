@@ -126,6 +126,9 @@ impl<P: SearchProjection + Clone> SearchProjection for Renamed<P> {
     ) -> Result<Option<Value>, ProjectionError> {
         self.inner.apply(doc, current, event)
     }
+    fn deletes(&self) -> bool {
+        self.inner.deletes()
+    }
     fn join(&self) -> Option<Join> {
         self.inner.join()
     }
