@@ -728,12 +728,16 @@ impl<P: SearchProjection> SearchSink<P> {
                         return Err(TransientBatchError(format!("enriching {id}: {message}")))
                     }
                     ItemResult::Permanent(message) => {
-                        // Retrying cannot help and no event is to blame: stop visibly (the
-                        // batch is retried with backoff, health says `retrying`) rather than
-                        // leave a document silently stale.
-                        return Err(TransientBatchError(format!(
-                            "elasticsearch refused enriched document {id}: {message}"
-                        )));
+                        // Retrying cannot help and no event of the batch is to blame (the
+                        // document itself was accepted): the document keeps its previous
+                        // side fields, loudly (error log and a counter), and the batch goes on.
+                        tracing::error!(projector = %self.projection.name(), %id, error = %message,
+                            "enriched document rejected by elasticsearch");
+                        metrics::counter!(
+                            "factline_projector_enrich_rejected_total",
+                            "projector" => self.projection.name().to_owned()
+                        )
+                        .increment(1);
                     }
                 }
             }
