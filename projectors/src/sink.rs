@@ -91,8 +91,9 @@ pub trait Sink: Send + Sync + 'static {
 /// An applied event id is remembered in `factline_projector_applied` for
 /// `PROJECTOR_DEDUPE_WINDOW_SECS` (default 7 days). After a committed batch, when a prune is
 /// due (once a minute, and after every batch while a backlog remains), up to
-/// [`bookkeeping::PRUNE_CHUNK`] older rows of this projector are deleted, of every version:
-/// retired versions' rows age out the same way. So the table holds about one window of events.
+/// [`bookkeeping::PRUNE_CHUNK`] older rows of this projector are deleted (of every version),
+/// and as many rows of its retired versions, whatever their age (a retired read model is never
+/// served again). So the table holds about one window of the live version's events.
 ///
 /// What a duplicate does:
 /// - the same Kafka record delivered again (a rebalance, a restart, a crash before the commit)
@@ -148,16 +149,7 @@ impl<P: Projection> PostgresSink<P> {
         let projector = self.projection.name();
         let result = bookkeeping::prune_applied(&***client, projector, self.dedupe_window).await;
         let backlog = match result {
-            Ok(deleted) => {
-                if deleted > 0 {
-                    tracing::debug!(
-                        projector,
-                        deleted,
-                        "applied ids beyond the dedupe window pruned"
-                    );
-                }
-                deleted >= bookkeeping::PRUNE_CHUNK as u64
-            }
+            Ok(backlog) => backlog,
             Err(error) => {
                 tracing::warn!(projector, error = %crate::error::pg_message(&error),
                     "cannot prune applied ids");
