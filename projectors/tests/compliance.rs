@@ -381,7 +381,8 @@ async fn the_projector_recovers_from_a_postgresql_outage() {
 
     proxy.cut();
     fixture.produce_all(during).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // the outage is observed (a batch failed and is being retried), not merely waited out
+    common::wait_for_sink_retry(&name).await;
     proxy.restore();
 
     wait_caught_up(&direct, &name, 1, &fixture.ends).await;

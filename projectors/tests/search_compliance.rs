@@ -431,7 +431,8 @@ async fn an_elasticsearch_outage_is_retried_without_losing_documents() {
 
     proxy.cut();
     fixture.produce_all(during).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // the outage is observed (a batch failed and is being retried), not merely waited out
+    common::wait_for_sink_retry(&name).await;
     let stuck = count(
         &url,
         "SELECT COALESCE(sum(next_offset), 0)::bigint FROM factline_projector_positions",

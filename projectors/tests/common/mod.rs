@@ -357,3 +357,24 @@ pub async fn count(url: &str, query: &str) -> i64 {
     let client = connect(url).await;
     client.query_one(query, &[]).await.unwrap().get(0)
 }
+
+/// Waits until the projector `name` has retried a batch at the sink stage at least once (its
+/// `factline_projector_retries_total{stage="sink"}` counter exists in this process).
+pub async fn wait_for_sink_retry(name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let metrics = factline_projectors::telemetry::prometheus().render();
+        if metrics.lines().any(|l| {
+            l.starts_with("factline_projector_retries_total")
+                && l.contains(&format!("projector=\"{name}\""))
+                && l.contains("stage=\"sink\"")
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never retried at the sink:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
