@@ -948,3 +948,32 @@ async fn a_customer_change_reaches_many_orders_in_bounded_bulks() {
         "the fan-out was written in a bulk of {max} operations"
     );
 }
+
+/// A document changed by many events keeps only the newest applied ids (bounded), and stays
+/// right: the newest email wins, and a re-delivered recent event changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_keeps_a_bounded_list_of_applied_ids() {
+    let mut fixture = Fixture::new(1).await;
+    fixture.produce(&registered("c-1", "r@x", 0)).await;
+    let changes: Vec<_> = (1..=100)
+        .map(|t| email_changed("c-1", &format!("e{t}@x"), t))
+        .collect();
+    fixture.produce_all(&changes).await;
+    let mut copy = changes[99].clone();
+    copy.body["email"] = json!("not-applied@x");
+    fixture.produce(&copy).await; // same event id, other content, at a new offset
+    project_once(&fixture, OrderSearchProjection, "").await;
+    let customers = format!("{}order_search_customers_v1", fixture.prefix);
+    let docs = dump(&customers, "customer_id").await;
+    let doc = source(&docs, "c-1");
+    assert_eq!(doc["email"], "e100@x");
+    let applied = doc["factline"]["applied"].as_array().unwrap();
+    assert_eq!(
+        applied.len(),
+        factline_projectors::search::applied::APPLIED_MAX
+    );
+    assert!(applied
+        .last()
+        .and_then(Value::as_str)
+        .is_some_and(|e| e.ends_with(&changes[99].event_id.to_string())));
+}
