@@ -3,7 +3,9 @@
 //!
 //! - `factline_projector_positions`: the next offset to apply per projector, version, topic and
 //!   partition, plus the high watermark seen so readers can compute lag;
-//! - `factline_projector_applied`: event ids already applied (duplicates are skipped);
+//! - `factline_projector_applied`: event ids applied within the dedupe window, with when
+//!   (duplicates are skipped; older rows and retired versions' rows are pruned by
+//!   [`prune_applied`]);
 //! - `factline_projector_migrations`: which migrations ran for which projector version;
 //! - `factline_projector_rebuilds`: each version's state (`building`, `live`, `retired`), its sink,
 //!   topics and read models, and the progress of a rebuild;
@@ -33,6 +35,10 @@ CREATE TABLE IF NOT EXISTS factline_projector_applied (
     event_id  uuid    NOT NULL,
     PRIMARY KEY (projector, version, event_id)
 );
+ALTER TABLE factline_projector_applied
+    ADD COLUMN IF NOT EXISTS applied_at timestamptz NOT NULL DEFAULT now();
+CREATE INDEX IF NOT EXISTS factline_projector_applied_age
+    ON factline_projector_applied (projector, applied_at);
 CREATE TABLE IF NOT EXISTS factline_projector_migrations (
     projector  text        NOT NULL,
     version    integer     NOT NULL,
@@ -315,4 +321,42 @@ where
     switch().await.map_err(ProjectionError::Transient)?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// Rows of `factline_projector_applied` deleted by one statement of [`prune_applied`] at most.
+pub const PRUNE_CHUNK: i64 = 5000;
+
+/// Deletes, in chunks of at most [`PRUNE_CHUNK`] rows per statement, the applied ids of
+/// `projector` that no live or building version needs: those of retired versions (their read
+/// models are never served again) and those of any version recorded longer than `window` ago.
+/// Returns whether a chunk came back full (more may be left: call again soon).
+pub async fn prune_applied<C: tokio_postgres::GenericClient>(
+    client: &C,
+    projector: &str,
+    window: std::time::Duration,
+) -> Result<bool, tokio_postgres::Error> {
+    let retired = client
+        .execute(
+            "DELETE FROM factline_projector_applied WHERE ctid = ANY(ARRAY( \
+               SELECT a.ctid FROM factline_projector_applied a \
+               JOIN factline_projector_rebuilds r \
+                 ON r.projector = a.projector AND r.version = a.version AND r.state = 'retired' \
+               WHERE a.projector = $1 LIMIT $2))",
+            &[&projector, &PRUNE_CHUNK],
+        )
+        .await?;
+    let seconds = window.as_secs_f64();
+    let aged = client
+        .execute(
+            "DELETE FROM factline_projector_applied WHERE ctid = ANY(ARRAY( \
+               SELECT ctid FROM factline_projector_applied \
+               WHERE projector = $1 AND applied_at < now() - make_interval(secs => $2) \
+               LIMIT $3))",
+            &[&projector, &seconds, &PRUNE_CHUNK],
+        )
+        .await?;
+    if retired + aged > 0 {
+        tracing::debug!(projector, retired, aged, "applied ids pruned");
+    }
+    Ok(retired.max(aged) >= PRUNE_CHUNK as u64)
 }

@@ -43,6 +43,13 @@ pub struct Config {
     /// Raw librdkafka properties (`KAFKA_PROPERTY_SECURITY_PROTOCOL=SSL` ->
     /// `security.protocol=SSL`), applied to the consumer and the dead-letter producer.
     pub kafka_properties: BTreeMap<String, String>,
+
+    // --- dedupe window (issue 14, item 8) ---
+    /// How long the PostgreSQL sink remembers an applied event id to skip the same event
+    /// re-produced at another offset (`PROJECTOR_DEDUPE_WINDOW_SECS`, default 7 days). Older
+    /// rows of `factline_projector_applied` are pruned; see `sink.rs` for what an older
+    /// duplicate does.
+    pub dedupe_window_secs: u64,
 }
 
 /// A configuration problem, naming the variable.
@@ -79,6 +86,8 @@ impl Config {
             elasticsearch_url: None,
             index_prefix: None,
             kafka_properties: BTreeMap::new(),
+            // --- dedupe window ---
+            dedupe_window_secs: DEFAULT_DEDUPE_WINDOW_SECS,
         }
     }
 
@@ -135,6 +144,10 @@ impl Config {
         }
         if let Some(v) = vars.get("PROJECTOR_INDEX_PREFIX") {
             config.index_prefix = Some(v.clone());
+        }
+        // --- dedupe window ---
+        if let Some(v) = vars.get("PROJECTOR_DEDUPE_WINDOW_SECS") {
+            config.dedupe_window_secs = parse("PROJECTOR_DEDUPE_WINDOW_SECS", v)?;
         }
         if let Some(unknown) = vars
             .keys()
@@ -208,6 +221,10 @@ impl Config {
                 "index names take lowercase letters, digits, '_' and '-' only",
             );
         }
+        // --- dedupe window ---
+        if self.dedupe_window_secs == 0 {
+            return invalid("PROJECTOR_DEDUPE_WINDOW_SECS", "must be at least 1");
+        }
         for key in ["enable.auto.commit", "enable.auto.offset.store", "group.id"] {
             if self.kafka_properties.contains_key(key) {
                 return invalid(
@@ -254,7 +271,14 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "PROJECTOR_COMMIT_TO_KAFKA",
     "PROJECTOR_CONFIG",
     "PROJECTOR_INDEX_PREFIX",
+    // --- dedupe window ---
+    "PROJECTOR_DEDUPE_WINDOW_SECS",
 ];
+
+// --- dedupe window ---
+/// The default of [`Config::dedupe_window_secs`]: 7 days, well beyond the write side's 24 hours
+/// of idempotency-key memory, so a client retrying a day later is still deduplicated.
+pub const DEFAULT_DEDUPE_WINDOW_SECS: u64 = 7 * 24 * 3600;
 
 fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>
 where
@@ -298,6 +322,13 @@ mod tests {
             Some(&"SSL".to_owned())
         );
         assert_eq!(config.group_id("order_summary", 2), "order_summary-v2");
+        assert_eq!(config.dedupe_window_secs, DEFAULT_DEDUPE_WINDOW_SECS);
+        let mut vars = base();
+        vars.push(("PROJECTOR_DEDUPE_WINDOW_SECS".into(), "3600".into()));
+        assert_eq!(Config::from_vars(vars).unwrap().dedupe_window_secs, 3600);
+        let mut vars = base();
+        vars.push(("PROJECTOR_DEDUPE_WINDOW_SECS".into(), "0".into()));
+        assert!(Config::from_vars(vars).is_err());
     }
 
     #[test]

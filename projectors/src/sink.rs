@@ -85,15 +85,83 @@ pub trait Sink: Send + Sync + 'static {
 /// A [`Projection`] writing to PostgreSQL: migrations and views at bootstrap, one transaction
 /// per batch holding the read-model change, the applied event ids, the dead-letter rows and the
 /// positions.
-#[derive(Debug, Clone)]
+///
+/// # The dedupe window
+///
+/// An applied event id is remembered in `factline_projector_applied` for
+/// `PROJECTOR_DEDUPE_WINDOW_SECS` (default 7 days). After a committed batch, when a prune is
+/// due (once a minute, and after every batch while a backlog remains), up to
+/// [`bookkeeping::PRUNE_CHUNK`] older rows of this projector are deleted (of every version),
+/// and as many rows of its retired versions, whatever their age (a retired read model is never
+/// served again). So the table holds about one window of the live version's events.
+///
+/// What a duplicate does:
+/// - the same Kafka record delivered again (a rebalance, a restart, a crash before the commit)
+///   is never applied twice, whatever its age: the stored positions fence it;
+/// - the same event re-produced at another offset (a producer retry, a client retrying with
+///   its `Idempotency-Key`, a replay) within the window is skipped;
+/// - such a duplicate older than the window is applied again. The replay contract makes that
+///   harmless for a projection whose `apply` is idempotent and order-safe (all the sample
+///   ones); a declarative `upsert` without a `newer` guard writes its values again, and a row
+///   deleted since is recreated by an older duplicate of its upsert.
+#[derive(Debug)]
 pub struct PostgresSink<P> {
     projection: P,
+    dedupe_window: Duration,
+    prune: std::sync::Mutex<PruneState>,
 }
+
+/// When the next prune of applied ids is due.
+#[derive(Debug, Clone, Copy)]
+struct PruneState {
+    next_at: std::time::Instant,
+    backlog: bool,
+}
+
+/// How often applied ids are pruned when there is no backlog.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 impl<P: Projection> PostgresSink<P> {
     /// Wraps a projection.
-    pub fn new(projection: P, _config: &Config) -> PostgresSink<P> {
-        PostgresSink { projection }
+    pub fn new(projection: P, config: &Config) -> PostgresSink<P> {
+        PostgresSink {
+            projection,
+            dedupe_window: Duration::from_secs(config.dedupe_window_secs),
+            prune: std::sync::Mutex::new(PruneState {
+                next_at: std::time::Instant::now(),
+                backlog: false,
+            }),
+        }
+    }
+
+    /// Prunes applied ids older than the window if a prune is due. A failure is logged only:
+    /// the batch is committed already, and the next prune tries again.
+    async fn prune_if_due(&self, client: &Object) {
+        let now = std::time::Instant::now();
+        let due = self
+            .prune
+            .lock()
+            .map(|state| state.backlog || now >= state.next_at)
+            .unwrap_or(true);
+        if !due {
+            return;
+        }
+        let projector = self.projection.name();
+        let result = bookkeeping::prune_applied(&***client, projector, self.dedupe_window).await;
+        let backlog = match result {
+            Ok(backlog) => backlog,
+            Err(error) => {
+                tracing::warn!(projector, error = %crate::error::pg_message(&error),
+                    "cannot prune applied ids");
+                false
+            }
+        };
+        if let Ok(mut state) = self.prune.lock() {
+            *state = PruneState {
+                next_at: now + PRUNE_INTERVAL,
+                backlog,
+            };
+        }
     }
 }
 
@@ -148,14 +216,16 @@ impl<P: Projection> Sink for PostgresSink<P> {
         items: &[Item],
         high_watermarks: &HashMap<TopicPartition, i64>,
     ) -> Result<Outcome, TransientBatchError> {
-        batch::commit(
+        let outcome = batch::commit(
             &self.projection,
             dead_letters,
             client,
             items,
             high_watermarks,
         )
-        .await
+        .await?;
+        self.prune_if_due(client).await;
+        Ok(outcome)
     }
 
     async fn swap(&self, client: &mut Object, _previous: u32) -> Result<bool, String> {

@@ -431,7 +431,8 @@ async fn an_elasticsearch_outage_is_retried_without_losing_documents() {
 
     proxy.cut();
     fixture.produce_all(during).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // the outage is observed (a batch failed and is being retried), not merely waited out
+    common::wait_for_sink_retry(&name).await;
     let stuck = count(
         &url,
         "SELECT COALESCE(sum(next_offset), 0)::bigint FROM factline_projector_positions",
@@ -484,28 +485,51 @@ async fn a_rebuild_swaps_the_alias_while_queries_keep_answering() {
     wait_caught_up(&url, name, 1, &fixture.ends).await;
     assert_eq!(alias_targets(&alias).await, vec![v1_index.clone()]);
 
-    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // A reader queries the alias without pause from before v2 starts until it has been
+    // answered by v2's index: every answer across the swap must be a non-empty count. It
+    // reports which index answered (a hit's `_index`), so the test waits for conditions (an
+    // answer from v1, then one from v2), never for an amount of work in a time window.
+    let (seen_tx, mut seen_rx) = tokio::sync::watch::channel(String::new());
     let reader = {
-        let (reading, alias) = (reading.clone(), alias.clone());
+        let (alias, v2_index) = (alias.clone(), v2_index.clone());
         tokio::spawn(async move {
-            let (mut queries, mut failures) = (0u64, Vec::new());
-            while reading.load(std::sync::atomic::Ordering::Relaxed) {
+            let (mut answered_by, mut failures) = (Vec::<String>::new(), Vec::new());
+            let deadline = std::time::Instant::now() + Duration::from_secs(180);
+            loop {
                 let (status, body) = common::search::es(
                     reqwest::Method::POST,
                     &format!("{alias}/_search"),
-                    Some(json!({"query": {"term": {"event_type": "OrderPlaced"}}, "size": 0})),
+                    Some(json!({"query": {"term": {"event_type": "OrderPlaced"}}, "size": 1})),
                 )
                 .await;
+                let index = body["hits"]["hits"][0]["_index"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
                 match body["hits"]["total"]["value"].as_i64() {
-                    Some(n) if status == 200 && n > 0 => {}
+                    Some(n) if status == 200 && n > 0 && !index.is_empty() => {
+                        if answered_by.last() != Some(&index) {
+                            answered_by.push(index.clone());
+                        }
+                        let _ = seen_tx.send(index.clone());
+                    }
                     _ => failures.push(format!("{status}: {body}")),
                 }
-                queries += 1;
+                if index == v2_index || std::time::Instant::now() > deadline {
+                    return (answered_by, failures);
+                }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            (queries, failures)
         })
     };
+    // v2 starts only once the reader has been answered (by v1)
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        seen_rx.wait_for(|index| !index.is_empty()),
+    )
+    .await
+    .expect("the reader got no answer")
+    .unwrap();
 
     let v2 = start_search(fixture.search_config(&url, ""), version(2));
     fixture
@@ -530,13 +554,15 @@ async fn a_rebuild_swaps_the_alias_while_queries_keep_answering() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(alias_targets(&alias).await, vec![v2_index.clone()]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    reading.store(false, std::sync::atomic::Ordering::Relaxed);
-    let (queries, failures) = reader.await.unwrap();
-    assert!(queries > 10, "the reader ran only {queries} queries");
+    let (answered_by, failures) = reader.await.unwrap();
     assert!(
         failures.is_empty(),
         "queries failed during the rebuild: {failures:?}"
+    );
+    assert_eq!(
+        answered_by,
+        vec![v1_index.clone(), v2_index.clone()],
+        "the reader was not answered by v1, then by v2 only"
     );
 
     // the retired version stops by itself and its index is gone
@@ -725,7 +751,11 @@ impl SearchProjection for Interfering {
                     delivered_at: dataset::at(30),
                 };
             let other = order_search::merge_order(None, &delivered, dataset::at(30), &[]);
-            let other = factline_projectors::search::sink::with_applied(other, "other-instance");
+            let other = factline_projectors::search::sink::with_applied(
+                other,
+                "other-instance",
+                dataset::at(30),
+            );
             let path = format!("{}/_doc/{}", self.index, doc.id);
             tokio::task::block_in_place(|| {
                 tokio::runtime::Handle::current().block_on(async {
@@ -771,4 +801,179 @@ async fn a_concurrent_write_is_detected_and_merged_not_overwritten() {
         .await,
         2
     );
+}
+
+/// A declarative search projection that deletes a customer's document when forgotten.
+fn deleting_config() -> factline_projectors::declarative::DeclarativeConfig {
+    factline_projectors::declarative::DeclarativeConfig::parse(
+        r#"
+name = "deleting"
+version = 1
+topics = ["customers"]
+sink = "elasticsearch"
+
+[[indices]]
+name = "deleting"
+id = "customer_id"
+[indices.fields]
+customer_id = "keyword"
+email = "keyword"
+
+[[on]]
+event_type = "CustomerRegistered"
+index = "deleting"
+action = "upsert"
+set = { customer_id = "customer_id", email = "email" }
+
+[[on]]
+event_type = "CustomerForgotten"
+index = "deleting"
+action = "delete"
+key = { customer_id = "customer_id" }
+"#,
+    )
+    .unwrap()
+}
+
+/// Upsert, delete, then the upsert's event delivered again at a new offset (a producer retry):
+/// the document stays deleted, and readers never see what remembers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_document_stays_deleted_when_an_older_event_is_delivered_again() {
+    let mut fixture = Fixture::new(1).await;
+    let registration = registered("c-1", "a@x", 1);
+    fixture.produce(&registration).await;
+    fixture.produce(&registered("c-2", "b@x", 2)).await;
+    fixture.produce(&forgotten("c-1", 5)).await;
+    let (_, url) = fresh_schema().await;
+    let projection =
+        factline_projectors::declarative::DeclarativeSearchProjection::new(deleting_config());
+    let running = start_search(fixture.search_config(&url, ""), projection);
+    wait_caught_up(&url, "deleting", 1, &fixture.ends).await;
+    let alias = format!("{}deleting", fixture.prefix);
+    let ids = |docs: Vec<(String, Value)>| docs.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    assert_eq!(ids(dump(&alias, "customer_id").await), vec!["c-2"]);
+
+    // the same registration again, in a later batch
+    fixture.produce(&registration).await;
+    wait_caught_up(&url, "deleting", 1, &fixture.ends).await;
+    running.stop().await;
+    assert_eq!(ids(dump(&alias, "customer_id").await), vec!["c-2"]);
+    let (_, body) = common::search::es(
+        reqwest::Method::POST,
+        &format!("{alias}/_search"),
+        Some(json!({"query": {"match_all": {}}})),
+    )
+    .await;
+    assert_eq!(body["hits"]["total"]["value"], 1, "{body}");
+}
+
+/// A `_bulk` request refused as too large (413) is split, the documents that fit are
+/// written, and the one document too large on its own is dead-lettered: the projector moves
+/// on instead of retrying the request forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_refused_as_too_large_is_split_and_the_oversized_document_dead_lettered() {
+    let mut fixture = Fixture::new(1).await;
+    let mut events = Vec::new();
+    for i in 0..20 {
+        events.push(placed(&format!("o-{i}"), "c-1", 1, 100, i));
+    }
+    let mut huge = placed("o-huge", "c-1", 1, 100, 50);
+    huge.body["items"][0]["name"] = json!("x".repeat(300_000));
+    events.insert(10, huge);
+    fixture.produce_all(&events).await;
+    let proxy = common::search::BulkLimitProxy::start(200_000).await;
+    let (_, url) = fresh_schema().await;
+    let mut config = fixture.search_config(&url, "");
+    config.elasticsearch_url = Some(proxy.url.clone());
+    let running = start_search(config, OrderSearchProjection);
+    wait_caught_up(
+        &url,
+        order_search::NAME,
+        order_search::VERSION,
+        &fixture.ends,
+    )
+    .await;
+    running.stop().await;
+
+    let docs = dump(&orders_alias(&fixture, ""), "order_id").await;
+    assert_eq!(docs.len(), 20);
+    assert!(docs.iter().all(|(id, _)| id != "o-huge"));
+    let letters = common::dump(
+        &url,
+        "SELECT \"offset\", error LIKE '%413%' AS too_large FROM factline_projector_dead_letters",
+    )
+    .await;
+    assert_eq!(letters, vec![r#"{"offset":10,"too_large":true}"#]);
+}
+
+/// A customer with more orders than one page: a change of the customer reaches every order,
+/// written in bounded `_bulk` requests (the fan-out is paged, never loaded and sent at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_change_reaches_many_orders_in_bounded_bulks() {
+    let mut fixture = Fixture::new(2).await;
+    let mut events = vec![registered("c-1", "old@x", 0)];
+    for i in 0..700 {
+        events.push(placed(&format!("o-{i:04}"), "c-1", 1, 100, i + 1));
+    }
+    fixture.produce_all(&events).await;
+    let proxy = common::search::BulkLimitProxy::start(usize::MAX).await;
+    let (_, url) = fresh_schema().await;
+    let mut config = fixture.search_config(&url, "");
+    config.elasticsearch_url = Some(proxy.url.clone());
+    let running = start_search(config, OrderSearchProjection);
+    wait_caught_up(
+        &url,
+        order_search::NAME,
+        order_search::VERSION,
+        &fixture.ends,
+    )
+    .await;
+
+    proxy.reset();
+    fixture.produce(&email_changed("c-1", "new@x", 5000)).await;
+    wait_caught_up(
+        &url,
+        order_search::NAME,
+        order_search::VERSION,
+        &fixture.ends,
+    )
+    .await;
+    running.stop().await;
+    let docs = dump(&orders_alias(&fixture, ""), "order_id").await;
+    assert_eq!(docs.len(), 700);
+    assert!(docs.iter().all(|(_, d)| d["customer_email"] == "new@x"));
+    let max = proxy.max_bulk_ops();
+    assert!(
+        (1..=500).contains(&max),
+        "the fan-out was written in a bulk of {max} operations"
+    );
+}
+
+/// A document changed by many events keeps only the newest applied ids (bounded), and stays
+/// right: the newest email wins, and a re-delivered recent event changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_keeps_a_bounded_list_of_applied_ids() {
+    let mut fixture = Fixture::new(1).await;
+    fixture.produce(&registered("c-1", "r@x", 0)).await;
+    let changes: Vec<_> = (1..=100)
+        .map(|t| email_changed("c-1", &format!("e{t}@x"), t))
+        .collect();
+    fixture.produce_all(&changes).await;
+    let mut copy = changes[99].clone();
+    copy.body["email"] = json!("not-applied@x");
+    fixture.produce(&copy).await; // same event id, other content, at a new offset
+    project_once(&fixture, OrderSearchProjection, "").await;
+    let customers = format!("{}order_search_customers_v1", fixture.prefix);
+    let docs = dump(&customers, "customer_id").await;
+    let doc = source(&docs, "c-1");
+    assert_eq!(doc["email"], "e100@x");
+    let applied = doc["factline"]["applied"].as_array().unwrap();
+    assert_eq!(
+        applied.len(),
+        factline_projectors::search::applied::APPLIED_MAX
+    );
+    assert!(applied
+        .last()
+        .and_then(Value::as_str)
+        .is_some_and(|e| e.ends_with(&changes[99].event_id.to_string())));
 }

@@ -3,7 +3,9 @@
 //!
 //! The actions mean what they mean for PostgreSQL: `insert` creates a document if absent;
 //! `upsert` creates it, or overwrites the `set` fields of the existing one if the guards hold;
-//! `update` does that to an existing document only; `delete` removes it if the guards hold.
+//! `update` does that to an existing document only; `delete` removes it if the guards hold (the
+//! sink keeps a tombstone of what it had applied, so a re-delivered older event does not bring
+//! it back).
 //! Guards: `newer = "f"` (the document's `f` is absent, null or not newer than the new value)
 //! and `row_equals` (the document's fields hold these values; an absent field is null).
 
@@ -198,6 +200,14 @@ impl SearchProjection for DeclarativeSearchProjection {
                 }
             })
             .collect()
+    }
+
+    /// `delete` removes a document, and `update` leaves a missing one absent.
+    fn deletes(&self) -> bool {
+        self.config
+            .on
+            .iter()
+            .any(|m| matches!(m.action, Action::Delete | Action::Update))
     }
 
     fn targets(&self, event: &Event) -> Result<Vec<DocRef>, ProjectionError> {

@@ -14,7 +14,17 @@
 //! Order-safe: orders are kept in a helper table (`customer_stats_orders_v{N}`: order id,
 //! customer, currency, total, placed and cancelled times) and the statistics are recomputed from
 //! it ([`aggregate`]), so an `OrderCancelled` before its `OrderPlaced`, or orders before the
-//! customer's registration, give the same result as the natural order.
+//! customer's registration, give the same result as the natural order. An order placed again
+//! under another customer (a later `placed_at` wins) moves: both customers are recomputed, and
+//! it counts only for the new one.
+//!
+//! Safe with several instances: the `orders` topic is keyed by order id, so two instances can
+//! change one customer's orders at the same time. A recompute first locks the customer's row
+//! (`SELECT … FOR UPDATE`, after creating it if absent) and only then reads the helper table, in
+//! a new statement: under PostgreSQL's default READ COMMITTED isolation that read sees every
+//! order committed by the instance that held the lock before, so no instance overwrites
+//! another's order (no lost update). A batch locks all the customers it touches up front in
+//! sorted order ([`lock_customers`]), so two batches never wait on each other in a cycle.
 
 use std::collections::BTreeMap;
 
@@ -295,7 +305,8 @@ impl CustomerStatsProjection {
         occurred_at: DateTime<Utc>,
     ) -> Result<(), ProjectionError> {
         let table = versioned_table(NAME, VERSION);
-        ensure_customer(tx, customer_id).await?;
+        // Lock first, read after: see the module docs (lost updates between instances).
+        lock_customers(tx, &[customer_id.to_owned()]).await?;
         let orders: Vec<OrderFact> = tx
             .query(
                 &format!(
@@ -347,6 +358,74 @@ async fn ensure_customer(tx: &Transaction<'_>, customer_id: &str) -> Result<(), 
     )
     .await?;
     Ok(())
+}
+
+/// Creates the rows of these customers if absent and locks them until the transaction ends, in
+/// sorted order (the same for every caller, so two transactions never deadlock on them).
+pub async fn lock_customers(
+    tx: &Transaction<'_>,
+    customer_ids: &[String],
+) -> Result<(), ProjectionError> {
+    let mut ids = customer_ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let table = versioned_table(NAME, VERSION);
+    tx.execute(
+        &format!(
+            "INSERT INTO {table} (customer_id) SELECT id FROM unnest($1::text[]) AS x(id) \
+             ORDER BY id ON CONFLICT DO NOTHING"
+        ),
+        &[&ids],
+    )
+    .await?;
+    tx.query(
+        &format!(
+            "SELECT customer_id FROM {table} WHERE customer_id = ANY($1) \
+             ORDER BY customer_id FOR UPDATE"
+        ),
+        &[&ids],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The customers a batch changes: those named by its events and the current customers of its
+/// orders in the helper table (a cancellation's, or the previous one of a moved order).
+async fn customers_of(
+    tx: &Transaction<'_>,
+    events: &[&Event],
+) -> Result<Vec<String>, ProjectionError> {
+    #[derive(Deserialize)]
+    struct Keys {
+        order_id: Option<String>,
+        customer_id: Option<String>,
+    }
+    let mut customers = Vec::new();
+    let mut orders = Vec::new();
+    for event in events {
+        let Ok(keys) = serde_json::from_value::<Keys>(event.data.clone()) else {
+            continue; // a malformed event is rejected by `apply`
+        };
+        customers.extend(keys.customer_id);
+        orders.extend(keys.order_id);
+    }
+    if !orders.is_empty() {
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT DISTINCT customer_id FROM {} \
+                     WHERE order_id = ANY($1) AND customer_id IS NOT NULL",
+                    orders_table()
+                ),
+                &[&orders],
+            )
+            .await?;
+        customers.extend(rows.iter().map(|row| row.get::<_, String>(0)));
+    }
+    Ok(customers)
 }
 
 impl Projection for CustomerStatsProjection {
@@ -443,28 +522,40 @@ impl Projection for CustomerStatsProjection {
             }
             "OrderPlaced" => {
                 let e: Placed = event.parse()?;
-                // The placement is a fact of the order: the first one recorded stays (an order
-                // is placed once; a replayed copy carries the same data).
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {} (order_id, customer_id, currency, total_cents, placed_at) \
-                         VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (order_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, \
-                           currency = EXCLUDED.currency, total_cents = EXCLUDED.total_cents, \
-                           placed_at = EXCLUDED.placed_at \
-                         WHERE {0}.placed_at IS NULL OR {0}.placed_at < EXCLUDED.placed_at",
-                        orders_table()
-                    ),
-                    &[
-                        &e.order_id,
-                        &e.customer_id,
-                        &e.currency,
-                        &e.total_cents,
-                        &e.placed_at,
-                    ],
-                )
-                .await?;
-                self.recompute(tx, &e.customer_id, occurred_at).await
+                // The placement is a fact of the order: the latest `placed_at` wins (a replayed
+                // copy carries the same data; on a tie the first recorded stays). When it wins
+                // over a placement under another customer, the order moves: the previous
+                // customer is recomputed too, so the order counts for the new one only.
+                let previous: Option<String> = tx
+                    .query_opt(
+                        &format!(
+                            "WITH previous AS (SELECT customer_id FROM {0} WHERE order_id = $1) \
+                             INSERT INTO {0} (order_id, customer_id, currency, total_cents, placed_at) \
+                             VALUES ($1, $2, $3, $4, $5) \
+                             ON CONFLICT (order_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, \
+                               currency = EXCLUDED.currency, total_cents = EXCLUDED.total_cents, \
+                               placed_at = EXCLUDED.placed_at \
+                             WHERE {0}.placed_at IS NULL OR {0}.placed_at < EXCLUDED.placed_at \
+                             RETURNING (SELECT customer_id FROM previous)",
+                            orders_table()
+                        ),
+                        &[
+                            &e.order_id,
+                            &e.customer_id,
+                            &e.currency,
+                            &e.total_cents,
+                            &e.placed_at,
+                        ],
+                    )
+                    .await?
+                    .and_then(|row| row.get(0));
+                let mut customers = vec![e.customer_id.clone()];
+                customers.extend(previous.filter(|p| *p != e.customer_id));
+                lock_customers(tx, &customers).await?;
+                for customer_id in &customers {
+                    self.recompute(tx, customer_id, occurred_at).await?;
+                }
+                Ok(())
             }
             "OrderCancelled" => {
                 let e: Cancelled = event.parse()?;
@@ -490,6 +581,21 @@ impl Projection for CustomerStatsProjection {
                 "customer_stats does not consume {other}"
             ))),
         }
+    }
+
+    /// Locks every customer the batch changes up front, in sorted order, then applies the
+    /// events one by one (see the module docs: two instances never deadlock on customers).
+    async fn apply_batch(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[&Event],
+    ) -> Result<(), ProjectionError> {
+        let customers = customers_of(tx, events).await?;
+        lock_customers(tx, &customers).await?;
+        for event in events {
+            self.apply(tx, event).await?;
+        }
+        Ok(())
     }
 }
 

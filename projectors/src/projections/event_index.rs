@@ -182,6 +182,11 @@ impl SearchProjection for EventIndexProjection {
         Ok(Some(current.unwrap_or_else(|| document(event))))
     }
 
+    /// Events are never deleted (forgetting erases fields).
+    fn deletes(&self) -> bool {
+        false
+    }
+
     fn join(&self) -> Option<Join> {
         Some(Join {
             field: "customer_id".into(),

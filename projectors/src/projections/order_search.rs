@@ -272,6 +272,11 @@ impl SearchProjection for OrderSearchProjection {
         )))
     }
 
+    /// Orders and customers are never deleted (forgetting erases fields).
+    fn deletes(&self) -> bool {
+        false
+    }
+
     fn join(&self) -> Option<Join> {
         Some(Join {
             field: "customer_id".into(),

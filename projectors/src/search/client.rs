@@ -17,6 +17,22 @@ pub enum EsError {
     /// Retrying cannot help (400 and other client errors).
     #[error("elasticsearch rejected the request: {0}")]
     Permanent(String),
+    /// A whole `_bulk` request was refused with a client error (413 too large, 400, 401…):
+    /// the caller decides whether splitting it can help (see [`splittable_status`]).
+    #[error("elasticsearch rejected the bulk request ({status}): {message}")]
+    BulkRejected {
+        /// The HTTP status.
+        status: u16,
+        /// What Elasticsearch said.
+        message: String,
+    },
+}
+
+/// Whether a request-level `_bulk` refusal may be caused by the request's contents, so a
+/// smaller request can succeed: 413 (too large) and 400 (a malformed operation). Others (401,
+/// 403, 404…) are about the cluster or the credentials and are the same for any request.
+pub fn splittable_status(status: u16) -> bool {
+    status == 413 || status == 400
 }
 
 /// Whether an HTTP status (of a call or a bulk item) is worth retrying.
@@ -335,7 +351,10 @@ impl EsClient {
             return Err(if transient_status(status.as_u16()) {
                 EsError::Transient(message)
             } else {
-                EsError::Permanent(message)
+                EsError::BulkRejected {
+                    status: status.as_u16(),
+                    message,
+                }
             });
         }
         let items = response["items"]

@@ -49,12 +49,32 @@ impl Indices {
         format!("{}{}", self.prefix, self.main_base())
     }
 
-    /// Creates this version's indices that do not exist yet. The `factline` bookkeeping
-    /// object is added to each mapping (not indexed) if the mapping does not declare it.
+    /// The tombstone index of this version: `{prefix}{main base}_tombstones_v{version}`. It
+    /// holds what a deleted document had applied (its `factline` bookkeeping), one document
+    /// per deleted document ([`tombstone_id`]), so a re-delivered older event cannot recreate
+    /// it. No alias points at it: readers never see tombstones.
+    pub fn tombstones(&self) -> String {
+        self.tombstones_of(self.version)
+    }
+
+    fn tombstones_of(&self, version: u32) -> String {
+        format!("{}{}_tombstones_v{version}", self.prefix, self.main_base())
+    }
+
+    /// Creates this version's indices (and its tombstone index) that do not exist yet. The
+    /// `factline` bookkeeping object is added to each mapping (not indexed) if the mapping does
+    /// not declare it.
     pub async fn create(&self, client: &EsClient) -> Result<(), EsError> {
-        for spec in &self.specs {
-            let body = with_bookkeeping(&spec.body);
-            let index = self.index(&spec.base);
+        let tombstones = (
+            self.tombstones(),
+            with_bookkeeping(&json!({"mappings": {"dynamic": false}})),
+        );
+        let indices = self
+            .specs
+            .iter()
+            .map(|spec| (self.index(&spec.base), with_bookkeeping(&spec.body)))
+            .chain(std::iter::once(tombstones));
+        for (index, body) in indices {
             if client.create_index(&index, &body).await? {
                 tracing::info!(%index, "index created");
             }
@@ -62,10 +82,14 @@ impl Indices {
         Ok(())
     }
 
-    /// Deletes a version's indices.
+    /// Deletes a version's indices (its tombstone index too).
     pub async fn delete_version(&self, client: &EsClient, version: u32) -> Result<(), EsError> {
-        for spec in &self.specs {
-            let index = self.index_of(&spec.base, version);
+        let indices = self
+            .specs
+            .iter()
+            .map(|spec| self.index_of(&spec.base, version))
+            .chain(std::iter::once(self.tombstones_of(version)));
+        for index in indices {
             client.delete_index(&index).await?;
             tracing::info!(%index, "index deleted");
         }
@@ -78,6 +102,11 @@ impl Indices {
             .point_alias(&self.alias(), &self.index(self.main_base()))
             .await
     }
+}
+
+/// The id of a document's tombstone: `{index base}/{document id}` (base names hold no `/`).
+pub fn tombstone_id(base: &str, id: &str) -> String {
+    format!("{base}/{id}")
 }
 
 /// The index creation body with `mappings.properties.factline = {type: object, enabled: false}`.

@@ -9,6 +9,7 @@
 //! dead-letter rows) in PostgreSQL. See [`sink`] for the algorithm and [`index`] for versioned
 //! indices behind aliases.
 
+pub mod applied;
 pub mod client;
 pub mod index;
 pub mod sink;
@@ -23,7 +24,7 @@ pub use sink::SearchSink;
 
 /// The bookkeeping object inside every document (mapping `enabled: false`; readers ignore it).
 pub const BOOKKEEPING: &str = "factline";
-/// The sorted event ids applied to a document, under [`BOOKKEEPING`].
+/// The event ids applied to a document, under [`BOOKKEEPING`] (bounded: see [`applied`]).
 pub const APPLIED: &str = "applied";
 
 /// An index of a search projection: its base name and its mapping (the body of the index
@@ -91,7 +92,10 @@ pub struct Join {
 /// document (whatever order they arrive in — across partitions and topics too — the document
 /// ends the same), so keep a timestamp per fact under the `factline` object and let newer facts
 /// win. The runtime skips an event whose id is in the document's `factline.applied` list (it
-/// adds each applied id there), so re-applying a batch after a crash changes nothing.
+/// adds each applied id there, keeping the newest ones: see [`applied`] for the exact
+/// guarantee), so re-applying a batch after a crash changes nothing. `apply` returning `None`
+/// deletes the document; the runtime keeps its applied ids in a tombstone (an index no alias
+/// points at), so a re-delivered older event does not bring it back.
 ///
 /// # Naming
 ///
@@ -125,6 +129,14 @@ pub trait SearchProjection: Send + Sync + 'static {
         current: Option<Value>,
         event: &Event,
     ) -> Result<Option<Value>, ProjectionError>;
+
+    /// Whether [`apply`](SearchProjection::apply) may return `None` (delete, or leave absent).
+    /// Only then does the runtime look up tombstones of missing documents; a projection that
+    /// always returns a document answers `false` and saves that lookup per batch (should it
+    /// return `None` anyway, the tombstone is written but never consulted).
+    fn deletes(&self) -> bool {
+        true
+    }
 
     /// The join from the read model to a side index, if any.
     fn join(&self) -> Option<Join> {

@@ -5,16 +5,22 @@
 //! 1. records below the stored position are skipped; poison records and events the projection
 //!    rejects are set aside for the dead-letter topic;
 //! 2. **write**: the target documents are read in realtime (`_mget`), each one's events are
-//!    applied in memory (events whose id is in the document's `factline.applied` are skipped),
-//!    and changed documents are written in one `_bulk` with `if_seq_no`/`if_primary_term`
-//!    (`create` for new ones). A 409 re-reads that document and applies again; 429/5xx fail
-//!    the batch (the runner retries it with backoff); a document Elasticsearch rejects (400…)
-//!    is retried one event at a time and the event it fails on is dead-lettered;
+//!    applied in memory (events whose id is in the document's `factline.applied` are skipped;
+//!    a missing document starts from its tombstone's ids), and changed documents are written
+//!    in bounded `_bulk` requests with `if_seq_no`/`if_primary_term` (`create` for new ones).
+//!    A document the projection deletes first gets a **tombstone** (its applied ids, in the
+//!    version's tombstone index, which no alias points at), then is deleted: a re-delivered
+//!    older event finds its id in the tombstone and does not recreate the document. A 409
+//!    re-reads that document and applies again; 429/5xx fail the batch (the runner retries it
+//!    with backoff); a document Elasticsearch rejects (400…) is retried one event at a time
+//!    and the event it fails on is dead-lettered. A whole request refused for its contents
+//!    (413 too large, 400) is split in halves down to single documents, and a document
+//!    refused alone is dead-lettered the same way: never retried forever, never skipped;
 //! 3. **join** (if the projection has one): main documents touched are enriched with their
 //!    side documents read *after* the write; for side documents touched, the main index is
-//!    refreshed and every main document referencing them is enriched. Writing before reading
-//!    on both sides means two instances racing on a customer and an order never both miss the
-//!    other's write;
+//!    refreshed and every main document referencing them is enriched, one page (`search_after`)
+//!    and one bounded bulk at a time. Writing before reading on both sides means two instances
+//!    racing on a customer and an order never both miss the other's write;
 //! 4. the main index is refreshed (a stored position promises readers that the documents are
 //!    searchable: read-your-writes), dead letters go to `<topic>.dlq`, then ONE PostgreSQL
 //!    transaction records the dead-letter rows and moves the positions.
@@ -25,15 +31,18 @@
 //! index is rebuilt.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
 use serde_json::{json, Value};
 
-use super::client::{BulkOp, EsClient, EsError, ItemResult, Stored};
-use super::index::Indices;
-use super::{DocRef, Join, SearchProjection, APPLIED, BOOKKEEPING};
+use super::applied;
+use super::client::{splittable_status, BulkOp, EsClient, EsError, ItemResult, Stored};
+use super::index::{tombstone_id, Indices};
+use super::{DocRef, Join, SearchProjection};
 use crate::batch::{Item, Outcome, TransientBatchError};
 use crate::bookkeeping::{self, BootstrapError, Liveness, Registration};
 use crate::config::{Config, ConfigError};
@@ -45,8 +54,11 @@ use crate::sink::Sink;
 
 /// Rounds of re-reading after conflicts before the batch is failed (and retried later).
 const MAX_ROUNDS: usize = 50;
-/// Page size when looking up the main documents of a side document.
+/// Page size when looking up the main documents of a side document (the join's fan-out is
+/// enriched and written one page at a time, so memory and bulk size stay bounded).
 const PAGE: usize = 500;
+/// Most operations in one `_bulk` request (a request refused as too large is split further).
+const BULK_MAX_OPS: usize = 500;
 
 /// One document of a write round: as read, as computed, and the events newly applied.
 struct Computed {
@@ -54,6 +66,18 @@ struct Computed {
     stored: Option<Stored>,
     new: Option<Value>,
     applied: Vec<usize>,
+    /// The bookkeeping a deleted (or never created) document keeps in its tombstone.
+    gone: Option<Value>,
+}
+
+/// What a write round sends for one document.
+struct Planned {
+    doc_ref: DocRef,
+    stored: Option<Stored>,
+    new: Option<Value>,
+    applied: Vec<usize>,
+    tombstone: Option<BulkOp>,
+    main: Option<BulkOp>,
 }
 
 /// A [`SearchProjection`] writing to Elasticsearch.
@@ -66,6 +90,30 @@ pub struct SearchSink<P> {
 
 fn transient(e: EsError) -> TransientBatchError {
     TransientBatchError(e.to_string())
+}
+
+/// A document Elasticsearch refused: the event is dead-lettered if it was the only one
+/// applied, otherwise the document is retried one event at a time to find the offending one.
+fn refused(
+    doc_ref: &DocRef,
+    applied: &[usize],
+    message: &str,
+    rejected: &mut HashMap<usize, String>,
+    careful: &mut HashSet<DocRef>,
+) {
+    if let [only] = applied {
+        tracing::warn!(index = %doc_ref.index, id = %doc_ref.id, error = %message,
+            "document rejected by elasticsearch");
+        rejected.insert(
+            *only,
+            format!(
+                "elasticsearch rejected document {}/{}: {message}",
+                doc_ref.index, doc_ref.id
+            ),
+        );
+    } else {
+        careful.insert(doc_ref.clone());
+    }
 }
 
 impl<P: SearchProjection> SearchSink<P> {
@@ -116,19 +164,86 @@ impl<P: SearchProjection> SearchSink<P> {
         self.client.mget(&docs).await.map_err(transient)
     }
 
-    /// Applies the batch's events to one document; returns the new state and the events
-    /// newly applied (in `careful` mode at most one).
+    /// The tombstones of these documents, where there are some.
+    async fn tombstones(
+        &self,
+        refs: &[DocRef],
+    ) -> Result<HashMap<DocRef, Stored>, TransientBatchError> {
+        let index = self.indices.tombstones();
+        let docs: Vec<(String, String)> = refs
+            .iter()
+            .map(|r| (index.clone(), tombstone_id(&r.index, &r.id)))
+            .collect();
+        let found = self.client.mget(&docs).await.map_err(transient)?;
+        Ok(refs
+            .iter()
+            .cloned()
+            .zip(found)
+            .filter_map(|(r, s)| s.map(|s| (r, s)))
+            .collect())
+    }
+
+    /// Sends operations in bounded `_bulk` requests; one result per operation, in order.
+    async fn bulk(&self, ops: &[BulkOp]) -> Result<Vec<ItemResult>, TransientBatchError> {
+        let mut results = Vec::with_capacity(ops.len());
+        for chunk in ops.chunks(BULK_MAX_OPS) {
+            results.extend(self.bulk_split(chunk).await?);
+        }
+        Ok(results)
+    }
+
+    /// One `_bulk` request; if Elasticsearch refuses the whole request for its contents (413
+    /// too large, 400), the halves are sent separately, down to single operations, and an
+    /// operation refused alone is a refused document (its event is dead-lettered), so such a
+    /// request is never retried forever. Other refusals (401, 403, 404: credentials or cluster)
+    /// are transient: retried with backoff, visible in health and metrics, nothing skipped.
+    fn bulk_split<'a>(
+        &'a self,
+        ops: &'a [BulkOp],
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<ItemResult>, TransientBatchError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            match self.client.bulk(ops).await {
+                Ok(results) => Ok(results),
+                Err(EsError::BulkRejected { status, message })
+                    if splittable_status(status) && ops.len() > 1 =>
+                {
+                    tracing::warn!(status, operations = ops.len(), error = %message,
+                        "bulk request refused, splitting it");
+                    let (left, right) = ops.split_at(ops.len() / 2);
+                    let mut results = self.bulk_split(left).await?;
+                    results.extend(self.bulk_split(right).await?);
+                    Ok(results)
+                }
+                Err(EsError::BulkRejected { status, message }) if splittable_status(status) => {
+                    Ok(vec![ItemResult::Permanent(message)])
+                }
+                Err(e) => Err(transient(e)),
+            }
+        })
+    }
+
+    /// Applies the batch's events to one document; returns the new state, the events newly
+    /// applied (in `careful` mode at most one) and, if the document ends absent, what it keeps
+    /// in its tombstone. A missing document starts from its tombstone's applied ids, so an
+    /// event it already applied before it was deleted is skipped, not applied again.
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
     fn fold(
         &self,
-        doc_ref: &DocRef,
-        current: Option<&Value>,
+        doc_ref: DocRef,
+        stored: Option<Stored>,
+        tombstone: Option<&Value>,
         events: &[usize],
         items: &[Item],
         rejected: &mut HashMap<usize, String>,
         careful: bool,
-    ) -> Result<(Option<Value>, Vec<usize>), TransientBatchError> {
-        let mut doc = current.cloned();
-        let mut applied = Vec::new();
+    ) -> Result<Computed, TransientBatchError> {
+        let mut doc = stored.as_ref().map(|s| s.source.clone());
+        let mut gone = match doc {
+            Some(_) => None,
+            None => tombstone.and_then(applied::of).cloned(),
+        };
+        let mut newly = Vec::new();
         for &i in events {
             if rejected.contains_key(&i) {
                 continue;
@@ -137,26 +252,108 @@ impl<P: SearchProjection> SearchSink<P> {
                 continue;
             };
             let id = event.envelope.event_id.to_string();
-            if doc.as_ref().is_some_and(|d| has_applied(d, &id)) {
+            let memory = match &doc {
+                Some(d) => applied::of(d),
+                None => gone.as_ref(),
+            };
+            if applied::contains(memory, &id) {
                 continue;
             }
-            match self.projection.apply(doc_ref, doc.clone(), event) {
-                Ok(new) => {
-                    doc = new.map(|d| with_applied(d, &id));
-                    applied.push(i);
-                    if careful {
-                        break;
-                    }
+            let mut ids = applied::entries(memory);
+            ids.insert(applied::entry(&id, event.envelope.occurred_at));
+            match self.projection.apply(&doc_ref, doc.clone(), event) {
+                Ok(Some(new)) => {
+                    doc = Some(applied::with(new, applied::bookkeeping(ids)));
+                    gone = None;
+                }
+                Ok(None) => {
+                    doc = None;
+                    gone = Some(applied::bookkeeping(ids));
                 }
                 Err(ProjectionError::Permanent(message)) => {
                     rejected.insert(i, format!("rejected by projection: {message}"));
+                    continue;
                 }
                 Err(ProjectionError::Transient(message)) => {
                     return Err(TransientBatchError(message))
                 }
             }
+            newly.push(i);
+            if careful {
+                break;
+            }
         }
-        Ok((doc, applied))
+        Ok(Computed {
+            doc_ref,
+            stored,
+            new: doc,
+            applied: newly,
+            gone,
+        })
+    }
+
+    /// The writes of one computed document: its tombstone (when it ends absent) and the main
+    /// document's create, conditional replace or conditional delete.
+    fn plan(&self, computed: Computed, tombstones: &HashMap<DocRef, Stored>) -> Planned {
+        let Computed {
+            doc_ref,
+            stored,
+            new,
+            applied,
+            gone,
+        } = computed;
+        let index = self.indices.index(&doc_ref.index);
+        let id = doc_ref.id.clone();
+        let tombstone = match (&new, gone) {
+            (None, Some(bookkeeping)) if !applied.is_empty() => {
+                let index = self.indices.tombstones();
+                let id = tombstone_id(&doc_ref.index, &doc_ref.id);
+                let doc = applied::with(json!({}), bookkeeping);
+                Some(match tombstones.get(&doc_ref) {
+                    Some(t) if t.source == doc => None,
+                    Some(t) => Some(BulkOp::Replace {
+                        index,
+                        id,
+                        doc,
+                        seq_no: t.seq_no,
+                        primary_term: t.primary_term,
+                    }),
+                    None => Some(BulkOp::Create { index, id, doc }),
+                })
+                .flatten()
+            }
+            _ => None,
+        };
+        let main = match (&stored, &new) {
+            _ if applied.is_empty() => None,
+            (None, Some(doc)) => Some(BulkOp::Create {
+                index,
+                id,
+                doc: doc.clone(),
+            }),
+            (Some(s), Some(doc)) if *doc != s.source => Some(BulkOp::Replace {
+                index,
+                id,
+                doc: doc.clone(),
+                seq_no: s.seq_no,
+                primary_term: s.primary_term,
+            }),
+            (Some(s), None) => Some(BulkOp::Delete {
+                index,
+                id,
+                seq_no: s.seq_no,
+                primary_term: s.primary_term,
+            }),
+            _ => None,
+        };
+        Planned {
+            doc_ref,
+            stored,
+            new,
+            applied,
+            tombstone,
+            main,
+        }
     }
 
     /// Step 2 of the module docs: the final state of every target document.
@@ -182,71 +379,117 @@ impl<P: SearchProjection> SearchSink<P> {
             }
             let refs: Vec<DocRef> = pending.iter().cloned().collect();
             let current = self.mget(&refs).await?;
+            let missing: Vec<DocRef> = if self.projection.deletes() {
+                refs.iter()
+                    .zip(&current)
+                    .filter(|(_, stored)| stored.is_none())
+                    .map(|(r, _)| r.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let mut tombstones = self.tombstones(&missing).await?;
+            let looked_up: HashSet<DocRef> = missing.into_iter().collect();
             let mut computed = Vec::with_capacity(refs.len());
             for (doc_ref, stored) in refs.into_iter().zip(current) {
-                let (new, applied) = self.fold(
-                    &doc_ref,
-                    stored.as_ref().map(|s| &s.source),
-                    &targets[&doc_ref],
+                let tombstone = tombstones.get(&doc_ref).map(|t| &t.source);
+                let careful_now = careful.contains(&doc_ref);
+                let events = &targets[&doc_ref];
+                computed.push(self.fold(
+                    doc_ref,
+                    stored,
+                    tombstone,
+                    events,
                     items,
                     rejected,
-                    careful.contains(&doc_ref),
-                )?;
-                computed.push(Computed {
+                    careful_now,
+                )?);
+            }
+            self.pre_enrich(&mut computed).await?;
+            // documents deleted (or left absent) now: their tombstones are read for a
+            // conditional write
+            let deleted: Vec<DocRef> = computed
+                .iter()
+                .filter(|c| c.new.is_none() && !c.applied.is_empty())
+                .filter(|c| !looked_up.contains(&c.doc_ref))
+                .map(|c| c.doc_ref.clone())
+                .collect();
+            if !deleted.is_empty() {
+                tombstones.extend(self.tombstones(&deleted).await?);
+            }
+            let plans: Vec<Planned> = computed
+                .into_iter()
+                .map(|c| self.plan(c, &tombstones))
+                .collect();
+
+            // Tombstones first: a document is deleted only once its tombstone remembers what
+            // it had applied (a crash in between leaves both, and the retry deletes again).
+            let tombstone_ops: Vec<BulkOp> =
+                plans.iter().filter_map(|p| p.tombstone.clone()).collect();
+            let mut results = self.bulk(&tombstone_ops).await?.into_iter();
+            let mut blocked: HashSet<DocRef> = HashSet::new();
+            for plan in plans.iter().filter(|p| p.tombstone.is_some()) {
+                match results.next() {
+                    Some(ItemResult::Done { .. }) => {}
+                    Some(ItemResult::Conflict) => {
+                        tracing::debug!(index = %plan.doc_ref.index, id = %plan.doc_ref.id,
+                            "tombstone changed meanwhile, re-reading");
+                        blocked.insert(plan.doc_ref.clone());
+                    }
+                    Some(ItemResult::Transient(message)) => {
+                        return Err(TransientBatchError(format!(
+                            "writing the tombstone of {}/{}: {message}",
+                            plan.doc_ref.index, plan.doc_ref.id
+                        )))
+                    }
+                    Some(ItemResult::Permanent(message)) => {
+                        refused(
+                            &plan.doc_ref,
+                            &plan.applied,
+                            &message,
+                            rejected,
+                            &mut careful,
+                        );
+                        blocked.insert(plan.doc_ref.clone());
+                    }
+                    None => return Err(TransientBatchError("_bulk answered too few items".into())),
+                }
+            }
+
+            let main_ops: Vec<BulkOp> = plans
+                .iter()
+                .filter(|p| !blocked.contains(&p.doc_ref))
+                .filter_map(|p| p.main.clone())
+                .collect();
+            let mut results = self.bulk(&main_ops).await?.into_iter();
+            for plan in plans {
+                if blocked.contains(&plan.doc_ref) {
+                    continue;
+                }
+                let Planned {
                     doc_ref,
                     stored,
                     new,
                     applied,
-                });
-            }
-            self.pre_enrich(&mut computed).await?;
-            let mut ops = Vec::new();
-            let mut written: Vec<(DocRef, Vec<usize>, Option<Value>)> = Vec::new();
-            for Computed {
-                doc_ref,
-                stored,
-                new,
-                applied,
-            } in computed
-            {
-                let index = self.indices.index(&doc_ref.index);
-                let id = doc_ref.id.clone();
-                let op = match (&stored, &new) {
-                    _ if applied.is_empty() => None,
-                    (None, Some(doc)) => Some(BulkOp::Create {
-                        index,
-                        id,
-                        doc: doc.clone(),
-                    }),
-                    (Some(s), Some(doc)) if *doc != s.source => Some(BulkOp::Replace {
-                        index,
-                        id,
-                        doc: doc.clone(),
-                        seq_no: s.seq_no,
-                        primary_term: s.primary_term,
-                    }),
-                    (Some(s), None) => Some(BulkOp::Delete {
-                        index,
-                        id,
-                        seq_no: s.seq_no,
-                        primary_term: s.primary_term,
-                    }),
-                    _ => None,
-                };
-                match op {
-                    Some(op) => {
-                        ops.push(op);
-                        written.push((doc_ref, applied, new));
-                    }
+                    tombstone,
+                    main,
+                } = plan;
+                let result = match main {
+                    Some(_) => results.next().ok_or_else(|| {
+                        TransientBatchError("_bulk answered too few items".into())
+                    })?,
+                    None if tombstone.is_some() => ItemResult::Done {
+                        seq_no: 0,
+                        primary_term: 0,
+                    },
                     None => {
+                        // nothing to write: unchanged, or only duplicates
                         newly.extend(applied);
                         pending.remove(&doc_ref);
-                        finals.insert(doc_ref, stored);
+                        finals.insert(doc_ref, stored.filter(|_| new.is_some()));
+                        continue;
                     }
-                }
-            }
-            let results = self.client.bulk(&ops).await.map_err(transient)?;
-            for ((doc_ref, applied, new), result) in written.into_iter().zip(results) {
+                };
                 match result {
                     ItemResult::Done {
                         seq_no,
@@ -276,19 +519,7 @@ impl<P: SearchProjection> SearchSink<P> {
                         )))
                     }
                     ItemResult::Permanent(message) => {
-                        if let [only] = applied.as_slice() {
-                            tracing::warn!(index = %doc_ref.index, id = %doc_ref.id, error = %message,
-                                "document rejected by elasticsearch");
-                            rejected.insert(
-                                *only,
-                                format!(
-                                    "elasticsearch rejected document {}/{}: {message}",
-                                    doc_ref.index, doc_ref.id
-                                ),
-                            );
-                        } else {
-                            careful.insert(doc_ref);
-                        }
+                        refused(&doc_ref, &applied, &message, rejected, &mut careful);
                     }
                 }
             }
@@ -350,58 +581,61 @@ impl<P: SearchProjection> SearchSink<P> {
             .collect())
     }
 
-    /// The main documents whose `join.field` is one of `side_ids` (the main index must be
-    /// refreshed).
-    async fn referencing(
+    /// One page (at most [`PAGE`]) of the main documents whose `join.field` is one of
+    /// `side_ids`, after `after` (the main index must be refreshed); returns the page and
+    /// where the next one starts (`None`: this was the last).
+    async fn referencing_page(
         &self,
         join: &Join,
         side_ids: &[String],
-    ) -> Result<Vec<(String, Stored)>, TransientBatchError> {
+        after: Option<Value>,
+    ) -> Result<(Vec<(String, Stored)>, Option<Value>), TransientBatchError> {
         let index = self.indices.index(self.indices.main_base());
-        let mut found = Vec::new();
-        let mut after: Option<Value> = None;
-        loop {
-            let mut body = json!({
-                "query": {"terms": {join.field.as_str(): side_ids}},
-                "size": PAGE,
-                "sort": [{join.id_field.as_str(): "asc"}],
-                "seq_no_primary_term": true,
-            });
-            if let Some(after) = after.take() {
-                body["search_after"] = after;
-            }
-            let response = self.client.search(&index, &body).await.map_err(transient)?;
-            let hits = response["hits"]["hits"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            for hit in &hits {
-                if let Some(id) = hit["_id"].as_str() {
-                    found.push((
-                        id.to_owned(),
-                        Stored {
-                            source: hit["_source"].clone(),
-                            seq_no: hit["_seq_no"].as_i64().unwrap_or_default(),
-                            primary_term: hit["_primary_term"].as_i64().unwrap_or(1),
-                        },
-                    ));
-                }
-            }
-            if hits.len() < PAGE {
-                return Ok(found);
-            }
-            after = hits.last().map(|h| h["sort"].clone());
+        let mut body = json!({
+            "query": {"terms": {join.field.as_str(): side_ids}},
+            "size": PAGE,
+            "sort": [{join.id_field.as_str(): "asc"}],
+            "seq_no_primary_term": true,
+        });
+        if let Some(after) = after {
+            body["search_after"] = after;
         }
+        let response = self.client.search(&index, &body).await.map_err(transient)?;
+        let hits = response["hits"]["hits"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut found = Vec::with_capacity(hits.len());
+        for hit in &hits {
+            if let Some(id) = hit["_id"].as_str() {
+                found.push((
+                    id.to_owned(),
+                    Stored {
+                        source: hit["_source"].clone(),
+                        seq_no: hit["_seq_no"].as_i64().unwrap_or_default(),
+                        primary_term: hit["_primary_term"].as_i64().unwrap_or(1),
+                    },
+                ));
+            }
+        }
+        let next = if hits.len() < PAGE {
+            None
+        } else {
+            hits.last().map(|h| h["sort"].clone())
+        };
+        Ok((found, next))
     }
 
-    /// Step 3 of the module docs.
+    /// Step 3 of the module docs: first the main documents the batch wrote, then, one page
+    /// at a time, every main document referencing a side document the batch wrote (so a
+    /// customer with many orders never loads them all, nor writes them in one request).
     async fn join(
         &self,
         join: &Join,
         finals: &BTreeMap<DocRef, Option<Stored>>,
     ) -> Result<u64, TransientBatchError> {
         let main = self.indices.main_base();
-        let mut pending: BTreeMap<String, Stored> = finals
+        let written: BTreeMap<String, Stored> = finals
             .iter()
             .filter(|(r, _)| r.index == main)
             .filter_map(|(r, s)| s.clone().map(|s| (r.id.clone(), s)))
@@ -411,17 +645,39 @@ impl<P: SearchProjection> SearchSink<P> {
             .filter(|r| r.index == join.side)
             .map(|r| r.id.clone())
             .collect();
-        if !sides.is_empty() {
-            self.client
-                .refresh(&self.indices.index(main))
-                .await
-                .map_err(transient)?;
-            for chunk in sides.chunks(PAGE) {
-                for (id, stored) in self.referencing(join, chunk).await? {
-                    pending.entry(id).or_insert(stored);
+        let mut enriched = 0;
+        for chunk in written.into_iter().collect::<Vec<_>>().chunks(PAGE) {
+            enriched += self.enrich(join, chunk.iter().cloned().collect()).await?;
+        }
+        if sides.is_empty() {
+            return Ok(enriched);
+        }
+        self.client
+            .refresh(&self.indices.index(main))
+            .await
+            .map_err(transient)?;
+        for chunk in sides.chunks(PAGE) {
+            let mut after = None;
+            loop {
+                let (page, next) = self.referencing_page(join, chunk, after).await?;
+                enriched += self.enrich(join, page.into_iter().collect()).await?;
+                match next {
+                    Some(next) => after = Some(next),
+                    None => break,
                 }
             }
         }
+        Ok(enriched)
+    }
+
+    /// Brings these main documents in line with their side documents (conditional writes,
+    /// re-read and retried on conflict); returns how many were written.
+    async fn enrich(
+        &self,
+        join: &Join,
+        mut pending: BTreeMap<String, Stored>,
+    ) -> Result<u64, TransientBatchError> {
+        let main = self.indices.main_base();
         let mut enriched = 0;
         let mut round = 0;
         while !pending.is_empty() {
@@ -459,7 +715,7 @@ impl<P: SearchProjection> SearchSink<P> {
                     ids.push(id.clone());
                 }
             }
-            let results = self.client.bulk(&ops).await.map_err(transient)?;
+            let results = self.bulk(&ops).await?;
             let mut conflicted = Vec::new();
             for (id, result) in ids.into_iter().zip(results) {
                 match result {
@@ -472,7 +728,16 @@ impl<P: SearchProjection> SearchSink<P> {
                         return Err(TransientBatchError(format!("enriching {id}: {message}")))
                     }
                     ItemResult::Permanent(message) => {
-                        tracing::error!(%id, error = %message, "enriched document rejected by elasticsearch");
+                        // Retrying cannot help and no event of the batch is to blame (the
+                        // document itself was accepted): the document keeps its previous
+                        // side fields, loudly (error log and a counter), and the batch goes on.
+                        tracing::error!(projector = %self.projection.name(), %id, error = %message,
+                            "enriched document rejected by elasticsearch");
+                        metrics::counter!(
+                            "factline_projector_enrich_rejected_total",
+                            "projector" => self.projection.name().to_owned()
+                        )
+                        .increment(1);
                     }
                 }
             }
@@ -489,31 +754,16 @@ impl<P: SearchProjection> SearchSink<P> {
 
 /// Whether the document's `factline.applied` holds the event id.
 pub fn has_applied(doc: &Value, event_id: &str) -> bool {
-    doc[BOOKKEEPING][APPLIED]
-        .as_array()
-        .is_some_and(|ids| ids.iter().any(|v| v.as_str() == Some(event_id)))
+    applied::contains(applied::of(doc), event_id)
 }
 
-/// The document with the event id added to `factline.applied` (kept sorted, so the document
-/// does not depend on the order events arrived in).
-pub fn with_applied(mut doc: Value, event_id: &str) -> Value {
-    if !doc.is_object() {
-        doc = json!({});
-    }
-    if !doc[BOOKKEEPING].is_object() {
-        doc[BOOKKEEPING] = json!({});
-    }
-    let mut ids: BTreeSet<String> = doc[BOOKKEEPING][APPLIED]
-        .as_array()
-        .map(|ids| {
-            ids.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.insert(event_id.to_owned());
-    doc[BOOKKEEPING][APPLIED] = json!(ids);
-    doc
+/// The document with the event added to `factline.applied` (the newest
+/// [`APPLIED_MAX`](super::applied::APPLIED_MAX) kept, sorted by time, so the document does not
+/// depend on the order events arrived in).
+pub fn with_applied(doc: Value, event_id: &str, occurred_at: DateTime<Utc>) -> Value {
+    let mut ids = applied::entries(applied::of(&doc));
+    ids.insert(applied::entry(event_id, occurred_at));
+    applied::with(doc, applied::bookkeeping(ids))
 }
 
 impl<P: SearchProjection> Sink for SearchSink<P> {
@@ -560,10 +810,12 @@ impl<P: SearchProjection> Sink for SearchSink<P> {
             .await
             .map_err(|e| match e {
                 EsError::Transient(m) => BootstrapError::Transient(m),
-                EsError::Permanent(message) => BootstrapError::Migration {
-                    migration: "create indices".into(),
-                    message,
-                },
+                EsError::Permanent(message) | EsError::BulkRejected { message, .. } => {
+                    BootstrapError::Migration {
+                        migration: "create indices".into(),
+                        message,
+                    }
+                }
             })?;
         if liveness == Liveness::Live {
             self.indices
@@ -770,11 +1022,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn applied_ids_are_a_sorted_set() {
-        let doc = with_applied(json!({"a": 1}), "b");
-        let doc = with_applied(doc, "a");
-        let doc = with_applied(doc, "b");
-        assert_eq!(doc["factline"]["applied"], json!(["a", "b"]));
+    fn applied_ids_are_a_set_sorted_by_time() {
+        let at = |s: i64| DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap();
+        let doc = with_applied(json!({"a": 1}), "b", at(1));
+        let doc = with_applied(doc, "a", at(2));
+        let doc = with_applied(doc, "b", at(1));
+        assert_eq!(
+            doc["factline"]["applied"],
+            json!(["2023-11-14T22:13:21.000Z|b", "2023-11-14T22:13:22.000Z|a"])
+        );
         assert!(has_applied(&doc, "a"));
         assert!(!has_applied(&doc, "c"));
         assert_eq!(doc["a"], 1);

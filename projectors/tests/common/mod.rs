@@ -197,6 +197,24 @@ pub struct TestEvent {
 }
 
 impl TestEvent {
+    /// The event as a projection's `apply` receives it (for tests that drive a projection in
+    /// transactions of their own), at `offset` of partition 0 of its topic.
+    pub fn to_event(&self, offset: i64) -> factline_projectors::Event {
+        factline_projectors::Event {
+            envelope: self.envelope(),
+            value: apache_avro::types::Value::Null,
+            data: self.body.clone(),
+            key: Some(self.key.clone()),
+            origin: factline_projectors::Origin {
+                topic: self.topic.to_owned(),
+                partition: 0,
+                offset,
+            },
+            timestamp: Some(self.occurred_at),
+            headers: Vec::new(),
+        }
+    }
+
     pub fn envelope(&self) -> Envelope {
         Envelope {
             event_id: self.event_id,
@@ -338,4 +356,25 @@ pub async fn dump(url: &str, query: &str) -> Vec<String> {
 pub async fn count(url: &str, query: &str) -> i64 {
     let client = connect(url).await;
     client.query_one(query, &[]).await.unwrap().get(0)
+}
+
+/// Waits until the projector `name` has retried a batch at the sink stage at least once (its
+/// `factline_projector_retries_total{stage="sink"}` counter exists in this process).
+pub async fn wait_for_sink_retry(name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let metrics = factline_projectors::telemetry::prometheus().render();
+        if metrics.lines().any(|l| {
+            l.starts_with("factline_projector_retries_total")
+                && l.contains(&format!("projector=\"{name}\""))
+                && l.contains("stage=\"sink\"")
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never retried at the sink:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
