@@ -1,6 +1,8 @@
-//! The compliance suite every projector must pass, against the real local stack
-//! (KAFKA_BROKERS, SCHEMA_REGISTRY_URL, DATABASE_URL). Each test has its own topics (prefix)
-//! and PostgreSQL schema, so tests run in parallel.
+//! The compliance suite of the PostgreSQL projectors, against the real local stack
+//! (KAFKA_BROKERS, SCHEMA_REGISTRY_URL, DATABASE_URL). Each projection passes the harness's
+//! properties through one `compliance!` line (see `common/harness.rs`); the tests below it
+//! are the runtime's and the projections' own (outages, SIGKILL, rebuilds, locking, ...).
+//! Each test has its own topics (prefix) and PostgreSQL schema, so tests run in parallel.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -8,14 +10,15 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::dataset::{self, cancelled, email_changed, forgotten, placed, registered, shipped};
+use common::dataset::{self, email_changed, forgotten, placed, registered, shipped};
+use common::harness::{compliance, rows, Suite};
 use common::{connect, count, dump, fresh_schema, start, wait_caught_up, Fixture};
 use factline_projectors::dead_letter::{
     HEADER_ERROR, HEADER_ORIGIN_OFFSET, HEADER_ORIGIN_PARTITION, HEADER_ORIGIN_TOPIC,
     HEADER_PROJECTOR,
 };
 use factline_projectors::declarative::{DeclarativeConfig, DeclarativeProjection};
-use factline_projectors::projections::{customer_stats, order_summary};
+use factline_projectors::projections;
 use factline_projectors::projections::{CustomerStatsProjection, OrderSummaryProjection};
 use factline_projectors::{Event, Migration, Projection, ProjectionError};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -25,6 +28,45 @@ use tokio_postgres::Transaction;
 
 const ORDERS: &str = "SELECT * FROM order_summary ORDER BY order_id";
 const CUSTOMERS: &str = "SELECT * FROM customer_stats ORDER BY customer_id";
+
+/// A declarative projection from its configuration text.
+fn declarative(text: &str) -> DeclarativeProjection {
+    DeclarativeProjection::new(DeclarativeConfig::parse(text).unwrap())
+}
+
+compliance!(
+    order_summary,
+    Suite::postgres(OrderSummaryProjection, rows(ORDERS))
+);
+compliance!(
+    customer_stats,
+    Suite::postgres(CustomerStatsProjection, rows(CUSTOMERS))
+);
+compliance!(
+    declarative_order_summary,
+    Suite::postgres(
+        declarative(include_str!("../config/order_summary.toml")),
+        rows(ORDERS)
+    )
+);
+compliance!(
+    declarative_customer_directory,
+    Suite::postgres(
+        declarative(include_str!("../config/customer_directory.toml")),
+        rows("SELECT * FROM customer_directory ORDER BY customer_id")
+    )
+);
+// Every applied event is a row with no unique constraint: an event applied twice is a
+// duplicate row, a lost one a missing row (positions left out: they differ between two logs).
+compliance!(
+    event_log,
+    Suite::postgres(
+        EventLog::default(),
+        rows(
+            "SELECT event_id, count(*) AS times FROM event_log GROUP BY event_id ORDER BY event_id"
+        )
+    )
+);
 
 /// A test projection that appends every applied event to a log with no unique constraint, so
 /// an event applied twice shows up as a duplicate row and a lost one as a missing row.
@@ -124,15 +166,12 @@ async fn project_once<P: Projection + Clone>(fixture: &Fixture, projection: P) -
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replaying_the_log_twice_gives_identical_read_models() {
+async fn the_sample_read_models_hold_the_expected_rows() {
     let mut fixture = Fixture::new(3).await;
     fixture.produce_all(&dataset::shop(10, 30)).await;
 
     let (_, first) = project_once(&fixture, OrderSummaryProjection).await;
-    let (_, second) = project_once(&fixture, OrderSummaryProjection).await;
-    let rows = dump(&first, ORDERS).await;
-    assert_eq!(rows.len(), 30);
-    assert_eq!(rows, dump(&second, ORDERS).await);
+    assert_eq!(dump(&first, ORDERS).await.len(), 30);
 
     // shipped before placed: nothing lost; delivered wins; cancelled before placed stays cancelled
     let o2 = dump(&first, "SELECT status, total_cents, tracking_id, delivered_at IS NOT NULL AS d FROM order_summary WHERE order_id = 'o-2'").await;
@@ -148,10 +187,7 @@ async fn replaying_the_log_twice_gives_identical_read_models() {
     assert_eq!(o4, vec![r#"{"status":"cancelled","customer_id":"c-4"}"#]);
 
     let (_, a) = project_once(&fixture, CustomerStatsProjection).await;
-    let (_, b) = project_once(&fixture, CustomerStatsProjection).await;
-    let customers = dump(&a, CUSTOMERS).await;
-    assert_eq!(customers.len(), 10);
-    assert_eq!(customers, dump(&b, CUSTOMERS).await);
+    assert_eq!(dump(&a, CUSTOMERS).await.len(), 10);
     // c-4 was forgotten, then a late email change arrived: personal data stays erased
     let c4 = dump(
         &a,
@@ -294,60 +330,6 @@ async fn poison_records_are_dead_lettered_and_processing_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_share_the_partitions_and_agree_with_one() {
-    let mut fixture = Fixture::new(4).await;
-    let events = dataset::shop(12, 60);
-    let (first_half, second_half) = events.split_at(events.len() / 2);
-    fixture.produce_all(first_half).await;
-
-    let (_, shared) = fresh_schema().await;
-    let a = start(fixture.config(&shared), EventLog::default());
-    let b = start(fixture.config(&shared), EventLog::default());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    fixture.produce_all(second_half).await;
-    // one instance leaves mid-run: its partitions move to the other
-    a.stop().await;
-    fixture
-        .produce(&registered("c-late", "late@example.com", 9000))
-        .await;
-    wait_caught_up(&shared, "event_log", 1, &fixture.ends).await;
-    b.stop().await;
-    assert_log_exact(&shared, events.len() + 1).await;
-
-    let (_, single) = project_once(&fixture, EventLog::default()).await;
-    let q =
-        "SELECT event_id, topic, part, \"offset\" FROM event_log ORDER BY topic, part, \"offset\"";
-    assert_eq!(dump(&shared, q).await, dump(&single, q).await);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_resumes_at_the_stored_checkpoint() {
-    let mut fixture = Fixture::new(2).await;
-    let events = dataset::shop(6, 20);
-    fixture.produce_all(&events).await;
-    let (_, url) = project_once(&fixture, EventLog::default()).await;
-    assert_log_exact(&url, events.len()).await;
-
-    // Forget the applied ids: only the positions can now keep the first part from being
-    // applied again.
-    connect(&url)
-        .await
-        .batch_execute("DELETE FROM factline_projector_applied")
-        .await
-        .unwrap();
-    let more = [
-        registered("c-new", "new@example.com", 5000),
-        placed("o-new", "c-new", 1, 100, 5001),
-        cancelled("o-new", 5002),
-    ];
-    fixture.produce_all(&more).await;
-    let running = start(fixture.config(&url), EventLog::default());
-    wait_caught_up(&url, "event_log", 1, &fixture.ends).await;
-    running.stop().await;
-    assert_log_exact(&url, events.len() + more.len()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_projector_recovers_from_a_postgresql_outage() {
     let mut fixture = Fixture::new(2).await;
     let events = dataset::shop(8, 40);
@@ -468,8 +450,8 @@ async fn kill_9_mid_batch_loses_nothing_and_applies_nothing_twice() {
     let mut child = spawn();
     wait_caught_up(
         &url,
-        order_summary::NAME,
-        order_summary::VERSION,
+        projections::order_summary::NAME,
+        projections::order_summary::VERSION,
         &fixture.ends_for(&OrderSummaryProjection),
     )
     .await;
@@ -524,7 +506,6 @@ async fn the_declarative_customer_directory_follows_its_config() {
     );
     let all = "SELECT * FROM customer_directory ORDER BY customer_id";
     assert_eq!(dump(&a, all).await, dump(&b, all).await);
-    let _ = customer_stats::NAME;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -794,7 +775,8 @@ async fn a_registry_outage_is_retried_without_skipping_records() {
     let name = format!("{}registry_outage", fixture.prefix);
     let running = start(config, EventLog::named(&name, 1));
 
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // the outage is observed (decoding failed and is being retried), not merely waited out
+    common::wait_for_retry(&name, "decode").await;
     let committed = count(
         &url,
         "SELECT COALESCE(sum(next_offset), 0)::bigint FROM factline_projector_positions",
@@ -1036,7 +1018,7 @@ async fn applied_ids_beyond_the_dedupe_window_are_pruned() {
     let (_, url) = fresh_schema().await;
     let ends = |f: &Fixture| f.ends_for(&OrderSummaryProjection);
     let running = start(fixture.config(&url), OrderSummaryProjection);
-    wait_caught_up(&url, order_summary::NAME, 1, &ends(&fixture)).await;
+    wait_caught_up(&url, projections::order_summary::NAME, 1, &ends(&fixture)).await;
     running.stop().await;
 
     // the two ids were applied 8 days ago; a retired version applied one just now
@@ -1053,7 +1035,7 @@ async fn applied_ids_beyond_the_dedupe_window_are_pruned() {
         .unwrap();
     fixture.produce(&dataset::delivered("o-1", 30)).await;
     let running = start(fixture.config(&url), OrderSummaryProjection);
-    wait_caught_up(&url, order_summary::NAME, 1, &ends(&fixture)).await;
+    wait_caught_up(&url, projections::order_summary::NAME, 1, &ends(&fixture)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while count(&url, "SELECT count(*) FROM factline_projector_applied").await != 1 {
         assert!(
@@ -1071,7 +1053,7 @@ async fn applied_ids_beyond_the_dedupe_window_are_pruned() {
 
     // the placement again at a new offset, older than the window: applied again, no change
     fixture.produce(&first).await;
-    wait_caught_up(&url, order_summary::NAME, 1, &ends(&fixture)).await;
+    wait_caught_up(&url, projections::order_summary::NAME, 1, &ends(&fixture)).await;
     running.stop().await;
     assert_eq!(dump(&url, ORDERS).await, model);
     assert_eq!(

@@ -1,6 +1,9 @@
 //! The compliance suite of the Elasticsearch projectors, against the real local stack
-//! (KAFKA_BROKERS, SCHEMA_REGISTRY_URL, DATABASE_URL, ELASTICSEARCH_URL). Each test has its own
-//! topics, index names (prefix) and PostgreSQL schema, so tests run in parallel.
+//! (KAFKA_BROKERS, SCHEMA_REGISTRY_URL, DATABASE_URL, ELASTICSEARCH_URL). Each projection
+//! passes the harness's properties through one `compliance!` line (see `common/harness.rs`);
+//! the tests below it are the search sink's and the projections' own (joins, tombstones, bulk
+//! splitting, outages, SIGKILL, the alias swap, ...). Each test has its own topics, index
+//! names (prefix) and PostgreSQL schema, so tests run in parallel.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -9,15 +12,41 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::dataset::{self, email_changed, forgotten, placed, registered, shipped};
-use common::search::{alias_targets, dump, ids, index_exists, Renamed};
+use common::harness::{compliance, documents, documents_without, Renamed, Suite};
+use common::search::{alias_targets, dump, ids, index_exists};
 use common::{connect, count, fresh_schema, start_search, wait_caught_up, Fixture};
 use factline_projectors::dead_letter::{HEADER_ERROR, HEADER_ORIGIN_OFFSET, HEADER_PROJECTOR};
-use factline_projectors::projections::{order_search, EventIndexProjection, OrderSearchProjection};
+use factline_projectors::projections::{self, EventIndexProjection, OrderSearchProjection};
 use factline_projectors::SearchProjection;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
+
+compliance!(
+    order_search,
+    Suite::search(OrderSearchProjection, documents("order_search", "order_id"))
+);
+// positions in the log are left out: they differ between two logs holding the same events
+compliance!(
+    event_index,
+    Suite::search(
+        EventIndexProjection::default(),
+        documents_without("event_index", "event_id", &["offset"])
+    )
+);
+compliance!(
+    declarative_customer_search,
+    Suite::search(
+        factline_projectors::declarative::DeclarativeSearchProjection::new(
+            factline_projectors::declarative::DeclarativeConfig::parse(include_str!(
+                "../config/customer_search.toml"
+            ))
+            .unwrap()
+        ),
+        documents("customer_search", "customer_id")
+    )
+);
 
 /// Runs a search projection over everything produced so far, indices under `{prefix}{extra}`;
 /// returns the PostgreSQL URL of its positions.
@@ -283,7 +312,7 @@ async fn duplicates_change_nothing_and_poison_is_dead_lettered() {
                 )
             })
             .collect();
-        assert_eq!(headers[HEADER_PROJECTOR], order_search::NAME);
+        assert_eq!(headers[HEADER_PROJECTOR], projections::order_search::NAME);
         assert!(!headers[HEADER_ERROR].is_empty());
         offsets.push(headers[HEADER_ORIGIN_OFFSET].parse::<i64>().unwrap());
     }
@@ -299,8 +328,8 @@ async fn duplicates_change_nothing_and_poison_is_dead_lettered() {
     let running = start_search(fixture.search_config(&url, ""), OrderSearchProjection);
     wait_caught_up(
         &url,
-        order_search::NAME,
-        order_search::VERSION,
+        projections::order_search::NAME,
+        projections::order_search::VERSION,
         &fixture.ends,
     )
     .await;
@@ -385,8 +414,8 @@ async fn kill_9_mid_bulk_then_restart_gives_the_same_documents() {
     let mut child = spawn();
     wait_caught_up(
         &url,
-        order_search::NAME,
-        order_search::VERSION,
+        projections::order_search::NAME,
+        projections::order_search::VERSION,
         &fixture.ends,
     )
     .await;
@@ -659,53 +688,6 @@ async fn the_declarative_binary_runs_an_elasticsearch_config() {
     assert_eq!(found, vec!["c-2"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_share_the_partitions_and_agree_with_one() {
-    let mut fixture = Fixture::new(4).await;
-    let events = dataset::shop(12, 60);
-    let (first_half, second_half) = events.split_at(events.len() / 2);
-    fixture.produce_all(first_half).await;
-    let (_, shared) = fresh_schema().await;
-    let a = start_search(
-        fixture.search_config(&shared, "two_"),
-        OrderSearchProjection,
-    );
-    let b = start_search(
-        fixture.search_config(&shared, "two_"),
-        OrderSearchProjection,
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    fixture.produce_all(second_half).await;
-    // customer changes racing with their orders on the other instance
-    fixture
-        .produce_all(&[
-            email_changed("c-1", "final@example.com", 9000),
-            forgotten("c-2", 9001),
-        ])
-        .await;
-    a.stop().await; // its partitions move to the other instance
-    fixture
-        .produce(&placed("o-late", "c-1", 1, 100, 9002))
-        .await;
-    wait_caught_up(
-        &shared,
-        order_search::NAME,
-        order_search::VERSION,
-        &fixture.ends,
-    )
-    .await;
-    b.stop().await;
-
-    project_once(&fixture, OrderSearchProjection, "one_").await;
-    let one = dump(&orders_alias(&fixture, "one_"), "order_id").await;
-    assert_eq!(one.len(), 61);
-    assert_eq!(dump(&orders_alias(&fixture, "two_"), "order_id").await, one);
-    assert_eq!(
-        source(&one, "o-late")["customer_email"],
-        "final@example.com"
-    );
-}
-
 /// `order_search`, except that the first time it applies an event it lets "another instance"
 /// write the same document first (an `OrderDelivered` it applied), so the projector's
 /// conditional write meets a 409 and must re-read and re-apply.
@@ -717,10 +699,10 @@ struct Interfering {
 
 impl SearchProjection for Interfering {
     fn name(&self) -> &str {
-        order_search::NAME
+        projections::order_search::NAME
     }
     fn version(&self) -> u32 {
-        order_search::VERSION
+        projections::order_search::VERSION
     }
     fn topics(&self) -> Vec<String> {
         OrderSearchProjection.topics()
@@ -750,7 +732,8 @@ impl SearchProjection for Interfering {
                     order_id: doc.id.clone(),
                     delivered_at: dataset::at(30),
                 };
-            let other = order_search::merge_order(None, &delivered, dataset::at(30), &[]);
+            let other =
+                projections::order_search::merge_order(None, &delivered, dataset::at(30), &[]);
             let other = factline_projectors::search::sink::with_applied(
                 other,
                 "other-instance",
@@ -888,8 +871,8 @@ async fn a_bulk_refused_as_too_large_is_split_and_the_oversized_document_dead_le
     let running = start_search(config, OrderSearchProjection);
     wait_caught_up(
         &url,
-        order_search::NAME,
-        order_search::VERSION,
+        projections::order_search::NAME,
+        projections::order_search::VERSION,
         &fixture.ends,
     )
     .await;
@@ -923,8 +906,8 @@ async fn a_customer_change_reaches_many_orders_in_bounded_bulks() {
     let running = start_search(config, OrderSearchProjection);
     wait_caught_up(
         &url,
-        order_search::NAME,
-        order_search::VERSION,
+        projections::order_search::NAME,
+        projections::order_search::VERSION,
         &fixture.ends,
     )
     .await;
@@ -933,8 +916,8 @@ async fn a_customer_change_reaches_many_orders_in_bounded_bulks() {
     fixture.produce(&email_changed("c-1", "new@x", 5000)).await;
     wait_caught_up(
         &url,
-        order_search::NAME,
-        order_search::VERSION,
+        projections::order_search::NAME,
+        projections::order_search::VERSION,
         &fixture.ends,
     )
     .await;

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod dataset;
+pub mod harness;
 pub mod proxy;
 pub mod search;
 
@@ -20,17 +21,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::Value;
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
-/// A required environment variable, with a clear message when unset.
-pub fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: run the tests through the project's scripts (scripts/stack.sh env)"
-        )
-    })
-}
+pub use factline_testkit::{connect, env, fresh_schema};
 
 /// One test's world: its own topics (via a prefix) and helpers.
 pub struct Fixture {
@@ -228,28 +221,6 @@ impl TestEvent {
     }
 }
 
-/// A fresh PostgreSQL schema; returns its name and a URL selecting it.
-pub async fn fresh_schema() -> (String, String) {
-    let base = env("DATABASE_URL");
-    let schema = format!("s_{}", &Uuid::new_v4().simple().to_string()[..16]);
-    let client = connect(&base).await;
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    (
-        schema.clone(),
-        format!("{base}{sep}options=-csearch_path%3D{schema}"),
-    )
-}
-
-pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    client
-}
-
 /// A projector running in this process.
 pub struct Running {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -339,42 +310,38 @@ pub async fn wait_caught_up(
 
 /// Every row of a query as JSON text, in the query's order.
 pub async fn dump(url: &str, query: &str) -> Vec<String> {
-    let client = connect(url).await;
-    client
-        .query(
-            &format!("SELECT row_to_json(t)::text FROM ({query}) t"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    factline_testkit::postgres::rows_as_json(url, query).await
 }
 
 /// A count.
 pub async fn count(url: &str, query: &str) -> i64 {
-    let client = connect(url).await;
-    client.query_one(query, &[]).await.unwrap().get(0)
+    factline_testkit::postgres::count(url, query).await
 }
 
-/// Waits until the projector `name` has retried a batch at the sink stage at least once (its
-/// `factline_projector_retries_total{stage="sink"}` counter exists in this process).
+/// Waits until the projector `name` has retried a batch at the sink stage at least once.
 pub async fn wait_for_sink_retry(name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let metrics = factline_projectors::telemetry::prometheus().render();
-        if metrics.lines().any(|l| {
-            l.starts_with("factline_projector_retries_total")
-                && l.contains(&format!("projector=\"{name}\""))
-                && l.contains("stage=\"sink\"")
-        }) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never retried at the sink:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_retry(name, "sink").await;
+}
+
+/// Waits until the projector `name` has retried at `stage` at least once (its
+/// `factline_projector_retries_total{stage}` counter exists in this process).
+pub async fn wait_for_retry(name: &str, stage: &str) {
+    let (projector, stage) = (
+        format!("projector=\"{name}\""),
+        format!("stage=\"{stage}\""),
+    );
+    factline_testkit::eventually(
+        &format!("{name} to retry at the {stage}"),
+        Duration::from_secs(120),
+        || {
+            let metrics = factline_projectors::telemetry::prometheus().render();
+            let retried = metrics.lines().any(|l| {
+                l.starts_with("factline_projector_retries_total")
+                    && l.contains(&projector)
+                    && l.contains(&stage)
+            });
+            async move { retried.then_some(()) }
+        },
+    )
+    .await;
 }

@@ -1,9 +1,8 @@
 //! Elasticsearch helpers of the search compliance suite: configuration, index dumps, searches,
-//! and a projection wrapper giving a sample projection a test-specific name or version.
+//! and a proxy refusing oversized `_bulk` requests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use factline_projectors::search::{DocRef, IndexSpec, Join};
-use factline_projectors::{Config, Event, ProjectionError, SearchProjection};
+use factline_projectors::Config;
 use serde_json::{json, Value};
 
 use super::{env, Fixture};
@@ -89,52 +88,6 @@ pub async fn alias_targets(alias: &str) -> Vec<String> {
 
 pub async fn index_exists(index: &str) -> bool {
     es(reqwest::Method::HEAD, index, None).await.0 == 200
-}
-
-/// A sample projection under another name and version (index base names unchanged).
-#[derive(Clone)]
-pub struct Renamed<P> {
-    pub name: String,
-    pub version: u32,
-    pub inner: P,
-}
-
-impl<P: SearchProjection + Clone> SearchProjection for Renamed<P> {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn version(&self) -> u32 {
-        self.version
-    }
-    fn topics(&self) -> Vec<String> {
-        self.inner.topics()
-    }
-    fn event_types(&self) -> Vec<String> {
-        self.inner.event_types()
-    }
-    fn indices(&self) -> Vec<IndexSpec> {
-        self.inner.indices()
-    }
-    fn targets(&self, event: &Event) -> Result<Vec<DocRef>, ProjectionError> {
-        self.inner.targets(event)
-    }
-    fn apply(
-        &self,
-        doc: &DocRef,
-        current: Option<Value>,
-        event: &Event,
-    ) -> Result<Option<Value>, ProjectionError> {
-        self.inner.apply(doc, current, event)
-    }
-    fn deletes(&self) -> bool {
-        self.inner.deletes()
-    }
-    fn join(&self) -> Option<Join> {
-        self.inner.join()
-    }
-    fn enrich(&self, doc: Value, side: Option<&Value>) -> Value {
-        self.inner.enrich(doc, side)
-    }
 }
 
 /// An HTTP proxy in front of Elasticsearch that refuses `_bulk` requests larger than a limit
