@@ -67,7 +67,7 @@ pub fn documents(alias: &'static str, sort_field: &'static str) -> Reader {
     documents_without(alias, sort_field, &[])
 }
 
-/// [`documents`] without the top-level fields `skipped` (positions in the log, which differ
+/// [`documents`] without the top-level fields `skipped` (a record's offset or timestamp, which differ
 /// between two logs holding the same events).
 pub fn documents_without(
     alias: &'static str,
