@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 fn unique() -> String {
-    Uuid::new_v4().simple().to_string()[..10].to_string()
+    factline_testkit::short_id(10)
 }
 
 #[tokio::test]
@@ -22,7 +22,7 @@ async fn every_sample_command_lands_on_its_topic_with_key_headers_and_avro_body(
     let app = TestApp::start(|_| {}).await;
     let codec = codec(&app.prefix);
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    for (command, body) in samples(&unique()) {
+    for (command, body) in factline_testkit::samples::every_command(&unique()) {
         let (status, _, answer) = app
             .post(
                 command,

@@ -12,10 +12,9 @@ use factline_write_side::auth::ApiKey;
 use rdkafka::message::Message;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use uuid::Uuid;
 
 fn unique() -> String {
-    Uuid::new_v4().simple().to_string()[..10].to_string()
+    factline_testkit::short_id(10)
 }
 
 fn register(customer: &str, name: &str) -> Value {

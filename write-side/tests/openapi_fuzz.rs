@@ -38,14 +38,6 @@ impl Drop for TempDir {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Service {
     /// Starts the binary with the inherited environment plus `extra`, and waits for `/healthz`.
     async fn start(extra: &[(&str, &str)]) -> Service {
@@ -53,7 +45,7 @@ impl Service {
         common::create_topics(&prefix).await;
         let dir = TempDir::new();
         let log = dir.0.join("write-side.log");
-        let addr = format!("127.0.0.1:{}", free_port());
+        let addr = format!("127.0.0.1:{}", factline_testkit::process::free_port());
         let mut command = Command::new(env!("CARGO_BIN_EXE_factline-write-side"));
         command
             .env("WRITE_SIDE_ADDR", &addr)

@@ -8,18 +8,12 @@ use factline_write_side::{Config, Server};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use uuid::Uuid;
 
-/// The value of a required environment variable, or a panic naming it.
-pub fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("environment variable {name} is not set: run the tests through the project's scripts (scripts/stack.sh env)")
-    })
-}
+pub use factline_testkit::env;
 
 /// A running write side with its own topics.
 pub struct TestApp {
@@ -37,7 +31,7 @@ pub struct TestApp {
 
 /// A fresh random topic prefix.
 pub fn new_prefix() -> String {
-    format!("t-{}-", &Uuid::new_v4().simple().to_string()[..12])
+    factline_testkit::names::topic_prefix()
 }
 
 /// A config for tests: real broker and registry from the environment, port 0, prefix.
@@ -151,7 +145,7 @@ impl Drop for TestApp {
 pub fn consumer() -> BaseConsumer {
     let mut config = factline_schemas::topics::client_config(&env("KAFKA_BROKERS"));
     config
-        .set("group.id", format!("t-{}", Uuid::new_v4().simple()))
+        .set("group.id", factline_testkit::unique("t"))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
     ClientConfig::create(&config).expect("consumer")
@@ -236,36 +230,4 @@ pub fn codec(prefix: &str) -> EventCodec {
         &env("SCHEMA_REGISTRY_URL"),
         Catalog::builtin().with_topic_prefix(prefix),
     )
-}
-
-/// The sample commands of the contract, with a unique id suffix.
-pub fn samples(id: &str) -> Vec<(&'static str, Value)> {
-    let customer = format!("c-{id}");
-    let order = format!("o-{id}");
-    vec![
-        (
-            "RegisterCustomer",
-            json!({"customer_id": customer, "email": "ada@example.com", "name": "Ada Lovelace"}),
-        ),
-        (
-            "ChangeCustomerEmail",
-            json!({"customer_id": customer, "email": "ada@lovelace.org"}),
-        ),
-        (
-            "PlaceOrder",
-            json!({"order_id": order, "customer_id": customer, "currency": "EUR",
-                "items": [{"sku": "tea-01", "name": "Earl Grey tea", "quantity": 2, "unit_price_cents": 450}],
-                "shipping_address": {"line1": "12 Baker St", "city": "London", "postal_code": "NW1", "country": "GB"}}),
-        ),
-        (
-            "ShipOrder",
-            json!({"order_id": order, "carrier": "DHL", "tracking_id": "JD0001"}),
-        ),
-        ("DeliverOrder", json!({"order_id": order})),
-        (
-            "CancelOrder",
-            json!({"order_id": order, "reason": "changed my mind"}),
-        ),
-        ("ForgetCustomer", json!({"customer_id": customer})),
-    ]
 }
