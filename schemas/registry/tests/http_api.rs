@@ -7,24 +7,11 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .expect("DATABASE_URL must point at the test PostgreSQL (scripts/stack.sh env)")
+    factline_testkit::env(factline_testkit::stack::DATABASE_URL)
 }
 
 fn unique_schema() -> String {
-    format!("registry_test_{}", std::process::id()) + &format!("_{}", rand_suffix())
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.finish() % 1_000_000_000
+    format!("registry_test_{}", factline_testkit::short_id(12))
 }
 
 struct Registry {

@@ -5,12 +5,7 @@
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
 
-/// The value of a required environment variable, or a panic naming it.
-pub fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: start the local stack (scripts/stack.sh start) and export it")
-    })
-}
+pub use factline_testkit::env;
 
 /// A fresh topic prefix, so tests never share topics or subjects.
 pub fn unique_prefix(test: &str) -> String {
