@@ -39,20 +39,12 @@ impl Drop for Binary {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 async fn start(world: &World, extra: &[(&str, &str)]) -> Binary {
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", factline_testkit::process::free_port());
     let mut command = Command::new(env!("CARGO_BIN_EXE_factline-read-api"));
     command
         .env("READ_API_ADDR", &addr)

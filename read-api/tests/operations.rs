@@ -4,10 +4,7 @@
 
 use std::net::SocketAddr;
 
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/stack.sh env"))
-}
+use factline_testkit::env;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_metrics_and_openapi_are_served() {

@@ -1,7 +1,7 @@
 //! The end-to-end world of the read API tests: fresh topics (prefix), a fresh PostgreSQL
 //! schema, the write side, the projectors and the read API, all in this process against the
 //! real servers named by the environment.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,19 +14,13 @@ use factline_projectors::projections::{
     CustomerStatsProjection, EventIndexProjection, OrderSearchProjection, OrderSummaryProjection,
 };
 use factline_schemas::Catalog;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use uuid::Uuid;
 
-/// A required environment variable, with a clear message when unset.
-pub fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: run the tests through the project's scripts (scripts/stack.sh env)"
-        )
-    })
-}
+pub use factline_testkit::env;
+pub use factline_testkit::samples::{customer, order};
+pub use factline_testkit::unique;
 
 /// Something running in this process that stops when asked.
 pub struct Running {
@@ -84,9 +78,9 @@ impl World {
         projectors: &[Projector],
         configure: impl FnOnce(&mut factline_read_api::Config),
     ) -> World {
-        let prefix = format!("t-{}-", &Uuid::new_v4().simple().to_string()[..12]);
+        let prefix = factline_testkit::names::topic_prefix();
         create_topics(&prefix).await;
-        let database_url = fresh_schema().await;
+        let (_, database_url) = factline_testkit::fresh_schema().await;
 
         let mut write_config = factline_write_side::Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -365,39 +359,4 @@ async fn create_topics(prefix: &str) {
     factline_schemas::topics::create_topics(&config, &topics, 3, 1)
         .await
         .expect("create test topics");
-}
-
-/// A fresh PostgreSQL schema; returns a URL selecting it.
-async fn fresh_schema() -> String {
-    let base = env("DATABASE_URL");
-    let schema = format!("s_{}", &Uuid::new_v4().simple().to_string()[..16]);
-    let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-csearch_path%3D{schema}")
-}
-
-/// A RegisterCustomer body.
-pub fn customer(id: &str, name: &str) -> Value {
-    json!({"customer_id": id, "email": format!("{id}@example.com"), "name": name})
-}
-
-/// A PlaceOrder body with one line.
-pub fn order(id: &str, customer: &str, item: &str, quantity: i64, unit_price_cents: i64) -> Value {
-    json!({
-        "order_id": id, "customer_id": customer, "currency": "EUR",
-        "items": [{"sku": "sku-1", "name": item, "quantity": quantity, "unit_price_cents": unit_price_cents}],
-        "shipping_address": {"line1": "12 Baker St", "city": "London", "postal_code": "NW1", "country": "GB"}
-    })
-}
-
-/// A fresh id.
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..10])
 }
