@@ -21,6 +21,7 @@ use factline_projectors::declarative::{DeclarativeConfig, DeclarativeProjection}
 use factline_projectors::projections;
 use factline_projectors::projections::{CustomerStatsProjection, OrderSummaryProjection};
 use factline_projectors::{Event, Migration, Projection, ProjectionError};
+use factline_testkit::process::Service;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
@@ -382,16 +383,6 @@ async fn the_projector_recovers_from_a_postgresql_outage() {
     );
 }
 
-/// Kills the child process if the test fails before it is stopped.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_batch_loses_nothing_and_applies_nothing_twice() {
     let mut fixture = Fixture::new(3).await;
@@ -418,7 +409,7 @@ async fn kill_9_mid_batch_loses_nothing_and_applies_nothing_twice() {
             )
             .env("RUST_LOG", "info")
             .spawn()
-            .map(KillOnDrop)
+            .map(|child| Service { child })
             .unwrap()
     };
     let total: i64 = fixture.ends_for(&OrderSummaryProjection).values().sum();
@@ -441,11 +432,10 @@ async fn kill_9_mid_batch_loses_nothing_and_applies_nothing_twice() {
             );
             break;
         }
-        assert!(child.0.try_wait().unwrap().is_none(), "projector exited");
+        assert!(child.running(), "projector exited");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.0.kill().unwrap(); // SIGKILL
-    child.0.wait().unwrap();
+    child.kill(); // SIGKILL
 
     let mut child = spawn();
     wait_caught_up(
@@ -455,12 +445,7 @@ async fn kill_9_mid_batch_loses_nothing_and_applies_nothing_twice() {
         &fixture.ends_for(&OrderSummaryProjection),
     )
     .await;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(child.0.wait().unwrap().success(), "graceful stop failed");
+    assert!(child.terminate().success(), "graceful stop failed");
 
     assert_eq!(dump(&url, ORDERS).await, dump(&reference, ORDERS).await);
     assert_eq!(
@@ -818,7 +803,7 @@ async fn the_declarative_binary_runs_a_config_file() {
         .env("PROJECTOR_TOPIC_PREFIX", &fixture.prefix)
         .env("RUST_LOG", "warn")
         .spawn()
-        .map(KillOnDrop)
+        .map(|child| Service { child })
         .unwrap();
     let text = std::fs::read_to_string(config).unwrap();
     let projection = DeclarativeProjection::new(DeclarativeConfig::parse(&text).unwrap());
@@ -829,12 +814,7 @@ async fn the_declarative_binary_runs_a_config_file() {
         &fixture.ends_for(&projection),
     )
     .await;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(child.0.wait().unwrap().success(), "graceful stop failed");
+    assert!(child.terminate().success(), "graceful stop failed");
     assert_eq!(
         dump(&url, "SELECT customer_id, email FROM customer_directory").await,
         vec![r#"{"customer_id":"c-1","email":"b@x"}"#]

@@ -18,6 +18,7 @@ use common::{connect, count, fresh_schema, start_search, wait_caught_up, Fixture
 use factline_projectors::dead_letter::{HEADER_ERROR, HEADER_ORIGIN_OFFSET, HEADER_PROJECTOR};
 use factline_projectors::projections::{self, EventIndexProjection, OrderSearchProjection};
 use factline_projectors::SearchProjection;
+use factline_testkit::process::Service;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
@@ -338,16 +339,6 @@ async fn duplicates_change_nothing_and_poison_is_dead_lettered() {
     assert_eq!(dump(&orders_alias(&fixture, ""), "order_id").await, before);
 }
 
-/// Kills the child process if the test fails before it is stopped.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_bulk_then_restart_gives_the_same_documents() {
     let mut fixture = Fixture::new(3).await;
@@ -373,7 +364,7 @@ async fn kill_9_mid_bulk_then_restart_gives_the_same_documents() {
             )
             .env("RUST_LOG", "warn")
             .spawn()
-            .map(KillOnDrop)
+            .map(|child| Service { child })
             .unwrap()
     };
     let total: i64 = fixture.ends.values().sum();
@@ -395,13 +386,12 @@ async fn kill_9_mid_bulk_then_restart_gives_the_same_documents() {
             );
             break;
         }
-        assert!(child.0.try_wait().unwrap().is_none(), "projector exited");
+        assert!(child.running(), "projector exited");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // positions move only after a bulk succeeded: the next bulks are in flight now
     tokio::time::sleep(Duration::from_millis(150)).await;
-    child.0.kill().unwrap(); // SIGKILL
-    child.0.wait().unwrap();
+    child.kill(); // SIGKILL
     let partial = count(
         &url,
         "SELECT COALESCE(sum(next_offset), 0)::bigint FROM factline_projector_positions",
@@ -420,12 +410,7 @@ async fn kill_9_mid_bulk_then_restart_gives_the_same_documents() {
         &fixture.ends,
     )
     .await;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(child.0.wait().unwrap().success(), "graceful stop failed");
+    assert!(child.terminate().success(), "graceful stop failed");
 
     let reference = dump(&orders_alias(&fixture, "ref_"), "order_id").await;
     assert_eq!(reference.len(), 300);
@@ -649,7 +634,7 @@ async fn the_declarative_binary_runs_an_elasticsearch_config() {
         .env("PROJECTOR_TOPIC_PREFIX", &fixture.prefix)
         .env("RUST_LOG", "warn")
         .spawn()
-        .map(KillOnDrop)
+        .map(|child| Service { child })
         .unwrap();
     let customers: HashMap<(String, i32), i64> = fixture
         .ends
@@ -658,12 +643,7 @@ async fn the_declarative_binary_runs_an_elasticsearch_config() {
         .map(|(k, v)| (k.clone(), *v))
         .collect();
     wait_caught_up(&url, "customer_search", 1, &customers).await;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(child.0.wait().unwrap().success(), "graceful stop failed");
+    assert!(child.terminate().success(), "graceful stop failed");
 
     let alias = format!("{}customer_search", fixture.prefix);
     let docs: Vec<Value> = dump(&alias, "customer_id")

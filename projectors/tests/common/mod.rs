@@ -1,6 +1,9 @@
-//! Shared fixtures of the compliance suite: unique topics and PostgreSQL schemas per test,
-//! a producer writing envelope-headed Avro records, an in-process projector handle, waits on
-//! the positions table, read-model dumps, and a TCP proxy for PostgreSQL outages.
+//! Shared fixtures of the projector suites: the compliance harness every projection is run
+//! through (`harness`), unique topics per test, a producer writing envelope-headed Avro
+//! records, an in-process projector handle, waits on the positions table and on metrics,
+//! read-model dumps, sample events (`dataset`), Elasticsearch helpers (`search`) and a TCP
+//! proxy for outages (`proxy`). What is not projector-specific (the stack's environment,
+//! schemas, names, waits, child processes) comes from `factline-testkit`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod dataset;
@@ -48,7 +51,7 @@ impl Fixture {
             .try_init();
         let brokers = env("KAFKA_BROKERS");
         let registry = env("SCHEMA_REGISTRY_URL");
-        let prefix = format!("t{}_", &Uuid::new_v4().simple().to_string()[..12]);
+        let prefix = format!("t{}_", factline_testkit::short_id(12));
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .create()
