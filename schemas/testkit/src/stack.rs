@@ -95,7 +95,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "FACTLINE_TESTKIT_SURELY_UNSET_VARIABLE is not set")]
+    #[should_panic(expected = "needs the local stack, but FACTLINE_TESTKIT_SURELY_UNSET_VARIABLE")]
     fn a_missing_variable_fails_the_test_at_once() {
         env("FACTLINE_TESTKIT_SURELY_UNSET_VARIABLE");
     }
