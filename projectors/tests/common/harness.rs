@@ -460,34 +460,53 @@ pub async fn two_instances_agree_with_one<S: Subject>(suite: &Suite<S>) {
 }
 
 /// Waits until the consumer group is stable with `members` members, each holding an
-/// assignment.
+/// assignment; on timeout the failure shows the group as last seen.
 pub async fn wait_for_group_members(brokers: &str, group: &str, members: usize) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
     let consumer = Arc::new(consumer);
-    let what = format!("group {group} stable with {members} members");
-    factline_testkit::eventually(&what, Duration::from_secs(120), || {
-        let (consumer, group) = (consumer.clone(), group.to_owned());
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let list = consumer
-                    .fetch_group_list(Some(&group), Duration::from_secs(10))
-                    .ok()?;
-                let info = list.groups().first()?;
-                let assigned = info
-                    .members()
-                    .iter()
-                    .filter(|m| m.assignment().is_some_and(|a| !a.is_empty()))
-                    .count();
-                (info.state() == "Stable" && assigned == members).then_some(())
-            })
-            .await
-            .unwrap()
+    let last_seen = Arc::new(std::sync::Mutex::new(String::from("nothing")));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (consumer, group_id, seen) = (consumer.clone(), group.to_owned(), last_seen.clone());
+        let ready = tokio::task::spawn_blocking(move || {
+            let list = match consumer.fetch_group_list(Some(&group_id), Duration::from_secs(10)) {
+                Ok(list) => list,
+                Err(error) => {
+                    *seen.lock().unwrap() = format!("error {error}");
+                    return false;
+                }
+            };
+            let Some(info) = list.groups().first() else {
+                *seen.lock().unwrap() = "no such group".into();
+                return false;
+            };
+            let assigned = info
+                .members()
+                .iter()
+                .filter(|m| m.assignment().is_some_and(|a| !a.is_empty()))
+                .count();
+            *seen.lock().unwrap() = format!(
+                "state {}, {} members, {assigned} with an assignment",
+                info.state(),
+                info.members().len()
+            );
+            info.state() == "Stable" && assigned == members
+        })
+        .await
+        .unwrap();
+        if ready {
+            return;
         }
-    })
-    .await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "group {group} never stable with {members} members; last seen: {}",
+            last_seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Generates one test per compliance property for a projection, in a module named `$name`:
