@@ -22,9 +22,7 @@ use factline_projectors::projections;
 use factline_projectors::projections::{CustomerStatsProjection, OrderSummaryProjection};
 use factline_projectors::{Event, Migration, Projection, ProjectionError};
 use factline_testkit::process::Service;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::ClientConfig;
 use tokio_postgres::Transaction;
 
 const ORDERS: &str = "SELECT * FROM order_summary ORDER BY order_id";
@@ -278,13 +276,7 @@ async fn poison_records_are_dead_lettered_and_processing_goes_on() {
         .collect();
     assert_eq!(rows, expected);
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &fixture.brokers)
-        .set("group.id", format!("{}dlq-reader", fixture.prefix))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&fixture.topic("orders.dlq")]).unwrap();
+    let consumer = fixture.dead_letter_reader("orders");
     let mut letters = Vec::new();
     while letters.len() < 3 {
         let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())

@@ -19,9 +19,7 @@ use factline_projectors::dead_letter::{HEADER_ERROR, HEADER_ORIGIN_OFFSET, HEADE
 use factline_projectors::projections::{self, EventIndexProjection, OrderSearchProjection};
 use factline_projectors::SearchProjection;
 use factline_testkit::process::Service;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
 compliance!(
@@ -290,13 +288,7 @@ async fn duplicates_change_nothing_and_poison_is_dead_lettered() {
             ),
         ]
     );
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &fixture.brokers)
-        .set("group.id", format!("{}dlq-reader", fixture.prefix))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&fixture.topic("orders.dlq")]).unwrap();
+    let consumer = fixture.dead_letter_reader("orders");
     let mut offsets = Vec::new();
     while offsets.len() < 2 {
         let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())

@@ -30,7 +30,7 @@ use factline_projectors::dead_letter::{HEADER_ORIGIN_OFFSET, HEADER_PROJECTOR};
 use factline_projectors::search::{DocRef, IndexSpec, Join};
 use factline_projectors::telemetry::{EVENTS_APPLIED, EVENTS_DUPLICATE};
 use factline_projectors::{Event, Migration, Projection, ProjectionError, SearchProjection};
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
 use serde_json::Value;
@@ -338,7 +338,7 @@ pub async fn poison_is_dead_lettered_and_the_projector_moves_on<S: Subject>(suit
     let mut fixture = Fixture::new(2).await;
     let (first, second) = suite.dataset.split_at(suite.dataset.len() / 2);
     fixture.produce_all(first).await;
-    let topic = suite.subject.topics()[0].clone();
+    let logical = suite.subject.topics()[0].clone();
     let event_type = suite.subject.event_types()[0].clone();
     let headers = vec![
         ("event_id", uuid::Uuid::new_v4().to_string()),
@@ -348,7 +348,7 @@ pub async fn poison_is_dead_lettered_and_the_projector_moves_on<S: Subject>(suit
         ("occurred_at", "2026-01-01T00:00:00.000Z".to_owned()),
     ];
     let (partition, offset) = fixture
-        .produce_raw(&topic, "poison", b"not avro at all", &headers)
+        .produce_raw(&logical, "poison", b"not avro at all", &headers)
         .await;
     fixture.produce_all(second).await;
 
@@ -363,7 +363,7 @@ pub async fn poison_is_dead_lettered_and_the_projector_moves_on<S: Subject>(suit
         ),
     )
     .await;
-    let topic = fixture.topic(&topic);
+    let topic = fixture.topic(&logical);
     assert_eq!(
         letters,
         vec![format!(
@@ -371,13 +371,7 @@ pub async fn poison_is_dead_lettered_and_the_projector_moves_on<S: Subject>(suit
         )]
     );
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &fixture.brokers)
-        .set("group.id", format!("{}dlq-reader", fixture.prefix))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&format!("{topic}.dlq")]).unwrap();
+    let consumer = fixture.dead_letter_reader(&logical);
     let letter = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
         .await
         .expect("no dead letter on the dlq topic")

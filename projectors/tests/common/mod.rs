@@ -19,6 +19,7 @@ use factline_projectors::{Config, Projection};
 use factline_schemas::{json_to_avro, Catalog, Envelope, EventCodec};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -104,6 +105,21 @@ impl Fixture {
 
     pub fn topic(&self, logical: &str) -> String {
         format!("{}{logical}", self.prefix)
+    }
+
+    /// A consumer of the dead-letter topic of `logical` (`{prefix}{logical}.dlq`), from its
+    /// beginning.
+    pub fn dead_letter_reader(&self, logical: &str) -> StreamConsumer {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("{}dlq-reader", self.prefix))
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        consumer
+            .subscribe(&[&self.topic(&format!("{logical}.dlq"))])
+            .unwrap();
+        consumer
     }
 
     /// A projector configuration for this fixture and a database URL.
