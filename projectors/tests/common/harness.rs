@@ -427,8 +427,9 @@ pub async fn a_restart_resumes_at_the_checkpoint<S: Subject>(suite: &Suite<S>) {
     );
 }
 
-/// Two instances share the partitions (the test waits until the group has both), one leaves
-/// mid-run and its partitions move to the other; the result equals one instance's.
+/// Two instances share the partitions (the test waits until the group is stable with both
+/// holding an assignment), one leaves mid-run and its partitions move to the other; the
+/// result equals one instance's.
 pub async fn two_instances_agree_with_one<S: Subject>(suite: &Suite<S>) {
     let mut fixture = Fixture::new(4).await;
     let [first, second, third] = suite.thirds();
@@ -454,7 +455,9 @@ pub async fn two_instances_agree_with_one<S: Subject>(suite: &Suite<S>) {
 }
 
 /// Waits until the consumer group is stable with `members` members, each holding an
-/// assignment; on timeout the failure shows the group as last seen.
+/// assignment; on timeout the failure shows the group as last seen. (Waiting only for both to
+/// have joined is not enough: an instance stopped while the group is still rebalancing can
+/// leave the other without partitions for longer than any deadline.)
 pub async fn wait_for_group_members(brokers: &str, group: &str, members: usize) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
