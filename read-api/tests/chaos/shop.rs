@@ -214,12 +214,12 @@ impl Shop {
             status: "placed",
         };
         self.state().orders.insert(id.clone(), order.clone());
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             let body = json!({"order_id": id, "reason": "changed my mind"});
             self.send(write, "CancelOrder", body, &format!("cancel-{id}"))
                 .await;
             order.status = "cancelled";
-        } else if i % 3 == 0 {
+        } else if i.is_multiple_of(3) {
             let body = json!({"order_id": id, "carrier": "DHL", "tracking_id": format!("T{i}")});
             self.send(write, "ShipOrder", body, &format!("ship-{id}"))
                 .await;
