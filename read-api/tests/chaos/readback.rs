@@ -1,5 +1,6 @@
-//! Reads every acknowledged event back from its topic with a plain consumer: the record at the
-//! partition and offset the `202` named must exist and carry the `event_id` the `202` answered.
+//! The topics as a plain consumer sees them: every acknowledged event read back (the record at
+//! the partition and offset the `202` named must exist and carry the `event_id` the `202`
+//! answered), and the high watermarks, to check the lag the read API reports.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -11,6 +12,42 @@ use rdkafka::ClientConfig;
 
 use crate::shop::Ack;
 
+/// The high watermark of every partition of `topics`.
+pub fn high_watermarks(
+    brokers: &str,
+    topics: &[String],
+) -> Result<BTreeMap<(String, i32), i64>, String> {
+    let consumer = consumer(brokers);
+    let mut ends = BTreeMap::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| format!("metadata of {topic}: {e}"))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                    .map_err(|e| format!("watermarks of {topic}/{}: {e}", p.id()))?;
+                ends.insert((topic.clone(), p.id()), high);
+            }
+        }
+    }
+    Ok(ends)
+}
+
+fn consumer(brokers: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!("chaos-readback-{}", uuid::Uuid::new_v4()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("a consumer")
+}
+
 /// The acknowledged events not found where their `202` said, one line each (empty: all found).
 pub fn missing_from_topics(brokers: &str, acks: &[Ack]) -> Vec<String> {
     let mut wanted: BTreeMap<(String, i32), Vec<&Ack>> = BTreeMap::new();
@@ -20,16 +57,7 @@ pub fn missing_from_topics(brokers: &str, acks: &[Ack]) -> Vec<String> {
             .or_default()
             .push(ack);
     }
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set(
-            "group.id",
-            format!("chaos-readback-{}", uuid::Uuid::new_v4()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("a consumer");
+    let consumer = consumer(brokers);
     let mut problems = Vec::new();
     for ((topic, partition), acks) in &wanted {
         let until = acks.iter().map(|a| a.offset).max().unwrap_or(0) + 1;

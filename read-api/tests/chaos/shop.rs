@@ -288,9 +288,10 @@ impl Shop {
                 let shown: Vec<&String> = problems.iter().take(30).collect();
                 panic!(
                     "{what}: the read models differ from the {} acknowledged orders ({} \
-                     differences, first ones):\n{}",
+                     differences; lag the read API reports: {}), first ones:\n{}",
                     self.orders_placed(),
                     problems.len(),
+                    crate::stack::lags(&stack.projections().await),
                     shown
                         .iter()
                         .map(|s| s.as_str())

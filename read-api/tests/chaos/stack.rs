@@ -282,21 +282,15 @@ impl Stack {
         }
     }
 
-    /// Waits until the read API reports lag 0 for every version of every projection.
+    /// Waits until every version of every projection has applied everything: the read API
+    /// reports lag 0, and its positions are the topics' high watermarks as a consumer of our
+    /// own sees them (so stale watermarks in the read API cannot pass for lag 0).
     pub async fn wait_caught_up(&self, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let projections = self.projections().await;
-            let items = projections["projections"].as_array();
-            let caught_up = items.is_some_and(|items| {
-                items.len() >= PROJECTORS.len()
-                    && items.iter().all(|p| {
-                        p["versions"].as_array().is_some_and(|versions| {
-                            versions.iter().all(|v| v["lag_events"].as_i64() == Some(0))
-                        })
-                    })
-            });
-            if caught_up {
+            let behind = self.behind(&projections).await;
+            if behind.is_empty() {
                 return;
             }
             if Instant::now() > deadline {
@@ -305,13 +299,74 @@ impl Stack {
                     .map(|(service, _)| format!("--- {service}:\n{}", self.log_tail(service, 8)))
                     .collect();
                 panic!(
-                    "{what}: the projections did not catch up within 180 s; lag: {}\n{}",
+                    "{what}: the projections did not catch up within 180 s:\n{}\nlag the read \
+                     API reports: {}\n{}",
+                    behind.join("\n"),
                     lags(&projections),
                     tails.join("\n")
                 );
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// Why the projections have not caught up yet, one line each (empty: they have).
+    async fn behind(&self, projections: &Value) -> Vec<String> {
+        let Some(items) = projections["projections"].as_array() else {
+            return vec![format!("no answer from /projections: {projections}")];
+        };
+        let mut behind = Vec::new();
+        for (_, name) in PROJECTORS {
+            if !items.iter().any(|p| p["name"] == name) {
+                behind.push(format!("{name}: not listed by /projections yet"));
+            }
+        }
+        let brokers = self.kafka_brokers.clone();
+        let topics = vec!["customers".to_owned(), "orders".to_owned()];
+        let ends = match tokio::task::spawn_blocking(move || {
+            crate::readback::high_watermarks(&brokers, &topics)
+        })
+        .await
+        {
+            Ok(Ok(ends)) => ends,
+            Ok(Err(e)) => return vec![format!("topics unreadable: {e}")],
+            Err(e) => return vec![format!("topics unreadable: {e}")],
+        };
+        for p in items {
+            for v in p["versions"].as_array().into_iter().flatten() {
+                let name = format!("{}/v{}", p["name"].as_str().unwrap_or("?"), v["version"]);
+                if v["lag_events"].as_i64() != Some(0) {
+                    behind.push(format!(
+                        "{name}: the read API reports lag {}",
+                        v["lag_events"]
+                    ));
+                }
+                let topics: Vec<&str> = v["topics"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str())
+                    .collect();
+                for ((topic, partition), end) in &ends {
+                    if !topics.contains(&topic.as_str()) {
+                        continue;
+                    }
+                    let next = v["positions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|x| x["topic"] == topic.as_str() && x["partition"] == *partition)
+                        .and_then(|x| x["next_offset"].as_i64())
+                        .unwrap_or(0);
+                    if next < *end {
+                        behind.push(format!(
+                            "{name}: at {topic}/{partition}@{next}, the partition ends at {end}"
+                        ));
+                    }
+                }
+            }
+        }
+        behind
     }
 
     /// The last lines of a service's log.
