@@ -170,7 +170,7 @@ start_noida() {
 stop_noida() {
     if pid_alive noida; then
         log "stopping noida-db's Kafka and Elasticsearch services (their data is saved)"
-        "$NOIDA_BIN" stop kafka elasticsearch --data-dir "$DEV/noida" >>"$LOGS/noida.log" 2>&1 ||
+        timeout 60 "$NOIDA_BIN" stop kafka elasticsearch --data-dir "$DEV/noida" >>"$LOGS/noida.log" 2>&1 ||
             log "noida-db did not stop its services itself; stopping the process"
     fi
     stop_pid noida
