@@ -252,6 +252,12 @@ impl<K: Sink> Runner<K> {
         let mut stop = self.stop.clone();
         loop {
             self.drop_revoked(&mut batch);
+            if batch.is_empty() {
+                // A batch emptied by a revocation has no deadline: a past one would win the
+                // biased select below on every turn and starve `recv`, so the next assignment
+                // would never be served (seen as a projector stuck after a broker restart).
+                deadline = None;
+            }
             let due = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
             if !batch.is_empty() && (batch.len() >= self.config.batch_max_events || due) {
                 let records = std::mem::take(&mut batch);
