@@ -43,6 +43,20 @@ pub struct Config {
     /// Raw librdkafka properties (`KAFKA_PROPERTY_SECURITY_PROTOCOL=SSL` ->
     /// `security.protocol=SSL`), applied to the consumer and the dead-letter producer.
     pub kafka_properties: BTreeMap<String, String>,
+
+    // --- crash recovery and registry retries (membership.rs, decode.rs) ---
+    /// Static group membership (`PROJECTOR_STATIC_MEMBERSHIP`, default true): each instance
+    /// claims the lowest free slot N of its consumer group (a PostgreSQL session advisory lock
+    /// held for the process's lifetime) and joins as `group.instance.id = {group}-{N}`, so a
+    /// restarted process gets its partitions back at once. An explicit
+    /// `KAFKA_PROPERTY_GROUP_INSTANCE_ID` is used as given instead (then it must be unique per
+    /// running instance). False: dynamic membership.
+    pub static_membership: bool,
+    /// How long a record whose writer schema the registry cannot give (401, 403, 404 for the
+    /// schema id, 5xx, timeouts, connection errors) is retried before it is dead-lettered
+    /// (`PROJECTOR_REGISTRY_RETRY_MS`, default 300000; 0 dead-letters at once).
+    pub registry_retry_ms: u64,
+    // --- end of crash recovery and registry retries ---
 }
 
 /// A configuration problem, naming the variable.
@@ -79,6 +93,8 @@ impl Config {
             elasticsearch_url: None,
             index_prefix: None,
             kafka_properties: BTreeMap::new(),
+            static_membership: true,
+            registry_retry_ms: 300_000,
         }
     }
 
@@ -135,6 +151,12 @@ impl Config {
         }
         if let Some(v) = vars.get("PROJECTOR_INDEX_PREFIX") {
             config.index_prefix = Some(v.clone());
+        }
+        if let Some(v) = vars.get("PROJECTOR_STATIC_MEMBERSHIP") {
+            config.static_membership = parse("PROJECTOR_STATIC_MEMBERSHIP", v)?;
+        }
+        if let Some(v) = vars.get("PROJECTOR_REGISTRY_RETRY_MS") {
+            config.registry_retry_ms = parse("PROJECTOR_REGISTRY_RETRY_MS", v)?;
         }
         if let Some(unknown) = vars
             .keys()
@@ -235,6 +257,14 @@ impl Config {
         self.index_prefix.as_deref().unwrap_or(&self.topic_prefix)
     }
 
+    /// The `group.instance.id` given explicitly (`KAFKA_PROPERTY_GROUP_INSTANCE_ID`), if any.
+    pub fn explicit_instance_id(&self) -> Option<&str> {
+        self.kafka_properties
+            .get("group.instance.id")
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
     /// The consumer group of a projector version: `{prefix}{name}-v{version}`.
     pub fn group_id(&self, projector: &str, version: u32) -> String {
         format!("{}{projector}-v{version}", self.topic_prefix)
@@ -254,6 +284,8 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "PROJECTOR_COMMIT_TO_KAFKA",
     "PROJECTOR_CONFIG",
     "PROJECTOR_INDEX_PREFIX",
+    "PROJECTOR_STATIC_MEMBERSHIP",
+    "PROJECTOR_REGISTRY_RETRY_MS",
 ];
 
 fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>
@@ -298,6 +330,21 @@ mod tests {
             Some(&"SSL".to_owned())
         );
         assert_eq!(config.group_id("order_summary", 2), "order_summary-v2");
+        assert!(config.static_membership);
+        assert_eq!(config.registry_retry_ms, 300_000);
+        assert_eq!(config.explicit_instance_id(), None);
+    }
+
+    #[test]
+    fn membership_and_registry_retry_are_configurable() {
+        let mut vars = base();
+        vars.push(("PROJECTOR_STATIC_MEMBERSHIP".into(), "false".into()));
+        vars.push(("PROJECTOR_REGISTRY_RETRY_MS".into(), "1500".into()));
+        vars.push(("KAFKA_PROPERTY_GROUP_INSTANCE_ID".into(), "host-a".into()));
+        let config = Config::from_vars(vars).unwrap();
+        assert!(!config.static_membership);
+        assert_eq!(config.registry_retry_ms, 1500);
+        assert_eq!(config.explicit_instance_id(), Some("host-a"));
     }
 
     #[test]

@@ -201,8 +201,15 @@ pub type ProjectorConsumer = StreamConsumer<ProjectorContext>;
 ///   64 MiB and 100k: a batch never needs more, and catching up a large backlog then takes
 ///   tens of MiB instead of hundreds;
 /// - a broker holds a fetch at most 50 ms when there is nothing new, so a record written to
-///   an idle topic is seen promptly.
+///   an idle topic is seen promptly;
+/// - a member the broker has not heard from for 30 s is dead (`session.timeout.ms`, librdkafka's
+///   default is 45 s), heartbeats every 3 s. With static membership (see
+///   [`crate::membership`]) a restarted instance takes its slot back at once; the session
+///   timeout only decides when the partitions of an instance that stays down move to the
+///   others (real Kafka; noida-db never expires a member, see the README).
 const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("session.timeout.ms", "30000"),
+    ("heartbeat.interval.ms", "3000"),
     ("auto.offset.reset", "earliest"),
     ("statistics.interval.ms", "1000"),
     ("queued.max.messages.kbytes", "8192"),
@@ -210,12 +217,17 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("fetch.wait.max.ms", "50"),
 ];
 
-/// Creates the consumer: manual offsets only, statistics for the high watermarks.
+/// Creates the consumer: manual offsets only, statistics for the high watermarks, static
+/// membership as `instance_id` when given.
 pub fn create(
     mut client: ClientConfig,
     group_id: &str,
+    instance_id: Option<&str>,
     context: ProjectorContext,
 ) -> Result<ProjectorConsumer, KafkaError> {
+    if let Some(instance_id) = instance_id {
+        client.set("group.instance.id", instance_id);
+    }
     client
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")

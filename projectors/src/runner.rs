@@ -25,9 +25,10 @@ use crate::bookkeeping::{self, BootstrapError, Liveness, Registration};
 use crate::config::Config;
 use crate::consumer::{self, ProjectorConsumer, ProjectorContext, SharedState};
 use crate::dead_letter::DeadLetterWriter;
-use crate::decode::decode;
+use crate::decode::{decode, RegistryRetry};
 use crate::error::RunError;
 use crate::http::{self, Health, SharedHealth};
+use crate::membership::{self, Claim, MembershipError};
 use crate::positions::{self, TopicPartition};
 use crate::progress::{self, Estimator};
 use crate::projection::Projection;
@@ -76,6 +77,7 @@ struct Runner<K: Sink> {
     wanted: HashSet<String>,
     pool: Pool,
     codec: EventCodec,
+    registry_retry: RegistryRetry,
     dead_letters: DeadLetterWriter,
     consumer: Arc<ProjectorConsumer>,
     state: SharedState,
@@ -86,6 +88,8 @@ struct Runner<K: Sink> {
     last_event_ms: HashMap<TopicPartition, i64>,
     estimator: Estimator,
     retired: bool,
+    /// Why the loop must stop and the process exit (slot lock lost, fenced by the broker).
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 async fn run_inner<K: Sink>(
@@ -101,6 +105,8 @@ async fn run_inner<K: Sink>(
         state: "starting",
         last_error: None,
         batches: 0,
+        instance_id: None,
+        partitions: Vec::new(),
     }));
     if let Some(addr) = config.http_addr {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -196,20 +202,53 @@ async fn run_inner<K: Sink>(
         }
     }
     let dead_letters = DeadLetterWriter::new(producer, &name)?;
+    let group = config.group_id(&name, version);
+    let claim = if config.static_membership && config.explicit_instance_id().is_none() {
+        match claim_slot(&pg, &group, &metrics, &mut backoff, &mut stop).await? {
+            Some(claim) => Some(claim),
+            None => return Ok(()), // stopped while waiting for the database
+        }
+    } else {
+        None
+    };
+    let instance_id = claim
+        .as_ref()
+        .map(|c| c.instance_id.clone())
+        .or_else(|| config.explicit_instance_id().map(str::to_owned));
+    http::update(&health, |h| h.instance_id = instance_id.clone());
+    // The loop stops on shutdown, or as soon as the slot lock may be lost.
+    let failure: Arc<Mutex<Option<String>>> = Arc::default();
+    let (halt_tx, halt) = watch::channel(false);
+    let watcher = {
+        let mut outer = stop.clone();
+        let lost = claim.as_ref().map(Claim::lost_signal);
+        let failure = failure.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stopped(&mut outer) => {}
+                reason = membership::wait_lost(lost) => {
+                    set_failure(&failure, reason);
+                }
+            }
+            let _ = halt_tx.send(true);
+        })
+    };
     let state = SharedState::default();
     let context = ProjectorContext::new(&name, version, pg, state.clone());
     let consumer = Arc::new(consumer::create(
         kafka,
-        &config.group_id(&name, version),
+        &group,
+        instance_id.as_deref(),
         context,
     )?);
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
-    tracing::info!(topics = ?topics, group = %config.group_id(&name, version), "subscribed");
+    tracing::info!(topics = ?topics, %group, instance_id = ?instance_id, "subscribed");
 
     let wanted = sink.event_types().into_iter().collect();
     let mut runner = Runner {
         codec: EventCodec::new(&config.schema_registry_url),
+        registry_retry: RegistryRetry::new(Duration::from_millis(config.registry_retry_ms)),
         config,
         sink,
         name,
@@ -221,23 +260,83 @@ async fn run_inner<K: Sink>(
         state,
         metrics,
         health,
-        stop,
+        stop: halt,
         liveness,
         last_event_ms: HashMap::new(),
         estimator: Estimator::default(),
         retired: false,
+        failure: failure.clone(),
     };
     http::update(&runner.health, |h| h.state = "running");
     runner.consume().await;
     http::update(&runner.health, |h| h.state = "stopping");
-    runner.consumer.unsubscribe();
+    watcher.abort();
+    let failed = failure_of(&failure);
+    if failed.is_none() {
+        runner.leave_group().await;
+    }
     if runner.retired {
         runner.sink.retired().await;
         tracing::info!("retired by a newer version, stopped");
-    } else {
-        tracing::info!("stopped");
     }
-    Ok(())
+    // The consumer is closed before the slot lock is released, so a process claiming the
+    // slot next never shares the instance id with this one.
+    drop(runner);
+    drop(claim);
+    match failed {
+        Some(reason) => {
+            tracing::error!(%reason, "stopped: the process must be restarted");
+            Err(RunError::Membership(reason))
+        }
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Claims an instance slot, retrying while PostgreSQL is unavailable; `None` if stopped first.
+async fn claim_slot(
+    pg: &tokio_postgres::Config,
+    group: &str,
+    metrics: &Metrics,
+    backoff: &mut crate::backoff::Backoff,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<Claim>, RunError> {
+    loop {
+        match membership::claim(pg, group).await {
+            Ok(claim) => {
+                tracing::info!(instance_id = %claim.instance_id, slot = claim.slot,
+                    "instance slot claimed");
+                return Ok(Some(claim));
+            }
+            Err(MembershipError::Database(error)) => {
+                metrics.retry("membership");
+                tracing::warn!(%error, "cannot claim an instance slot, retrying");
+                if sleep_or_stop(stop, backoff.next_delay()).await {
+                    return Ok(None);
+                }
+            }
+            Err(full @ MembershipError::Full(_)) => {
+                return Err(RunError::Membership(full.to_string()))
+            }
+        }
+    }
+}
+
+fn set_failure(failure: &Mutex<Option<String>>, reason: String) {
+    let mut guard = match failure.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    guard.get_or_insert(reason);
+}
+
+fn failure_of(failure: &Mutex<Option<String>>) -> Option<String> {
+    match failure.lock() {
+        Ok(guard) => guard.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
 }
 
 impl<K: Sink> Runner<K> {
@@ -290,6 +389,11 @@ impl<K: Sink> Runner<K> {
                         }
                     }
                     Err(error) => {
+                        if let Some((code, reason)) = consumer.client().fatal_error() {
+                            // e.g. fenced: another member joined with this instance id
+                            set_failure(&self.failure, format!("fatal kafka error {code:?}: {reason}"));
+                            return;
+                        }
                         self.metrics.retry("consume");
                         tracing::warn!(%error, "consume failed, retrying");
                         // a stop during the pause is handled (batch committed) on the next turn
@@ -298,6 +402,28 @@ impl<K: Sink> Runner<K> {
                 },
             }
         }
+    }
+
+    /// Leaves the consumer group, so this instance's partitions move to the others at once.
+    /// A static member's close never leaves (KIP-345: a restart is expected to come back), so
+    /// the runtime unsubscribes and keeps polling until the revocation was served and
+    /// librdkafka sent its LeaveGroup, before the consumer is closed.
+    async fn leave_group(&self) {
+        self.consumer.unsubscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut revoked_at = None;
+        while tokio::time::Instant::now() < deadline {
+            // serves the revocation callback; records still buffered are dropped unapplied
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await;
+            if self.state.lock().assigned.is_empty() {
+                let since = *revoked_at.get_or_insert_with(tokio::time::Instant::now);
+                // the LeaveGroup goes out once the revoked partitions' fetchers stopped
+                if since.elapsed() >= LEAVE_GRACE {
+                    return;
+                }
+            }
+        }
+        tracing::warn!("partitions still assigned when leaving the group");
     }
 
     /// Removes the records of partitions revoked since the last look.
@@ -353,7 +479,7 @@ impl<K: Sink> Runner<K> {
     async fn try_flush(&self, records: &[Record]) -> Result<Outcome, (&'static str, String)> {
         let mut items = Vec::with_capacity(records.len());
         for record in records {
-            let decoded = decode(&self.codec, &self.wanted, record)
+            let decoded = decode(&self.codec, &self.wanted, record, &self.registry_retry)
                 .await
                 .map_err(|e| ("decode", e.to_string()))?;
             items.push(Item {
@@ -450,6 +576,15 @@ impl<K: Sink> Runner<K> {
     /// Once a second: lag metrics, high watermarks for readers, and the rebuild swap.
     async fn housekeeping(&mut self) {
         self.update_lag();
+        let mut partitions: Vec<String> = self
+            .state
+            .lock()
+            .assigned
+            .iter()
+            .map(|(topic, partition)| format!("{topic}/{partition}"))
+            .collect();
+        partitions.sort();
+        http::update(&self.health, |h| h.partitions = partitions);
         let watermarks: HashMap<TopicPartition, i64> = {
             let state = self.state.lock();
             state
@@ -560,6 +695,10 @@ impl<K: Sink> Runner<K> {
         }
     }
 }
+
+/// How long the consumer keeps being polled after its partitions were revoked on a graceful
+/// stop, so that librdkafka sends the LeaveGroup before the consumer closes.
+const LEAVE_GRACE: Duration = Duration::from_millis(500);
 
 /// librdkafka consumer properties not passed to the dead-letter producer (it would warn).
 const CONSUMER_ONLY: &[&str] = &[
