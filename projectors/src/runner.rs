@@ -202,48 +202,20 @@ async fn run_inner<K: Sink>(
         }
     }
     let dead_letters = DeadLetterWriter::new(producer, &name)?;
-    let group = config.group_id(&name, version);
-    let claim = if config.static_membership && config.explicit_instance_id().is_none() {
-        match claim_slot(&pg, &group, &metrics, &mut backoff, &mut stop).await? {
-            Some(claim) => Some(claim),
-            None => return Ok(()), // stopped while waiting for the database
-        }
-    } else {
-        None
-    };
-    let instance_id = claim
-        .as_ref()
-        .map(|c| c.instance_id.clone())
-        .or_else(|| config.explicit_instance_id().map(str::to_owned));
-    http::update(&health, |h| h.instance_id = instance_id.clone());
-    // The loop stops on shutdown, or as soon as the slot lock may be lost.
-    let failure: Arc<Mutex<Option<String>>> = Arc::default();
-    let (halt_tx, halt) = watch::channel(false);
-    let watcher = {
-        let mut outer = stop.clone();
-        let lost = claim.as_ref().map(Claim::lost_signal);
-        let failure = failure.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = stopped(&mut outer) => {}
-                reason = membership::wait_lost(lost) => {
-                    set_failure(&failure, reason);
-                }
-            }
-            let _ = halt_tx.send(true);
-        })
-    };
-    let state = SharedState::default();
-    let context = ProjectorContext::new(&name, version, pg, state.clone());
-    let consumer = Arc::new(consumer::create(
+    let joiner = Joiner {
         kafka,
-        &group,
-        instance_id.as_deref(),
-        context,
-    )?);
-    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topic_refs)?;
-    tracing::info!(topics = ?topics, %group, instance_id = ?instance_id, "subscribed");
+        group: config.group_id(&name, version),
+        explicit_instance_id: config.explicit_instance_id().map(str::to_owned),
+        claims: config.static_membership && config.explicit_instance_id().is_none(),
+        name: name.clone(),
+        version,
+        pg,
+        topics,
+    };
+    let Some(member) = joiner.join(&metrics, &mut backoff, &mut stop).await? else {
+        return Ok(()); // stopped while waiting for the database
+    };
+    http::update(&health, |h| h.instance_id = member.instance_id.clone());
 
     let wanted = sink.event_types().into_iter().collect();
     let mut runner = Runner {
@@ -256,22 +228,60 @@ async fn run_inner<K: Sink>(
         wanted,
         pool,
         dead_letters,
-        consumer,
-        state,
+        consumer: member.consumer.clone(),
+        state: member.state.clone(),
         metrics,
         health,
-        stop: halt,
+        stop: member.halt.clone(),
         liveness,
         last_event_ms: HashMap::new(),
         estimator: Estimator::default(),
         retired: false,
-        failure: failure.clone(),
+        failure: member.failure.clone(),
     };
-    http::update(&runner.health, |h| h.state = "running");
-    runner.consume().await;
+    let mut member = member;
+    joiner.subscribe(&member)?;
+    let failed = loop {
+        http::update(&runner.health, |h| h.state = "running");
+        runner.consume().await;
+        member.watcher.abort();
+        let Some(reason) = failure_of(&member.failure) else {
+            break None; // stopped, or retired
+        };
+        if !joiner.claims || *stop.borrow() {
+            break Some(reason);
+        }
+        // The slot lock may be gone (another process may claim the slot) or the broker fenced
+        // this member: close this consumer, claim a slot again, join under it.
+        tracing::warn!(%reason, "group membership lost, joining again");
+        http::update(&runner.health, |h| {
+            h.state = "retrying";
+            h.last_error = Some(format!("group membership lost: {reason}"));
+        });
+        runner.metrics.retry("membership");
+        if runner.consumer.client().fatal_error().is_none() {
+            // a slot another process may claim next must not keep this member's partitions
+            runner.leave_group().await;
+        }
+        let Some(next) = joiner
+            .join(&runner.metrics, &mut backoff, &mut stop)
+            .await?
+        else {
+            break None; // stopped while waiting for the database
+        };
+        // the old consumer closes here, before the new one joins with a possibly equal id
+        runner.consumer = next.consumer.clone();
+        runner.state = next.state.clone();
+        runner.stop = next.halt.clone();
+        runner.failure = next.failure.clone();
+        drop(std::mem::replace(&mut member, next));
+        http::update(&runner.health, |h| {
+            h.instance_id = member.instance_id.clone()
+        });
+        joiner.subscribe(&member)?;
+    };
     http::update(&runner.health, |h| h.state = "stopping");
-    watcher.abort();
-    let failed = failure_of(&failure);
+    member.watcher.abort();
     if failed.is_none() {
         runner.leave_group().await;
     }
@@ -282,7 +292,7 @@ async fn run_inner<K: Sink>(
     // The consumer is closed before the slot lock is released, so a process claiming the
     // slot next never shares the instance id with this one.
     drop(runner);
-    drop(claim);
+    drop(member);
     match failed {
         Some(reason) => {
             tracing::error!(%reason, "stopped: the process must be restarted");
@@ -292,6 +302,102 @@ async fn run_inner<K: Sink>(
             tracing::info!("stopped");
             Ok(())
         }
+    }
+}
+
+/// How an instance joins its consumer group: claims a slot (static membership) and creates
+/// the consumer.
+struct Joiner {
+    kafka: ClientConfig,
+    group: String,
+    explicit_instance_id: Option<String>,
+    claims: bool,
+    name: String,
+    version: u32,
+    pg: tokio_postgres::Config,
+    topics: Vec<String>,
+}
+
+/// One membership: the slot claim, the consumer created under it, and the signal that stops
+/// the consume loop on shutdown or when the claim may be lost.
+struct Member {
+    instance_id: Option<String>,
+    consumer: Arc<ProjectorConsumer>,
+    state: SharedState,
+    halt: watch::Receiver<bool>,
+    failure: Arc<Mutex<Option<String>>>,
+    watcher: tokio::task::JoinHandle<()>,
+    // held for its lock, dropped last: the lock outlives the consumer
+    _claim: Option<Claim>,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+impl Joiner {
+    /// Claims a slot (retrying while PostgreSQL is unavailable) and creates the consumer,
+    /// not yet subscribed; `None` if stopped first.
+    async fn join(
+        &self,
+        metrics: &Metrics,
+        backoff: &mut crate::backoff::Backoff,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Member>, RunError> {
+        let claim = if self.claims {
+            match claim_slot(&self.pg, &self.group, metrics, backoff, stop).await? {
+                Some(claim) => Some(claim),
+                None => return Ok(None),
+            }
+        } else {
+            None
+        };
+        let instance_id = claim
+            .as_ref()
+            .map(|c| c.instance_id.clone())
+            .or_else(|| self.explicit_instance_id.clone());
+        let failure: Arc<Mutex<Option<String>>> = Arc::default();
+        let (halt_tx, halt) = watch::channel(false);
+        let watcher = {
+            let mut outer = stop.clone();
+            let lost = claim.as_ref().map(Claim::lost_signal);
+            let failure = failure.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stopped(&mut outer) => {}
+                    reason = membership::wait_lost(lost) => set_failure(&failure, reason),
+                }
+                let _ = halt_tx.send(true);
+            })
+        };
+        let state = SharedState::default();
+        let context =
+            ProjectorContext::new(&self.name, self.version, self.pg.clone(), state.clone());
+        let consumer = Arc::new(consumer::create(
+            self.kafka.clone(),
+            &self.group,
+            instance_id.as_deref(),
+            context,
+        )?);
+        Ok(Some(Member {
+            instance_id,
+            consumer,
+            state,
+            halt,
+            failure,
+            watcher,
+            _claim: claim,
+        }))
+    }
+
+    fn subscribe(&self, member: &Member) -> Result<(), RunError> {
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        member.consumer.subscribe(&topics)?;
+        tracing::info!(topics = ?self.topics, group = %self.group,
+            instance_id = ?member.instance_id, "subscribed");
+        Ok(())
     }
 }
 
