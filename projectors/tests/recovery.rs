@@ -508,3 +508,112 @@ async fn after_the_retry_bound_a_record_is_dead_lettered_and_its_schema_id_is_no
     assert_eq!(ids, vec![r#"{"order_id":"o-2"}"#]);
     assert_eq!(dead_letters(&url).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_slots_are_unique_while_held_and_free_again_when_a_holder_dies() {
+    use factline_projectors::membership;
+    let pg: tokio_postgres::Config = common::env("DATABASE_URL").parse().unwrap();
+    let group = format!("t{}_slots-v1", uuid::Uuid::new_v4().simple());
+    let first = membership::claim(&pg, &group).await.unwrap();
+    let second = membership::claim(&pg, &group).await.unwrap();
+    assert_eq!((first.slot, second.slot), (0, 1));
+    assert_eq!(first.instance_id, format!("{group}-0"));
+    assert_ne!(first.instance_id, second.instance_id);
+
+    // the first holder's connection dies (as with kill -9 or a database restart)
+    let admin = connect(&common::env("DATABASE_URL")).await;
+    let killed = admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks \
+             WHERE locktype = 'advisory' AND classid = hashtext($1)::oid \
+               AND objid = 0 AND objsubid = 2",
+            &[&group],
+        )
+        .await
+        .unwrap();
+    assert_eq!(killed, 1, "the slot's lock holder was not found");
+    let reason = tokio::time::timeout(
+        Duration::from_secs(30),
+        membership::wait_lost(Some(first.lost_signal())),
+    )
+    .await
+    .expect("the lost lock was not noticed");
+    assert!(reason.contains("lock connection"), "{reason}");
+    // a new claim takes the freed slot, not the held one
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        let claim = membership::claim(&pg, &group).await.unwrap();
+        if claim.slot == 0 {
+            break claim;
+        }
+        assert!(Instant::now() < deadline, "slot 0 was not freed");
+        drop(claim);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(again.instance_id, first.instance_id);
+    assert_eq!(second.lost_reason(), None);
+}
+
+/// The backend holding the advisory lock of `group`'s slot 0, if any.
+async fn slot_holder(admin: &tokio_postgres::Client, group: &str) -> Option<i32> {
+    admin
+        .query_opt(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND classid = hashtext($1)::oid AND objid = 0 AND objsubid = 2",
+            &[&group],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_whose_slot_lock_is_lost_claims_it_again_and_goes_on() {
+    let mut fixture = Fixture::new(2).await;
+    let events = dataset::shop(6, 30);
+    let (before, after) = events.split_at(events.len() / 2);
+    fixture.produce_all(before).await;
+    let (_, url) = fresh_schema().await;
+    let mut config = fixture.config(&url);
+    let addr = free_addr();
+    config.http_addr = Some(addr.parse().unwrap());
+    let group = config.group_id(order_summary::NAME, order_summary::VERSION);
+    let running = start(config, OrderSummaryProjection);
+    wait_caught_up(
+        &url,
+        order_summary::NAME,
+        order_summary::VERSION,
+        &fixture.ends_for(&OrderSummaryProjection),
+    )
+    .await;
+    let admin = connect(&common::env("DATABASE_URL")).await;
+    let holder = slot_holder(&admin, &group).await.expect("slot 0 held");
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&holder])
+        .await
+        .unwrap();
+
+    // it notices, closes its member, claims the slot again on a new connection and rejoins
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = slot_holder(&admin, &group).await;
+        if now.is_some_and(|pid| pid != holder) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot was not claimed again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fixture.produce_all(after).await;
+    wait_caught_up(
+        &url,
+        order_summary::NAME,
+        order_summary::VERSION,
+        &fixture.ends_for(&OrderSummaryProjection),
+    )
+    .await;
+    let h = wait_health(&addr, "not running again", |h| h["state"] == "running").await;
+    assert_eq!(h["instance_id"], format!("{group}-0"));
+    running.stop().await;
+    let reference = reference(&fixture).await;
+    assert_eq!(dump(&url, ORDERS).await, dump(&reference, ORDERS).await);
+}
