@@ -88,7 +88,8 @@ struct Runner<K: Sink> {
     last_event_ms: HashMap<TopicPartition, i64>,
     estimator: Estimator,
     retired: bool,
-    /// Why the loop must stop and the process exit (slot lock lost, fenced by the broker).
+    /// Why the loop must stop and the membership be replaced (slot lock lost, fenced by the
+    /// broker); with an explicit instance id the process exits instead.
     failure: Arc<Mutex<Option<String>>>,
 }
 
@@ -248,8 +249,11 @@ async fn run_inner<K: Sink>(
         let Some(reason) = failure_of(&member.failure) else {
             break None; // stopped, or retired
         };
-        if !joiner.claims || *stop.borrow() {
-            break Some(reason);
+        if *stop.borrow() {
+            break None; // shutting down anyway
+        }
+        if !joiner.claims {
+            break Some(reason); // an explicit instance id was fenced: a configuration problem
         }
         // The slot lock may be gone (another process may claim the slot) or the broker fenced
         // this member: close this consumer, claim a slot again, join under it.
