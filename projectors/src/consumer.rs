@@ -33,6 +33,11 @@ pub struct RebalanceState {
     pub committed: HashMap<TopicPartition, i64>,
     /// High watermarks from the client's statistics.
     pub high_watermarks: HashMap<TopicPartition, i64>,
+    /// Statistics samples received so far, and the group join state of the last one
+    /// (`init` once a member left, or before it first joined).
+    pub stats_samples: u64,
+    /// See `stats_samples`.
+    pub join_state: Option<String>,
 }
 
 /// The shared rebalance state.
@@ -154,6 +159,8 @@ impl ProjectorContext {
 impl ClientContext for ProjectorContext {
     fn stats(&self, statistics: Statistics) {
         let mut state = self.state.lock();
+        state.stats_samples += 1;
+        state.join_state = statistics.cgrp.map(|c| c.join_state);
         for (topic, t) in statistics.topics {
             for (partition, p) in t.partitions {
                 if partition >= 0 && p.hi_offset >= 0 {

@@ -517,23 +517,29 @@ impl<K: Sink> Runner<K> {
     /// Leaves the consumer group, so this instance's partitions move to the others at once.
     /// A static member's close never leaves (KIP-345: a restart is expected to come back), so
     /// the runtime unsubscribes and keeps polling until the revocation was served and
-    /// librdkafka sent its LeaveGroup, before the consumer is closed.
+    /// librdkafka sent its LeaveGroup — seen in its statistics as the join state going back
+    /// to `init` after the partitions were given up — before the consumer is closed.
     async fn leave_group(&self) {
         self.consumer.unsubscribe();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let mut revoked_at = None;
+        let deadline = tokio::time::Instant::now() + LEAVE_TIMEOUT;
+        let mut revoked: Option<(u64, tokio::time::Instant)> = None;
         while tokio::time::Instant::now() < deadline {
             // serves the revocation callback; records still buffered are dropped unapplied
             let _ = tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await;
-            if self.state.lock().assigned.is_empty() {
-                let since = *revoked_at.get_or_insert_with(tokio::time::Instant::now);
-                // the LeaveGroup goes out once the revoked partitions' fetchers stopped
-                if since.elapsed() >= LEAVE_GRACE {
-                    return;
-                }
+            let state = self.state.lock();
+            if !state.assigned.is_empty() {
+                continue;
+            }
+            let (sample, since) =
+                *revoked.get_or_insert((state.stats_samples, tokio::time::Instant::now()));
+            let left = state.stats_samples > sample && state.join_state.as_deref() == Some("init");
+            // without statistics (statistics.interval.ms=0) a grace period has to do
+            let no_stats = state.stats_samples == 0 && since.elapsed() >= LEAVE_GRACE;
+            if left || no_stats {
+                return;
             }
         }
-        tracing::warn!("partitions still assigned when leaving the group");
+        tracing::warn!("leaving the group did not complete in time");
     }
 
     /// Removes the records of partitions revoked since the last look.
@@ -806,9 +812,12 @@ impl<K: Sink> Runner<K> {
     }
 }
 
-/// How long the consumer keeps being polled after its partitions were revoked on a graceful
-/// stop, so that librdkafka sends the LeaveGroup before the consumer closes.
-const LEAVE_GRACE: Duration = Duration::from_millis(500);
+/// How long a graceful stop waits for the group to be left.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Without client statistics: how long the consumer keeps being polled after its partitions
+/// were revoked, so that librdkafka sends the LeaveGroup before the consumer closes.
+const LEAVE_GRACE: Duration = Duration::from_secs(2);
 
 /// librdkafka consumer properties not passed to the dead-letter producer (it would warn).
 const CONSUMER_ONLY: &[&str] = &[
