@@ -516,10 +516,26 @@ impl<K: Sink> Runner<K> {
 
     /// Leaves the consumer group, so this instance's partitions move to the others at once.
     /// A static member's close never leaves (KIP-345: a restart is expected to come back), so
-    /// the runtime unsubscribes and keeps polling until the revocation was served and
+    /// the runtime waits for a join in progress to finish (its statistics' join state
+    /// `steady`), unsubscribes and keeps polling until the revocation was served and
     /// librdkafka sent its LeaveGroup — seen in its statistics as the join state going back
     /// to `init` after the partitions were given up — before the consumer is closed.
     async fn leave_group(&self) {
+        // A member still joining has no member id to leave with: let the join finish first.
+        let settle = tokio::time::Instant::now() + LEAVE_TIMEOUT / 2;
+        let started = tokio::time::Instant::now();
+        while tokio::time::Instant::now() < settle {
+            {
+                let state = self.state.lock();
+                let steady = state.join_state.as_deref() == Some("steady");
+                let no_stats = state.stats_samples == 0 && started.elapsed() >= LEAVE_GRACE;
+                if steady || no_stats {
+                    break;
+                }
+            }
+            // records received meanwhile are dropped unapplied: their positions did not move
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await;
+        }
         self.consumer.unsubscribe();
         let deadline = tokio::time::Instant::now() + LEAVE_TIMEOUT;
         let mut revoked: Option<(u64, tokio::time::Instant)> = None;
