@@ -163,6 +163,7 @@ impl Config {
         // --- dedupe window ---
         if let Some(v) = vars.get("PROJECTOR_DEDUPE_WINDOW_SECS") {
             config.dedupe_window_secs = parse("PROJECTOR_DEDUPE_WINDOW_SECS", v)?;
+        }
         if let Some(v) = vars.get("PROJECTOR_STATIC_MEMBERSHIP") {
             config.static_membership = parse("PROJECTOR_STATIC_MEMBERSHIP", v)?;
         }
