@@ -5,7 +5,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use factline_projectors::declarative::SinkKind;
+use factline_schemas::declarative::SinkKind;
 use serde_json::{json, Value};
 
 use crate::cursor;
@@ -20,6 +20,8 @@ type Filter = (String, Kind, Value);
 
 fn find(state: &AppState, name: &str) -> Result<View, ApiError> {
     state
+        .board
+        .current()
         .views
         .by_name
         .get(name)
