@@ -652,3 +652,81 @@ key = { id = "order_id", part = 1 }
         );
     }
 }
+
+/// A declarative view follows its projector's rebuild: while version 2 builds beside the live
+/// version 1 the view is version 1's; once version 2 has caught up and swapped, the view is
+/// served with version 2's configuration (here: one more column to filter on), with no restart
+/// of the read API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declarative_view_follows_its_projectors_rebuild_swap() {
+    let world = World::start(&[Projector::CustomerDirectory], |_| {}).await;
+    let c = unique("c");
+    let registered = world
+        .command("RegisterCustomer", customer(&c, "Mary Jackson"))
+        .await;
+    world
+        .eventually("/views/customer_directory", |s, _| s == 200)
+        .await;
+    let token = registered["position"].as_str().unwrap().to_owned();
+    let (status, _, body) = world
+        .get(&format!(
+            "/views/customer_directory?name_again=x&consistent_with={token}"
+        ))
+        .await;
+    assert_eq!(status, 400, "version 1 has no such column: {body}");
+    assert_eq!(body["parameter"], "name_again");
+
+    // version 2: the same model plus a column, built beside version 1, then swapped in
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../projectors/config/customer_directory.toml"
+    );
+    let mut v2 = DeclarativeConfig::load(path).unwrap();
+    v2.version = 2;
+    v2.tables[0].columns.insert(
+        "name_again".into(),
+        factline_schemas::declarative::ColumnType::Text,
+    );
+    let registers = v2
+        .on
+        .iter_mut()
+        .find(|m| m.event_type == "CustomerRegistered")
+        .unwrap();
+    registers.set.insert(
+        "name_again".into(),
+        factline_schemas::declarative::Source::Path("name".into()),
+    );
+    v2.validate().unwrap();
+    let mut config = factline_projectors::Config::new(
+        &env("KAFKA_BROKERS"),
+        &env("SCHEMA_REGISTRY_URL"),
+        &world.database_url,
+    );
+    config.topic_prefix = world.prefix.clone();
+    config.index_prefix = Some(world.prefix.clone());
+    config.batch_max_wait_ms = Some(20);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let rebuild = tokio::spawn(factline_projectors::run(
+        config,
+        factline_projectors::declarative::DeclarativeProjection::new(v2),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let (_, headers, body) = world
+        .eventually_with(
+            &format!("/views/customer_directory?name_again=Mary%20Jackson&consistent_with={token}"),
+            |status, headers, _| {
+                status == 200 && header(headers, "factline-projection") == "customer_directory/v2"
+            },
+        )
+        .await;
+    assert_fresh("/views/customer_directory", &headers);
+    assert_eq!(body["items"][0]["customer_id"], c.as_str(), "{body}");
+    assert_eq!(body["items"][0]["name_again"], "Mary Jackson", "{body}");
+
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), rebuild).await;
+    world.stop().await;
+}
