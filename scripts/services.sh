@@ -24,7 +24,6 @@ eval "$("$ROOT/scripts/stack.sh" env)"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 export WRITE_SIDE_ADDR="${WRITE_SIDE_ADDR:-127.0.0.1:8080}"
 export READ_API_ADDR="${READ_API_ADDR:-127.0.0.1:8090}"
-export READ_API_DECLARATIVE_DIR="${READ_API_DECLARATIVE_DIR:-$ROOT/projectors/config}"
 BASE_PORT="${FACTLINE_PROJECTOR_BASE_PORT:-9101}"
 INSTANCES_FILE="$RUN/projector-instances"
 
