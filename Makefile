@@ -1,10 +1,10 @@
 # One command per workflow. See README.md.
 .PHONY: up down status logs test lint fmt bench
 
-up: ## install what is missing, start the local stack and the services, print how to use them
+up: ## install what is missing, start the local stack and what is not running of the services (also what died); INSTANCES=2: two of every projector
 	@scripts/stack.sh install
 	@scripts/stack.sh start
-	@scripts/services.sh start
+	@scripts/services.sh start $(if $(INSTANCES),--instances $(INSTANCES))
 	@scripts/welcome.sh
 
 down: ## stop everything `make up` started

@@ -3,43 +3,90 @@
 # registers the schemas, starts the write side, the projectors and the read API in the background with
 # logs in .dev/logs/ and PID files in .dev/run/, and waits until each reports healthy.
 #
-#   scripts/services.sh start     build and start what is not running yet
-#   scripts/services.sh stop      stop what `start` started
-#   scripts/services.sh status    what runs, where
+#   scripts/services.sh start [--instances N]   build and start what is not running yet
+#                                               (also what died), N instances of each projector
+#   scripts/services.sh stop                    stop what `start` started
+#   scripts/services.sh status                  what runs, where
+#
+# N defaults to FACTLINE_PROJECTOR_INSTANCES, else to the N of the last start, else 1.
+# Instance 1 of each projector listens on 9101-9105 (FACTLINE_PROJECTOR_BASE_PORT), instance k
+# on those ports + 10*(k-1), named e.g. order-summary, order-summary-2. FACTLINE_DEV_DIR moves
+# the PID files and logs out of .dev/ (a second, isolated copy of the services); addresses
+# come from the variables `scripts/stack.sh env` prints, WRITE_SIDE_ADDR and READ_API_ADDR.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-RUN="$ROOT/.dev/run"
-LOGS="$ROOT/.dev/logs"
+DEV="${FACTLINE_DEV_DIR:-$ROOT/.dev}"
+RUN="$DEV/run"
+LOGS="$DEV/logs"
 mkdir -p "$RUN" "$LOGS"
 eval "$("$ROOT/scripts/stack.sh" env)"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 export WRITE_SIDE_ADDR="${WRITE_SIDE_ADDR:-127.0.0.1:8080}"
 export READ_API_ADDR="${READ_API_ADDR:-127.0.0.1:8090}"
-export READ_API_DECLARATIVE_DIR="${READ_API_DECLARATIVE_DIR:-$ROOT/projectors/config}"
+BASE_PORT="${FACTLINE_PROJECTOR_BASE_PORT:-9101}"
+INSTANCES_FILE="$RUN/projector-instances"
 
-# name | binary | health URL | extra environment
+# name | binary | health URL | extra environment; projectors have a port offset instead of a
+# URL, their address is derived per instance
 SERVICES=(
     "write-side|factline-write-side|http://$WRITE_SIDE_ADDR/healthz|"
-    "order-summary|order-summary|http://127.0.0.1:9101/healthz|PROJECTOR_ADDR=127.0.0.1:9101"
-    "customer-stats|customer-stats|http://127.0.0.1:9102/healthz|PROJECTOR_ADDR=127.0.0.1:9102"
-    "order-search|order-search|http://127.0.0.1:9103/healthz|PROJECTOR_ADDR=127.0.0.1:9103"
-    "event-index|event-index|http://127.0.0.1:9104/healthz|PROJECTOR_ADDR=127.0.0.1:9104"
-    "customer-directory|declarative-projector --config $ROOT/projectors/config/customer_directory.toml|http://127.0.0.1:9105/healthz|PROJECTOR_ADDR=127.0.0.1:9105"
+    "order-summary|order-summary|+0|"
+    "customer-stats|customer-stats|+1|"
+    "order-search|order-search|+2|"
+    "event-index|event-index|+3|"
+    "customer-directory|declarative-projector --config $ROOT/projectors/config/customer_directory.toml|+4|"
     "read-api|factline-read-api|http://$READ_API_ADDR/healthz|"
 )
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
-alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+# A process runs: it exists and is not a zombie (an init that does not reap its adopted
+# children leaves a killed service as a zombie, which `kill -0` still finds).
+running() { kill -0 "$1" 2>/dev/null && ! grep -qs '^[0-9]* (.*) Z' "/proc/$1/stat"; }
+
+alive() { [ -f "$RUN/$1.pid" ] && running "$(cat "$RUN/$1.pid")"; }
+
+instances() { # the projector instance count: flag, environment, last start, 1
+    local n="${1:-${FACTLINE_PROJECTOR_INSTANCES:-}}"
+    if [ -z "$n" ] && [ -f "$INSTANCES_FILE" ]; then n="$(cat "$INSTANCES_FILE")"; fi
+    n="${n:-1}"
+    case "$n" in
+        '' | *[!0-9]* | 0) log "the instance count must be a positive number, not '$n'"; exit 2 ;;
+    esac
+    echo "$n"
+}
+
+# Every process to run, one line each: name|command|health URL|extra environment.
+processes() {
+    local n="$1" entry name command health extra
+    for entry in "${SERVICES[@]}"; do
+        IFS='|' read -r name command health extra <<<"$entry"
+        case "$health" in
+            +*)
+                for ((k = 1; k <= n; k++)); do
+                    local port=$((BASE_PORT + ${health#+} + 10 * (k - 1))) instance="$name"
+                    [ "$k" -gt 1 ] && instance="$name-$k"
+                    echo "$instance|$command|http://127.0.0.1:$port/healthz|PROJECTOR_ADDR=127.0.0.1:$port $extra"
+                done
+                ;;
+            *) echo "$entry" ;;
+        esac
+    done
+}
 
 start() {
+    local n
+    n="$(instances "${1:-}")"
     log "building the services"
     (cd "$ROOT" && cargo build -q -p factline-schemas -p factline-write-side -p factline-projectors -p factline-read-api --bins)
     log "creating topics and registering schemas"
     "$BIN/factline-schemas" create-topics >>"$LOGS/init.log" 2>&1 || { tail -n 20 "$LOGS/init.log" >&2; exit 1; }
     "$BIN/factline-schemas" register >>"$LOGS/init.log" 2>&1 || { tail -n 20 "$LOGS/init.log" >&2; exit 1; }
-    for entry in "${SERVICES[@]}"; do
+    echo "$n" >"$INSTANCES_FILE"
+    local all name command health extra
+    mapfile -t all < <(processes "$n")
+    for entry in "${all[@]}"; do
         IFS='|' read -r name command health extra <<<"$entry"
         if alive "$name"; then continue; fi
         log "starting $name"
@@ -47,12 +94,12 @@ start() {
         env $extra setsid "$BIN/"$command >>"$LOGS/$name.log" 2>&1 </dev/null &
         echo $! >"$RUN/$name.pid"
     done
-    for entry in "${SERVICES[@]}"; do
+    for entry in "${all[@]}"; do
         IFS='|' read -r name _ health _ <<<"$entry"
         local deadline=$((SECONDS + 60))
         until curl -fsS "$health" >/dev/null 2>&1; do
             if ! alive "$name" || [ "$SECONDS" -ge "$deadline" ]; then
-                log "$name did not become healthy at $health; last lines of .dev/logs/$name.log:"
+                log "$name did not become healthy at $health; last lines of $LOGS/$name.log:"
                 tail -n 20 "$LOGS/$name.log" >&2
                 exit 1
             fi
@@ -62,23 +109,40 @@ start() {
     done
 }
 
-stop() {
+# Every PID file of a service, its extra instances included.
+pid_files() {
+    local entry name
     for entry in "${SERVICES[@]}"; do
         IFS='|' read -r name _ <<<"$entry"
-        if alive "$name"; then
-            local pid
-            pid="$(cat "$RUN/$name.pid")"
+        for file in "$RUN/$name.pid" "$RUN/$name"-[0-9]*.pid; do
+            [ -f "$file" ] && echo "$file"
+        done
+    done
+    return 0
+}
+
+stop() {
+    local files file
+    mapfile -t files < <(pid_files)
+    for file in "${files[@]}"; do
+        local name pid
+        name="$(basename "$file" .pid)"
+        pid="$(cat "$file")"
+        if running "$pid"; then
             log "stopping $name (pid $pid)"
             kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-            kill -KILL "$pid" 2>/dev/null || true
+            for _ in $(seq 1 100); do running "$pid" || break; sleep 0.2; done
+            running "$pid" && kill -KILL "$pid" 2>/dev/null || true
         fi
-        rm -f "$RUN/$name.pid"
+        rm -f "$file"
     done
+    rm -f "$INSTANCES_FILE"
 }
 
 status() {
-    for entry in "${SERVICES[@]}"; do
+    local all name health
+    mapfile -t all < <(processes "$(instances)")
+    for entry in "${all[@]}"; do
         IFS='|' read -r name _ health _ <<<"$entry"
         local state=down pid=-
         [ -f "$RUN/$name.pid" ] && pid="$(cat "$RUN/$name.pid")"
@@ -87,9 +151,19 @@ status() {
     done
 }
 
-case "${1:-}" in
-    start) start ;;
+command="${1:-}"
+shift || true
+instances_flag=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --instances) instances_flag="${2:-}"; shift 2 || { log "--instances needs a number"; exit 2; } ;;
+        --instances=*) instances_flag="${1#--instances=}"; shift ;;
+        *) log "unknown option '$1'"; exit 2 ;;
+    esac
+done
+case "$command" in
+    start) start "$instances_flag" ;;
     stop) stop ;;
     status) status ;;
-    *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

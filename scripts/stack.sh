@@ -11,12 +11,17 @@
 #   scripts/stack.sh env                the environment variables the services and tests read
 #
 # Components, in start order: postgres noida registry.
-# `start` prints the names of the components it actually started on fd 3 when
-# STARTED_FILE is set, so `make test` can stop exactly those afterwards.
+# `start` appends the names of the components it actually started to $STARTED_FILE
+# when that is set, so `make test` can stop exactly those afterwards.
+#
+# A second, isolated stack (the chaos suite runs one): FACTLINE_DEV_DIR moves the state
+# (run/, logs/, noida/, postgres/) out of .dev/, and KAFKA_PORT, ES_PORT, PG_PORT,
+# REGISTRY_PORT (or the address variables printed by `env`) choose the ports. The
+# installed tools stay in .dev/venv.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DEV="$ROOT/.dev"
+DEV="${FACTLINE_DEV_DIR:-$ROOT/.dev}"
 RUN="$DEV/run"
 LOGS="$DEV/logs"
 mkdir -p "$RUN" "$LOGS"
@@ -28,7 +33,8 @@ REGISTRY_PORT="${REGISTRY_PORT:-8081}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 PG_DATA="$DEV/postgres"
 NOIDA_VERSION="0.2.3"
-NOIDA_BIN="$DEV/venv/lib/python3.11/site-packages/noida_db/noida-db"
+VENV="$ROOT/.dev/venv"
+NOIDA_BIN="$VENV/lib/python3.11/site-packages/noida_db/noida-db"
 CARGO_PROFILE="${CARGO_PROFILE:-debug}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
@@ -62,15 +68,19 @@ install() {
     fi
     if [ ! -x "$NOIDA_BIN" ]; then
         log "installing noida-db $NOIDA_VERSION into .dev/venv"
-        python3 -m venv "$DEV/venv"
-        "$DEV/venv/bin/pip" install -q "noida-db==$NOIDA_VERSION"
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install -q "noida-db==$NOIDA_VERSION"
     fi
     command -v cargo >/dev/null || die "cargo is not installed: install Rust with rustup first"
 }
 
 # ---------------------------------------------------------------- helpers
 
-pid_alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+# A process runs: it exists and is not a zombie (an init that does not reap its adopted
+# children leaves killed services as zombies, which `kill -0` still finds).
+running() { kill -0 "$1" 2>/dev/null && ! grep -qs '^[0-9]* (.*) Z' "/proc/$1/stat"; }
+
+pid_alive() { [ -f "$RUN/$1.pid" ] && running "$(cat "$RUN/$1.pid")"; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -153,6 +163,19 @@ start_noida() {
     note_started noida
 }
 
+# On SIGTERM noida-db saves a snapshot but still acknowledges produce requests that arrive
+# meanwhile, and those records are gone after the next start (offsets reused): acknowledged
+# writes lost. Stopping its services first closes the listeners and saves their data; only then
+# is the process stopped.
+stop_noida() {
+    if pid_alive noida; then
+        log "stopping noida-db's Kafka and Elasticsearch services (their data is saved)"
+        timeout 60 "$NOIDA_BIN" stop kafka elasticsearch --data-dir "$DEV/noida" >>"$LOGS/noida.log" 2>&1 ||
+            log "noida-db did not stop its services itself; stopping the process"
+    fi
+    stop_pid noida
+}
+
 stop_pid() { # stop_pid NAME: SIGTERM, wait up to 20 s, then SIGKILL
     local name="$1"
     pid_alive "$name" || { rm -f "$RUN/$name.pid"; return 0; }
@@ -161,10 +184,10 @@ stop_pid() { # stop_pid NAME: SIGTERM, wait up to 20 s, then SIGKILL
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
+        running "$pid" || break
         sleep 0.2
     done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    running "$pid" && kill -KILL "$pid" 2>/dev/null || true
     rm -f "$RUN/$name.pid"
 }
 
@@ -211,7 +234,8 @@ stop() {
     for c in "${comps[@]}"; do
         case "$c" in
             postgres) stop_postgres ;;
-            noida | registry) stop_pid "$c" ;;
+            noida) stop_noida ;;
+            registry) stop_pid "$c" ;;
             *) die "unknown component '$c' (known: ${ALL[*]})" ;;
         esac
     done

@@ -39,6 +39,9 @@ fi
 echo "== schema compatibility of the working tree against the registry"
 cargo run -q -p factline-schemas -- check || exit 1
 
+echo "== building the services (the chaos suite runs them through scripts/services.sh, as make up does)"
+cargo build -q -p factline-schemas -p factline-write-side -p factline-projectors -p factline-read-api --bins || exit 1
+
 echo "== tests"
 cargo test --workspace --no-fail-fast
 status=$?

@@ -8,10 +8,13 @@
 //!   [`prune_applied`]);
 //! - `factline_projector_migrations`: which migrations ran for which projector version;
 //! - `factline_projector_rebuilds`: each version's state (`building`, `live`, `retired`), its sink,
-//!   topics and read models, and the progress of a rebuild;
+//!   topics and read models, the configuration of a declarative projection (the parsed
+//!   structure as JSON, `declarative_config`: the read API serves its views from it), and the
+//!   progress of a rebuild;
 //! - `factline_projector_dead_letters`: one row per dead-lettered record.
 
 use deadpool_postgres::Object;
+use factline_schemas::declarative::DeclarativeConfig;
 
 use crate::error::{is_transient_pg, pg_message, ProjectionError};
 use crate::projection::Migration;
@@ -62,7 +65,8 @@ ALTER TABLE factline_projector_rebuilds
     ADD COLUMN IF NOT EXISTS events_done  bigint,
     ADD COLUMN IF NOT EXISTS events_total bigint,
     ADD COLUMN IF NOT EXISTS eta_seconds  double precision,
-    ADD COLUMN IF NOT EXISTS progress_at  timestamptz;
+    ADD COLUMN IF NOT EXISTS progress_at  timestamptz,
+    ADD COLUMN IF NOT EXISTS declarative_config jsonb;
 CREATE TABLE IF NOT EXISTS factline_projector_dead_letters (
     projector        text        NOT NULL,
     version          integer     NOT NULL,
@@ -132,11 +136,14 @@ pub enum Liveness {
 
 /// Creates the runtime tables, runs the projection's pending migrations and registers this
 /// version, all in one transaction under an advisory lock (instances start concurrently).
+/// A declarative projection's configuration (`declarative`) is recorded with the version, at
+/// every start, so the read API serves exactly what the running version builds.
 pub async fn bootstrap(
     client: &mut Object,
     registration: &Registration,
     migrations: &[Migration],
     views: &[String],
+    declarative: Option<&DeclarativeConfig>,
 ) -> Result<Liveness, BootstrapError> {
     let projector = registration.projector.as_str();
     let version = registration.version;
@@ -214,8 +221,10 @@ pub async fn bootstrap(
             }
         }
     };
+    let declarative = declarative.map(DeclarativeConfig::to_json);
     tx.execute(
-        "UPDATE factline_projector_rebuilds SET sink = $3, topics = $4, read_models = $5 \
+        "UPDATE factline_projector_rebuilds \
+         SET sink = $3, topics = $4, read_models = $5, declarative_config = $6 \
          WHERE projector = $1 AND version = $2",
         &[
             &projector,
@@ -223,11 +232,28 @@ pub async fn bootstrap(
             &registration.sink,
             &registration.topics,
             &registration.read_models,
+            &declarative,
         ],
     )
     .await?;
     tx.commit().await?;
     Ok(liveness)
+}
+
+/// The declarative configuration recorded for a projector version, if any.
+pub async fn declarative_config<C: tokio_postgres::GenericClient>(
+    client: &C,
+    projector: &str,
+    version: u32,
+) -> Result<Option<serde_json::Value>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT declarative_config FROM factline_projector_rebuilds \
+             WHERE projector = $1 AND version = $2",
+            &[&projector, &(version as i32)],
+        )
+        .await?
+        .and_then(|row| row.get(0)))
 }
 
 /// The state (`building`, `live`, `retired`) of a projector version, if registered.

@@ -44,12 +44,25 @@ pub struct Config {
     /// `security.protocol=SSL`), applied to the consumer and the dead-letter producer.
     pub kafka_properties: BTreeMap<String, String>,
 
-    // --- dedupe window (issue 14, item 8) ---
+    // --- dedupe window (sink.rs) ---
     /// How long the PostgreSQL sink remembers an applied event id to skip the same event
     /// re-produced at another offset (`PROJECTOR_DEDUPE_WINDOW_SECS`, default 7 days). Older
     /// rows of `factline_projector_applied` are pruned; see `sink.rs` for what an older
     /// duplicate does.
     pub dedupe_window_secs: u64,
+    // --- crash recovery and registry retries (membership.rs, decode.rs) ---
+    /// Static group membership (`PROJECTOR_STATIC_MEMBERSHIP`, default true): each instance
+    /// claims the lowest free slot N of its consumer group (a PostgreSQL session advisory lock
+    /// held for the process's lifetime) and joins as `group.instance.id = {group}-{N}`, so a
+    /// restarted process gets its partitions back at once. An explicit
+    /// `KAFKA_PROPERTY_GROUP_INSTANCE_ID` is used as given instead (then it must be unique per
+    /// running instance). False: dynamic membership.
+    pub static_membership: bool,
+    /// How long a record whose writer schema the registry cannot give (401, 403, 404 for the
+    /// schema id, 5xx, timeouts, connection errors) is retried before it is dead-lettered
+    /// (`PROJECTOR_REGISTRY_RETRY_MS`, default 300000; 0 dead-letters at once).
+    pub registry_retry_ms: u64,
+    // --- end of crash recovery and registry retries ---
 }
 
 /// A configuration problem, naming the variable.
@@ -88,6 +101,8 @@ impl Config {
             kafka_properties: BTreeMap::new(),
             // --- dedupe window ---
             dedupe_window_secs: DEFAULT_DEDUPE_WINDOW_SECS,
+            static_membership: true,
+            registry_retry_ms: 300_000,
         }
     }
 
@@ -148,6 +163,12 @@ impl Config {
         // --- dedupe window ---
         if let Some(v) = vars.get("PROJECTOR_DEDUPE_WINDOW_SECS") {
             config.dedupe_window_secs = parse("PROJECTOR_DEDUPE_WINDOW_SECS", v)?;
+        }
+        if let Some(v) = vars.get("PROJECTOR_STATIC_MEMBERSHIP") {
+            config.static_membership = parse("PROJECTOR_STATIC_MEMBERSHIP", v)?;
+        }
+        if let Some(v) = vars.get("PROJECTOR_REGISTRY_RETRY_MS") {
+            config.registry_retry_ms = parse("PROJECTOR_REGISTRY_RETRY_MS", v)?;
         }
         if let Some(unknown) = vars
             .keys()
@@ -252,6 +273,14 @@ impl Config {
         self.index_prefix.as_deref().unwrap_or(&self.topic_prefix)
     }
 
+    /// The `group.instance.id` given explicitly (`KAFKA_PROPERTY_GROUP_INSTANCE_ID`), if any.
+    pub fn explicit_instance_id(&self) -> Option<&str> {
+        self.kafka_properties
+            .get("group.instance.id")
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
     /// The consumer group of a projector version: `{prefix}{name}-v{version}`.
     pub fn group_id(&self, projector: &str, version: u32) -> String {
         format!("{}{projector}-v{version}", self.topic_prefix)
@@ -273,6 +302,8 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "PROJECTOR_INDEX_PREFIX",
     // --- dedupe window ---
     "PROJECTOR_DEDUPE_WINDOW_SECS",
+    "PROJECTOR_STATIC_MEMBERSHIP",
+    "PROJECTOR_REGISTRY_RETRY_MS",
 ];
 
 // --- dedupe window ---
@@ -329,6 +360,21 @@ mod tests {
         let mut vars = base();
         vars.push(("PROJECTOR_DEDUPE_WINDOW_SECS".into(), "0".into()));
         assert!(Config::from_vars(vars).is_err());
+        assert!(config.static_membership);
+        assert_eq!(config.registry_retry_ms, 300_000);
+        assert_eq!(config.explicit_instance_id(), None);
+    }
+
+    #[test]
+    fn membership_and_registry_retry_are_configurable() {
+        let mut vars = base();
+        vars.push(("PROJECTOR_STATIC_MEMBERSHIP".into(), "false".into()));
+        vars.push(("PROJECTOR_REGISTRY_RETRY_MS".into(), "1500".into()));
+        vars.push(("KAFKA_PROPERTY_GROUP_INSTANCE_ID".into(), "host-a".into()));
+        let config = Config::from_vars(vars).unwrap();
+        assert!(!config.static_membership);
+        assert_eq!(config.registry_retry_ms, 1500);
+        assert_eq!(config.explicit_instance_id(), Some("host-a"));
     }
 
     #[test]

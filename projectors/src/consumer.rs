@@ -33,6 +33,11 @@ pub struct RebalanceState {
     pub committed: HashMap<TopicPartition, i64>,
     /// High watermarks from the client's statistics.
     pub high_watermarks: HashMap<TopicPartition, i64>,
+    /// Statistics samples received so far, and the group join state of the last one
+    /// (`init` once a member left, or before it first joined).
+    pub stats_samples: u64,
+    /// See `stats_samples`.
+    pub join_state: Option<String>,
 }
 
 /// The shared rebalance state.
@@ -154,6 +159,8 @@ impl ProjectorContext {
 impl ClientContext for ProjectorContext {
     fn stats(&self, statistics: Statistics) {
         let mut state = self.state.lock();
+        state.stats_samples += 1;
+        state.join_state = statistics.cgrp.map(|c| c.join_state);
         for (topic, t) in statistics.topics {
             for (partition, p) in t.partitions {
                 if partition >= 0 && p.hi_offset >= 0 {
@@ -201,8 +208,15 @@ pub type ProjectorConsumer = StreamConsumer<ProjectorContext>;
 ///   64 MiB and 100k: a batch never needs more, and catching up a large backlog then takes
 ///   tens of MiB instead of hundreds;
 /// - a broker holds a fetch at most 50 ms when there is nothing new, so a record written to
-///   an idle topic is seen promptly.
+///   an idle topic is seen promptly;
+/// - a member the broker has not heard from for 30 s is dead (`session.timeout.ms`, librdkafka's
+///   default is 45 s), heartbeats every 3 s. With static membership (see
+///   [`crate::membership`]) a restarted instance takes its slot back at once; the session
+///   timeout only decides when the partitions of an instance that stays down move to the
+///   others (real Kafka; noida-db never expires a member, see the README).
 const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("session.timeout.ms", "30000"),
+    ("heartbeat.interval.ms", "3000"),
     ("auto.offset.reset", "earliest"),
     ("statistics.interval.ms", "1000"),
     ("queued.max.messages.kbytes", "8192"),
@@ -210,12 +224,17 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("fetch.wait.max.ms", "50"),
 ];
 
-/// Creates the consumer: manual offsets only, statistics for the high watermarks.
+/// Creates the consumer: manual offsets only, statistics for the high watermarks, static
+/// membership as `instance_id` when given.
 pub fn create(
     mut client: ClientConfig,
     group_id: &str,
+    instance_id: Option<&str>,
     context: ProjectorContext,
 ) -> Result<ProjectorConsumer, KafkaError> {
+    if let Some(instance_id) = instance_id {
+        client.set("group.instance.id", instance_id);
+    }
     client
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")

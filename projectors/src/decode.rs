@@ -1,6 +1,13 @@
 //! Turns a [`Record`] into an [`Event`] for the projection, an ignored type, or a poison record.
+//!
+//! When the registry cannot give a record's writer schema (see [`factline_schemas::codec`]),
+//! the record is retried — the batch waits, nothing is skipped — for at most the configured
+//! time per schema id ([`RegistryRetry`]), then dead-lettered with the registry's last answer:
+//! never a silent stall. Bytes that cannot be read at all are dead-lettered at once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use factline_schemas::{avro_to_json, Envelope, EventCodec};
 
@@ -24,16 +31,58 @@ pub enum Decoded {
     },
 }
 
-/// A failure worth retrying (the registry is unreachable).
+/// A failure worth retrying (the registry cannot give the writer schema yet).
 #[derive(Debug, thiserror::Error)]
 #[error("decoding failed transiently: {0}")]
 pub struct TransientDecodeError(pub String);
+
+/// How long records are retried while the registry cannot give their writer schema: per
+/// schema id, from its first failure until it resolves again.
+#[derive(Debug)]
+pub struct RegistryRetry {
+    bound: Duration,
+    failing_since: Mutex<HashMap<Option<u32>, Instant>>,
+}
+
+impl RegistryRetry {
+    /// Retries each schema id for at most `bound` (zero: dead-letter at once).
+    pub fn new(bound: Duration) -> RegistryRetry {
+        RegistryRetry {
+            bound,
+            failing_since: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn failing(&self) -> std::sync::MutexGuard<'_, HashMap<Option<u32>, Instant>> {
+        match self.failing_since.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Records a failure of `schema_id`; returns how long it has been failing.
+    fn failed(&self, schema_id: Option<u32>) -> Duration {
+        self.failing()
+            .entry(schema_id)
+            .or_insert_with(Instant::now)
+            .elapsed()
+    }
+
+    /// The registry gave the schema of `schema_id`: its next failure starts a new period.
+    fn resolved(&self, schema_id: Option<u32>) {
+        let mut failing = self.failing();
+        if !failing.is_empty() {
+            failing.remove(&schema_id);
+        }
+    }
+}
 
 /// Decodes one record: envelope from the headers, value through the registry.
 pub async fn decode(
     codec: &EventCodec,
     wanted: &HashSet<String>,
     record: &Record,
+    retry: &RegistryRetry,
 ) -> Result<Decoded, TransientDecodeError> {
     if let Some(event_type) = record
         .header("event_type")
@@ -64,12 +113,31 @@ pub async fn decode(
         });
     };
     let decoded = match codec.decode(payload).await {
-        Ok(decoded) => decoded,
-        Err(e) if e.is_transient() => return Err(TransientDecodeError(e.to_string())),
+        Ok(decoded) => {
+            retry.resolved(Some(decoded.schema_id));
+            decoded
+        }
+        Err(e) if e.is_transient() => {
+            let waited = retry.failed(e.schema_id());
+            if waited >= retry.bound {
+                return Ok(Decoded::Poison {
+                    error: format!(
+                        "writer schema unavailable for {} ms, the retry bound: {e}",
+                        waited.as_millis()
+                    ),
+                });
+            }
+            return Err(TransientDecodeError(format!(
+                "{e} (retried for {} ms; dead-lettered after {} ms)",
+                waited.as_millis(),
+                retry.bound.as_millis()
+            )));
+        }
         Err(e) => {
+            retry.resolved(e.schema_id());
             return Ok(Decoded::Poison {
                 error: format!("undecodable value: {e}"),
-            })
+            });
         }
     };
     if decoded.event_type != envelope.event_type {
@@ -102,4 +170,70 @@ pub async fn decode(
             })
             .collect(),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projection::Origin;
+
+    fn record(payload: &[u8]) -> Record {
+        Record {
+            origin: Origin {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+            },
+            key: None,
+            payload: Some(payload.to_vec()),
+            headers: vec![
+                (
+                    "event_id".into(),
+                    Some(uuid::Uuid::new_v4().to_string().into_bytes()),
+                ),
+                ("event_type".into(), Some(b"OrderDelivered".to_vec())),
+                (
+                    "command_id".into(),
+                    Some(uuid::Uuid::new_v4().to_string().into_bytes()),
+                ),
+                ("correlation_id".into(), Some(b"c".to_vec())),
+                (
+                    "occurred_at".into(),
+                    Some(b"2026-01-01T00:00:00.000Z".to_vec()),
+                ),
+            ],
+            timestamp_ms: None,
+        }
+    }
+
+    fn wanted() -> HashSet<String> {
+        ["OrderDelivered".to_owned()].into_iter().collect()
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_registry_is_retried_then_dead_lettered_after_the_bound() {
+        // nothing listens on port 9: every attempt fails at once
+        let codec = EventCodec::new("http://127.0.0.1:9");
+        let bytes = [0, 0, 0, 0, 42, 2, 0];
+        let patient = RegistryRetry::new(Duration::from_secs(3600));
+        let e = decode(&codec, &wanted(), &record(&bytes), &patient)
+            .await
+            .unwrap_err();
+        assert!(e.0.contains("42"), "{e}");
+        let impatient = RegistryRetry::new(Duration::ZERO);
+        match decode(&codec, &wanted(), &record(&bytes), &impatient).await {
+            Ok(Decoded::Poison { error }) => assert!(error.contains("retry bound"), "{error}"),
+            other => panic!("not dead-lettered: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn unreadable_bytes_are_dead_lettered_at_once() {
+        let codec = EventCodec::new("http://127.0.0.1:9");
+        let patient = RegistryRetry::new(Duration::from_secs(3600));
+        for bytes in [&b"not avro"[..], &[0, 0, 1][..]] {
+            let decoded = decode(&codec, &wanted(), &record(bytes), &patient).await;
+            assert!(matches!(decoded, Ok(Decoded::Poison { .. })), "{decoded:?}");
+        }
+    }
 }

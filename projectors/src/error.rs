@@ -87,4 +87,9 @@ pub enum RunError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The instance can no longer be sure to be the only member with its `group.instance.id`
+    /// (its slot lock was lost, or the broker fenced it), or no slot could be claimed: the
+    /// process stops so that a restart joins cleanly.
+    #[error("group membership: {0}")]
+    Membership(String),
 }

@@ -16,12 +16,18 @@ pub struct Health {
     pub projector: String,
     /// Its version.
     pub version: u32,
-    /// `starting`, `running`, `retrying` (a transient failure is being retried) or `stopping`.
+    /// `starting`, `running`, `retrying` (a transient failure is being retried: the sink is
+    /// unavailable, or the registry cannot give a record's schema yet; `last_error` says
+    /// which) or `stopping`.
     pub state: &'static str,
     /// The last transient error while retrying.
     pub last_error: Option<String>,
     /// Batches committed since start.
     pub batches: u64,
+    /// The `group.instance.id` this instance joined with (none: dynamic membership).
+    pub instance_id: Option<String>,
+    /// The partitions assigned to this instance, as `topic/partition`, sorted.
+    pub partitions: Vec<String>,
 }
 
 /// Shared, updatable health.

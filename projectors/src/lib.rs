@@ -21,6 +21,7 @@ pub mod declarative;
 pub mod decode;
 pub mod error;
 pub mod http;
+pub mod membership;
 pub mod positions;
 pub mod progress;
 pub mod projection;

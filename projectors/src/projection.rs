@@ -80,10 +80,8 @@ impl Migration {
 }
 
 /// The name of the versioned table behind a view: `versioned_table("order_summary", 1)` is
-/// `order_summary_v1`.
-pub fn versioned_table(base: &str, version: u32) -> String {
-    format!("{base}_v{version}")
-}
+/// `order_summary_v1` (the naming the read API shares, from the contract crate).
+pub use factline_schemas::read_model::versioned_table;
 
 /// A read model built from the log.
 ///
@@ -128,6 +126,13 @@ pub trait Projection: Send + Sync + 'static {
     /// The base names of the tables exposed through a view without version suffix
     /// (`order_summary` -> `order_summary_v{version}`).
     fn views(&self) -> Vec<String>;
+
+    /// The configuration of a declarative projection, recorded with this version at bootstrap
+    /// so the read API serves its views (`/views/...`); `None` (the default) for a projection
+    /// in code, whose routes are written in the read API.
+    fn declarative_config(&self) -> Option<&factline_schemas::declarative::DeclarativeConfig> {
+        None
+    }
 
     /// Applies one event inside the batch transaction. See the replay contract above.
     fn apply(

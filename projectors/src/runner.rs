@@ -25,9 +25,10 @@ use crate::bookkeeping::{self, BootstrapError, Liveness, Registration};
 use crate::config::Config;
 use crate::consumer::{self, ProjectorConsumer, ProjectorContext, SharedState};
 use crate::dead_letter::DeadLetterWriter;
-use crate::decode::decode;
+use crate::decode::{decode, RegistryRetry};
 use crate::error::RunError;
 use crate::http::{self, Health, SharedHealth};
+use crate::membership::{self, Claim, MembershipError};
 use crate::positions::{self, TopicPartition};
 use crate::progress::{self, Estimator};
 use crate::projection::Projection;
@@ -76,6 +77,7 @@ struct Runner<K: Sink> {
     wanted: HashSet<String>,
     pool: Pool,
     codec: EventCodec,
+    registry_retry: RegistryRetry,
     dead_letters: DeadLetterWriter,
     consumer: Arc<ProjectorConsumer>,
     state: SharedState,
@@ -86,6 +88,9 @@ struct Runner<K: Sink> {
     last_event_ms: HashMap<TopicPartition, i64>,
     estimator: Estimator,
     retired: bool,
+    /// Why the loop must stop and the membership be replaced (slot lock lost, fenced by the
+    /// broker); with an explicit instance id the process exits instead.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 async fn run_inner<K: Sink>(
@@ -101,6 +106,8 @@ async fn run_inner<K: Sink>(
         state: "starting",
         last_error: None,
         batches: 0,
+        instance_id: None,
+        partitions: Vec::new(),
     }));
     if let Some(addr) = config.http_addr {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -196,20 +203,25 @@ async fn run_inner<K: Sink>(
         }
     }
     let dead_letters = DeadLetterWriter::new(producer, &name)?;
-    let state = SharedState::default();
-    let context = ProjectorContext::new(&name, version, pg, state.clone());
-    let consumer = Arc::new(consumer::create(
+    let joiner = Joiner {
         kafka,
-        &config.group_id(&name, version),
-        context,
-    )?);
-    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topic_refs)?;
-    tracing::info!(topics = ?topics, group = %config.group_id(&name, version), "subscribed");
+        group: config.group_id(&name, version),
+        explicit_instance_id: config.explicit_instance_id().map(str::to_owned),
+        claims: config.static_membership && config.explicit_instance_id().is_none(),
+        name: name.clone(),
+        version,
+        pg,
+        topics,
+    };
+    let Some(member) = joiner.join(&metrics, &mut backoff, &mut stop).await? else {
+        return Ok(()); // stopped while waiting for the database
+    };
+    http::update(&health, |h| h.instance_id = member.instance_id.clone());
 
     let wanted = sink.event_types().into_iter().collect();
     let mut runner = Runner {
         codec: EventCodec::new(&config.schema_registry_url),
+        registry_retry: RegistryRetry::new(Duration::from_millis(config.registry_retry_ms)),
         config,
         sink,
         name,
@@ -217,27 +229,224 @@ async fn run_inner<K: Sink>(
         wanted,
         pool,
         dead_letters,
-        consumer,
-        state,
+        consumer: member.consumer.clone(),
+        state: member.state.clone(),
         metrics,
         health,
-        stop,
+        stop: member.halt.clone(),
         liveness,
         last_event_ms: HashMap::new(),
         estimator: Estimator::default(),
         retired: false,
+        failure: member.failure.clone(),
     };
-    http::update(&runner.health, |h| h.state = "running");
-    runner.consume().await;
+    let mut member = member;
+    joiner.subscribe(&member)?;
+    let failed = loop {
+        http::update(&runner.health, |h| h.state = "running");
+        runner.consume().await;
+        member.watcher.abort();
+        let Some(reason) = failure_of(&member.failure) else {
+            break None; // stopped, or retired
+        };
+        if *stop.borrow() {
+            break None; // shutting down anyway
+        }
+        if !joiner.claims {
+            break Some(reason); // an explicit instance id was fenced: a configuration problem
+        }
+        // The slot lock may be gone (another process may claim the slot) or the broker fenced
+        // this member: close this consumer, claim a slot again, join under it.
+        tracing::warn!(%reason, "group membership lost, joining again");
+        http::update(&runner.health, |h| {
+            h.state = "retrying";
+            h.last_error = Some(format!("group membership lost: {reason}"));
+        });
+        runner.metrics.retry("membership");
+        if runner.consumer.client().fatal_error().is_none() {
+            // a slot another process may claim next must not keep this member's partitions
+            runner.leave_group().await;
+        }
+        let Some(next) = joiner
+            .join(&runner.metrics, &mut backoff, &mut stop)
+            .await?
+        else {
+            break None; // stopped while waiting for the database
+        };
+        // the old consumer closes here, before the new one joins with a possibly equal id
+        runner.consumer = next.consumer.clone();
+        runner.state = next.state.clone();
+        runner.stop = next.halt.clone();
+        runner.failure = next.failure.clone();
+        drop(std::mem::replace(&mut member, next));
+        http::update(&runner.health, |h| {
+            h.instance_id = member.instance_id.clone()
+        });
+        joiner.subscribe(&member)?;
+    };
     http::update(&runner.health, |h| h.state = "stopping");
-    runner.consumer.unsubscribe();
+    member.watcher.abort();
+    if failed.is_none() {
+        runner.leave_group().await;
+    }
     if runner.retired {
         runner.sink.retired().await;
         tracing::info!("retired by a newer version, stopped");
-    } else {
-        tracing::info!("stopped");
     }
-    Ok(())
+    // The consumer is closed before the slot lock is released, so a process claiming the
+    // slot next never shares the instance id with this one.
+    drop(runner);
+    drop(member);
+    match failed {
+        Some(reason) => {
+            tracing::error!(%reason, "stopped: the process must be restarted");
+            Err(RunError::Membership(reason))
+        }
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// How an instance joins its consumer group: claims a slot (static membership) and creates
+/// the consumer.
+struct Joiner {
+    kafka: ClientConfig,
+    group: String,
+    explicit_instance_id: Option<String>,
+    claims: bool,
+    name: String,
+    version: u32,
+    pg: tokio_postgres::Config,
+    topics: Vec<String>,
+}
+
+/// One membership: the slot claim, the consumer created under it, and the signal that stops
+/// the consume loop on shutdown or when the claim may be lost.
+struct Member {
+    instance_id: Option<String>,
+    consumer: Arc<ProjectorConsumer>,
+    state: SharedState,
+    halt: watch::Receiver<bool>,
+    failure: Arc<Mutex<Option<String>>>,
+    watcher: tokio::task::JoinHandle<()>,
+    // held for its lock, dropped last: the lock outlives the consumer
+    _claim: Option<Claim>,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+impl Joiner {
+    /// Claims a slot (retrying while PostgreSQL is unavailable) and creates the consumer,
+    /// not yet subscribed; `None` if stopped first.
+    async fn join(
+        &self,
+        metrics: &Metrics,
+        backoff: &mut crate::backoff::Backoff,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Member>, RunError> {
+        let claim = if self.claims {
+            match claim_slot(&self.pg, &self.group, metrics, backoff, stop).await? {
+                Some(claim) => Some(claim),
+                None => return Ok(None),
+            }
+        } else {
+            None
+        };
+        let instance_id = claim
+            .as_ref()
+            .map(|c| c.instance_id.clone())
+            .or_else(|| self.explicit_instance_id.clone());
+        let failure: Arc<Mutex<Option<String>>> = Arc::default();
+        let (halt_tx, halt) = watch::channel(false);
+        let watcher = {
+            let mut outer = stop.clone();
+            let lost = claim.as_ref().map(Claim::lost_signal);
+            let failure = failure.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stopped(&mut outer) => {}
+                    reason = membership::wait_lost(lost) => set_failure(&failure, reason),
+                }
+                let _ = halt_tx.send(true);
+            })
+        };
+        let state = SharedState::default();
+        let context =
+            ProjectorContext::new(&self.name, self.version, self.pg.clone(), state.clone());
+        let consumer = Arc::new(consumer::create(
+            self.kafka.clone(),
+            &self.group,
+            instance_id.as_deref(),
+            context,
+        )?);
+        Ok(Some(Member {
+            instance_id,
+            consumer,
+            state,
+            halt,
+            failure,
+            watcher,
+            _claim: claim,
+        }))
+    }
+
+    fn subscribe(&self, member: &Member) -> Result<(), RunError> {
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        member.consumer.subscribe(&topics)?;
+        tracing::info!(topics = ?self.topics, group = %self.group,
+            instance_id = ?member.instance_id, "subscribed");
+        Ok(())
+    }
+}
+
+/// Claims an instance slot, retrying while PostgreSQL is unavailable; `None` if stopped first.
+async fn claim_slot(
+    pg: &tokio_postgres::Config,
+    group: &str,
+    metrics: &Metrics,
+    backoff: &mut crate::backoff::Backoff,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<Claim>, RunError> {
+    loop {
+        match membership::claim(pg, group).await {
+            Ok(claim) => {
+                tracing::info!(instance_id = %claim.instance_id, slot = claim.slot,
+                    "instance slot claimed");
+                return Ok(Some(claim));
+            }
+            Err(MembershipError::Database(error)) => {
+                metrics.retry("membership");
+                tracing::warn!(%error, "cannot claim an instance slot, retrying");
+                if sleep_or_stop(stop, backoff.next_delay()).await {
+                    return Ok(None);
+                }
+            }
+            Err(full @ MembershipError::Full(_)) => {
+                return Err(RunError::Membership(full.to_string()))
+            }
+        }
+    }
+}
+
+fn set_failure(failure: &Mutex<Option<String>>, reason: String) {
+    let mut guard = match failure.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    guard.get_or_insert(reason);
+}
+
+fn failure_of(failure: &Mutex<Option<String>>) -> Option<String> {
+    match failure.lock() {
+        Ok(guard) => guard.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
 }
 
 impl<K: Sink> Runner<K> {
@@ -252,6 +461,12 @@ impl<K: Sink> Runner<K> {
         let mut stop = self.stop.clone();
         loop {
             self.drop_revoked(&mut batch);
+            if batch.is_empty() {
+                // A batch emptied by a revocation has no deadline: a past one would win the
+                // biased select below on every turn and starve `recv`, so the next assignment
+                // would never be served (seen as a projector stuck after a broker restart).
+                deadline = None;
+            }
             let due = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
             if !batch.is_empty() && (batch.len() >= self.config.batch_max_events || due) {
                 let records = std::mem::take(&mut batch);
@@ -290,6 +505,11 @@ impl<K: Sink> Runner<K> {
                         }
                     }
                     Err(error) => {
+                        if let Some((code, reason)) = consumer.client().fatal_error() {
+                            // e.g. fenced: another member joined with this instance id
+                            set_failure(&self.failure, format!("fatal kafka error {code:?}: {reason}"));
+                            return;
+                        }
                         self.metrics.retry("consume");
                         tracing::warn!(%error, "consume failed, retrying");
                         // a stop during the pause is handled (batch committed) on the next turn
@@ -298,6 +518,50 @@ impl<K: Sink> Runner<K> {
                 },
             }
         }
+    }
+
+    /// Leaves the consumer group, so this instance's partitions move to the others at once.
+    /// A static member's close never leaves (KIP-345: a restart is expected to come back), so
+    /// the runtime waits for a join in progress to finish (its statistics' join state
+    /// `steady`), unsubscribes and keeps polling until the revocation was served and
+    /// librdkafka sent its LeaveGroup — seen in its statistics as the join state going back
+    /// to `init` after the partitions were given up — before the consumer is closed.
+    async fn leave_group(&self) {
+        // A member still joining has no member id to leave with: let the join finish first.
+        let settle = tokio::time::Instant::now() + LEAVE_TIMEOUT / 2;
+        let started = tokio::time::Instant::now();
+        while tokio::time::Instant::now() < settle {
+            {
+                let state = self.state.lock();
+                let steady = state.join_state.as_deref() == Some("steady");
+                let no_stats = state.stats_samples == 0 && started.elapsed() >= LEAVE_GRACE;
+                if steady || no_stats {
+                    break;
+                }
+            }
+            // records received meanwhile are dropped unapplied: their positions did not move
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await;
+        }
+        self.consumer.unsubscribe();
+        let deadline = tokio::time::Instant::now() + LEAVE_TIMEOUT;
+        let mut revoked: Option<(u64, tokio::time::Instant)> = None;
+        while tokio::time::Instant::now() < deadline {
+            // serves the revocation callback; records still buffered are dropped unapplied
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await;
+            let state = self.state.lock();
+            if !state.assigned.is_empty() {
+                continue;
+            }
+            let (sample, since) =
+                *revoked.get_or_insert((state.stats_samples, tokio::time::Instant::now()));
+            let left = state.stats_samples > sample && state.join_state.as_deref() == Some("init");
+            // without statistics (statistics.interval.ms=0) a grace period has to do
+            let no_stats = state.stats_samples == 0 && since.elapsed() >= LEAVE_GRACE;
+            if left || no_stats {
+                return;
+            }
+        }
+        tracing::warn!("leaving the group did not complete in time");
     }
 
     /// Removes the records of partitions revoked since the last look.
@@ -353,7 +617,7 @@ impl<K: Sink> Runner<K> {
     async fn try_flush(&self, records: &[Record]) -> Result<Outcome, (&'static str, String)> {
         let mut items = Vec::with_capacity(records.len());
         for record in records {
-            let decoded = decode(&self.codec, &self.wanted, record)
+            let decoded = decode(&self.codec, &self.wanted, record, &self.registry_retry)
                 .await
                 .map_err(|e| ("decode", e.to_string()))?;
             items.push(Item {
@@ -450,6 +714,15 @@ impl<K: Sink> Runner<K> {
     /// Once a second: lag metrics, high watermarks for readers, and the rebuild swap.
     async fn housekeeping(&mut self) {
         self.update_lag();
+        let mut partitions: Vec<String> = self
+            .state
+            .lock()
+            .assigned
+            .iter()
+            .map(|(topic, partition)| format!("{topic}/{partition}"))
+            .collect();
+        partitions.sort();
+        http::update(&self.health, |h| h.partitions = partitions);
         let watermarks: HashMap<TopicPartition, i64> = {
             let state = self.state.lock();
             state
@@ -560,6 +833,13 @@ impl<K: Sink> Runner<K> {
         }
     }
 }
+
+/// How long a graceful stop waits for the group to be left.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Without client statistics: how long the consumer keeps being polled after its partitions
+/// were revoked, so that librdkafka sends the LeaveGroup before the consumer closes.
+const LEAVE_GRACE: Duration = Duration::from_secs(2);
 
 /// librdkafka consumer properties not passed to the dead-letter producer (it would warn).
 const CONSUMER_ONLY: &[&str] = &[

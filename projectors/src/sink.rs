@@ -205,6 +205,7 @@ impl<P: Projection> Sink for PostgresSink<P> {
             registration,
             &self.projection.migrations(),
             &self.projection.views(),
+            self.projection.declarative_config(),
         )
         .await
     }

@@ -260,7 +260,19 @@ async fn poison_records_are_dead_lettered_and_processing_goes_on() {
     poison.push(fixture.produce(&rejected).await);
     fixture.produce(&placed("o-2", "c-1", 1, 200, 3)).await;
 
-    let (_, url) = project_once(&fixture, OrderSummaryProjection).await;
+    // the unknown schema id may heal (a registry replica behind): retried for the bound only
+    let (_, url) = fresh_schema().await;
+    let mut config = fixture.config(&url);
+    config.registry_retry_ms = 500;
+    let running = start(config, OrderSummaryProjection);
+    wait_caught_up(
+        &url,
+        order_summary::NAME,
+        order_summary::VERSION,
+        &fixture.ends_for(&OrderSummaryProjection),
+    )
+    .await;
+    running.stop().await;
     let ids = dump(&url, "SELECT order_id FROM order_summary ORDER BY order_id").await;
     assert_eq!(ids, vec![r#"{"order_id":"o-1"}"#, r#"{"order_id":"o-2"}"#]);
     // and recorded for the read API, one row per record
@@ -367,7 +379,8 @@ async fn the_projector_recovers_from_a_postgresql_outage() {
     let retried = metrics.lines().any(|l| {
         l.starts_with("factline_projector_retries_total")
             && l.contains(&format!("projector=\"{name}\""))
-            && l.contains("stage=\"sink\"")
+            // the sink's batch, or the instance slot's lock connection, saw it first
+            && (l.contains("stage=\"sink\"") || l.contains("stage=\"membership\""))
     });
     assert!(
         retried,
@@ -380,7 +393,7 @@ async fn kill_9_mid_batch_loses_nothing_and_applies_nothing_twice() {
     let mut fixture = Fixture::new(3).await;
     let events = dataset::shop(40, 400);
     fixture.produce_all(&events).await;
-    // the uninterrupted reference run (first: the children below use static membership)
+    // the uninterrupted reference run (first: it shares the children's consumer group)
     let (_, reference) = project_once(&fixture, OrderSummaryProjection).await;
     let (_, url) = fresh_schema().await;
     let spawn = || {
@@ -390,15 +403,8 @@ async fn kill_9_mid_batch_loses_nothing_and_applies_nothing_twice() {
             .env("DATABASE_URL", &url)
             .env("PROJECTOR_TOPIC_PREFIX", &fixture.prefix)
             .env("PROJECTOR_BATCH_MAX_EVENTS", "10")
-            .env("KAFKA_PROPERTY_SESSION_TIMEOUT_MS", "6000")
-            .env("KAFKA_PROPERTY_HEARTBEAT_INTERVAL_MS", "500")
-            .env("KAFKA_PROPERTY_MAX_POLL_INTERVAL_MS", "10000")
-            // static membership: the restarted process takes over the killed one's member
-            // slot at once instead of waiting for the broker to expire it
-            .env(
-                "KAFKA_PROPERTY_GROUP_INSTANCE_ID",
-                format!("{}projector-0", fixture.prefix),
-            )
+            // no membership settings: the shipped defaults (static membership, one slot per
+            // instance) give the restarted process the killed one's partitions back at once
             .env("RUST_LOG", "info")
             .spawn()
             .map(|child| Service { child })

@@ -347,13 +347,6 @@ async fn kill_9_mid_bulk_then_restart_gives_the_same_documents() {
             .env("PROJECTOR_TOPIC_PREFIX", &fixture.prefix)
             .env("PROJECTOR_INDEX_PREFIX", format!("{}run_", fixture.prefix))
             .env("PROJECTOR_BATCH_MAX_EVENTS", "10")
-            .env("KAFKA_PROPERTY_SESSION_TIMEOUT_MS", "6000")
-            .env("KAFKA_PROPERTY_HEARTBEAT_INTERVAL_MS", "500")
-            .env("KAFKA_PROPERTY_MAX_POLL_INTERVAL_MS", "10000")
-            .env(
-                "KAFKA_PROPERTY_GROUP_INSTANCE_ID",
-                format!("{}search-0", fixture.prefix),
-            )
             .env("RUST_LOG", "warn")
             .spawn()
             .map(|child| Service { child })

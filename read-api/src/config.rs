@@ -1,19 +1,53 @@
-//! The read API's configuration, read from environment variables (defaults are the local
-//! stack's addresses, see README.md).
+//! The read API's configuration: one struct with the local stack's defaults, read from the
+//! environment through [`factline_service::Env`] (one `KAFKA_PROPERTY_*` parser; an unknown
+//! `READ_API_*` variable is an error, not a silent default), then checked by a pure
+//! [`Config::validate`]. See README.md for every variable.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
+
+use factline_service::postgres::PoolSettings;
+use factline_service::{Env, EnvError};
 
 /// A configuration value that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("{variable}: {message}")]
-pub struct ConfigError {
-    /// The environment variable.
-    pub variable: String,
-    /// What is wrong with it.
-    pub message: String,
+pub enum ConfigError {
+    /// A variable that cannot be read: malformed, or an unknown `READ_API_*` name (probably a
+    /// typo).
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    /// A value that does not make sense (alone or with the others).
+    #[error("{variable}: {message}")]
+    Invalid {
+        /// The environment variable.
+        variable: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The variable concerned.
+    pub fn variable(&self) -> &str {
+        match self {
+            ConfigError::Env(EnvError::Missing { name })
+            | ConfigError::Env(EnvError::Invalid { name, .. })
+            | ConfigError::Env(EnvError::Unknown { name, .. }) => name,
+            ConfigError::Invalid { variable, .. } => variable,
+        }
+    }
+}
+
+/// The former directory of projector files: accepted and ignored (with a warning) while
+/// deployment scripts still set it, since the views now come from PostgreSQL.
+const RETIRED_DECLARATIVE_DIR: &str = "READ_API_DECLARATIVE_DIR";
+
+fn invalid(variable: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        variable: variable.into(),
+        message: message.into(),
+    }
 }
 
 /// Everything the read API needs to start.
@@ -48,9 +82,6 @@ pub struct Config {
     pub index_prefix: String,
     /// Prepended to topic names given in queries (`/events?topic=`). `READ_API_TOPIC_PREFIX`.
     pub topic_prefix: String,
-    /// Where the declarative projection files are. `READ_API_DECLARATIVE_DIR`, default
-    /// `projectors/config`.
-    pub declarative_dir: Option<PathBuf>,
     /// SHA-256 hex hashes of accepted bearer keys; empty = no auth. `READ_API_KEYS_SHA256`.
     pub api_key_hashes: Vec<[u8; 32]>,
     /// Longest wait for `consistent_with`. `READ_API_CONSISTENCY_TIMEOUT_MS`, default 5000.
@@ -77,7 +108,6 @@ impl Config {
             kafka_properties: BTreeMap::new(),
             index_prefix: String::new(),
             topic_prefix: String::new(),
-            declarative_dir: None,
             api_key_hashes: Vec::new(),
             consistency_timeout: Duration::from_millis(5000),
             max_page_size: 100,
@@ -90,30 +120,21 @@ impl Config {
         Config::from_vars(std::env::vars())
     }
 
-    /// Reads the given variables (the environment, or a test's map).
+    /// Reads the given variables (the environment, or a test's map), then validates.
     pub fn from_vars<I: IntoIterator<Item = (String, String)>>(
         vars: I,
     ) -> Result<Config, ConfigError> {
-        let vars: BTreeMap<String, String> = vars.into_iter().collect();
-        let get = |name: &str, default: &str| {
-            vars.get(name)
-                .cloned()
-                .unwrap_or_else(|| default.to_owned())
-        };
+        let env = Env::from_vars(vars);
         let mut config = Config::new(
-            &get(
-                "DATABASE_URL",
-                "postgres://factline@127.0.0.1:55432/factline",
-            ),
-            &get("ELASTICSEARCH_URL", "http://127.0.0.1:9200"),
-            &get("KAFKA_BROKERS", "127.0.0.1:9092"),
+            env.get("DATABASE_URL")
+                .unwrap_or("postgres://factline@127.0.0.1:55432/factline"),
+            env.get("ELASTICSEARCH_URL")
+                .unwrap_or("http://127.0.0.1:9200"),
+            env.get("KAFKA_BROKERS").unwrap_or("127.0.0.1:9092"),
         );
-        config.addr = parse(&vars, "READ_API_ADDR", config.addr)?;
-        config.database_pool_size = parse(
-            &vars,
-            "READ_API_DATABASE_POOL_SIZE",
-            config.database_pool_size,
-        )?;
+        config.addr = env.parse_or("READ_API_ADDR", config.addr)?;
+        config.database_pool_size =
+            env.parse_or("READ_API_DATABASE_POOL_SIZE", config.database_pool_size)?;
         for (variable, field) in [
             (
                 "READ_API_DATABASE_WAIT_TIMEOUT_MS",
@@ -128,71 +149,95 @@ impl Config {
                 &mut config.statement_timeout,
             ),
             ("READ_API_STATUS_REFRESH_MS", &mut config.status_refresh),
+            (
+                "READ_API_CONSISTENCY_TIMEOUT_MS",
+                &mut config.consistency_timeout,
+            ),
         ] {
-            let ms: u64 = parse(&vars, variable, field.as_millis() as u64)?;
-            if ms == 0 {
-                return Err(ConfigError {
-                    variable: variable.into(),
-                    message: "must be at least 1".into(),
-                });
-            }
-            *field = Duration::from_millis(ms);
+            *field = Duration::from_millis(env.parse_or(variable, field.as_millis() as u64)?);
         }
-        config.topic_prefix = get("READ_API_TOPIC_PREFIX", "");
-        config.index_prefix = vars
+        config.topic_prefix = env
+            .get("READ_API_TOPIC_PREFIX")
+            .unwrap_or_default()
+            .to_owned();
+        config.index_prefix = env
             .get("READ_API_INDEX_PREFIX")
-            .cloned()
+            .map(str::to_owned)
             .unwrap_or_else(|| config.topic_prefix.clone());
-        config.declarative_dir = Some(PathBuf::from(get(
-            "READ_API_DECLARATIVE_DIR",
-            "projectors/config",
-        )));
-        let timeout_ms: u64 = parse(&vars, "READ_API_CONSISTENCY_TIMEOUT_MS", 5000)?;
-        config.consistency_timeout = Duration::from_millis(timeout_ms);
-        config.max_page_size = parse(&vars, "READ_API_MAX_PAGE_SIZE", config.max_page_size)?;
-        config.default_page_size = parse(
-            &vars,
-            "READ_API_DEFAULT_PAGE_SIZE",
-            config.default_page_size,
-        )?;
-        if let Some(keys) = vars.get("READ_API_KEYS_SHA256") {
-            config.api_key_hashes = parse_key_hashes(keys).map_err(|message| ConfigError {
-                variable: "READ_API_KEYS_SHA256".into(),
-                message,
-            })?;
+        config.max_page_size = env.parse_or("READ_API_MAX_PAGE_SIZE", config.max_page_size)?;
+        config.default_page_size =
+            env.parse_or("READ_API_DEFAULT_PAGE_SIZE", config.default_page_size)?;
+        if let Some(keys) = env.get("READ_API_KEYS_SHA256") {
+            config.api_key_hashes = parse_key_hashes(keys)
+                .map_err(|message| invalid("READ_API_KEYS_SHA256", message))?;
         }
-        for (name, value) in &vars {
-            if let Some(property) = name.strip_prefix("KAFKA_PROPERTY_") {
-                config
-                    .kafka_properties
-                    .insert(property.to_lowercase().replace('_', "."), value.clone());
-            }
+        if env.get(RETIRED_DECLARATIVE_DIR).is_some() {
+            // still set by older scripts: harmless, but it no longer does anything
+            tracing::warn!(
+                "{RETIRED_DECLARATIVE_DIR} is ignored: the read API serves the declarative views \
+                 its projectors registered in PostgreSQL"
+            );
         }
-        if config.max_page_size == 0 || config.default_page_size == 0 {
-            return Err(ConfigError {
-                variable: "READ_API_MAX_PAGE_SIZE".into(),
-                message: "page sizes must be at least 1".into(),
-            });
-        }
+        env.reject_unknown(&["READ_API_"])?;
+        config.kafka_properties = env.kafka_properties()?;
+        config.validate()?;
+        // a default page larger than the largest is served as the largest
         config.default_page_size = config.default_page_size.min(config.max_page_size);
         Ok(config)
     }
-}
 
-fn parse<T: std::str::FromStr>(
-    vars: &BTreeMap<String, String>,
-    name: &str,
-    default: T,
-) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match vars.get(name) {
-        None => Ok(default),
-        Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError {
-            variable: name.to_owned(),
-            message: format!("{value:?}: {e}"),
-        }),
+    /// Checks the values make sense together (pure: no I/O).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (variable, value) in [
+            (
+                "READ_API_DATABASE_WAIT_TIMEOUT_MS",
+                self.database_wait_timeout,
+            ),
+            (
+                "READ_API_DATABASE_CONNECT_TIMEOUT_MS",
+                self.database_connect_timeout,
+            ),
+            ("READ_API_STATEMENT_TIMEOUT_MS", self.statement_timeout),
+            ("READ_API_STATUS_REFRESH_MS", self.status_refresh),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(variable, "must be at least 1"));
+            }
+        }
+        if self.database_pool_size == 0 {
+            return Err(invalid("READ_API_DATABASE_POOL_SIZE", "must be at least 1"));
+        }
+        if self.max_page_size == 0 || self.default_page_size == 0 {
+            return Err(invalid(
+                "READ_API_MAX_PAGE_SIZE",
+                "page sizes must be at least 1",
+            ));
+        }
+        if self.kafka_brokers.trim().is_empty() {
+            return Err(invalid("KAFKA_BROKERS", "must not be empty"));
+        }
+        if !(self.elasticsearch_url.starts_with("http://")
+            || self.elasticsearch_url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "ELASTICSEARCH_URL",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The PostgreSQL pool's settings: the read API's own time limits (connect, wait for a
+    /// free connection, statement) on [`factline_service::postgres::pool`].
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_size: self.database_pool_size,
+            connect_timeout: self.database_connect_timeout,
+            wait_timeout: self.database_wait_timeout,
+            recycle_timeout: self.database_connect_timeout,
+            statement_timeout: Some(self.statement_timeout),
+            application_name: "factline-read-api".into(),
+        }
     }
 }
 
@@ -246,14 +291,71 @@ mod tests {
         assert_eq!(config.kafka_properties["security.protocol"], "SSL");
         assert_eq!(config.api_key_hashes.len(), 1);
         let error = Config::from_vars(vars(&[("READ_API_KEYS_SHA256", "nothex")])).unwrap_err();
-        assert_eq!(error.variable, "READ_API_KEYS_SHA256");
+        assert_eq!(error.variable(), "READ_API_KEYS_SHA256");
         let error = Config::from_vars(vars(&[("READ_API_MAX_PAGE_SIZE", "x")])).unwrap_err();
-        assert_eq!(error.variable, "READ_API_MAX_PAGE_SIZE");
+        assert_eq!(error.variable(), "READ_API_MAX_PAGE_SIZE");
         let config = Config::from_vars(vars(&[("READ_API_STATEMENT_TIMEOUT_MS", "750")])).unwrap();
         assert_eq!(config.statement_timeout, Duration::from_millis(750));
         assert_eq!(config.database_wait_timeout, Duration::from_millis(2000));
         let error =
             Config::from_vars(vars(&[("READ_API_DATABASE_WAIT_TIMEOUT_MS", "0")])).unwrap_err();
-        assert_eq!(error.variable, "READ_API_DATABASE_WAIT_TIMEOUT_MS");
+        assert_eq!(error.variable(), "READ_API_DATABASE_WAIT_TIMEOUT_MS");
+    }
+
+    #[test]
+    fn unknown_read_api_variables_are_rejected() {
+        let error = Config::from_vars(vars(&[("READ_API_STATEMENT_TIMEOUT", "750")])).unwrap_err();
+        assert_eq!(error.variable(), "READ_API_STATEMENT_TIMEOUT");
+        assert!(error.to_string().contains("unknown setting"), "{error}");
+        // the directory of projector files is gone (views come from PostgreSQL); scripts that
+        // still set it are tolerated
+        assert!(
+            Config::from_vars(vars(&[("READ_API_DECLARATIVE_DIR", "projectors/config")])).is_ok()
+        );
+        // other prefixes are not the read API's to judge
+        assert!(Config::from_vars(vars(&[("PROJECTOR_BATCH_MAX_EVENTS", "5")])).is_ok());
+    }
+
+    #[test]
+    fn validate_is_pure_and_names_the_variable() {
+        let mut config = Config::new(
+            "postgres://x@127.0.0.1/db",
+            "http://127.0.0.1:9200",
+            "k:9092",
+        );
+        assert!(config.validate().is_ok());
+        config.statement_timeout = Duration::ZERO;
+        assert_eq!(
+            config.validate().unwrap_err().variable(),
+            "READ_API_STATEMENT_TIMEOUT_MS"
+        );
+        let mut config = Config::new("postgres://x@127.0.0.1/db", "localhost:9200", "k:9092");
+        assert_eq!(
+            config.validate().unwrap_err().variable(),
+            "ELASTICSEARCH_URL"
+        );
+        config.elasticsearch_url = "https://es:9200".into();
+        config.database_pool_size = 0;
+        assert_eq!(
+            config.validate().unwrap_err().variable(),
+            "READ_API_DATABASE_POOL_SIZE"
+        );
+    }
+
+    #[test]
+    fn the_pool_keeps_the_read_apis_time_limits() {
+        let config = Config::from_vars(vars(&[
+            ("READ_API_DATABASE_POOL_SIZE", "3"),
+            ("READ_API_STATEMENT_TIMEOUT_MS", "750"),
+            ("READ_API_DATABASE_WAIT_TIMEOUT_MS", "300"),
+            ("READ_API_DATABASE_CONNECT_TIMEOUT_MS", "400"),
+        ]))
+        .unwrap();
+        let settings = config.pool_settings();
+        assert_eq!(settings.max_size, 3);
+        assert_eq!(settings.statement_timeout, Some(Duration::from_millis(750)));
+        assert_eq!(settings.wait_timeout, Duration::from_millis(300));
+        assert_eq!(settings.connect_timeout, Duration::from_millis(400));
+        assert_eq!(settings.recycle_timeout, Duration::from_millis(400));
     }
 }

@@ -165,30 +165,3 @@ impl Drop for Db {
         }
     }
 }
-
-/// `options` with `statement_timeout` added (kept with the URL's own `options`).
-pub fn with_statement_timeout(options: Option<&str>, timeout: Duration) -> String {
-    let setting = format!("-c statement_timeout={}", timeout.as_millis());
-    match options {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing} {setting}"),
-        _ => setting,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_statement_timeout_joins_the_urls_options() {
-        let ms = Duration::from_millis(1500);
-        assert_eq!(
-            with_statement_timeout(None, ms),
-            "-c statement_timeout=1500"
-        );
-        assert_eq!(
-            with_statement_timeout(Some("-csearch_path=s1"), ms),
-            "-csearch_path=s1 -c statement_timeout=1500"
-        );
-    }
-}

@@ -1,12 +1,14 @@
 //! The OpenAPI 3.1 description served at `/openapi.json`, generated from the running
 //! configuration so that it says exactly what this process accepts: page and wait limits,
 //! string lengths and characters, every status a route can answer, and bearer security only
-//! when keys are configured. `scripts/openapi-fuzz.sh` checks it against the behaviour.
+//! when keys are configured, and the declarative views known when it is served (registered by
+//! their projectors in PostgreSQL). `scripts/openapi-fuzz.sh` checks it against the behaviour.
 
 use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::params::MAX_TEXT;
+use crate::views::Views;
 
 /// Text without control characters (`char::is_control`: U+0000–U+001F, U+007F–U+009F).
 const NO_CONTROL: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
@@ -138,8 +140,37 @@ impl Doc<'_> {
     }
 }
 
-/// The whole document for `config`.
-pub fn document(config: &Config) -> Value {
+/// The `name` of `/views/{name}`: any name (an unknown one is a `404`), the views known now
+/// listed with their keys and filterable columns.
+fn view_name(views: &Views) -> Value {
+    let mut name = path_param("name");
+    let known: Vec<String> = views
+        .by_name
+        .values()
+        .map(|v| {
+            format!(
+                "{} (projector {}, key {}; filters {})",
+                v.name,
+                v.projector,
+                v.key.join(", "),
+                v.columns.join(", ")
+            )
+        })
+        .collect();
+    name["description"] = json!(if known.is_empty() {
+        "a declarative view; none is registered yet".to_owned()
+    } else {
+        format!("a declarative view: {}", known.join("; "))
+    });
+    let names: Vec<&String> = views.by_name.keys().collect();
+    if !names.is_empty() {
+        name["schema"]["examples"] = json!(names);
+    }
+    name
+}
+
+/// The whole document for `config`, listing the declarative `views` known now.
+pub fn document(config: &Config, views: &Views) -> Value {
     let doc = Doc { config };
     let statuses = json!({"type": "string", "enum": crate::routes::customers::STATUSES});
     let mut orders_list = vec![
@@ -200,8 +231,8 @@ pub fn document(config: &Config) -> Value {
             "/events": doc.get("browse and search every event, newest first", events, true, false),
             "/projections": doc.get("every projector: versions, positions, lag, rebuild progress, dead letters", vec![], false, false),
             "/projections/{name}": doc.get("one projector", vec![path_param("name")], false, true),
-            "/views/{name}": doc.get("a declarative projection's rows, filtered on its declared columns (column=value, checked against the column's type)", [vec![path_param("name")], doc.page()].concat(), true, true),
-            "/views/{name}/{key}": doc.get("a declarative projection's row by key", vec![path_param("name"), path_param("key")], true, true),
+            "/views/{name}": doc.get("a declarative projection's rows, filtered on its declared columns (column=value, checked against the column's type)", [vec![view_name(views)], doc.page()].concat(), true, true),
+            "/views/{name}/{key}": doc.get("a declarative projection's row by key", vec![view_name(views), path_param("key")], true, true),
             "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/readyz": {"get": {"summary": "readiness: PostgreSQL and Elasticsearch answer, projector status and Kafka watermarks read once", "responses": {
                 "200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object"}}}},

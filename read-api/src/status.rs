@@ -4,17 +4,27 @@
 //! a request waits for a position — and published on a `watch` channel, so waiting requests
 //! never poll PostgreSQL themselves. Until the first read succeeds the board is empty and the
 //! read API is not ready (`/readyz`).
+//!
+//! The same read gives the declarative views ([`Snapshot::views`]): the configuration each
+//! declarative projector recorded with its version, taken from each projector's serving version
+//! (the live one, else the newest). So a view appears once its projector has registered (before
+//! it consumed anything), follows a rebuild's swap (the new version's tables, columns and
+//! keys), and disappears only when the serving version no longer declares it; a stopped
+//! projector's views stay served, their growing lag in the freshness headers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use factline_schemas::declarative::DeclarativeConfig;
+use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
 use crate::db::{self, Limits};
+use crate::views::Views;
 
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
@@ -48,6 +58,8 @@ pub struct VersionStatus {
     pub progress_at: Option<DateTime<Utc>>,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: i64,
+    /// The configuration a declarative projector recorded for this version.
+    pub declarative: Option<Arc<DeclarativeConfig>>,
 }
 
 /// Every projector's versions, by projector name (newest version last).
@@ -57,6 +69,8 @@ pub struct Snapshot {
     pub projectors: BTreeMap<String, Vec<VersionStatus>>,
     /// When it was read.
     pub read_at: Option<DateTime<Utc>>,
+    /// The declarative views, from each projector's serving version.
+    pub views: Arc<Views>,
 }
 
 impl Snapshot {
@@ -68,6 +82,54 @@ impl Snapshot {
             .rev()
             .find(|v| v.state == "live")
             .or_else(|| versions.last())
+    }
+
+    /// The views declared by the serving version of every declarative projector (in projector
+    /// name order: a view name declared by two projectors is served from the first).
+    pub fn declared_views(&self) -> Views {
+        Views::of(
+            self.projectors
+                .keys()
+                .filter_map(|projector| self.serving(projector)?.declarative.as_deref()),
+        )
+    }
+}
+
+/// The declarative configurations read so far, by projector and version, so each recorded
+/// configuration is parsed (and a broken one reported) once, not at every refresh.
+#[derive(Debug, Default)]
+pub struct Declarations {
+    parsed: HashMap<(String, i32), Parsed>,
+}
+
+/// A recorded configuration (JSON) and what it parsed to.
+type Parsed = (Value, Option<Arc<DeclarativeConfig>>);
+
+impl Declarations {
+    /// The configuration recorded as `json` for `projector` `version`; `None` (and one warning)
+    /// when it is not a valid declarative configuration, e.g. recorded by a newer projector
+    /// runtime with a shape this read API does not know.
+    pub fn get(
+        &mut self,
+        projector: &str,
+        version: i32,
+        json: Value,
+    ) -> Option<Arc<DeclarativeConfig>> {
+        let key = (projector.to_owned(), version);
+        if let Some((known, config)) = self.parsed.get(&key) {
+            if *known == json {
+                return config.clone();
+            }
+        }
+        let config = match DeclarativeConfig::from_json(json.clone()) {
+            Ok(config) => Some(Arc::new(config)),
+            Err(error) => {
+                tracing::warn!(projector, version, %error, "declarative configuration not served");
+                None
+            }
+        };
+        self.parsed.insert(key, (json, config.clone()));
+        config
     }
 }
 
@@ -103,8 +165,9 @@ impl StatusBoard {
             wake: wake.clone(),
         };
         tokio::spawn(async move {
+            let mut declarations = Declarations::default();
             loop {
-                match load(&pool, limits).await {
+                match load(&pool, limits, &mut declarations).await {
                     Ok(snapshot) => {
                         if tx.send(Arc::new(snapshot)).is_err() {
                             return; // no reader left
@@ -171,7 +234,11 @@ impl StatusBoard {
 
 /// Reads the bookkeeping tables. Tables that do not exist yet (no projector ever ran) give an
 /// empty snapshot.
-pub async fn load(pool: &Pool, limits: Limits) -> Result<Snapshot, String> {
+pub async fn load(
+    pool: &Pool,
+    limits: Limits,
+    declarations: &mut Declarations,
+) -> Result<Snapshot, String> {
     let read_at = Utc::now(); // before any query: the snapshot is at least this fresh
     let mut client = db::connect(pool, limits).await.map_err(|e| e.to_string())?;
     let exists: bool = client
@@ -186,6 +253,7 @@ pub async fn load(pool: &Pool, limits: Limits) -> Result<Snapshot, String> {
     let mut snapshot = Snapshot {
         projectors: BTreeMap::new(),
         read_at: Some(read_at),
+        views: Arc::default(),
     };
     if !exists {
         return Ok(snapshot);
@@ -196,7 +264,8 @@ pub async fn load(pool: &Pool, limits: Limits) -> Result<Snapshot, String> {
                     coalesce(r.read_models, '{}'), r.events_done, r.events_total, r.eta_seconds, \
                     r.progress_at, \
                     (SELECT count(*) FROM factline_projector_dead_letters d \
-                      WHERE d.projector = r.projector AND d.version = r.version) \
+                      WHERE d.projector = r.projector AND d.version = r.version), \
+                    to_jsonb(r) -> 'declarative_config' \
              FROM factline_projector_rebuilds r ORDER BY r.projector, r.version",
             &[],
         )
@@ -210,15 +279,22 @@ pub async fn load(pool: &Pool, limits: Limits) -> Result<Snapshot, String> {
         )
         .await
         .map_err(|e| e.to_string())?;
+    // `to_jsonb(r) -> 'declarative_config'` rather than the column: a table made by an older
+    // projector runtime, without the column, reads as no declarative projection (not an error)
     for row in versions {
         let projector: String = row.get(0);
+        let version: i32 = row.get(1);
+        let declarative = row
+            .get::<_, Option<Value>>(11)
+            .filter(|json| !json.is_null())
+            .and_then(|json| declarations.get(&projector, version, json));
         snapshot
             .projectors
             .entry(projector.clone())
             .or_default()
             .push(VersionStatus {
                 projector,
-                version: row.get(1),
+                version,
                 state: row.get(2),
                 sink: row.get(3),
                 topics: row.get(4),
@@ -230,6 +306,7 @@ pub async fn load(pool: &Pool, limits: Limits) -> Result<Snapshot, String> {
                 eta_seconds: row.get(8),
                 progress_at: row.get(9),
                 dead_lettered: row.get(10),
+                declarative,
             });
     }
     for row in positions {
@@ -248,6 +325,7 @@ pub async fn load(pool: &Pool, limits: Limits) -> Result<Snapshot, String> {
         let updated: DateTime<Utc> = row.get(5);
         status.updated_at = status.updated_at.max(Some(updated));
     }
+    snapshot.views = Arc::new(snapshot.declared_views());
     Ok(snapshot)
 }
 
@@ -270,6 +348,7 @@ mod tests {
             eta_seconds: None,
             progress_at: None,
             dead_lettered: 0,
+            declarative: None,
         }
     }
 
@@ -290,5 +369,55 @@ mod tests {
             .insert("q".into(), vec![version(1, "building")]);
         assert_eq!(snapshot.serving("q").map(|v| v.version), Some(1));
         assert!(snapshot.serving("r").is_none());
+    }
+
+    fn declaring(v: i32, state: &str, table: &str) -> VersionStatus {
+        let text = format!(
+            "name = \"p\"\nversion = {v}\ntopics = [\"t\"]\n\
+             [[tables]]\nname = \"{table}\"\nprimary_key = [\"id\"]\ncolumns = {{ id = \"text\" }}\n\
+             [[on]]\nevent_type = \"E\"\ntable = \"{table}\"\naction = \"upsert\"\nset = {{ id = \"id\" }}\n"
+        );
+        VersionStatus {
+            declarative: Some(Arc::new(DeclarativeConfig::parse(&text).unwrap())),
+            ..version(v, state)
+        }
+    }
+
+    #[test]
+    fn views_come_from_the_serving_version_and_follow_a_swap() {
+        let mut snapshot = Snapshot::default();
+        snapshot.projectors.insert(
+            "p".into(),
+            vec![
+                declaring(1, "live", "old_view"),
+                declaring(2, "building", "new_view"),
+            ],
+        );
+        snapshot
+            .projectors
+            .insert("code".into(), vec![version(1, "live")]);
+        let names = |s: &Snapshot| s.declared_views().by_name.into_keys().collect::<Vec<_>>();
+        assert_eq!(names(&snapshot), vec!["old_view"]);
+        snapshot.projectors.insert(
+            "p".into(),
+            vec![
+                declaring(1, "retired", "old_view"),
+                declaring(2, "live", "new_view"),
+            ],
+        );
+        assert_eq!(names(&snapshot), vec!["new_view"]);
+    }
+
+    #[test]
+    fn a_recorded_configuration_is_parsed_once_and_a_broken_one_is_not_served() {
+        let mut declarations = Declarations::default();
+        let config = declaring(1, "live", "v").declarative.unwrap();
+        let json = config.to_json();
+        let first = declarations.get("p", 1, json.clone()).unwrap();
+        let second = declarations.get("p", 1, json).unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(declarations
+            .get("p", 2, serde_json::json!({"name": "p", "unknown": true}))
+            .is_none());
     }
 }

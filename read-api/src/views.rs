@@ -1,16 +1,18 @@
 //! Read endpoints for declarative projections, with no code: every table (PostgreSQL) or
-//! index (Elasticsearch) a declarative config file declares is served by key
+//! index (Elasticsearch) a declarative projection declares is served by key
 //! (`/views/{name}/{key}`, single-column keys) and as a list filtered on its declared
-//! columns (`/views/{name}?column=value&limit=&cursor=`), keyset-paginated by key. Column
-//! names come from the config files only; values are always bound parameters, checked against
-//! the declared type first (a word for a boolean, date or number column is a `400` naming the
-//! column, never an error of the store).
+//! columns (`/views/{name}?column=value&limit=&cursor=`), keyset-paginated by key.
+//!
+//! The read API reads no configuration file: each declarative projector records its parsed
+//! configuration with its version in PostgreSQL when it starts, and the status refresh
+//! ([`crate::status`]) builds the [`Views`] from the configuration of each projector's serving
+//! version. Column names come from those validated configurations only; values are always
+//! bound parameters, checked against the declared type first (a word for a boolean, date or
+//! number column is a `400` naming the column, never an error of the store).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use factline_projectors::declarative::config::{ColumnType, FieldType};
-use factline_projectors::declarative::{DeclarativeConfig, SinkKind};
+use factline_schemas::declarative::{ColumnType, DeclarativeConfig, FieldType, SinkKind};
 use serde_json::Value;
 
 use crate::cursor;
@@ -170,26 +172,14 @@ pub struct Views {
 }
 
 impl Views {
-    /// Loads every `*.toml` of `dir` (a missing directory gives no views).
-    pub fn load(dir: &Path) -> Result<Views, String> {
+    /// The views of the given configurations; a name declared twice is served from the first
+    /// configuration that declares it.
+    pub fn of<'a>(configs: impl IntoIterator<Item = &'a DeclarativeConfig>) -> Views {
         let mut views = Views::default();
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            tracing::info!(dir = %dir.display(), "no declarative projections directory");
-            return Ok(views);
-        };
-        let mut paths: Vec<_> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        paths.sort();
-        for path in paths {
-            let config = DeclarativeConfig::load(&path.to_string_lossy())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            views.add(&config);
+        for config in configs {
+            views.add(config);
         }
-        tracing::info!(views = ?views.by_name.keys().collect::<Vec<_>>(), "declarative views");
-        Ok(views)
+        views
     }
 
     /// Adds the tables or indices of one config.
@@ -197,9 +187,9 @@ impl Views {
         match config.sink {
             SinkKind::Postgres => {
                 for table in &config.tables {
-                    self.by_name.insert(
-                        table.name.clone(),
-                        View {
+                    self.by_name
+                        .entry(table.name.clone())
+                        .or_insert_with(|| View {
                             name: table.name.clone(),
                             projector: config.name.clone(),
                             sink: SinkKind::Postgres,
@@ -210,15 +200,14 @@ impl Views {
                                 .iter()
                                 .map(|(c, t)| (c.clone(), Kind::from(*t)))
                                 .collect(),
-                        },
-                    );
+                        });
                 }
             }
             SinkKind::Elasticsearch => {
                 for index in &config.indices {
-                    self.by_name.insert(
-                        index.name.clone(),
-                        View {
+                    self.by_name
+                        .entry(index.name.clone())
+                        .or_insert_with(|| View {
                             name: index.name.clone(),
                             projector: config.name.clone(),
                             sink: SinkKind::Elasticsearch,
@@ -229,8 +218,7 @@ impl Views {
                                 .iter()
                                 .map(|(f, t)| (f.clone(), Kind::from(*t)))
                                 .collect(),
-                        },
-                    );
+                        });
                 }
             }
         }
@@ -243,8 +231,12 @@ mod tests {
 
     #[test]
     fn the_sample_configs_become_views() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../projectors/config");
-        let views = Views::load(&dir).unwrap();
+        let configs = [
+            include_str!("../../projectors/config/customer_directory.toml"),
+            include_str!("../../projectors/config/customer_search.toml"),
+        ]
+        .map(|text| DeclarativeConfig::parse(text).unwrap());
+        let views = Views::of(&configs);
         let directory = &views.by_name["customer_directory"];
         assert_eq!(directory.key, vec!["customer_id"]);
         assert_eq!(directory.sink, SinkKind::Postgres);
@@ -265,9 +257,14 @@ mod tests {
         assert_eq!(search.cursor_kinds(), vec![cursor::Kind::Keyword]);
         assert!(Kind::Integer.check("n", "99999999999").is_err());
         assert!(Kind::Double.check("x", "NaN").is_err());
-        assert!(Views::load(Path::new("/nonexistent"))
-            .unwrap()
-            .by_name
-            .is_empty());
+        // a name declared twice is served from the first declaration
+        let mut other = configs[0].clone();
+        other.name = "impostor".into();
+        let twice = Views::of([&configs[0], &other]);
+        assert_eq!(
+            twice.by_name["customer_directory"].projector,
+            "customer_directory"
+        );
+        assert!(Views::of([]).by_name.is_empty());
     }
 }

@@ -1,8 +1,10 @@
 //! Live Kafka high watermarks, the other half of lag: a projector that stopped also stopped
 //! recording watermarks, so the read API asks the brokers itself, every 500 ms, for the
 //! topics of every known projector, and at once when the projector status names a topic it has
-//! not fetched yet. A partition that cannot be read keeps its last known watermark; the others
-//! are recorded anyway. It also remembers when each watermark was first seen, which dates the
+//! not fetched yet. A partition that cannot be read keeps its last known watermark for
+//! [`STALE_AFTER`]; the others are recorded anyway. After that its lag is unknown rather than
+//! claimed from an old watermark (a broker that stopped answering must not make a stuck
+//! projector look caught up). It also remembers when each watermark was first seen, which dates the
 //! oldest record a projector has not applied yet (lag in seconds). [`Watermarks::ready`] says
 //! whether one round over the topics of the first status snapshot is done (readiness).
 
@@ -16,6 +18,9 @@ use rdkafka::ClientConfig;
 
 use crate::status::{Snapshot, StatusBoard, TopicPartition, VersionStatus};
 
+/// How long a partition's last fetched watermark is trusted when fetching it fails.
+pub const STALE_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
 /// How many watermark changes are remembered per partition.
 const HISTORY: usize = 4096;
 
@@ -23,6 +28,8 @@ const HISTORY: usize = 4096;
 struct State {
     /// (low, high) per partition.
     ends: HashMap<TopicPartition, (i64, i64)>,
+    /// When each partition's watermarks were last fetched.
+    fetched: HashMap<TopicPartition, DateTime<Utc>>,
     /// (high, first seen) per partition, oldest first, highs increasing.
     seen: HashMap<TopicPartition, VecDeque<(i64, DateTime<Utc>)>>,
     fetched_at: Option<DateTime<Utc>>,
@@ -168,6 +175,9 @@ fn record(state: &Mutex<State>, ends: HashMap<TopicPartition, (i64, i64)>, now: 
             }
         }
     }
+    for tp in ends.keys() {
+        state.fetched.insert(tp.clone(), now);
+    }
     state.ends.extend(ends);
     state.fetched_at = Some(now);
 }
@@ -182,6 +192,13 @@ fn lag_of(state: &State, version: &VersionStatus, now: DateTime<Utc>) -> Option<
     for (tp, (low, high)) in &state.ends {
         if !version.topics.contains(&tp.0) {
             continue;
+        }
+        if state
+            .fetched
+            .get(tp)
+            .is_none_or(|fetched| now - *fetched > STALE_AFTER)
+        {
+            return None; // its watermark is too old to say how far behind the version is
         }
         let next = version.positions.get(tp).copied().unwrap_or(*low);
         lag.partitions.insert(tp.clone(), (next, *high));
@@ -241,6 +258,7 @@ mod tests {
             eta_seconds: None,
             progress_at: None,
             dead_lettered: 0,
+            declarative: None,
         };
         let now = t0 + chrono::Duration::seconds(10);
         let state = state.into_inner().unwrap();
@@ -252,5 +270,46 @@ mod tests {
         assert_eq!((lag.events, lag.seconds), (0, 0.0));
         version.topics.push("customers".into());
         assert!(lag_of(&state, &version, now).is_none());
+    }
+
+    #[test]
+    fn a_watermark_that_could_not_be_fetched_for_too_long_makes_the_lag_unknown() {
+        let t0 = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let state = Mutex::new(State::default());
+        let (p0, p1) = (("orders".to_string(), 0), ("orders".to_string(), 1));
+        record(
+            &state,
+            HashMap::from([(p0.clone(), (0, 5)), (p1.clone(), (0, 5))]),
+            t0,
+        );
+        // later rounds reach partition 0 only: partition 1's broker stopped answering
+        let later = t0 + STALE_AFTER + chrono::Duration::seconds(1);
+        record(&state, HashMap::from([(p0.clone(), (0, 5))]), later);
+        let version = crate::status::VersionStatus {
+            projector: "p".into(),
+            version: 1,
+            state: "live".into(),
+            sink: None,
+            topics: vec!["orders".into()],
+            read_models: vec![],
+            positions: BTreeMap::from([(p0, 5), (p1, 5)]),
+            updated_at: None,
+            events_done: None,
+            events_total: None,
+            eta_seconds: None,
+            progress_at: None,
+            dead_lettered: 0,
+        };
+        let state = state.into_inner().unwrap();
+        assert!(
+            lag_of(&state, &version, t0).is_some(),
+            "fresh watermarks give a lag"
+        );
+        assert!(
+            lag_of(&state, &version, later).is_none(),
+            "a lag of 0 from a stale watermark would over-claim freshness"
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
+use factline_schemas::declarative::DeclarativeConfig;
 use factline_schemas::Position;
 use serde_json::Value;
 
@@ -493,6 +494,10 @@ async fn projections_report_lag_that_grows_when_stopped_and_returns_to_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declarative_projections_get_read_endpoints_without_code() {
     let world = World::start(&[Projector::CustomerDirectory], |_| {}).await;
+    // served once the projector registered it (its table exists from then on)
+    world
+        .eventually("/views/customer_directory", |s, _| s == 200)
+        .await;
     let c = unique("c");
     let registered = world
         .command("RegisterCustomer", customer(&c, "Katherine Johnson"))
@@ -521,5 +526,207 @@ async fn declarative_projections_get_read_endpoints_without_code() {
     assert_eq!(status, 404);
     let (status, _, _) = world.get("/views/no_such_view/x").await;
     assert_eq!(status, 404);
+    world.stop().await;
+}
+
+/// The read API reads no projector file: it starts knowing no view, and a declarative view
+/// appears (in the routes and in the OpenAPI document) once its projector has registered its
+/// configuration in PostgreSQL, exactly as the projector parsed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declarative_view_is_served_once_its_projector_registered_it() {
+    let mut world = World::start(&[], |_| {}).await;
+    let (status, _, body) = world.get("/views/customer_directory/nobody").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _, openapi) = world.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let name_of =
+        |openapi: &Value| openapi["paths"]["/views/{name}"]["get"]["parameters"][0].clone();
+    assert!(
+        name_of(&openapi)["schema"].get("examples").is_none(),
+        "{openapi}"
+    );
+
+    world.start_projector(Projector::CustomerDirectory);
+    let c = unique("c");
+    let registered = world
+        .command("RegisterCustomer", customer(&c, "Dorothy Vaughan"))
+        .await;
+    world
+        .eventually("/views/customer_directory", |s, _| s != 404)
+        .await;
+    let (status, headers, body) = world
+        .get(&format!(
+            "/views/customer_directory/{c}?consistent_with={}",
+            registered["position"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "Dorothy Vaughan");
+    assert_eq!(
+        header(&headers, "factline-projection"),
+        "customer_directory/v1"
+    );
+    let (_, _, openapi) = world.get("/openapi.json").await;
+    assert_eq!(
+        name_of(&openapi)["schema"]["examples"],
+        serde_json::json!(["customer_directory"])
+    );
+    assert!(name_of(&openapi)["description"]
+        .as_str()
+        .unwrap()
+        .contains("key customer_id"));
+
+    // what PostgreSQL holds is the file, unchanged
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../projectors/config/customer_directory.toml"
+    );
+    let file = DeclarativeConfig::load(path).unwrap();
+    let (client, connection) = tokio_postgres::connect(&world.database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let recorded =
+        factline_projectors::bookkeeping::declarative_config(&client, "customer_directory", 1)
+            .await
+            .unwrap()
+            .expect("the projector recorded its configuration");
+    assert_eq!(recorded, file.to_json());
+    assert_eq!(DeclarativeConfig::from_json(recorded).unwrap(), file);
+    world.stop().await;
+}
+
+/// Every shape a declarative configuration can take (each value source, guard, filter value
+/// type, both sinks) comes back from a PostgreSQL `jsonb` column as it went in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declarative_configuration_round_trips_through_postgresql_unchanged() {
+    let configs = [
+        r#"
+name = "everything"
+version = 3
+topics = ["orders"]
+[[tables]]
+name = "things"
+primary_key = ["id", "part"]
+columns = { id = "text", part = "integer", n = "bigint", ok = "boolean", at = "timestamptz", doc = "jsonb", x = "double" }
+[[on]]
+event_type = "OrderPlaced"
+table = "things"
+action = "upsert"
+set = { id = "order_id", part = 1, n = { sum = "items[].quantity" }, ok = true, at = "@occurred_at", doc = { literal = "{}" }, x = 2.5 }
+newer = "at"
+row_equals = { ok = false }
+when = [{ field = "currency", equals = "EUR" }, { field = "n", equals = 3 }, { field = "f", equals = 1.0 }, { field = "d", equals = 2026-11-23T10:00:00Z }]
+[[on]]
+event_type = "OrderShipped"
+table = "things"
+action = "update"
+key = { id = "order_id", part = 1 }
+set = { at = "shipped_at" }
+older = "at"
+[[on]]
+event_type = "OrderCancelled"
+table = "things"
+action = "delete"
+key = { id = "order_id", part = 1 }
+"#,
+        include_str!("../../projectors/config/customer_search.toml"),
+        include_str!("../../projectors/config/customer_directory.toml"),
+    ];
+    let (client, connection) = tokio_postgres::connect(&env("DATABASE_URL"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    for text in configs {
+        let config = DeclarativeConfig::parse(text).unwrap();
+        let json = config.to_json();
+        let back: Value = client
+            .query_one("SELECT $1::jsonb", &[&json])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            DeclarativeConfig::from_json(back).unwrap(),
+            config,
+            "{text}"
+        );
+    }
+}
+
+/// A declarative view follows its projector's rebuild: while version 2 builds beside the live
+/// version 1 the view is version 1's; once version 2 has caught up and swapped, the view is
+/// served with version 2's configuration (here: one more column to filter on), with no restart
+/// of the read API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declarative_view_follows_its_projectors_rebuild_swap() {
+    let world = World::start(&[Projector::CustomerDirectory], |_| {}).await;
+    let c = unique("c");
+    let registered = world
+        .command("RegisterCustomer", customer(&c, "Mary Jackson"))
+        .await;
+    world
+        .eventually("/views/customer_directory", |s, _| s == 200)
+        .await;
+    let token = registered["position"].as_str().unwrap().to_owned();
+    let (status, _, body) = world
+        .get(&format!(
+            "/views/customer_directory?name_again=x&consistent_with={token}"
+        ))
+        .await;
+    assert_eq!(status, 400, "version 1 has no such column: {body}");
+    assert_eq!(body["parameter"], "name_again");
+
+    // version 2: the same model plus a column, built beside version 1, then swapped in
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../projectors/config/customer_directory.toml"
+    );
+    let mut v2 = DeclarativeConfig::load(path).unwrap();
+    v2.version = 2;
+    v2.tables[0].columns.insert(
+        "name_again".into(),
+        factline_schemas::declarative::ColumnType::Text,
+    );
+    let registers = v2
+        .on
+        .iter_mut()
+        .find(|m| m.event_type == "CustomerRegistered")
+        .unwrap();
+    registers.set.insert(
+        "name_again".into(),
+        factline_schemas::declarative::Source::Path("name".into()),
+    );
+    v2.validate().unwrap();
+    let mut config = factline_projectors::Config::new(
+        &env("KAFKA_BROKERS"),
+        &env("SCHEMA_REGISTRY_URL"),
+        &world.database_url,
+    );
+    config.topic_prefix = world.prefix.clone();
+    config.index_prefix = Some(world.prefix.clone());
+    config.batch_max_wait_ms = Some(20);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let rebuild = tokio::spawn(factline_projectors::run(
+        config,
+        factline_projectors::declarative::DeclarativeProjection::new(v2),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let (_, headers, body) = world
+        .eventually_with(
+            &format!("/views/customer_directory?name_again=Mary%20Jackson&consistent_with={token}"),
+            |status, headers, _| {
+                status == 200 && header(headers, "factline-projection") == "customer_directory/v2"
+            },
+        )
+        .await;
+    assert_fresh("/views/customer_directory", &headers);
+    assert_eq!(body["items"][0]["customer_id"], c.as_str(), "{body}");
+    assert_eq!(body["items"][0]["name_again"], "Mary Jackson", "{body}");
+
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), rebuild).await;
     world.stop().await;
 }

@@ -1,7 +1,7 @@
 //! The OpenAPI document matches the behaviour: `scripts/openapi-fuzz.sh` (schemathesis, every
 //! check) against the read-API binary started as `scripts/services.sh` starts it — the
-//! environment of `scripts/stack.sh env`, `READ_API_ADDR` on a free port and
-//! `READ_API_DECLARATIVE_DIR` — over read models that exist. The only additions are this
+//! environment of `scripts/stack.sh env` and `READ_API_ADDR` on a free port — over read models
+//! that exist. The only additions are this
 //! test's isolation: its own PostgreSQL schema (in `DATABASE_URL`) and topic/index prefix, kept
 //! by the projectors this test runs. Once without keys (as `make up` runs it: no security
 //! scheme), once with a key (the bearer scheme declared and enforced).
@@ -48,7 +48,6 @@ async fn start(world: &World, extra: &[(&str, &str)]) -> Binary {
     let mut command = Command::new(env!("CARGO_BIN_EXE_factline-read-api"));
     command
         .env("READ_API_ADDR", &addr)
-        .env("READ_API_DECLARATIVE_DIR", root().join("projectors/config"))
         .env("DATABASE_URL", &world.database_url)
         .env("READ_API_TOPIC_PREFIX", &world.prefix)
         .stdin(Stdio::null())

@@ -3,6 +3,13 @@
 //! Encoding auto-registers the embedded schema under `{topic}-{full name}`; decoding fetches the
 //! writer's schema by id and resolves the record to the embedded reader schema of its event type,
 //! so records written with an older or newer compatible schema read the same.
+//!
+//! A registry failure while fetching a writer schema (401, 403, 404, 5xx, timeouts, connection
+//! errors) may heal — a credential rotation, a proxy, a replica that has not seen a new id yet —
+//! so it is reported as transient and never cached: the converter caches non-retriable errors
+//! per schema id, and the decoder drops them at once, so the next attempt asks the registry
+//! again. Bytes that cannot be read whatever the registry says (no magic byte, truncated, a
+//! body the writer schema does not read) are permanent errors.
 
 use crate::avro_to_json::avro_to_json;
 use crate::catalog::Catalog;
@@ -36,9 +43,21 @@ pub enum CodecError {
     /// The bytes are not in the Confluent wire format.
     #[error("not in the confluent wire format: {0}")]
     NotWireFormat(String),
-    /// The registry does not know the schema id in the payload.
+    /// The registry does not know the schema id in the payload (404). Transient: a registry
+    /// replica may not have seen a new id yet.
     #[error("unknown schema id {0}")]
     UnknownSchemaId(u32),
+    /// The registry did not give the writer schema of an id (401, 403, 5xx, a timeout, no
+    /// connection, an answer that is not a schema): transient.
+    #[error("schema registry did not give schema id {schema_id} (status {status:?}): {message}")]
+    SchemaUnavailable {
+        /// The writer's schema id.
+        schema_id: u32,
+        /// The HTTP status, when there was one.
+        status: Option<u16>,
+        /// What went wrong.
+        message: String,
+    },
     /// The event type is not in the catalog (writer record name or requested event type).
     #[error("unknown event type {0}")]
     UnknownEventType(String),
@@ -61,10 +80,26 @@ pub enum CodecError {
 }
 
 impl CodecError {
-    /// Whether retrying the same operation later may succeed (registry unreachable or failing);
-    /// everything else is permanent (bad bytes, unknown schema id or event type, resolution).
+    /// Whether retrying the same operation later may succeed: the registry is unreachable or
+    /// failing, or could not give a writer schema; everything else is permanent (bad bytes, an
+    /// event type outside the catalog, resolution, a refused registration).
     pub fn is_transient(&self) -> bool {
-        matches!(self, CodecError::RegistryUnavailable(_))
+        matches!(
+            self,
+            CodecError::RegistryUnavailable(_)
+                | CodecError::UnknownSchemaId(_)
+                | CodecError::SchemaUnavailable { .. }
+        )
+    }
+
+    /// The writer's schema id the error is about, when known.
+    pub fn schema_id(&self) -> Option<u32> {
+        match self {
+            CodecError::UnknownSchemaId(id) => Some(*id),
+            CodecError::SchemaUnavailable { schema_id, .. }
+            | CodecError::Resolution { schema_id, .. } => Some(*schema_id),
+            _ => None,
+        }
     }
 }
 
@@ -189,16 +224,10 @@ impl EventCodec {
         let writer = match self.inner.decoder.get_schema(schema_id).await {
             Ok(writer) => writer,
             Err(e) => {
-                let error = match registry_error(&e) {
-                    CodecError::RegistryRefused {
-                        status: Some(404), ..
-                    } => CodecError::UnknownSchemaId(schema_id),
-                    other => other,
-                };
-                if error.is_transient() {
-                    self.inner.decoder.remove_errors_from_cache();
-                }
-                return Err(error);
+                // The converter caches a non-retriable failure for the id: drop it, so one bad
+                // answer never poisons the records that follow.
+                self.inner.decoder.remove_errors_from_cache();
+                return Err(schema_error(schema_id, &e));
             }
         };
         let full_name = writer
@@ -271,6 +300,24 @@ fn status_of(error: &SRCError) -> Option<u16> {
     rest.get(..3)?.parse().ok()
 }
 
+/// A failure to fetch the writer schema of `schema_id`: always transient (see the module doc).
+fn schema_error(schema_id: u32, error: &SRCError) -> CodecError {
+    let message = match &error.cause {
+        Some(cause) => format!("{}: {cause}", error.error),
+        None => error.error.clone(),
+    };
+    let status = status_of(error);
+    tracing::warn!(schema_id, ?status, error = %message, "schema registry did not give a writer schema");
+    match status {
+        Some(404) => CodecError::UnknownSchemaId(schema_id),
+        _ => CodecError::SchemaUnavailable {
+            schema_id,
+            status,
+            message,
+        },
+    }
+}
+
 fn registry_error(error: &SRCError) -> CodecError {
     let message = match &error.cause {
         Some(cause) => format!("{}: {cause}", error.error),
@@ -328,6 +375,34 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn every_failure_to_fetch_a_writer_schema_may_heal() {
+        for (status, text) in [
+            (401, "401 Unauthorized"),
+            (403, "403 Forbidden"),
+            (404, "404 Not Found"),
+            (500, "500 Internal Server Error"),
+        ] {
+            let error = SRCError::new(
+                &format!("HTTP request to schema registry failed with status {text}"),
+                None,
+                false,
+            );
+            let e = schema_error(7, &error);
+            assert!(e.is_transient(), "{status}: {e:?}");
+            assert_eq!(e.schema_id(), Some(7));
+        }
+        let garbage = SRCError::new("could not parse to RawRegisteredSchema", None, false);
+        assert!(schema_error(7, &garbage).is_transient());
+        assert_eq!(
+            schema_error(
+                7,
+                &SRCError::new("failed with status 404 Not Found", None, false)
+            ),
+            CodecError::UnknownSchemaId(7)
+        );
     }
 
     fn write(schema: &Schema, value: Value) -> Vec<u8> {

@@ -1,6 +1,8 @@
 //! factline's event contract: the Avro schemas and the command catalog embedded in the crate,
 //! JSON <-> Avro conversion with precise problems, the event envelope (Kafka headers), position
-//! tokens, and the Confluent wire format through a schema registry.
+//! tokens, the Confluent wire format through a schema registry, and the read-model side of the
+//! contract: how versioned read models are named ([`read_model`]) and the declarative read
+//! model a projector builds and the read API serves ([`declarative`]).
 //!
 //! ```
 //! use factline_schemas::Catalog;
@@ -14,12 +16,14 @@ mod avro_to_json;
 mod catalog;
 mod codec;
 mod command;
+pub mod declarative;
 mod derived;
 mod envelope;
 mod json_to_avro;
 mod names;
 mod position;
 mod problems;
+pub mod read_model;
 pub mod registry;
 mod rules;
 pub mod topics;

@@ -29,14 +29,6 @@ pub async fn run(b: &mut Bench) {
         ("READ_API_INDEX_PREFIX".into(), b.prefix("e")),
         // the end-to-end stage waits up to 30 s per tracked command (wait_ms=30000)
         ("READ_API_CONSISTENCY_TIMEOUT_MS".into(), "30000".into()),
-        (
-            "READ_API_DECLARATIVE_DIR".into(),
-            b.args
-                .repo_root
-                .join("projectors/config")
-                .display()
-                .to_string(),
-        ),
     ];
     let launch = Launch {
         name: "read-api",

@@ -61,6 +61,10 @@ impl Projection for DeclarativeProjection {
         self.config.tables.iter().map(|t| t.name.clone()).collect()
     }
 
+    fn declarative_config(&self) -> Option<&DeclarativeConfig> {
+        Some(&self.config)
+    }
+
     async fn apply(&self, tx: &Transaction<'_>, event: &Event) -> Result<(), ProjectionError> {
         let envelope = EnvelopeFields {
             event_id: event.envelope.event_id.to_string(),

@@ -180,6 +180,10 @@ impl SearchProjection for DeclarativeSearchProjection {
         self.config.topics.clone()
     }
 
+    fn declarative_config(&self) -> Option<&DeclarativeConfig> {
+        Some(&self.config)
+    }
+
     fn event_types(&self) -> Vec<String> {
         self.config.event_types()
     }

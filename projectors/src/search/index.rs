@@ -41,7 +41,7 @@ impl Indices {
 
     /// The concrete index of a base name in another version.
     pub fn index_of(&self, base: &str, version: u32) -> String {
-        format!("{}{base}_v{version}", self.prefix)
+        factline_schemas::read_model::versioned_index(&self.prefix, base, version)
     }
 
     /// The alias readers query: `{prefix}{main base}`.

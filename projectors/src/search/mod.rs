@@ -138,6 +138,13 @@ pub trait SearchProjection: Send + Sync + 'static {
         true
     }
 
+    /// The configuration of a declarative projection, recorded with this version at bootstrap
+    /// so the read API serves its view (`/views/...`); `None` (the default) for a projection in
+    /// code.
+    fn declarative_config(&self) -> Option<&factline_schemas::declarative::DeclarativeConfig> {
+        None
+    }
+
     /// The join from the read model to a side index, if any.
     fn join(&self) -> Option<Join> {
         None

@@ -801,7 +801,14 @@ impl<P: SearchProjection> Sink for SearchSink<P> {
         client: &mut Object,
         registration: &Registration,
     ) -> Result<Liveness, BootstrapError> {
-        let liveness = bookkeeping::bootstrap(client, registration, &[], &[]).await?;
+        let liveness = bookkeeping::bootstrap(
+            client,
+            registration,
+            &[],
+            &[],
+            self.projection.declarative_config(),
+        )
+        .await?;
         if matches!(liveness, Liveness::Superseded { .. }) {
             return Ok(liveness);
         }

@@ -48,5 +48,8 @@ pub async fn metrics() -> Response {
 
 /// The OpenAPI document.
 pub async fn openapi(State(state): State<AppState>) -> Json<Value> {
-    Json(crate::openapi::document(&state.config))
+    Json(crate::openapi::document(
+        &state.config,
+        &state.board.current().views,
+    ))
 }

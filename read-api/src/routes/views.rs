@@ -4,27 +4,44 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
-use factline_projectors::declarative::SinkKind;
+use axum::response::{IntoResponse, Response};
+use factline_schemas::declarative::SinkKind;
 use serde_json::{json, Value};
 
 use crate::cursor;
 use crate::error::ApiError;
 use crate::routes::search::page;
-use crate::routes::{parse, serve};
+use crate::routes::{parse, respond, serve};
 use crate::state::AppState;
 use crate::views::{Kind, View};
 
 /// A filter on a declared column: the column, its type and the checked value.
 type Filter = (String, Kind, Value);
 
-fn find(state: &AppState, name: &str) -> Result<View, ApiError> {
-    state
-        .views
-        .by_name
-        .get(name)
-        .cloned()
-        .ok_or_else(|| ApiError::NotFound(format!("view {name}")))
+/// The view called `name`, as the projectors registered it. Until the projector status has
+/// been read once, which views exist is not known: PostgreSQL's own answer decides (a `503`
+/// naming the limit it hit, like any read model while the database does not answer), else the
+/// status is read again before answering `404`.
+async fn find(state: &AppState, name: &str) -> Result<View, Response> {
+    let known = |state: &AppState| state.board.current().views.by_name.get(name).cloned();
+    if let Some(view) = known(state) {
+        return Ok(view);
+    }
+    if !state.board.loaded() {
+        if let Err(error) = state.db().await {
+            // the projector is not known either: the headers name the view (declarative views
+            // are usually named after their projector), with an unknown lag
+            return Err(match crate::freshness::ensure(state, name, None).await {
+                Ok(freshness) => respond(freshness, Err(error)),
+                Err(_) => error.into_response(),
+            });
+        }
+        state.board.refreshed(state.config.statement_timeout).await;
+        if let Some(view) = known(state) {
+            return Ok(view);
+        }
+    }
+    Err(ApiError::NotFound(format!("view {name}")).into_response())
 }
 
 /// One row or document by key.
@@ -35,7 +52,10 @@ pub async fn by_key(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path((name, key)) = path.map_err(|e| ApiError::bad("key", e.body_text()))?;
-    let view = find(&state, &name)?;
+    let view = match find(&state, &name).await {
+        Ok(view) => view,
+        Err(response) => return Ok(response),
+    };
     let key = crate::params::id("key", &key)?;
     if view.key.len() != 1 {
         return Err(ApiError::bad(
@@ -68,7 +88,10 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let name = crate::routes::segment("name", path)?;
-    let view = find(&state, &name)?;
+    let view = match find(&state, &name).await {
+        Ok(view) => view,
+        Err(response) => return Ok(response),
+    };
     let mut allowed: Vec<&str> = view.columns.iter().map(String::as_str).collect();
     allowed.extend(["limit", "cursor"]);
     let (params, wanted) = parse(&state, query.as_deref(), &headers, &allowed)?;

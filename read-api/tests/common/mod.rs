@@ -111,8 +111,6 @@ impl World {
         read_config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
         read_config.topic_prefix = prefix.clone();
         read_config.index_prefix = prefix.clone();
-        read_config.declarative_dir =
-            Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../projectors/config"));
         read_config.consistency_timeout = Duration::from_secs(20);
         configure(&mut read_config);
         let server = factline_read_api::Server::bind(read_config).await.unwrap();

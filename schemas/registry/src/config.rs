@@ -11,7 +11,14 @@ pub struct Config {
     pub database_url: String,
     /// PostgreSQL schema holding the registry's tables (`REGISTRY_DB_SCHEMA`, default `schema_registry`).
     pub db_schema: String,
+    /// The longest a request may spend on PostgreSQL (`REGISTRY_DB_TIMEOUT_MS`, default 5000):
+    /// waiting for a pooled connection, connecting, and each statement
+    /// (`statement_timeout`). A request past it answers 503 with `Retry-After`.
+    pub db_timeout_ms: u64,
 }
+
+/// The default of [`Config::db_timeout_ms`].
+pub const DEFAULT_DB_TIMEOUT_MS: u64 = 5000;
 
 /// A configuration value that is missing or malformed.
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +52,22 @@ impl Config {
             std::env::var("DATABASE_URL").map_err(|_| ConfigError::Missing("DATABASE_URL"))?;
         let db_schema =
             std::env::var("REGISTRY_DB_SCHEMA").unwrap_or_else(|_| "schema_registry".into());
+        let db_timeout_ms = match std::env::var("REGISTRY_DB_TIMEOUT_MS") {
+            Ok(v) => {
+                v.trim()
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| ConfigError::Invalid {
+                        name: "REGISTRY_DB_TIMEOUT_MS",
+                        reason: e.to_string(),
+                    })?
+            }
+            Err(_) => DEFAULT_DB_TIMEOUT_MS,
+        };
         let config = Config {
             listen_addr,
             database_url,
             db_schema,
+            db_timeout_ms,
         };
         config.validate()?;
         Ok(config)
@@ -67,6 +86,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 name: "REGISTRY_DB_SCHEMA",
                 reason: "must be a lowercase SQL identifier (a-z, 0-9, _)".into(),
+            });
+        }
+        if self.db_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                name: "REGISTRY_DB_TIMEOUT_MS",
+                reason: "must be at least 1".into(),
             });
         }
         Ok(())

@@ -42,9 +42,13 @@ pub enum RegistryError {
     /// 404 for an unknown route.
     #[error("HTTP 404 Not Found")]
     NoSuchRoute,
-    /// 50001: storage failed; details go to the log only.
+    /// 50001: storage failed; details go to the log only. 50002 with 503 and `Retry-After`
+    /// when the database did not answer in time or could not be reached.
     #[error("Error in the backend data store")]
     Storage(#[from] StorageError),
+    /// 50002 with 503 and `Retry-After`: the request ran out of its time on the database.
+    #[error("Operation timed out")]
+    TimedOut,
 }
 
 /// A PostgreSQL failure, kept out of client answers.
@@ -57,6 +61,26 @@ pub enum StorageError {
     #[error("connection pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
 }
+
+impl StorageError {
+    /// Whether the database was unreachable or too slow (worth retrying later), as opposed to
+    /// a failing statement.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StorageError::Pool(_) => true,
+            StorageError::Database(e) => match e.code() {
+                None => true, // I/O, closed connection, timeouts
+                Some(code) => {
+                    *code == tokio_postgres::error::SqlState::QUERY_CANCELED
+                        || matches!(&code.code()[..2], "08" | "53" | "57")
+                }
+            },
+        }
+    }
+}
+
+/// What a client is told to wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 impl From<tokio_postgres::Error> for RegistryError {
     fn from(e: tokio_postgres::Error) -> Self {
@@ -86,7 +110,11 @@ impl RegistryError {
             }
             RegistryError::BadRequest(_) => (StatusCode::BAD_REQUEST, 400),
             RegistryError::NoSuchRoute => (StatusCode::NOT_FOUND, 404),
+            RegistryError::Storage(e) if e.is_unavailable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, 50002)
+            }
             RegistryError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, 50001),
+            RegistryError::TimedOut => (StatusCode::SERVICE_UNAVAILABLE, 50002),
         }
     }
 }
@@ -96,8 +124,22 @@ impl IntoResponse for RegistryError {
         if let RegistryError::Storage(inner) = &self {
             tracing::error!(error = %inner, "storage failure");
         }
+        if let RegistryError::TimedOut = &self {
+            tracing::warn!("request timed out on the database");
+        }
         let (status, code) = self.codes();
-        let body = serde_json::json!({ "error_code": code, "message": self.to_string() });
-        crate::routes::json_response(status, body)
+        let message = match code {
+            50002 => "Operation timed out".to_owned(),
+            _ => self.to_string(),
+        };
+        let body = serde_json::json!({ "error_code": code, "message": message });
+        let mut response = crate::routes::json_response(status, body);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }

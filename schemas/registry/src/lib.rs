@@ -32,7 +32,12 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = Store::connect(&config.database_url, &config.db_schema).await?;
+    let store = Store::connect_with(
+        &config.database_url,
+        &config.db_schema,
+        std::time::Duration::from_millis(config.db_timeout_ms),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "schema registry listening");
     axum::serve(listener, app(store))
@@ -41,8 +46,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts a registry on 127.0.0.1 with an ephemeral port (for tests); returns its address
-/// and the task serving it. Aborting the task stops the server.
+/// Starts a registry on 127.0.0.1 with an ephemeral port (for tests), with the default
+/// timeouts; returns its address and the task serving it. Aborting the task stops the server.
 pub async fn spawn(
     database_url: &str,
     db_schema: &str,

@@ -48,7 +48,24 @@ pub fn router(store: Store) -> Router {
                 .delete(delete_subject_config),
         )
         .fallback(|| async { RegistryError::NoSuchRoute })
+        .layer(axum::middleware::from_fn_with_state(
+            store.timeout(),
+            deadline,
+        ))
         .with_state(store)
+}
+
+/// Bounds every request by the store's timeout: a database that does not answer gives a 503
+/// with `Retry-After`, never a hung request.
+async fn deadline(
+    State(limit): State<std::time::Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => RegistryError::TimedOut.into_response(),
+    }
 }
 
 /// A JSON answer with the registry's content type.

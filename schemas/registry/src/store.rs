@@ -6,7 +6,8 @@ use crate::canonical::canonical_json;
 use crate::compatibility::{self, Level};
 use crate::error::RegistryError;
 use apache_avro::Schema;
-use deadpool_postgres::{Manager, Pool};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::time::Duration;
 use tokio_postgres::NoTls;
 
 /// One registered version of a subject.
@@ -36,21 +37,58 @@ pub enum Visibility {
 pub struct Store {
     pool: Pool,
     schema: String,
+    timeout: Duration,
 }
 
 impl Store {
-    /// Connects and creates the tables if they are missing.
+    /// Connects and creates the tables if they are missing, with the default database timeout.
     pub async fn connect(database_url: &str, db_schema: &str) -> anyhow::Result<Store> {
-        let pg: tokio_postgres::Config = database_url.parse()?;
-        let pool = Pool::builder(Manager::new(pg, NoTls))
+        let timeout = Duration::from_millis(crate::config::DEFAULT_DB_TIMEOUT_MS);
+        Store::connect_with(database_url, db_schema, timeout).await
+    }
+
+    /// Connects with `timeout` bounding every wait on PostgreSQL: a pooled connection, a new
+    /// connection, a connection's check before reuse, each statement (`statement_timeout`),
+    /// and a whole request ([`Store::timeout`]). A connection that did not answer is checked
+    /// before it is used again and dropped if it still does not.
+    pub async fn connect_with(
+        database_url: &str,
+        db_schema: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Store> {
+        let mut pg: tokio_postgres::Config = database_url.parse()?;
+        let options = format!(
+            "{} -c statement_timeout={ms} -c lock_timeout={ms}",
+            pg.get_options().unwrap_or_default(),
+            ms = timeout.as_millis()
+        );
+        pg.options(options.trim_start()).connect_timeout(timeout);
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let pool = Pool::builder(manager)
             .max_size(16)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
             .build()?;
         let store = Store {
             pool,
             schema: db_schema.to_string(),
+            timeout,
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The longest one request may spend on the database.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     fn t(&self, table: &str) -> String {

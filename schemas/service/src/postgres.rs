@@ -64,7 +64,8 @@ pub fn pool(database_url: &str, settings: &PoolSettings) -> Result<Pool, PoolBui
         config.application_name(&settings.application_name);
     }
     if let Some(limit) = settings.statement_timeout {
-        config.options(format!("-c statement_timeout={}", limit.as_millis()));
+        let options = with_statement_timeout(config.get_options(), limit);
+        config.options(&options);
     }
     let tls = native_tls::TlsConnector::new().map_err(PoolBuildError::Tls)?;
     let manager = Manager::from_config(
@@ -84,9 +85,32 @@ pub fn pool(database_url: &str, settings: &PoolSettings) -> Result<Pool, PoolBui
         .map_err(PoolBuildError::Build)
 }
 
+/// `options` (the URL's own, e.g. `-csearch_path=s1`) with `statement_timeout` added, so
+/// the limit never replaces what the URL asks for.
+fn with_statement_timeout(options: Option<&str>, limit: Duration) -> String {
+    let setting = format!("-c statement_timeout={}", limit.as_millis());
+    match options {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing} {setting}"),
+        _ => setting,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_statement_timeout_joins_the_urls_options() {
+        let limit = Duration::from_millis(1500);
+        assert_eq!(
+            with_statement_timeout(None, limit),
+            "-c statement_timeout=1500"
+        );
+        assert_eq!(
+            with_statement_timeout(Some("-csearch_path=s1"), limit),
+            "-csearch_path=s1 -c statement_timeout=1500"
+        );
+    }
 
     #[test]
     fn a_malformed_url_is_an_error_naming_the_variable() {
