@@ -301,6 +301,7 @@ mod tests {
             eta_seconds: None,
             progress_at: None,
             dead_lettered: 0,
+            declarative: None,
         };
         let state = state.into_inner().unwrap();
         assert!(
