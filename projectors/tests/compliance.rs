@@ -267,8 +267,8 @@ async fn poison_records_are_dead_lettered_and_processing_goes_on() {
     let running = start(config, OrderSummaryProjection);
     wait_caught_up(
         &url,
-        order_summary::NAME,
-        order_summary::VERSION,
+        factline_projectors::projections::order_summary::NAME,
+        factline_projectors::projections::order_summary::VERSION,
         &fixture.ends_for(&OrderSummaryProjection),
     )
     .await;

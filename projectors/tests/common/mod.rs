@@ -4,7 +4,14 @@
 //! read-model dumps, sample events (`dataset`), Elasticsearch helpers (`search`) and a TCP
 //! proxy for outages (`proxy`). What is not projector-specific (the stack's environment,
 //! schemas, names, waits, child processes) comes from `factline-testkit`.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+// Each test file uses part of these helpers; the `compliance!` macro only where a harness runs.
+#![allow(
+    dead_code,
+    unused_macros,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 pub mod dataset;
 pub mod harness;
