@@ -344,9 +344,27 @@ pub async fn count(url: &str, query: &str) -> i64 {
     factline_testkit::postgres::count(url, query).await
 }
 
-/// Waits until the projector `name` has retried a batch at the sink stage at least once.
+/// Waits until the projector `name` has retried because its sink is unreachable: a batch at
+/// the sink stage, or its instance slot (membership), whose lock connection to PostgreSQL is
+/// often the first to notice a PostgreSQL outage (its `factline_projector_retries_total`
+/// counter for either stage exists in this process).
 pub async fn wait_for_sink_retry(name: &str) {
-    wait_for_retry(name, "sink").await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let metrics = factline_projectors::telemetry::prometheus().render();
+        if metrics.lines().any(|l| {
+            l.starts_with("factline_projector_retries_total")
+                && l.contains(&format!("projector=\"{name}\""))
+                && (l.contains("stage=\"sink\"") || l.contains("stage=\"membership\""))
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never retried at the sink:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until the projector `name` has retried at `stage` at least once (its
