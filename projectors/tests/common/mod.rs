@@ -346,43 +346,30 @@ pub async fn count(url: &str, query: &str) -> i64 {
 
 /// Waits until the projector `name` has retried because its sink is unreachable: a batch at
 /// the sink stage, or its instance slot (membership), whose lock connection to PostgreSQL is
-/// often the first to notice a PostgreSQL outage (its `factline_projector_retries_total`
-/// counter for either stage exists in this process).
+/// often the first to notice a PostgreSQL outage.
 pub async fn wait_for_sink_retry(name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let metrics = factline_projectors::telemetry::prometheus().render();
-        if metrics.lines().any(|l| {
-            l.starts_with("factline_projector_retries_total")
-                && l.contains(&format!("projector=\"{name}\""))
-                && (l.contains("stage=\"sink\"") || l.contains("stage=\"membership\""))
-        }) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never retried at the sink:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_retry_at(name, &["sink", "membership"]).await;
 }
 
 /// Waits until the projector `name` has retried at `stage` at least once (its
 /// `factline_projector_retries_total{stage}` counter exists in this process).
 pub async fn wait_for_retry(name: &str, stage: &str) {
-    let (projector, stage) = (
-        format!("projector=\"{name}\""),
-        format!("stage=\"{stage}\""),
-    );
+    wait_for_retry_at(name, &[stage]).await;
+}
+
+/// Waits until the projector `name` has retried at one of `stages`.
+async fn wait_for_retry_at(name: &str, stages: &[&str]) {
+    let projector = format!("projector=\"{name}\"");
+    let stages: Vec<String> = stages.iter().map(|s| format!("stage=\"{s}\"")).collect();
     factline_testkit::eventually(
-        &format!("{name} to retry at the {stage}"),
+        &format!("{name} to retry at {}", stages.join(" or ")),
         Duration::from_secs(120),
         || {
             let metrics = factline_projectors::telemetry::prometheus().render();
             let retried = metrics.lines().any(|l| {
                 l.starts_with("factline_projector_retries_total")
                     && l.contains(&projector)
-                    && l.contains(&stage)
+                    && stages.iter().any(|s| l.contains(s))
             });
             async move { retried.then_some(()) }
         },
