@@ -86,9 +86,25 @@ start() {
     echo "$n" >"$INSTANCES_FILE"
     local all name command health extra
     mapfile -t all < <(processes "$n")
+    # A further instance of a projector starts once the first holds partitions, as a rolling
+    # deploy would: on noida-db, two members joining one group at the same instant were seen
+    # to leave the group rebalancing with nobody assigned.
+    declare -A first_health=()
     for entry in "${all[@]}"; do
         IFS='|' read -r name command health extra <<<"$entry"
+        local base="${name%-[0-9]*}"
+        if [ "$base" = "$name" ]; then first_health[$name]="$health"; fi
         if alive "$name"; then continue; fi
+        if [ "$base" != "$name" ] && [ -n "${first_health[$base]:-}" ]; then
+            local wait_until=$((SECONDS + 60))
+            until curl -fsS "${first_health[$base]}" 2>/dev/null | grep -q '"partitions":\[[^]]'; do
+                if [ "$SECONDS" -ge "$wait_until" ]; then
+                    log "$base holds no partition yet; starting $name anyway"
+                    break
+                fi
+                sleep 0.3
+            done
+        fi
         log "starting $name"
         # shellcheck disable=SC2086
         env $extra setsid "$BIN/"$command >>"$LOGS/$name.log" 2>&1 </dev/null &
