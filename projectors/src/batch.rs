@@ -119,10 +119,12 @@ pub async fn commit<P: Projection>(
                 savepoint.commit().await?;
                 true
             }
-            Err(ProjectionError::Transient(message)) => return Err(TransientBatchError(message)),
-            Err(ProjectionError::Permanent(message)) => {
+            Err(e @ ProjectionError::Transient(_)) => {
+                return Err(TransientBatchError(crate::error::chain(&e)))
+            }
+            Err(e @ ProjectionError::Permanent(_)) => {
                 savepoint.rollback().await?;
-                tracing::debug!(%message, "batch rejected, applying event by event");
+                tracing::debug!(error = %crate::error::chain(&e), "batch rejected, applying event by event");
                 false
             }
         }
@@ -170,16 +172,16 @@ pub async fn commit<P: Projection>(
                             applied_ids.push(id);
                             outcome.applied += 1;
                         }
-                        Err(ProjectionError::Transient(message)) => {
-                            return Err(TransientBatchError(message));
+                        Err(e @ ProjectionError::Transient(_)) => {
+                            return Err(TransientBatchError(crate::error::chain(&e)))
                         }
-                        Err(ProjectionError::Permanent(message)) => {
+                        Err(e @ ProjectionError::Permanent(_)) => {
                             savepoint.rollback().await?;
                             // A rejected id is not recorded: a later copy is judged again.
                             seen.remove(&id);
                             letters.push(DeadLetter {
                                 record: item.record.clone(),
-                                error: format!("rejected by projection: {message}"),
+                                error: crate::error::chain(&e),
                             });
                         }
                     }

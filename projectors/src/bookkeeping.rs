@@ -344,7 +344,7 @@ where
     )
     .await?;
     create_views(&tx, version, views).await?;
-    switch().await.map_err(ProjectionError::Transient)?;
+    switch().await.map_err(ProjectionError::transient)?;
     tx.commit().await?;
     Ok(true)
 }

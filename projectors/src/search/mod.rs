@@ -41,7 +41,7 @@ impl IndexSpec {
     /// An index from its base name and the JSON text of its mapping file.
     pub fn new(base: &str, mapping_json: &str) -> Result<IndexSpec, ProjectionError> {
         let body = serde_json::from_str(mapping_json).map_err(|e| {
-            ProjectionError::Permanent(format!("mapping of {base} is not JSON: {e}"))
+            ProjectionError::permanent(format!("mapping of {base} is not JSON: {e}"))
         })?;
         Ok(IndexSpec {
             base: base.to_owned(),

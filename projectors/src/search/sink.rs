@@ -270,12 +270,12 @@ impl<P: SearchProjection> SearchSink<P> {
                     doc = None;
                     gone = Some(applied::bookkeeping(ids));
                 }
-                Err(ProjectionError::Permanent(message)) => {
-                    rejected.insert(i, format!("rejected by projection: {message}"));
+                Err(e @ ProjectionError::Permanent(_)) => {
+                    rejected.insert(i, crate::error::chain(&e));
                     continue;
                 }
-                Err(ProjectionError::Transient(message)) => {
-                    return Err(TransientBatchError(message))
+                Err(e @ ProjectionError::Transient(_)) => {
+                    return Err(TransientBatchError(crate::error::chain(&e)))
                 }
             }
             newly.push(i);
@@ -877,11 +877,11 @@ impl<P: SearchProjection> Sink for SearchSink<P> {
                                 targets.entry(r).or_default().push(i);
                             }
                         }
-                        Err(ProjectionError::Permanent(message)) => {
-                            rejected.insert(i, format!("rejected by projection: {message}"));
+                        Err(e @ ProjectionError::Permanent(_)) => {
+                            rejected.insert(i, crate::error::chain(&e));
                         }
-                        Err(ProjectionError::Transient(message)) => {
-                            return Err(TransientBatchError(message))
+                        Err(e @ ProjectionError::Transient(_)) => {
+                            return Err(TransientBatchError(crate::error::chain(&e)))
                         }
                     }
                 }
