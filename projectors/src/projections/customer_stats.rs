@@ -327,7 +327,7 @@ impl CustomerStatsProjection {
             .collect();
         let stats = aggregate(&orders);
         let value = serde_json::to_value(&stats.lifetime_value_cents)
-            .map_err(|e| ProjectionError::permanent(e))?;
+            .map_err(ProjectionError::permanent)?;
         tx.execute(
             &format!(
                 "UPDATE {table} SET order_count = $2, cancelled_count = $3, \
