@@ -16,7 +16,7 @@
 use deadpool_postgres::Object;
 use factline_schemas::declarative::DeclarativeConfig;
 
-use crate::error::{is_transient_pg, pg_message, ProjectionError};
+use crate::error::{is_transient_pg, pg_message};
 use crate::projection::Migration;
 
 /// The DDL of the runtime tables, idempotent.
@@ -290,28 +290,29 @@ pub async fn create_views(
 
 /// Makes `version` the live one if it is newer than the live version: marks the old one
 /// retired and swaps the views, in one transaction. Returns whether it swapped.
-pub async fn swap_live(
+pub async fn swap_live<E: From<tokio_postgres::Error>>(
     client: &mut Object,
     projector: &str,
     version: u32,
     views: &[String],
-) -> Result<bool, ProjectionError> {
+) -> Result<bool, E> {
     swap_live_with(client, projector, version, views, || async { Ok(()) }).await
 }
 
 /// [`swap_live`], running `switch` (e.g. an Elasticsearch alias swap) inside the transaction
 /// just before it commits: if `switch` fails nothing is swapped; if the process dies after
 /// `switch` but before the commit, the next attempt runs `switch` again (it must be idempotent).
-pub async fn swap_live_with<F, Fut>(
+pub async fn swap_live_with<F, Fut, E>(
     client: &mut Object,
     projector: &str,
     version: u32,
     views: &[String],
     switch: F,
-) -> Result<bool, ProjectionError>
+) -> Result<bool, E>
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: From<tokio_postgres::Error>,
 {
     let version_i = version as i32;
     let tx = client.transaction().await?;
@@ -344,7 +345,7 @@ where
     )
     .await?;
     create_views(&tx, version, views).await?;
-    switch().await.map_err(ProjectionError::transient)?;
+    switch().await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -6,13 +6,12 @@
 //! read-model change, the applied event ids and the positions, seeking to the stored positions
 //! on every assignment, dead-lettering, retries, metrics, health and graceful shutdown.
 //! A search projection ([`search::SearchProjection`]) keeps Elasticsearch documents instead and
-//! runs with [`run_search`]; both go through the same loop over a [`sink::Sink`].
+//! runs with [`run_search`]; both go through the same loop over a [`runtime::sink::Sink`].
 //!
 //! Sample projections live in [`projections`]; [`declarative`] runs a projection described in a
 //! TOML file.
 
 pub mod backoff;
-pub mod batch;
 pub mod bookkeeping;
 pub mod config;
 pub mod consumer;
@@ -23,13 +22,14 @@ pub mod error;
 pub mod http;
 pub mod membership;
 pub mod positions;
+pub mod postgres;
 pub mod progress;
 pub mod projection;
 pub mod projections;
 pub mod record;
 pub mod runner;
+pub mod runtime;
 pub mod search;
-pub mod sink;
 pub mod telemetry;
 
 pub use config::{Config, ConfigError};

@@ -20,20 +20,22 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::backoff::Backoff;
-use crate::batch::{Item, Outcome};
 use crate::bookkeeping::{self, BootstrapError, Liveness, Registration};
 use crate::config::Config;
 use crate::consumer::{self, ProjectorConsumer, ProjectorContext, SharedState};
 use crate::dead_letter::DeadLetterWriter;
 use crate::decode::{decode, RegistryRetry};
-use crate::error::RunError;
+use crate::error::{chain, RunError};
 use crate::http::{self, Health, SharedHealth};
 use crate::membership::{self, Claim, MembershipError};
 use crate::positions::{self, TopicPartition};
+use crate::postgres::PostgresSink;
 use crate::progress::{self, Estimator};
 use crate::projection::Projection;
 use crate::record::Record;
-use crate::sink::{PostgresSink, Sink};
+use crate::runtime::commit::{self, BatchError};
+use crate::runtime::sink::Sink;
+use crate::runtime::triage::{Item, Outcome};
 use crate::telemetry::Metrics;
 
 /// Runs `projection` until `shutdown` resolves: bootstraps the sink (runtime tables,
@@ -58,8 +60,8 @@ where
     config.validate()?;
     let span = tracing::info_span!(
         "projector",
-        projector = %sink.name(),
-        version = sink.version()
+        projector = %sink.spec().name,
+        version = sink.spec().version
     );
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
@@ -98,8 +100,8 @@ async fn run_inner<K: Sink>(
     sink: K,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
-    let name = sink.name().to_owned();
-    let version = sink.version();
+    let name = sink.spec().name.clone();
+    let version = sink.spec().version;
     let health: SharedHealth = Arc::new(Mutex::new(Health {
         projector: name.clone(),
         version,
@@ -150,13 +152,13 @@ async fn run_inner<K: Sink>(
 
     let metrics = Metrics::new(&name, version);
     let mut backoff = backoff_for(&config);
-    let topics: Vec<String> = sink.topics().iter().map(|t| config.topic(t)).collect();
+    let topics: Vec<String> = sink.spec().topics.iter().map(|t| config.topic(t)).collect();
     let registration = Registration {
         projector: name.clone(),
         version,
-        sink: sink.kind(),
+        sink: sink.spec().kind,
         topics: topics.clone(),
-        read_models: sink.read_models(),
+        read_models: sink.spec().read_models.clone(),
     };
     let liveness = loop {
         let attempt = async {
@@ -218,7 +220,7 @@ async fn run_inner<K: Sink>(
     };
     http::update(&health, |h| h.instance_id = member.instance_id.clone());
 
-    let wanted = sink.event_types().into_iter().collect();
+    let wanted = sink.spec().event_types.iter().cloned().collect();
     let mut runner = Runner {
         codec: EventCodec::new(&config.schema_registry_url),
         registry_retry: RegistryRetry::new(Duration::from_millis(config.registry_retry_ms)),
@@ -456,7 +458,9 @@ impl<K: Sink> Runner<K> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut recv_backoff = backoff_for(&self.config);
-        let batch_wait = self.config.batch_max_wait(self.sink.default_batch_wait());
+        let batch_wait = self
+            .config
+            .batch_max_wait(self.sink.spec().default_batch_wait);
         let consumer = self.consumer.clone();
         let mut stop = self.stop.clone();
         loop {
@@ -593,7 +597,9 @@ impl<K: Sink> Runner<K> {
                     self.committed(&records, &outcome, started.elapsed());
                     return true;
                 }
-                Err((stage, error)) => {
+                Err(error) => {
+                    let stage = error.stage();
+                    let error = chain(&error);
                     self.metrics.retry(stage);
                     http::update(&self.health, |h| {
                         h.state = "retrying";
@@ -614,23 +620,25 @@ impl<K: Sink> Runner<K> {
         }
     }
 
-    async fn try_flush(&self, records: &[Record]) -> Result<Outcome, (&'static str, String)> {
+    async fn try_flush(&self, records: &[Record]) -> Result<Outcome, BatchError> {
         let mut items = Vec::with_capacity(records.len());
         for record in records {
-            let decoded = decode(&self.codec, &self.wanted, record, &self.registry_retry)
-                .await
-                .map_err(|e| ("decode", e.to_string()))?;
+            let decoded = decode(&self.codec, &self.wanted, record, &self.registry_retry).await?;
             items.push(Item {
                 record: record.clone(),
                 decoded,
             });
         }
-        let mut client = self.pool.get().await.map_err(|e| ("sink", e.to_string()))?;
+        let mut client = self.pool.get().await?;
         let high_watermarks = self.state.lock().high_watermarks.clone();
-        self.sink
-            .commit(&mut client, &self.dead_letters, &items, &high_watermarks)
-            .await
-            .map_err(|e| ("sink", e.to_string()))
+        commit::commit(
+            &self.sink,
+            &mut client,
+            &self.dead_letters,
+            &items,
+            &high_watermarks,
+        )
+        .await
     }
 
     fn committed(&mut self, records: &[Record], outcome: &Outcome, took: Duration) {
@@ -778,7 +786,8 @@ impl<K: Sink> Runner<K> {
         let consumer = self.consumer.clone();
         let topics: Vec<String> = self
             .sink
-            .topics()
+            .spec()
+            .topics
             .iter()
             .map(|t| self.config.topic(t))
             .collect();
@@ -829,7 +838,9 @@ impl<K: Sink> Runner<K> {
                 self.liveness = Liveness::Live;
                 self.metrics.rebuilding(false);
             }
-            Err(error) => tracing::warn!(%error, "read model swap failed, will retry"),
+            Err(error) => {
+                tracing::warn!(error = %chain(&error), "read model swap failed, will retry")
+            }
         }
     }
 }

@@ -1,90 +1,33 @@
-//! The seam between the shared consume loop and a read-model store: [`Sink`], implemented by
-//! [`PostgresSink`] (a [`Projection`] applied in one PostgreSQL transaction per batch) and by
-//! [`crate::search::SearchSink`] (Elasticsearch documents, positions in PostgreSQL).
-//!
-//! The runner owns everything else: consumer, rebalances, batching, decoding, retries with
-//! backoff, dead-letter producer, metrics, health, progress and shutdown. Positions always live
-//! in PostgreSQL (`factline_projector_positions`), whatever the sink, so the read API reads
-//! every projector's position in one place.
+//! The PostgreSQL sink: [`PostgresSink`] applies a [`Projection`] inside the runtime's batch
+//! transaction, so the read-model change, the applied event ids, the dead-letter rows and the
+//! positions commit together.
 
-use std::collections::HashMap;
-use std::future::Future;
+mod apply;
+
 use std::time::Duration;
 
 use deadpool_postgres::Object;
+use tokio_postgres::Transaction;
 
-use crate::batch::{self, Item, Outcome, TransientBatchError};
 use crate::bookkeeping::{self, BootstrapError, Liveness, Registration};
 use crate::config::Config;
-use crate::dead_letter::DeadLetterWriter;
-use crate::positions::TopicPartition;
+use crate::error::ProjectionError;
 use crate::projection::Projection;
+use crate::runtime::sink::{Applied, Batch, Sink, SinkSpec};
 
-/// A read-model store the runner commits decoded batches to.
-pub trait Sink: Send + Sync + 'static {
-    /// `postgres` or `elasticsearch` (recorded in `factline_projector_rebuilds.sink`).
-    fn kind(&self) -> &'static str;
-
-    /// The projector name (consumer group, checkpoint key, metrics label).
-    fn name(&self) -> &str;
-
-    /// The read model's version.
-    fn version(&self) -> u32;
-
-    /// The topics consumed, without prefix.
-    fn topics(&self) -> Vec<String>;
-
-    /// The event types applied.
-    fn event_types(&self) -> Vec<String>;
-
-    /// The names readers query: PostgreSQL views or Elasticsearch aliases (with prefix).
-    fn read_models(&self) -> Vec<String>;
-
-    /// How long a batch waits for more records unless `PROJECTOR_BATCH_MAX_WAIT_MS` says.
-    fn default_batch_wait(&self) -> Duration;
-
-    /// Prepares the store and registers this version (`factline_projector_rebuilds`); returns
-    /// whether it serves the read models. Retried with backoff on a transient error.
-    fn bootstrap(
-        &self,
-        client: &mut Object,
-        registration: &Registration,
-    ) -> impl Future<Output = Result<Liveness, BootstrapError>> + Send;
-
-    /// Applies a batch and stores its positions (and dead-letter rows) only once the read
-    /// model holds the batch. On error the runner retries the same batch with backoff, so a
-    /// commit must be safe to repeat.
-    fn commit(
-        &self,
-        client: &mut Object,
-        dead_letters: &DeadLetterWriter,
-        items: &[Item],
-        high_watermarks: &HashMap<TopicPartition, i64>,
-    ) -> impl Future<Output = Result<Outcome, TransientBatchError>> + Send;
-
-    /// Makes this caught-up version the live one (atomically for readers) and retires
-    /// `previous`. Returns whether it swapped (false: a newer version is live already).
-    fn swap(
-        &self,
-        client: &mut Object,
-        previous: u32,
-    ) -> impl Future<Output = Result<bool, String>> + Send;
-
-    /// Whether a version retired by a newer one stops consuming (its storage is dropped).
-    /// PostgreSQL keeps retired tables up to date; Elasticsearch drops the retired indices.
-    fn stops_when_retired(&self) -> bool {
-        false
-    }
-
-    /// Called once when this version finds itself retired and stops: clean up its storage.
-    fn retired(&self) -> impl Future<Output = ()> + Send {
-        async {}
-    }
+/// A batch of the PostgreSQL sink failed for a reason worth retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresSinkError {
+    /// A statement of the sink's own (applied ids, savepoints, the swap) failed.
+    #[error("postgresql failed")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The projection failed transiently.
+    #[error(transparent)]
+    Projection(ProjectionError),
 }
 
-/// A [`Projection`] writing to PostgreSQL: migrations and views at bootstrap, one transaction
-/// per batch holding the read-model change, the applied event ids, the dead-letter rows and the
-/// positions.
+/// A [`Projection`] writing to PostgreSQL: migrations and views at bootstrap, its changes and
+/// the applied event ids in the runtime's batch transaction.
 ///
 /// # The dedupe window
 ///
@@ -107,6 +50,7 @@ pub trait Sink: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct PostgresSink<P> {
     projection: P,
+    spec: SinkSpec,
     dedupe_window: Duration,
     prune: std::sync::Mutex<PruneState>,
 }
@@ -124,8 +68,20 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 impl<P: Projection> PostgresSink<P> {
     /// Wraps a projection.
     pub fn new(projection: P, config: &Config) -> PostgresSink<P> {
+        let spec = SinkSpec {
+            kind: "postgres",
+            name: projection.name().to_owned(),
+            version: projection.version(),
+            topics: projection.topics(),
+            event_types: projection.event_types(),
+            read_models: projection.views(),
+            // short: a PostgreSQL commit is cheap, and the wait is most of a quiet stream's
+            // latency
+            default_batch_wait: Duration::from_millis(10),
+        };
         PostgresSink {
             projection,
+            spec,
             dedupe_window: Duration::from_secs(config.dedupe_window_secs),
             prune: std::sync::Mutex::new(PruneState {
                 next_at: std::time::Instant::now(),
@@ -133,66 +89,13 @@ impl<P: Projection> PostgresSink<P> {
             }),
         }
     }
-
-    /// Prunes applied ids older than the window if a prune is due. A failure is logged only:
-    /// the batch is committed already, and the next prune tries again.
-    async fn prune_if_due(&self, client: &Object) {
-        let now = std::time::Instant::now();
-        let due = self
-            .prune
-            .lock()
-            .map(|state| state.backlog || now >= state.next_at)
-            .unwrap_or(true);
-        if !due {
-            return;
-        }
-        let projector = self.projection.name();
-        let result = bookkeeping::prune_applied(&***client, projector, self.dedupe_window).await;
-        let backlog = match result {
-            Ok(backlog) => backlog,
-            Err(error) => {
-                tracing::warn!(projector, error = %crate::error::pg_message(&error),
-                    "cannot prune applied ids");
-                false
-            }
-        };
-        if let Ok(mut state) = self.prune.lock() {
-            *state = PruneState {
-                next_at: now + PRUNE_INTERVAL,
-                backlog,
-            };
-        }
-    }
 }
 
 impl<P: Projection> Sink for PostgresSink<P> {
-    fn kind(&self) -> &'static str {
-        "postgres"
-    }
+    type Error = PostgresSinkError;
 
-    /// Short: a PostgreSQL commit is cheap, and the wait is most of a quiet stream's latency.
-    fn default_batch_wait(&self) -> Duration {
-        Duration::from_millis(10)
-    }
-
-    fn name(&self) -> &str {
-        self.projection.name()
-    }
-
-    fn version(&self) -> u32 {
-        self.projection.version()
-    }
-
-    fn topics(&self) -> Vec<String> {
-        self.projection.topics()
-    }
-
-    fn event_types(&self) -> Vec<String> {
-        self.projection.event_types()
-    }
-
-    fn read_models(&self) -> Vec<String> {
-        self.projection.views()
+    fn spec(&self) -> &SinkSpec {
+        &self.spec
     }
 
     async fn bootstrap(
@@ -210,33 +113,51 @@ impl<P: Projection> Sink for PostgresSink<P> {
         .await
     }
 
-    async fn commit(
+    async fn apply(
         &self,
-        client: &mut Object,
-        dead_letters: &DeadLetterWriter,
-        items: &[Item],
-        high_watermarks: &HashMap<TopicPartition, i64>,
-    ) -> Result<Outcome, TransientBatchError> {
-        let outcome = batch::commit(
-            &self.projection,
-            dead_letters,
-            client,
-            items,
-            high_watermarks,
-        )
-        .await?;
-        self.prune_if_due(client).await;
-        Ok(outcome)
+        tx: &mut Transaction<'_>,
+        batch: &Batch<'_>,
+    ) -> Result<Applied, PostgresSinkError> {
+        apply::apply(&self.projection, tx, batch.events()).await
     }
 
-    async fn swap(&self, client: &mut Object, _previous: u32) -> Result<bool, String> {
+    /// Prunes applied ids older than the window if a prune is due. A failure is logged only:
+    /// the batch is committed already, and the next prune tries again.
+    async fn committed(&self, client: &Object) {
+        let now = std::time::Instant::now();
+        let due = self
+            .prune
+            .lock()
+            .map(|state| state.backlog || now >= state.next_at)
+            .unwrap_or(true);
+        if !due {
+            return;
+        }
+        let projector = self.spec.name.as_str();
+        let result = bookkeeping::prune_applied(&***client, projector, self.dedupe_window).await;
+        let backlog = match result {
+            Ok(backlog) => backlog,
+            Err(error) => {
+                tracing::warn!(projector, error = %crate::error::pg_message(&error),
+                    "cannot prune applied ids");
+                false
+            }
+        };
+        if let Ok(mut state) = self.prune.lock() {
+            *state = PruneState {
+                next_at: now + PRUNE_INTERVAL,
+                backlog,
+            };
+        }
+    }
+
+    async fn swap(&self, client: &mut Object, _previous: u32) -> Result<bool, PostgresSinkError> {
         bookkeeping::swap_live(
             client,
-            self.projection.name(),
-            self.projection.version(),
+            &self.spec.name,
+            self.spec.version,
             &self.projection.views(),
         )
         .await
-        .map_err(|e| e.to_string())
     }
 }

@@ -38,19 +38,17 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
 use serde_json::{json, Value};
+use tokio_postgres::Transaction;
 
 use super::applied;
 use super::client::{splittable_status, BulkOp, EsClient, EsError, ItemResult, Stored};
 use super::index::{tombstone_id, Indices};
 use super::{DocRef, Join, SearchProjection};
-use crate::batch::{Item, Outcome, TransientBatchError};
 use crate::bookkeeping::{self, BootstrapError, Liveness, Registration};
 use crate::config::{Config, ConfigError};
-use crate::dead_letter::{self, DeadLetter, DeadLetterWriter};
-use crate::decode::Decoded;
-use crate::error::ProjectionError;
-use crate::positions::{self, Advance, TopicPartition};
-use crate::sink::Sink;
+use crate::error::{Cause, ProjectionError};
+use crate::projection::Event;
+use crate::runtime::sink::{Applied, Batch, Rejected, Sink, SinkSpec};
 
 /// Rounds of re-reading after conflicts before the batch is failed (and retried later).
 const MAX_ROUNDS: usize = 50;
@@ -84,12 +82,56 @@ struct Planned {
 #[derive(Debug, Clone)]
 pub struct SearchSink<P> {
     projection: P,
+    spec: SinkSpec,
     client: EsClient,
     indices: Indices,
 }
 
-fn transient(e: EsError) -> TransientBatchError {
-    TransientBatchError(e.to_string())
+/// A batch of the search sink failed for a reason worth retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchSinkError {
+    /// Elasticsearch is unavailable or refused a request as a whole.
+    #[error(transparent)]
+    Elasticsearch(#[from] EsError),
+    /// PostgreSQL failed (the swap).
+    #[error("postgresql failed")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The projection failed transiently.
+    #[error(transparent)]
+    Projection(ProjectionError),
+    /// Conflicting writers kept changing documents for [`MAX_ROUNDS`] rounds.
+    #[error("{documents} documents kept changing under concurrent writers")]
+    KeptChanging {
+        /// How many were still pending.
+        documents: usize,
+    },
+    /// One write of a `_bulk` request failed transiently (429, 5xx).
+    #[error("{action} {index}/{id} failed: {message}")]
+    Item {
+        /// What was written: `writing`, `writing the tombstone of`, `enriching`.
+        action: &'static str,
+        /// The index's base name.
+        index: String,
+        /// The document id.
+        id: String,
+        /// What Elasticsearch said.
+        message: String,
+    },
+    /// Elasticsearch answered fewer `_bulk` items than operations sent.
+    #[error("_bulk answered too few items")]
+    ShortBulk,
+}
+
+/// A document Elasticsearch refused for good: its event is dead-lettered.
+#[derive(Debug, thiserror::Error)]
+#[error("elasticsearch rejected document {index}/{id}: {message}")]
+pub struct DocumentRejected {
+    /// The index's base name.
+    pub index: String,
+    /// The document id.
+    pub id: String,
+    /// What Elasticsearch said.
+    pub message: String,
 }
 
 /// A document Elasticsearch refused: the event is dead-lettered if it was the only one
@@ -98,7 +140,7 @@ fn refused(
     doc_ref: &DocRef,
     applied: &[usize],
     message: &str,
-    rejected: &mut HashMap<usize, String>,
+    rejected: &mut BTreeMap<usize, Cause>,
     careful: &mut HashSet<DocRef>,
 ) {
     if let [only] = applied {
@@ -106,10 +148,11 @@ fn refused(
             "document rejected by elasticsearch");
         rejected.insert(
             *only,
-            format!(
-                "elasticsearch rejected document {}/{}: {message}",
-                doc_ref.index, doc_ref.id
-            ),
+            Box::new(DocumentRejected {
+                index: doc_ref.index.clone(),
+                id: doc_ref.id.clone(),
+                message: message.to_owned(),
+            }),
         );
     } else {
         careful.insert(doc_ref.clone());
@@ -139,8 +182,19 @@ impl<P: SearchProjection> SearchSink<P> {
                 reason: format!("search projection {} declares no index", projection.name()),
             });
         }
+        let spec = SinkSpec {
+            kind: "elasticsearch",
+            name: projection.name().to_owned(),
+            version: projection.version(),
+            topics: projection.topics(),
+            event_types: projection.event_types(),
+            read_models: vec![indices.alias()],
+            // longer: every batch ends in an index refresh, which is costly when frequent
+            default_batch_wait: Duration::from_millis(100),
+        };
         Ok(SearchSink {
             projection,
+            spec,
             client,
             indices,
         })
@@ -156,25 +210,25 @@ impl<P: SearchProjection> SearchSink<P> {
         &self.client
     }
 
-    async fn mget(&self, refs: &[DocRef]) -> Result<Vec<Option<Stored>>, TransientBatchError> {
+    async fn mget(&self, refs: &[DocRef]) -> Result<Vec<Option<Stored>>, SearchSinkError> {
         let docs: Vec<(String, String)> = refs
             .iter()
             .map(|r| (self.indices.index(&r.index), r.id.clone()))
             .collect();
-        self.client.mget(&docs).await.map_err(transient)
+        Ok(self.client.mget(&docs).await?)
     }
 
     /// The tombstones of these documents, where there are some.
     async fn tombstones(
         &self,
         refs: &[DocRef],
-    ) -> Result<HashMap<DocRef, Stored>, TransientBatchError> {
+    ) -> Result<HashMap<DocRef, Stored>, SearchSinkError> {
         let index = self.indices.tombstones();
         let docs: Vec<(String, String)> = refs
             .iter()
             .map(|r| (index.clone(), tombstone_id(&r.index, &r.id)))
             .collect();
-        let found = self.client.mget(&docs).await.map_err(transient)?;
+        let found = self.client.mget(&docs).await?;
         Ok(refs
             .iter()
             .cloned()
@@ -184,7 +238,7 @@ impl<P: SearchProjection> SearchSink<P> {
     }
 
     /// Sends operations in bounded `_bulk` requests; one result per operation, in order.
-    async fn bulk(&self, ops: &[BulkOp]) -> Result<Vec<ItemResult>, TransientBatchError> {
+    async fn bulk(&self, ops: &[BulkOp]) -> Result<Vec<ItemResult>, SearchSinkError> {
         let mut results = Vec::with_capacity(ops.len());
         for chunk in ops.chunks(BULK_MAX_OPS) {
             results.extend(self.bulk_split(chunk).await?);
@@ -200,8 +254,7 @@ impl<P: SearchProjection> SearchSink<P> {
     fn bulk_split<'a>(
         &'a self,
         ops: &'a [BulkOp],
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<ItemResult>, TransientBatchError>> + Send + 'a>>
-    {
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<ItemResult>, SearchSinkError>> + Send + 'a>> {
         Box::pin(async move {
             match self.client.bulk(ops).await {
                 Ok(results) => Ok(results),
@@ -218,7 +271,7 @@ impl<P: SearchProjection> SearchSink<P> {
                 Err(EsError::BulkRejected { status, message }) if splittable_status(status) => {
                     Ok(vec![ItemResult::Permanent(message)])
                 }
-                Err(e) => Err(transient(e)),
+                Err(e) => Err(e.into()),
             }
         })
     }
@@ -233,24 +286,22 @@ impl<P: SearchProjection> SearchSink<P> {
         doc_ref: DocRef,
         stored: Option<Stored>,
         tombstone: Option<&Value>,
-        events: &[usize],
-        items: &[Item],
-        rejected: &mut HashMap<usize, String>,
+        indices: &[usize],
+        events: &[&Event],
+        rejected: &mut BTreeMap<usize, Cause>,
         careful: bool,
-    ) -> Result<Computed, TransientBatchError> {
+    ) -> Result<Computed, SearchSinkError> {
         let mut doc = stored.as_ref().map(|s| s.source.clone());
         let mut gone = match doc {
             Some(_) => None,
             None => tombstone.and_then(applied::of).cloned(),
         };
         let mut newly = Vec::new();
-        for &i in events {
+        for &i in indices {
             if rejected.contains_key(&i) {
                 continue;
             }
-            let Decoded::Event(event) = &items[i].decoded else {
-                continue;
-            };
+            let event = events[i];
             let id = event.envelope.event_id.to_string();
             let memory = match &doc {
                 Some(d) => applied::of(d),
@@ -271,11 +322,11 @@ impl<P: SearchProjection> SearchSink<P> {
                     gone = Some(applied::bookkeeping(ids));
                 }
                 Err(e @ ProjectionError::Permanent(_)) => {
-                    rejected.insert(i, crate::error::chain(&e));
+                    rejected.insert(i, Box::new(e));
                     continue;
                 }
                 Err(e @ ProjectionError::Transient(_)) => {
-                    return Err(TransientBatchError(crate::error::chain(&e)))
+                    return Err(SearchSinkError::Projection(e))
                 }
             }
             newly.push(i);
@@ -360,11 +411,11 @@ impl<P: SearchProjection> SearchSink<P> {
     async fn write(
         &self,
         targets: &BTreeMap<DocRef, Vec<usize>>,
-        items: &[Item],
-        rejected: &mut HashMap<usize, String>,
+        events: &[&Event],
+        rejected: &mut BTreeMap<usize, Cause>,
         newly: &mut HashSet<usize>,
         main_written: &mut bool,
-    ) -> Result<BTreeMap<DocRef, Option<Stored>>, TransientBatchError> {
+    ) -> Result<BTreeMap<DocRef, Option<Stored>>, SearchSinkError> {
         let mut pending: BTreeSet<DocRef> = targets.keys().cloned().collect();
         let mut careful: HashSet<DocRef> = HashSet::new();
         let mut finals = BTreeMap::new();
@@ -372,10 +423,9 @@ impl<P: SearchProjection> SearchSink<P> {
         while !pending.is_empty() {
             round += 1;
             if round > MAX_ROUNDS {
-                return Err(TransientBatchError(format!(
-                    "{} documents kept changing under concurrent writers",
-                    pending.len()
-                )));
+                return Err(SearchSinkError::KeptChanging {
+                    documents: pending.len(),
+                });
             }
             let refs: Vec<DocRef> = pending.iter().cloned().collect();
             let current = self.mget(&refs).await?;
@@ -394,13 +444,13 @@ impl<P: SearchProjection> SearchSink<P> {
             for (doc_ref, stored) in refs.into_iter().zip(current) {
                 let tombstone = tombstones.get(&doc_ref).map(|t| &t.source);
                 let careful_now = careful.contains(&doc_ref);
-                let events = &targets[&doc_ref];
+                let indices = &targets[&doc_ref];
                 computed.push(self.fold(
                     doc_ref,
                     stored,
                     tombstone,
+                    indices,
                     events,
-                    items,
                     rejected,
                     careful_now,
                 )?);
@@ -437,10 +487,12 @@ impl<P: SearchProjection> SearchSink<P> {
                         blocked.insert(plan.doc_ref.clone());
                     }
                     Some(ItemResult::Transient(message)) => {
-                        return Err(TransientBatchError(format!(
-                            "writing the tombstone of {}/{}: {message}",
-                            plan.doc_ref.index, plan.doc_ref.id
-                        )))
+                        return Err(SearchSinkError::Item {
+                            action: "writing the tombstone of",
+                            index: plan.doc_ref.index.clone(),
+                            id: plan.doc_ref.id.clone(),
+                            message,
+                        })
                     }
                     Some(ItemResult::Permanent(message)) => {
                         refused(
@@ -452,7 +504,7 @@ impl<P: SearchProjection> SearchSink<P> {
                         );
                         blocked.insert(plan.doc_ref.clone());
                     }
-                    None => return Err(TransientBatchError("_bulk answered too few items".into())),
+                    None => return Err(SearchSinkError::ShortBulk),
                 }
             }
 
@@ -475,9 +527,7 @@ impl<P: SearchProjection> SearchSink<P> {
                     main,
                 } = plan;
                 let result = match main {
-                    Some(_) => results.next().ok_or_else(|| {
-                        TransientBatchError("_bulk answered too few items".into())
-                    })?,
+                    Some(_) => results.next().ok_or(SearchSinkError::ShortBulk)?,
                     None if tombstone.is_some() => ItemResult::Done {
                         seq_no: 0,
                         primary_term: 0,
@@ -513,10 +563,12 @@ impl<P: SearchProjection> SearchSink<P> {
                             "document changed meanwhile, re-reading");
                     }
                     ItemResult::Transient(message) => {
-                        return Err(TransientBatchError(format!(
-                            "writing {}/{}: {message}",
-                            doc_ref.index, doc_ref.id
-                        )))
+                        return Err(SearchSinkError::Item {
+                            action: "writing",
+                            index: doc_ref.index.clone(),
+                            id: doc_ref.id.clone(),
+                            message,
+                        })
                     }
                     ItemResult::Permanent(message) => {
                         refused(&doc_ref, &applied, &message, rejected, &mut careful);
@@ -530,7 +582,7 @@ impl<P: SearchProjection> SearchSink<P> {
     /// Enriches the main documents about to be written with their side documents as they are
     /// now, so a new document is usually written once (the join step after the write checks
     /// again with side documents read after the write, and writes only what changed since).
-    async fn pre_enrich(&self, computed: &mut [Computed]) -> Result<(), TransientBatchError> {
+    async fn pre_enrich(&self, computed: &mut [Computed]) -> Result<(), SearchSinkError> {
         let Some(join) = self.projection.join() else {
             return Ok(());
         };
@@ -568,7 +620,7 @@ impl<P: SearchProjection> SearchSink<P> {
         &self,
         join: &Join,
         ids: &[String],
-    ) -> Result<HashMap<String, Value>, TransientBatchError> {
+    ) -> Result<HashMap<String, Value>, SearchSinkError> {
         let refs: Vec<DocRef> = ids
             .iter()
             .map(|id| DocRef::new(&join.side, id.clone()))
@@ -589,7 +641,7 @@ impl<P: SearchProjection> SearchSink<P> {
         join: &Join,
         side_ids: &[String],
         after: Option<Value>,
-    ) -> Result<(Vec<(String, Stored)>, Option<Value>), TransientBatchError> {
+    ) -> Result<(Vec<(String, Stored)>, Option<Value>), SearchSinkError> {
         let index = self.indices.index(self.indices.main_base());
         let mut body = json!({
             "query": {"terms": {join.field.as_str(): side_ids}},
@@ -600,7 +652,7 @@ impl<P: SearchProjection> SearchSink<P> {
         if let Some(after) = after {
             body["search_after"] = after;
         }
-        let response = self.client.search(&index, &body).await.map_err(transient)?;
+        let response = self.client.search(&index, &body).await?;
         let hits = response["hits"]["hits"]
             .as_array()
             .cloned()
@@ -633,7 +685,7 @@ impl<P: SearchProjection> SearchSink<P> {
         &self,
         join: &Join,
         finals: &BTreeMap<DocRef, Option<Stored>>,
-    ) -> Result<u64, TransientBatchError> {
+    ) -> Result<u64, SearchSinkError> {
         let main = self.indices.main_base();
         let written: BTreeMap<String, Stored> = finals
             .iter()
@@ -652,10 +704,7 @@ impl<P: SearchProjection> SearchSink<P> {
         if sides.is_empty() {
             return Ok(enriched);
         }
-        self.client
-            .refresh(&self.indices.index(main))
-            .await
-            .map_err(transient)?;
+        self.client.refresh(&self.indices.index(main)).await?;
         for chunk in sides.chunks(PAGE) {
             let mut after = None;
             loop {
@@ -676,16 +725,16 @@ impl<P: SearchProjection> SearchSink<P> {
         &self,
         join: &Join,
         mut pending: BTreeMap<String, Stored>,
-    ) -> Result<u64, TransientBatchError> {
+    ) -> Result<u64, SearchSinkError> {
         let main = self.indices.main_base();
         let mut enriched = 0;
         let mut round = 0;
         while !pending.is_empty() {
             round += 1;
             if round > MAX_ROUNDS {
-                return Err(TransientBatchError(
-                    "joined documents kept changing under concurrent writers".into(),
-                ));
+                return Err(SearchSinkError::KeptChanging {
+                    documents: pending.len(),
+                });
             }
             let side_ids: Vec<String> = pending
                 .values()
@@ -725,7 +774,12 @@ impl<P: SearchProjection> SearchSink<P> {
                         conflicted.push(DocRef::new(main, id));
                     }
                     ItemResult::Transient(message) => {
-                        return Err(TransientBatchError(format!("enriching {id}: {message}")))
+                        return Err(SearchSinkError::Item {
+                            action: "enriching",
+                            index: main.to_owned(),
+                            id,
+                            message,
+                        })
                     }
                     ItemResult::Permanent(message) => {
                         // Retrying cannot help and no event of the batch is to blame (the
@@ -767,33 +821,10 @@ pub fn with_applied(doc: Value, event_id: &str, occurred_at: DateTime<Utc>) -> V
 }
 
 impl<P: SearchProjection> Sink for SearchSink<P> {
-    fn kind(&self) -> &'static str {
-        "elasticsearch"
-    }
+    type Error = SearchSinkError;
 
-    /// Longer: every batch ends in an index refresh, which is costly when frequent.
-    fn default_batch_wait(&self) -> Duration {
-        Duration::from_millis(100)
-    }
-
-    fn name(&self) -> &str {
-        self.projection.name()
-    }
-
-    fn version(&self) -> u32 {
-        self.projection.version()
-    }
-
-    fn topics(&self) -> Vec<String> {
-        self.projection.topics()
-    }
-
-    fn event_types(&self) -> Vec<String> {
-        self.projection.event_types()
-    }
-
-    fn read_models(&self) -> Vec<String> {
-        vec![self.indices.alias()]
+    fn spec(&self) -> &SinkSpec {
+        &self.spec
     }
 
     async fn bootstrap(
@@ -833,72 +864,38 @@ impl<P: SearchProjection> Sink for SearchSink<P> {
         Ok(liveness)
     }
 
-    async fn commit(
+    /// Steps 1 to 4 of the module docs; the runtime's transaction is not used (documents are
+    /// written idempotently, then the runtime stores the positions).
+    async fn apply(
         &self,
-        client: &mut Object,
-        dead_letters: &DeadLetterWriter,
-        items: &[Item],
-        high_watermarks: &HashMap<TopicPartition, i64>,
-    ) -> Result<Outcome, TransientBatchError> {
-        let projector = self.projection.name();
-        let version = self.projection.version();
-        let stored = positions::load(&***client, projector, version).await?;
-        let mut outcome = Outcome::default();
-        let mut letters = Vec::new();
-        let mut rejected: HashMap<usize, String> = HashMap::new();
+        _tx: &mut Transaction<'_>,
+        batch: &Batch<'_>,
+    ) -> Result<Applied, SearchSinkError> {
+        let events = batch.events();
+        let mut rejected: BTreeMap<usize, Cause> = BTreeMap::new();
         let mut targets: BTreeMap<DocRef, Vec<usize>> = BTreeMap::new();
-        let mut events = Vec::new();
-        let mut last: HashMap<TopicPartition, (i64, Option<DateTime<Utc>>)> = HashMap::new();
-        for (i, item) in items.iter().enumerate() {
-            let origin = &item.record.origin;
-            let tp = (origin.topic.clone(), origin.partition);
-            if stored.get(&tp).is_some_and(|next| origin.offset < *next) {
-                outcome.behind += 1;
-                continue;
-            }
-            let mut occurred_at = item
-                .record
-                .timestamp_ms
-                .and_then(DateTime::<Utc>::from_timestamp_millis);
-            match &item.decoded {
-                Decoded::Ignored { event_type } => {
-                    *outcome.ignored.entry(event_type.clone()).or_default() += 1;
-                }
-                Decoded::Poison { error } => letters.push(DeadLetter {
-                    record: item.record.clone(),
-                    error: error.clone(),
-                }),
-                Decoded::Event(event) => {
-                    occurred_at = Some(event.envelope.occurred_at);
-                    match self.projection.targets(event) {
-                        Ok(refs) => {
-                            events.push(i);
-                            for r in refs {
-                                targets.entry(r).or_default().push(i);
-                            }
-                        }
-                        Err(e @ ProjectionError::Permanent(_)) => {
-                            rejected.insert(i, crate::error::chain(&e));
-                        }
-                        Err(e @ ProjectionError::Transient(_)) => {
-                            return Err(TransientBatchError(crate::error::chain(&e)))
-                        }
+        for (i, event) in events.iter().enumerate() {
+            match self.projection.targets(event) {
+                Ok(refs) => {
+                    for r in refs {
+                        targets.entry(r).or_default().push(i);
                     }
                 }
-            }
-            let entry = last.entry(tp).or_insert((origin.offset, occurred_at));
-            if origin.offset >= entry.0 {
-                *entry = (origin.offset, occurred_at.or(entry.1));
+                Err(e @ ProjectionError::Permanent(_)) => {
+                    rejected.insert(i, Box::new(e));
+                }
+                Err(e @ ProjectionError::Transient(_)) => {
+                    return Err(SearchSinkError::Projection(e))
+                }
             }
         }
-
         let started = std::time::Instant::now();
         let mut newly = HashSet::new();
         let mut main_written = false;
         let finals = self
             .write(
                 &targets,
-                items,
+                events,
                 &mut rejected,
                 &mut newly,
                 &mut main_written,
@@ -915,60 +912,27 @@ impl<P: SearchProjection> Sink for SearchSink<P> {
             // a stored position promises readers that the documents are searchable
             self.client
                 .refresh(&self.indices.index(self.indices.main_base()))
-                .await
-                .map_err(transient)?;
+                .await?;
         }
-        outcome.applied = newly.len() as u64;
-        outcome.duplicates = events
-            .iter()
-            .filter(|i| !newly.contains(i) && !rejected.contains_key(i))
-            .count() as u64;
-        let mut rejected: Vec<(usize, String)> = rejected.into_iter().collect();
-        rejected.sort();
-        for (i, error) in rejected {
-            letters.push(DeadLetter {
-                record: items[i].record.clone(),
-                error,
-            });
-        }
-        for letter in &letters {
-            tracing::warn!(projector, topic = %letter.record.origin.topic,
-                partition = letter.record.origin.partition, offset = letter.record.origin.offset,
-                error = %letter.error, "record dead-lettered");
-            dead_letters
-                .write(letter)
-                .await
-                .map_err(|e| TransientBatchError(e.to_string()))?;
-        }
-        outcome.dead_lettered = letters.len() as u64;
-
-        let tx = client.transaction().await?;
-        dead_letter::record_rows(&*tx, projector, version, &letters).await?;
-        let partitions: Vec<TopicPartition> = last.keys().cloned().collect();
-        positions::lock(&tx, projector, version, &partitions).await?;
-        let mut advances = Vec::with_capacity(last.len());
-        for (tp, (offset, last_event_at)) in last {
-            outcome.positions.insert(tp.clone(), offset + 1);
-            let advance = Advance {
-                next_offset: offset + 1,
-                high_watermark: high_watermarks.get(&tp).copied(),
-                last_event_at,
-            };
-            advances.push((tp, advance));
-        }
-        positions::advance(&tx, projector, version, &advances).await?;
-        tx.commit().await?;
         tracing::debug!(
             documents = finals.len(),
             write_ms,
             join_ms,
             total_ms = started.elapsed().as_millis() as u64,
-            "search batch stored"
+            "search batch written"
         );
-        Ok(outcome)
+        Ok(Applied {
+            duplicates: (0..events.len())
+                .filter(|i| !newly.contains(i) && !rejected.contains_key(i))
+                .count() as u64,
+            rejected: rejected
+                .into_iter()
+                .map(|(event, error)| Rejected { event, error })
+                .collect(),
+        })
     }
 
-    async fn swap(&self, client: &mut Object, previous: u32) -> Result<bool, String> {
+    async fn swap(&self, client: &mut Object, previous: u32) -> Result<bool, SearchSinkError> {
         let swapped = bookkeeping::swap_live_with(
             client,
             self.projection.name(),
@@ -977,16 +941,12 @@ impl<P: SearchProjection> Sink for SearchSink<P> {
             || async {
                 self.client
                     .refresh(&self.indices.index(self.indices.main_base()))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.indices
-                    .point_alias(&self.client)
-                    .await
-                    .map_err(|e| e.to_string())
+                    .await?;
+                self.indices.point_alias(&self.client).await?;
+                Ok::<(), SearchSinkError>(())
             },
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         if swapped && previous != self.projection.version() {
             if let Err(error) = self.indices.delete_version(&self.client, previous).await {
                 tracing::warn!(%error, previous, "cannot delete the retired indices");
