@@ -6,13 +6,20 @@
 //! (realtime `_mget`), applies the events in memory, writes the changed documents with
 //! `if_seq_no`/`if_primary_term` (or `create`), re-reads and re-applies on a 409, dead-letters
 //! events whose document Elasticsearch rejects, and only then stores the positions (and
-//! dead-letter rows) in PostgreSQL. See [`sink`] for the algorithm and [`index`] for versioned
-//! indices behind aliases.
+//! dead-letter rows) in PostgreSQL. See [`sink`] for the algorithm, [`write`] and [`join`] for
+//! its two steps, [`store`] for the calls it makes and [`index`] for versioned indices behind
+//! aliases.
 
 pub mod applied;
 pub mod client;
 pub mod index;
+pub mod join;
 pub mod sink;
+pub mod store;
+pub mod write;
+
+#[cfg(test)]
+pub mod memory;
 
 use serde_json::Value;
 
