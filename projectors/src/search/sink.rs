@@ -258,5 +258,5 @@ where
     S: std::future::Future<Output = ()> + Send + 'static,
 {
     let sink = SearchSink::new(projection, &config)?;
-    crate::runner::run_sink(config, sink, shutdown).await
+    crate::runtime::run::run_sink(config, sink, shutdown).await
 }
