@@ -103,21 +103,22 @@ pub enum RunError {
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
     /// A migration of the projection failed permanently (bad SQL).
-    #[error("migration {migration} of projector {projector} failed: {message}")]
+    #[error("migration {migration} of projector {projector} failed")]
     Migration {
         /// The projector name.
         projector: String,
         /// The migration id.
         migration: String,
-        /// The database's message.
-        message: String,
+        /// The store's error.
+        #[source]
+        source: Cause,
     },
     /// The Kafka client could not be created (bad properties).
     #[error("kafka client: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     /// The PostgreSQL pool could not be created.
-    #[error("postgresql pool: {0}")]
-    Pool(String),
+    #[error("postgresql pool")]
+    Pool(#[source] Cause),
     /// The HTTP listener could not be bound.
     #[error("http listener on {addr}: {source}")]
     Http {

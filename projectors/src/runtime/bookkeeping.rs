@@ -16,7 +16,7 @@
 use deadpool_postgres::Object;
 use factline_schemas::declarative::DeclarativeConfig;
 
-use crate::error::{is_transient_pg, pg_message};
+use crate::error::{is_transient_pg, Cause, PgError};
 use crate::projection::Migration;
 
 /// The DDL of the runtime tables, idempotent.
@@ -98,22 +98,23 @@ pub struct Registration {
 /// A failure while preparing the sink.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
-    /// The database is unreachable or busy: retry.
-    #[error("transient: {0}")]
-    Transient(String),
+    /// The store is unreachable or busy: retry.
+    #[error("the store is not ready")]
+    Transient(#[source] Cause),
     /// A migration is broken: stop.
-    #[error("migration {migration} failed: {message}")]
+    #[error("migration {migration} failed")]
     Migration {
         /// The migration id.
         migration: String,
-        /// The database's message.
-        message: String,
+        /// The store's error.
+        #[source]
+        source: Cause,
     },
 }
 
 impl From<tokio_postgres::Error> for BootstrapError {
     fn from(e: tokio_postgres::Error) -> Self {
-        BootstrapError::Transient(pg_message(&e))
+        BootstrapError::Transient(Box::new(PgError(e)))
     }
 }
 
@@ -172,7 +173,7 @@ pub async fn bootstrap(
             }
             return Err(BootstrapError::Migration {
                 migration: migration.id.clone(),
-                message: pg_message(&e),
+                source: Box::new(PgError(e)),
             });
         }
         tx.execute(

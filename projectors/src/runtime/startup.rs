@@ -13,7 +13,7 @@ use super::wait::{sleep_or_stop, stopped};
 use crate::backoff::Backoff;
 use crate::bookkeeping::{BootstrapError, Liveness, Registration};
 use crate::config::Config;
-use crate::error::RunError;
+use crate::error::{chain, RunError};
 use crate::http::{self, SharedHealth};
 use crate::telemetry::Metrics;
 
@@ -51,7 +51,7 @@ pub fn pool(config: &Config) -> Result<(tokio_postgres::Config, Pool), RunError>
     let pg: tokio_postgres::Config = config
         .database_url
         .parse()
-        .map_err(|e: tokio_postgres::Error| RunError::Pool(e.to_string()))?;
+        .map_err(|e: tokio_postgres::Error| RunError::Pool(Box::new(e)))?;
     let manager = Manager::from_config(
         pg.clone(),
         tokio_postgres::NoTls,
@@ -66,7 +66,7 @@ pub fn pool(config: &Config) -> Result<(tokio_postgres::Config, Pool), RunError>
         .wait_timeout(Some(Duration::from_secs(10)))
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()
-        .map_err(|e| RunError::Pool(e.to_string()))?;
+        .map_err(|e| RunError::Pool(Box::new(e)))?;
     Ok((pg, pool))
 }
 
@@ -84,21 +84,21 @@ pub async fn bootstrap<K: Sink>(
             let mut client = pool
                 .get()
                 .await
-                .map_err(|e| BootstrapError::Transient(e.to_string()))?;
+                .map_err(|e| BootstrapError::Transient(Box::new(e)))?;
             sink.bootstrap(&mut client, registration).await
         };
         match attempt.await {
             Ok(liveness) => return Ok(Some(liveness)),
-            Err(BootstrapError::Migration { migration, message }) => {
+            Err(BootstrapError::Migration { migration, source }) => {
                 return Err(RunError::Migration {
                     projector: registration.projector.clone(),
                     migration,
-                    message,
+                    source,
                 })
             }
-            Err(BootstrapError::Transient(error)) => {
+            Err(error @ BootstrapError::Transient(_)) => {
                 metrics.retry("bootstrap");
-                tracing::warn!(%error, "sink not ready, retrying");
+                tracing::warn!(error = %chain(&error), "sink not ready, retrying");
                 if sleep_or_stop(stop, backoff.next_delay()).await {
                     return Ok(None);
                 }

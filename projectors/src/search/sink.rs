@@ -175,19 +175,17 @@ impl<P: SearchProjection> Sink for SearchSink<P> {
             .create(&self.client)
             .await
             .map_err(|e| match e {
-                EsError::Transient(m) => BootstrapError::Transient(m),
-                EsError::Permanent(message) | EsError::BulkRejected { message, .. } => {
-                    BootstrapError::Migration {
-                        migration: "create indices".into(),
-                        message,
-                    }
-                }
+                EsError::Transient(_) => BootstrapError::Transient(Box::new(e)),
+                EsError::Permanent(_) | EsError::BulkRejected { .. } => BootstrapError::Migration {
+                    migration: "create indices".into(),
+                    source: Box::new(e),
+                },
             })?;
         if liveness == Liveness::Live {
             self.indices
                 .point_alias(&self.client)
                 .await
-                .map_err(|e| BootstrapError::Transient(e.to_string()))?;
+                .map_err(|e| BootstrapError::Transient(Box::new(e)))?;
         }
         Ok(liveness)
     }
