@@ -4,9 +4,9 @@
 //! and how it changes each one ([`SearchProjection::apply`], a pure merge of the current
 //! document and the event). [`SearchSink`] does the rest: it reads the batch's documents
 //! (realtime `_mget`), applies the events in memory, writes the changed documents with
-//! `if_seq_no`/`if_primary_term` (or `create`), re-reads and re-applies on a 409, dead-letters
-//! events whose document Elasticsearch rejects, and only then stores the positions (and
-//! dead-letter rows) in PostgreSQL. See [`sink`] for the algorithm, [`write`] and [`join`] for
+//! `if_seq_no`/`if_primary_term` (or `create`), re-reads and re-applies on a 409, and returns
+//! the events whose document Elasticsearch rejects; the runtime then dead-letters them and
+//! stores the positions (and dead-letter rows) in PostgreSQL. See [`sink`] for the algorithm, [`write`] and [`join`] for
 //! its two steps, [`store`] for the calls it makes and [`index`] for versioned indices behind
 //! aliases.
 
