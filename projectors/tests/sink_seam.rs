@@ -16,7 +16,7 @@ use common::{dump, fresh_schema, wait_caught_up, Fixture};
 use deadpool_postgres::Object;
 use factline_projectors::bookkeeping::{self, BootstrapError, Liveness, Registration};
 use factline_projectors::dead_letter::{HEADER_ERROR, HEADER_ORIGIN_OFFSET};
-use factline_projectors::runtime::sink::{Applied, Batch, Rejected, Sink, SinkSpec};
+use factline_projectors::runtime::sink::{Applied, Batch, Input, Rejected, Sink, SinkSpec};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers, Message};
 use tokio_postgres::Transaction;
@@ -114,6 +114,7 @@ async fn a_sink_is_handed_only_what_it_must_apply_and_its_rejections_are_dead_le
             event_types: vec!["OrderPlaced".into()],
             read_models: vec![],
             default_batch_wait: Duration::from_millis(10),
+            input: Input::Events,
         },
         refuse: refused.event_id,
         seen: seen.clone(),
@@ -187,4 +188,104 @@ async fn a_sink_is_handed_only_what_it_must_apply_and_its_rejections_are_dead_le
             ),
         ]
     );
+}
+
+/// A sink of records, as an archive is: keeps every record as read (once per offset).
+struct KeepingSink {
+    spec: SinkSpec,
+    kept: Arc<Mutex<Vec<Kept>>>,
+}
+
+/// One record kept: its offset and value.
+type Kept = (i64, Vec<u8>);
+
+impl Sink for KeepingSink {
+    type Error = Infallible;
+
+    fn spec(&self) -> &SinkSpec {
+        &self.spec
+    }
+
+    async fn bootstrap(
+        &self,
+        client: &mut Object,
+        registration: &Registration,
+    ) -> Result<Liveness, BootstrapError> {
+        bookkeeping::bootstrap(client, registration, &[], &[], None).await
+    }
+
+    async fn apply(
+        &self,
+        _tx: &mut Transaction<'_>,
+        batch: &Batch<'_>,
+    ) -> Result<Applied, Infallible> {
+        assert!(
+            batch.events().is_empty(),
+            "a sink of records gets no events"
+        );
+        let mut kept = self.kept.lock().unwrap();
+        for record in batch.records() {
+            let offset = record.origin.offset;
+            if kept.iter().all(|(o, _)| *o != offset) {
+                kept.push((offset, record.payload.clone().unwrap_or_default()));
+            }
+        }
+        Ok(Applied::default())
+    }
+
+    async fn swap(&self, _client: &mut Object, _previous: u32) -> Result<bool, Infallible> {
+        Ok(true)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_of_records_gets_every_record_as_read_and_nothing_is_dead_lettered() {
+    let mut fixture = Fixture::new(1).await;
+    fixture.produce(&placed("o-1", "c-1", 1, 100, 1)).await;
+    fixture.produce(&shipped("o-1", "T1", 2)).await;
+    let headers = vec![("event_type", "OrderPlaced".to_owned())];
+    fixture
+        .produce_raw("orders", "k", b"not avro", &headers)
+        .await;
+    let (_, last) = fixture.produce(&placed("o-2", "c-1", 1, 100, 3)).await;
+
+    let (_, url) = fresh_schema().await;
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let sink = KeepingSink {
+        spec: SinkSpec {
+            kind: "memory",
+            name: "keeping_sink".into(),
+            version: 1,
+            topics: vec!["orders".into()],
+            event_types: vec![],
+            read_models: vec![],
+            default_batch_wait: Duration::from_millis(10),
+            input: Input::Records,
+        },
+        kept: kept.clone(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(factline_projectors::run_sink(
+        fixture.config(&url),
+        sink,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let ends = HashMap::from([((fixture.topic("orders"), 0), last + 1)]);
+    wait_caught_up(&url, "keeping_sink", 1, &ends).await;
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+
+    let mut kept = kept.lock().unwrap().clone();
+    kept.sort();
+    let offsets: Vec<i64> = kept.iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, (0..=last).collect::<Vec<_>>());
+    assert_eq!(kept[2].1, b"not avro".to_vec(), "kept byte for byte");
+    let letters = dump(
+        &url,
+        "SELECT \"offset\" FROM factline_projector_dead_letters",
+    )
+    .await;
+    assert!(letters.is_empty(), "{letters:?}");
 }

@@ -40,7 +40,7 @@ pub(super) async fn apply<P: Projection>(
         .collect();
     let mut applied = Applied {
         duplicates: (events.len() - fresh.len()) as u64,
-        rejected: Vec::new(),
+        ..Applied::default()
     };
     if fresh.is_empty() {
         return Ok(applied);

@@ -13,7 +13,7 @@ use crate::bookkeeping::{self, BootstrapError, Liveness, Registration};
 use crate::config::Config;
 use crate::error::ProjectionError;
 use crate::projection::Projection;
-use crate::runtime::sink::{Applied, Batch, Sink, SinkSpec};
+use crate::runtime::sink::{Applied, Batch, Input, Sink, SinkSpec};
 
 /// A batch of the PostgreSQL sink failed for a reason worth retrying.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +78,7 @@ impl<P: Projection> PostgresSink<P> {
             // short: a PostgreSQL commit is cheap, and the wait is most of a quiet stream's
             // latency
             default_batch_wait: Duration::from_millis(10),
+            input: Input::Events,
         };
         PostgresSink {
             projection,

@@ -57,12 +57,12 @@ pub async fn commit<K: Sink>(
     let (projector, version) = (spec.name.as_str(), spec.version);
     let mut tx = client.transaction().await?;
     let stored = positions::lock(&tx, projector, version, &partitions(items)).await?;
-    let triage = Triage::new(items, &stored);
+    let triage = Triage::new(items, &stored, high_watermarks);
     let applied = sink
         .apply(&mut tx, &triage.batch())
         .await
         .map_err(|e| BatchError::Sink(Box::new(e)))?;
-    let settled = triage.settle(applied, high_watermarks);
+    let settled = triage.settle(applied);
     for letter in &settled.letters {
         tracing::warn!(projector, topic = %letter.record.origin.topic,
             partition = letter.record.origin.partition, offset = letter.record.origin.offset,

@@ -16,14 +16,14 @@ use tokio::sync::watch;
 
 use super::commit::{self, BatchError};
 use super::group::set_failure;
-use super::sink::Sink;
+use super::sink::{Input, Sink};
 use super::triage::{Item, Outcome};
 use super::wait::{backoff_for, sleep_or_stop, sleep_until_opt, stopped};
 use crate::bookkeeping::Liveness;
 use crate::config::Config;
 use crate::consumer::{ProjectorConsumer, SharedState};
 use crate::dead_letter::DeadLetterWriter;
-use crate::decode::{decode, RegistryRetry};
+use crate::decode::{decode, Decoded, RegistryRetry};
 use crate::error::chain;
 use crate::http::{self, SharedHealth};
 use crate::positions::{self, TopicPartition};
@@ -191,7 +191,12 @@ impl<K: Sink> Runner<K> {
     async fn try_flush(&self, records: &[Record]) -> Result<Outcome, BatchError> {
         let mut items = Vec::with_capacity(records.len());
         for record in records {
-            let decoded = decode(&self.codec, &self.wanted, record, &self.registry_retry).await?;
+            let decoded = match self.sink.spec().input {
+                Input::Events => {
+                    decode(&self.codec, &self.wanted, record, &self.registry_retry).await?
+                }
+                Input::Records => Decoded::Raw,
+            };
             items.push(Item {
                 record: record.clone(),
                 decoded,

@@ -13,9 +13,14 @@
 //! transaction (the change and its positions commit together); any other sink makes its
 //! writes idempotent, since a failed commit re-applies the batch.
 //!
+//! Positions always move past every record of a committed batch: a sink that gathers records
+//! across batches (an archive cutting objects at deterministic offsets) keeps what it has not
+//! written out yet in that transaction too (a staging table), so a restart finds it again.
+//!
 //! A new sink is one type: its [`SinkSpec`], `bootstrap` (create its storage, register the
 //! version), `apply`, and `swap` (make a rebuilt version live).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -24,6 +29,7 @@ use tokio_postgres::Transaction;
 
 use crate::bookkeeping::{BootstrapError, Liveness, Registration};
 use crate::error::Cause;
+use crate::positions::TopicPartition;
 use crate::projection::Event;
 use crate::record::Record;
 
@@ -45,6 +51,19 @@ pub struct SinkSpec {
     pub read_models: Vec<String>,
     /// How long a batch waits for more records unless `PROJECTOR_BATCH_MAX_WAIT_MS` says.
     pub default_batch_wait: Duration,
+    /// What the sink is handed.
+    pub input: Input,
+}
+
+/// What a sink consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// Decoded events of the types in [`SinkSpec::event_types`] ([`Batch::events`]); the
+    /// runtime counts other types and dead-letters poison.
+    Events,
+    /// Every record as read, nothing decoded, counted or dead-lettered by the runtime
+    /// ([`Batch::records`]): for a sink that keeps records, such as an archive.
+    Records,
 }
 
 /// One batch as a sink sees it, after the runtime's triage.
@@ -52,12 +71,21 @@ pub struct SinkSpec {
 pub struct Batch<'a> {
     events: Vec<&'a Event>,
     records: Vec<&'a Record>,
+    high_watermarks: &'a HashMap<TopicPartition, i64>,
 }
 
 impl<'a> Batch<'a> {
-    /// A batch of these events (and the records they were fenced from).
-    pub fn new(events: Vec<&'a Event>, records: Vec<&'a Record>) -> Batch<'a> {
-        Batch { events, records }
+    /// A batch of these events, the records they were fenced from, and the partitions' ends.
+    pub fn new(
+        events: Vec<&'a Event>,
+        records: Vec<&'a Record>,
+        high_watermarks: &'a HashMap<TopicPartition, i64>,
+    ) -> Batch<'a> {
+        Batch {
+            events,
+            records,
+            high_watermarks,
+        }
     }
 
     /// The events to apply, in log order: none below the stored positions, none of a type the
@@ -71,6 +99,15 @@ impl<'a> Batch<'a> {
     /// it decoded to): for a sink that keeps records rather than events.
     pub fn records(&self) -> &[&'a Record] {
         &self.records
+    }
+
+    /// A partition's end (the offset after its last record) as last seen by the consumer's
+    /// statistics (about once a second: it may be missing or behind), e.g. for a sink that
+    /// gathers records across batches and writes what it gathered once it reached the end.
+    pub fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.high_watermarks
+            .get(&(topic.to_owned(), partition))
+            .copied()
     }
 }
 

@@ -47,6 +47,7 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct Triage<'a> {
     items: &'a [Item],
+    high_watermarks: &'a HashMap<TopicPartition, i64>,
     /// Item index of each event handed to the sink (first copies, in log order).
     events: Vec<usize>,
     /// Item index of each record above the stored positions.
@@ -84,10 +85,16 @@ pub fn partitions(items: &[Item]) -> Vec<TopicPartition> {
 }
 
 impl<'a> Triage<'a> {
-    /// Sorts a batch given the stored next offsets of its partitions.
-    pub fn new(items: &'a [Item], stored: &HashMap<TopicPartition, i64>) -> Triage<'a> {
+    /// Sorts a batch given the stored next offsets of its partitions and their ends as last
+    /// seen by the consumer.
+    pub fn new(
+        items: &'a [Item],
+        stored: &HashMap<TopicPartition, i64>,
+        high_watermarks: &'a HashMap<TopicPartition, i64>,
+    ) -> Triage<'a> {
         let mut triage = Triage {
             items,
+            high_watermarks,
             events: Vec::new(),
             fenced_in: Vec::new(),
             copies: Vec::new(),
@@ -119,6 +126,7 @@ impl<'a> Triage<'a> {
                     *triage.ignored.entry(event_type.clone()).or_default() += 1;
                 }
                 Decoded::Poison { .. } => triage.poison.push(i),
+                Decoded::Raw => {}
                 Decoded::Event(event) => {
                     occurred_at = Some(event.envelope.occurred_at);
                     match first.get(&event.envelope.event_id) {
@@ -153,17 +161,13 @@ impl<'a> Triage<'a> {
             })
             .collect::<Vec<&'a Event>>();
         let records = self.fenced_in.iter().map(|&i| &items[i].record).collect();
-        Batch::new(events, records)
+        Batch::new(events, records, self.high_watermarks)
     }
 
     /// Combines the triage with what the sink did: the counts, the dead letters (poison
     /// records, rejected events, and later copies of a rejected event, which share its
     /// verdict) and the positions, each partition's moved past its last record.
-    pub fn settle(
-        self,
-        applied: Applied,
-        high_watermarks: &HashMap<TopicPartition, i64>,
-    ) -> Settled {
+    pub fn settle(self, applied: Applied) -> Settled {
         let items = self.items;
         let mut errors: BTreeMap<usize, String> = BTreeMap::new();
         for &i in &self.poison {
@@ -210,7 +214,7 @@ impl<'a> Triage<'a> {
             outcome.positions.insert(tp.clone(), offset + 1);
             let advance = Advance {
                 next_offset: offset + 1,
-                high_watermark: high_watermarks.get(&tp).copied(),
+                high_watermark: self.high_watermarks.get(&tp).copied(),
                 last_event_at,
             };
             advances.push((tp, advance));
@@ -301,10 +305,11 @@ mod tests {
     fn records_below_the_stored_position_are_fenced_and_do_not_move_it() {
         let items = vec![event(0, 3, 1), event(0, 4, 2), event(1, 0, 3)];
         let stored = HashMap::from([(("orders".to_owned(), 0), 4)]);
-        let triage = Triage::new(&items, &stored);
+        let high = HashMap::new();
+        let triage = Triage::new(&items, &stored, &high);
         assert_eq!(ids(&triage.batch()), vec![2, 3]);
         assert_eq!(triage.batch().records().len(), 2);
-        let settled = triage.settle(Applied::default(), &HashMap::new());
+        let settled = triage.settle(Applied::default());
         assert_eq!(settled.outcome.behind, 1);
         assert_eq!(settled.outcome.applied, 2);
         assert_eq!(
@@ -316,10 +321,11 @@ mod tests {
     #[test]
     fn ignored_types_and_poison_never_reach_the_sink_but_move_the_position() {
         let items = vec![ignored(0, 0), poison(0, 1), event(0, 2, 7), ignored(0, 3)];
-        let triage = Triage::new(&items, &HashMap::new());
-        assert_eq!(ids(&triage.batch()), vec![7]);
         let high = HashMap::from([(("orders".to_owned(), 0), 10)]);
-        let settled = triage.settle(Applied::default(), &high);
+        let triage = Triage::new(&items, &HashMap::new(), &high);
+        assert_eq!(ids(&triage.batch()), vec![7]);
+        assert_eq!(triage.batch().high_watermark("orders", 0), Some(10));
+        let settled = triage.settle(Applied::default());
         assert_eq!(settled.outcome.ignored["OrderShipped"], 2);
         assert_eq!(settled.letters.len(), 1);
         assert_eq!(settled.letters[0].record.origin.offset, 1);
@@ -338,13 +344,14 @@ mod tests {
     #[test]
     fn a_second_copy_in_the_batch_is_a_duplicate_and_the_sinks_own_are_added() {
         let items = vec![event(0, 0, 1), event(1, 0, 1), event(0, 1, 2)];
-        let triage = Triage::new(&items, &HashMap::new());
+        let high = HashMap::new();
+        let triage = Triage::new(&items, &HashMap::new(), &high);
         assert_eq!(ids(&triage.batch()), vec![1, 2]);
         let applied = Applied {
             duplicates: 1,
-            rejected: Vec::new(),
+            ..Applied::default()
         };
-        let settled = triage.settle(applied, &HashMap::new());
+        let settled = triage.settle(applied);
         assert_eq!(settled.outcome.duplicates, 2);
         assert_eq!(settled.outcome.applied, 1);
         assert!(settled.letters.is_empty());
@@ -353,15 +360,16 @@ mod tests {
     #[test]
     fn a_rejected_event_is_dead_lettered_with_every_copy_in_log_order() {
         let items = vec![event(0, 0, 1), poison(0, 1), event(0, 2, 2), event(0, 3, 1)];
-        let triage = Triage::new(&items, &HashMap::new());
+        let high = HashMap::new();
+        let triage = Triage::new(&items, &HashMap::new(), &high);
         let applied = Applied {
-            duplicates: 0,
             rejected: vec![Rejected {
                 event: 0,
                 error: Box::new(crate::error::ProjectionError::permanent("bad total")),
             }],
+            ..Applied::default()
         };
-        let settled = triage.settle(applied, &HashMap::new());
+        let settled = triage.settle(applied);
         let letters: Vec<(i64, &str)> = settled
             .letters
             .iter()
@@ -378,5 +386,28 @@ mod tests {
         assert_eq!(settled.outcome.applied, 1);
         assert_eq!(settled.outcome.duplicates, 0);
         assert_eq!(settled.outcome.dead_lettered, 3);
+    }
+
+    fn raw(partition: i32, offset: i64) -> Item {
+        Item {
+            record: record(partition, offset),
+            decoded: Decoded::Raw,
+        }
+    }
+
+    #[test]
+    fn a_sink_of_records_is_handed_every_fenced_record_and_nothing_is_dead_lettered() {
+        let items = vec![raw(0, 0), raw(0, 1), raw(0, 2)];
+        let stored = HashMap::from([(("orders".to_owned(), 0), 1)]);
+        let high = HashMap::new();
+        let triage = Triage::new(&items, &stored, &high);
+        let batch = triage.batch();
+        let offsets: Vec<i64> = batch.records().iter().map(|r| r.origin.offset).collect();
+        assert_eq!(offsets, vec![1, 2]);
+        assert!(batch.events().is_empty());
+        let settled = triage.settle(Applied::default());
+        assert!(settled.letters.is_empty());
+        assert_eq!(settled.outcome.behind, 1);
+        assert_eq!(settled.advances[0].1.next_offset, 3);
     }
 }

@@ -30,7 +30,7 @@ use super::SearchProjection;
 use crate::bookkeeping::{self, BootstrapError, Liveness, Registration};
 use crate::config::{Config, ConfigError};
 use crate::error::ProjectionError;
-use crate::runtime::sink::{Applied, Batch, Sink, SinkSpec};
+use crate::runtime::sink::{Applied, Batch, Input, Sink, SinkSpec};
 
 /// A [`SearchProjection`] writing to Elasticsearch.
 #[derive(Debug, Clone)]
@@ -120,6 +120,7 @@ impl<P: SearchProjection> SearchSink<P> {
             read_models: vec![indices.alias()],
             // longer: every batch ends in an index refresh, which is costly when frequent
             default_batch_wait: Duration::from_millis(100),
+            input: Input::Events,
         };
         Ok(SearchSink {
             projection,
