@@ -7,7 +7,9 @@
 //!   file, byte-identical whenever the same records are written again;
 //! - [`naming`]: where an object lives in the bucket (topic, partition, first offset);
 //! - [`store`]: the bucket (put-if-absent, so a crash and a retry never make a second copy);
-//! - [`manifest`]: the PostgreSQL table of archived objects, and the offsets it covers.
+//! - [`manifest`]: the PostgreSQL table of archived objects, and the offsets it covers;
+//! - [`segmenter`]: where the archiver cuts a partition's records into objects;
+//! - [`reader`]: a partition's archived records in an offset range, or the range missing.
 //!
 //! The archiver projector writes through these; rebuilds, replay and restore read through them.
 
@@ -15,11 +17,15 @@ pub mod error;
 pub mod manifest;
 pub mod naming;
 pub mod object;
+pub mod reader;
 pub mod record;
+pub mod segmenter;
 pub mod store;
 
 pub use error::ArchiveError;
 pub use manifest::{Coverage, Manifest};
 pub use object::{ArchiveObject, ObjectMeta};
+pub use reader::{read_range, ReadError};
 pub use record::ArchivedRecord;
+pub use segmenter::{Cut, CutRules, Segmenter};
 pub use store::{Bucket, BucketConfig, Stored};

@@ -1,10 +1,11 @@
-//! The archive's bucket and manifest against the real servers of the local stack: SeaweedFS's
+//! The archive's bucket, manifest and reader against the real servers of the local stack: SeaweedFS's
 //! S3 gateway (`ARCHIVE_S3_ENDPOINT`, `ARCHIVE_S3_BUCKET`) and PostgreSQL (`DATABASE_URL`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use factline_archive::manifest::{ManifestEntry, MIGRATION};
 use factline_archive::{
-    naming, ArchiveObject, ArchivedRecord, Bucket, BucketConfig, Manifest, Stored,
+    naming, read_range, ArchiveObject, ArchivedRecord, Bucket, BucketConfig, CutRules, Manifest,
+    ReadError, Segmenter, Stored,
 };
 use factline_testkit::stack::{ARCHIVE_S3_BUCKET, ARCHIVE_S3_ENDPOINT};
 use factline_testkit::{env, fresh_schema, short_id};
@@ -129,4 +130,59 @@ async fn the_manifest_records_objects_once_and_names_what_no_object_covers() {
         .unwrap();
     assert_eq!(inside.objects.len(), 1);
     assert!(inside.missing.is_empty());
+}
+
+#[tokio::test]
+async fn a_range_is_read_back_across_objects_and_a_hole_is_named() {
+    let prefix = format!("test-{}/", short_id(10));
+    let bucket = bucket(&prefix);
+    let (_, url) = fresh_schema().await;
+    let client = factline_testkit::connect(&url).await;
+    Manifest::migrate(&client).await.unwrap();
+    let mut segmenter = Segmenter::new(CutRules {
+        max_records: 4,
+        max_bytes: 1 << 20,
+    });
+    segmenter.resume("orders", 0, 0);
+    let all = records("orders", &(0..10).collect::<Vec<_>>());
+    let mut cuts = Vec::new();
+    for record in all.clone() {
+        cuts.extend(segmenter.push(record));
+    }
+    cuts.extend(segmenter.flush());
+    assert_eq!(cuts.len(), 3);
+    for cut in &cuts {
+        let object = ArchiveObject::encode(cut.first_offset, &cut.records).unwrap();
+        let key = naming::object_key(&prefix, &cut.topic, cut.partition, cut.first_offset);
+        bucket.put_if_absent(&key, object.bytes).await.unwrap();
+        Manifest::record(&client, &object.meta, &key).await.unwrap();
+    }
+
+    let read = read_range(&client, &bucket, "orders", 0, 2, 9)
+        .await
+        .unwrap();
+    assert_eq!(read, all[2..].to_vec());
+    match read_range(&client, &bucket, "orders", 0, 5, 14).await {
+        Err(ReadError::Missing {
+            first: 10,
+            last: 14,
+            partition: 0,
+            ..
+        }) => {}
+        other => panic!("expected the missing range 10..=14, got {other:?}"),
+    }
+    // an object changed behind the manifest's back is refused, never read
+    let first_key = naming::object_key(&prefix, "orders", 0, 0);
+    let (_, url2) = fresh_schema().await;
+    let other_client = factline_testkit::connect(&url2).await;
+    Manifest::migrate(&other_client).await.unwrap();
+    let mut forged = ArchiveObject::encode(0, &all[..4]).unwrap().meta;
+    forged.sha256 = "0".repeat(64);
+    Manifest::record(&other_client, &forged, &first_key)
+        .await
+        .unwrap();
+    match read_range(&other_client, &bucket, "orders", 0, 0, 3).await {
+        Err(ReadError::Corrupt { key, .. }) => assert_eq!(key, first_key),
+        other => panic!("expected a corrupt object, got {other:?}"),
+    }
 }
