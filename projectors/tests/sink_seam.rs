@@ -22,21 +22,17 @@ use rdkafka::message::{Headers, Message};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-/// What the sink was handed, batch by batch, and what it holds.
-#[derive(Debug, Default)]
-struct Seen {
-    batches: Vec<Vec<(Uuid, String)>>,
-    held: HashSet<Uuid>,
-}
-
-/// A whole sink: keeps event ids in memory, refuses one event, says which were duplicates.
-struct MemorySink {
+/// A whole sink, in memory: its spec and what it does with a batch. It registers its version
+/// and has no storage to prepare or swap.
+struct MemorySink<F> {
     spec: SinkSpec,
-    refuse: Uuid,
-    seen: Arc<Mutex<Seen>>,
+    apply: F,
 }
 
-impl Sink for MemorySink {
+impl<F> Sink for MemorySink<F>
+where
+    F: Fn(&Batch<'_>) -> Applied + Send + Sync + 'static,
+{
     type Error = Infallible;
 
     fn spec(&self) -> &SinkSpec {
@@ -56,31 +52,52 @@ impl Sink for MemorySink {
         _tx: &mut Transaction<'_>,
         batch: &Batch<'_>,
     ) -> Result<Applied, Infallible> {
-        let mut seen = self.seen.lock().unwrap();
-        let handed = batch
-            .events()
-            .iter()
-            .map(|e| (e.envelope.event_id, e.event_type().to_owned()))
-            .collect();
-        seen.batches.push(handed);
-        let mut applied = Applied::default();
-        for (i, event) in batch.events().iter().enumerate() {
-            let id = event.envelope.event_id;
-            if id == self.refuse {
-                applied.rejected.push(Rejected {
-                    event: i,
-                    error: "no room for this one".into(),
-                });
-            } else if !seen.held.insert(id) {
-                applied.duplicates += 1;
-            }
-        }
-        Ok(applied)
+        Ok((self.apply)(batch))
     }
 
     async fn swap(&self, _client: &mut Object, _previous: u32) -> Result<bool, Infallible> {
         Ok(true)
     }
+}
+
+/// Runs `apply` as the sink `name` of the fixture's `orders` until it stored the position
+/// `end` of partition 0.
+async fn run_until<F>(fixture: &Fixture, url: &str, name: &str, input: Input, end: i64, apply: F)
+where
+    F: Fn(&Batch<'_>) -> Applied + Send + Sync + 'static,
+{
+    let sink = MemorySink {
+        spec: SinkSpec {
+            kind: "memory",
+            name: name.into(),
+            version: 1,
+            topics: vec!["orders".into()],
+            event_types: vec!["OrderPlaced".into()],
+            read_models: vec![],
+            default_batch_wait: Duration::from_millis(10),
+            input,
+        },
+        apply,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(factline_projectors::run_sink(
+        fixture.config(url),
+        sink,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let ends = HashMap::from([((fixture.topic("orders"), 0), end)]);
+    wait_caught_up(url, name, 1, &ends).await;
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}
+
+/// What the sink was handed, batch by batch, and what it holds.
+#[derive(Debug, Default)]
+struct Seen {
+    batches: Vec<Vec<(Uuid, String)>>,
+    held: HashSet<Uuid>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,32 +122,32 @@ async fn a_sink_is_handed_only_what_it_must_apply_and_its_rejections_are_dead_le
 
     let (_, url) = fresh_schema().await;
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let sink = MemorySink {
-        spec: SinkSpec {
-            kind: "memory",
-            name: "memory_sink".into(),
-            version: 1,
-            topics: vec!["orders".into()],
-            event_types: vec!["OrderPlaced".into()],
-            read_models: vec![],
-            default_batch_wait: Duration::from_millis(10),
-            input: Input::Events,
-        },
-        refuse: refused.event_id,
-        seen: seen.clone(),
+    let (memory, refuse) = (seen.clone(), refused.event_id);
+    // keeps event ids, refuses one event, says which were duplicates
+    let apply = move |batch: &Batch<'_>| {
+        let mut seen = memory.lock().unwrap();
+        let handed = batch
+            .events()
+            .iter()
+            .map(|e| (e.envelope.event_id, e.event_type().to_owned()))
+            .collect();
+        seen.batches.push(handed);
+        let mut applied = Applied::default();
+        for (i, event) in batch.events().iter().enumerate() {
+            let id = event.envelope.event_id;
+            if id == refuse {
+                applied.rejected.push(Rejected {
+                    event: i,
+                    error: "no room for this one".into(),
+                });
+            } else if !seen.held.insert(id) {
+                applied.duplicates += 1;
+            }
+        }
+        applied
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(factline_projectors::run_sink(
-        fixture.config(&url),
-        sink,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let ends = HashMap::from([((fixture.topic("orders"), 0), refused_again_at + 1)]);
-    wait_caught_up(&url, "memory_sink", 1, &ends).await;
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    let end = refused_again_at + 1;
+    run_until(&fixture, &url, "memory_sink", Input::Events, end, apply).await;
 
     let (batches, held) = {
         let seen = seen.lock().unwrap();
@@ -190,53 +207,8 @@ async fn a_sink_is_handed_only_what_it_must_apply_and_its_rejections_are_dead_le
     );
 }
 
-/// A sink of records, as an archive is: keeps every record as read (once per offset).
-struct KeepingSink {
-    spec: SinkSpec,
-    kept: Arc<Mutex<Vec<Kept>>>,
-}
-
-/// One record kept: its offset and value.
+/// A record a sink of records kept: its offset and value.
 type Kept = (i64, Vec<u8>);
-
-impl Sink for KeepingSink {
-    type Error = Infallible;
-
-    fn spec(&self) -> &SinkSpec {
-        &self.spec
-    }
-
-    async fn bootstrap(
-        &self,
-        client: &mut Object,
-        registration: &Registration,
-    ) -> Result<Liveness, BootstrapError> {
-        bookkeeping::bootstrap(client, registration, &[], &[], None).await
-    }
-
-    async fn apply(
-        &self,
-        _tx: &mut Transaction<'_>,
-        batch: &Batch<'_>,
-    ) -> Result<Applied, Infallible> {
-        assert!(
-            batch.events().is_empty(),
-            "a sink of records gets no events"
-        );
-        let mut kept = self.kept.lock().unwrap();
-        for record in batch.records() {
-            let offset = record.origin.offset;
-            if kept.iter().all(|(o, _)| *o != offset) {
-                kept.push((offset, record.payload.clone().unwrap_or_default()));
-            }
-        }
-        Ok(Applied::default())
-    }
-
-    async fn swap(&self, _client: &mut Object, _previous: u32) -> Result<bool, Infallible> {
-        Ok(true)
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_of_records_gets_every_record_as_read_and_nothing_is_dead_lettered() {
@@ -250,32 +222,32 @@ async fn a_sink_of_records_gets_every_record_as_read_and_nothing_is_dead_lettere
     let (_, last) = fixture.produce(&placed("o-2", "c-1", 1, 100, 3)).await;
 
     let (_, url) = fresh_schema().await;
-    let kept = Arc::new(Mutex::new(Vec::new()));
-    let sink = KeepingSink {
-        spec: SinkSpec {
-            kind: "memory",
-            name: "keeping_sink".into(),
-            version: 1,
-            topics: vec!["orders".into()],
-            event_types: vec![],
-            read_models: vec![],
-            default_batch_wait: Duration::from_millis(10),
-            input: Input::Records,
-        },
-        kept: kept.clone(),
+    let kept: Arc<Mutex<Vec<Kept>>> = Arc::default();
+    let memory = kept.clone();
+    // keeps every record as read, once per offset, as an archive does
+    let apply = move |batch: &Batch<'_>| {
+        assert!(
+            batch.events().is_empty(),
+            "a sink of records gets no events"
+        );
+        let mut kept = memory.lock().unwrap();
+        for record in batch.records() {
+            let offset = record.origin.offset;
+            if kept.iter().all(|(o, _)| *o != offset) {
+                kept.push((offset, record.payload.clone().unwrap_or_default()));
+            }
+        }
+        Applied::default()
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(factline_projectors::run_sink(
-        fixture.config(&url),
-        sink,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let ends = HashMap::from([((fixture.topic("orders"), 0), last + 1)]);
-    wait_caught_up(&url, "keeping_sink", 1, &ends).await;
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    run_until(
+        &fixture,
+        &url,
+        "keeping_sink",
+        Input::Records,
+        last + 1,
+        apply,
+    )
+    .await;
 
     let mut kept = kept.lock().unwrap().clone();
     kept.sort();
