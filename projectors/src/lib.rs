@@ -12,6 +12,7 @@
 //! projector shares), [`postgres`] and [`search`] (the two sinks), [`declarative`] (projections
 //! described in a TOML file) and [`projections`] (the sample read models).
 
+pub mod archive;
 pub mod config;
 pub mod declarative;
 pub mod error;

@@ -71,6 +71,8 @@ pub async fn commit<K: Sink>(
     }
     dead_letter::record_rows(&*tx, projector, version, &settled.letters).await?;
     positions::advance(&tx, projector, version, &settled.advances).await?;
+    // delivered at commit: the read API reads the new positions at once (read-your-writes)
+    tx.batch_execute(positions::NOTIFY).await?;
     tx.commit().await?;
     sink.committed(client).await;
     Ok(settled.outcome)

@@ -27,5 +27,5 @@ pub use manifest::{Coverage, Manifest};
 pub use object::{ArchiveObject, ObjectMeta};
 pub use reader::{read_range, ReadError};
 pub use record::ArchivedRecord;
-pub use segmenter::{Cut, CutRules, Segmenter};
+pub use segmenter::{cut_len, CutRules};
 pub use store::{Bucket, BucketConfig, Stored};

@@ -1,13 +1,9 @@
-//! Where the archiver cuts a partition's records into objects.
-//!
-//! Records of one partition are gathered in offset order; an object is cut when it holds
-//! `max_records` records or `max_bytes` bytes of keys, values and headers, and when the
-//! archiver has caught up with the partition ([`Segmenter::flush`]), so the newest records do
-//! not wait for more traffic. Cutting never looks at the wall clock. Whatever the cut, a
-//! retried write cannot make a second copy: objects are named by their first offset and
-//! written put-if-absent, and the archiver adopts an object that is already there.
-
-use std::collections::BTreeMap;
+//! Where the archiver cuts a partition's records into objects: an object holds at most
+//! `max_records` records and `max_bytes` bytes of keys, values and headers (but always at
+//! least one record, however large). The archiver also cuts at the end of each batch, so the
+//! newest records do not wait for more traffic. Whatever the cut, a retried write cannot make
+//! a second copy: objects are named by their first offset and written put-if-absent, and the
+//! archiver adopts an object that is already there.
 
 use crate::record::ArchivedRecord;
 
@@ -30,36 +26,8 @@ impl Default for CutRules {
     }
 }
 
-/// Records of one partition waiting to be cut, and where the next object starts.
-#[derive(Debug, Default)]
-struct Pending {
-    /// The first offset the next object covers.
-    start: i64,
-    records: Vec<ArchivedRecord>,
-    bytes: usize,
-}
-
-/// The records of one object to write: it covers `first_offset` to its last record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cut {
-    /// The topic of the records.
-    pub topic: String,
-    /// The partition of the records.
-    pub partition: i32,
-    /// The first offset the object covers.
-    pub first_offset: i64,
-    /// The records, in offset order.
-    pub records: Vec<ArchivedRecord>,
-}
-
-/// Gathers records per partition and cuts them into objects by [`CutRules`].
-#[derive(Debug)]
-pub struct Segmenter {
-    rules: CutRules,
-    partitions: BTreeMap<(String, i32), Pending>,
-}
-
-fn size(record: &ArchivedRecord) -> usize {
+/// The bytes of a record that count towards `max_bytes`.
+pub fn size(record: &ArchivedRecord) -> usize {
     record.key.as_ref().map_or(0, Vec::len)
         + record.value.as_ref().map_or(0, Vec::len)
         + record
@@ -69,98 +37,27 @@ fn size(record: &ArchivedRecord) -> usize {
             .sum::<usize>()
 }
 
-impl Segmenter {
-    /// A segmenter with nothing pending.
-    pub fn new(rules: CutRules) -> Segmenter {
-        Segmenter {
-            rules,
-            partitions: BTreeMap::new(),
+/// How many of `records` (in offset order) go into the next object: at least one when there
+/// is any, then as many as `rules` allow.
+pub fn cut_len(records: &[ArchivedRecord], rules: CutRules) -> usize {
+    let mut bytes = 0;
+    for (i, record) in records.iter().enumerate() {
+        bytes += size(record);
+        if i > 0 && (i >= rules.max_records || bytes > rules.max_bytes) {
+            return i;
         }
     }
-
-    /// Where `topic`'s `partition` continues: the first offset the next object covers (the
-    /// manifest's next offset, or the partition's start). Drops what is pending for it.
-    pub fn resume(&mut self, topic: &str, partition: i32, start: i64) {
-        self.partitions.insert(
-            (topic.to_owned(), partition),
-            Pending {
-                start,
-                ..Pending::default()
-            },
-        );
-    }
-
-    /// Forgets a partition (revoked from this archiver).
-    pub fn forget(&mut self, topic: &str, partition: i32) {
-        self.partitions.remove(&(topic.to_owned(), partition));
-    }
-
-    /// Adds a record; returns the objects it completes. Records below the partition's start
-    /// (already archived: a redelivery) are skipped. A partition never resumed starts at its
-    /// first record.
-    pub fn push(&mut self, record: ArchivedRecord) -> Vec<Cut> {
-        let rules = self.rules;
-        let key = (record.topic.clone(), record.partition);
-        let pending = self.partitions.entry(key).or_insert_with(|| Pending {
-            start: record.offset,
-            ..Pending::default()
-        });
-        let next = pending
-            .records
-            .last()
-            .map_or(pending.start, |last| last.offset + 1);
-        if record.offset < next {
-            return Vec::new();
-        }
-        let mut cuts = Vec::new();
-        let record_size = size(&record);
-        if !pending.records.is_empty() && pending.bytes + record_size > rules.max_bytes {
-            cuts.extend(cut(pending));
-        }
-        pending.bytes += record_size;
-        pending.records.push(record);
-        if pending.records.len() >= rules.max_records || pending.bytes >= rules.max_bytes {
-            cuts.extend(cut(pending));
-        }
-        cuts
-    }
-
-    /// Cuts everything pending (the archiver has caught up with these partitions).
-    pub fn flush(&mut self) -> Vec<Cut> {
-        self.partitions.values_mut().filter_map(cut).collect()
-    }
-
-    /// The first offset the next object of a partition covers, if the partition is known.
-    pub fn next_start(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.partitions
-            .get(&(topic.to_owned(), partition))
-            .map(|p| p.start)
-    }
-}
-
-/// The pending records as one object; the partition then continues after its last record.
-fn cut(pending: &mut Pending) -> Option<Cut> {
-    let last = pending.records.last()?.offset;
-    let records = std::mem::take(&mut pending.records);
-    let first_offset = pending.start;
-    pending.start = last + 1;
-    pending.bytes = 0;
-    Some(Cut {
-        topic: records[0].topic.clone(),
-        partition: records[0].partition,
-        first_offset,
-        records,
-    })
+    records.len()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record(partition: i32, offset: i64, size: usize) -> ArchivedRecord {
+    fn record(offset: i64, size: usize) -> ArchivedRecord {
         ArchivedRecord {
             topic: "t".into(),
-            partition,
+            partition: 0,
             offset,
             timestamp_ms: None,
             key: None,
@@ -169,59 +66,27 @@ mod tests {
         }
     }
 
-    fn spans(cuts: &[Cut]) -> Vec<(i32, i64, i64, usize)> {
-        cuts.iter()
-            .map(|c| {
-                let last = c.records.last().unwrap().offset;
-                (c.partition, c.first_offset, last, c.records.len())
-            })
-            .collect()
-    }
-
-    #[test]
-    fn objects_are_cut_by_count_and_chain_without_gaps() {
-        let mut s = Segmenter::new(CutRules {
-            max_records: 3,
-            max_bytes: 1 << 20,
-        });
-        s.resume("t", 0, 0);
-        let mut cuts = Vec::new();
-        // offset 4 has no record (a transaction marker): the chain still has no gap
-        for offset in [0, 1, 2, 3, 5, 6, 7] {
-            cuts.extend(s.push(record(0, offset, 1)));
+    fn rules(max_records: usize, max_bytes: usize) -> CutRules {
+        CutRules {
+            max_records,
+            max_bytes,
         }
-        assert_eq!(spans(&cuts), vec![(0, 0, 2, 3), (0, 3, 6, 3)]);
-        assert_eq!(spans(&s.flush()), vec![(0, 7, 7, 1)]);
-        assert!(s.flush().is_empty());
-        assert_eq!(s.next_start("t", 0), Some(8));
     }
 
     #[test]
-    fn a_large_record_closes_the_object_before_it_and_redeliveries_are_skipped() {
-        let mut s = Segmenter::new(CutRules {
-            max_records: 100,
-            max_bytes: 10,
-        });
-        s.resume("t", 1, 5);
-        assert!(
-            s.push(record(1, 4, 1)).is_empty(),
-            "below the start: archived already"
-        );
-        assert!(s.push(record(1, 5, 4)).is_empty());
-        let cuts = s.push(record(1, 6, 20));
-        assert_eq!(spans(&cuts), vec![(1, 5, 5, 1), (1, 6, 6, 1)]);
-        assert!(s.push(record(1, 6, 1)).is_empty(), "a redelivery");
-        s.push(record(1, 7, 1));
-        assert_eq!(spans(&s.flush()), vec![(1, 7, 7, 1)]);
+    fn objects_are_cut_by_count_and_by_size() {
+        let records: Vec<_> = (0..7).map(|o| record(o, 1)).collect();
+        assert_eq!(cut_len(&records, rules(3, 1 << 20)), 3);
+        assert_eq!(cut_len(&records[6..], rules(3, 1 << 20)), 1);
+        assert_eq!(cut_len(&records, rules(100, 4)), 4);
+        assert_eq!(cut_len(&[], rules(3, 3)), 0);
     }
 
     #[test]
-    fn partitions_are_cut_apart_and_a_revoked_one_is_forgotten() {
-        let mut s = Segmenter::new(CutRules::default());
-        s.push(record(0, 10, 1));
-        s.push(record(1, 20, 1));
-        s.push(record(2, 30, 1));
-        s.forget("t", 2);
-        assert_eq!(spans(&s.flush()), vec![(0, 10, 10, 1), (1, 20, 20, 1)]);
+    fn a_record_larger_than_the_limit_is_an_object_of_its_own() {
+        let records = [record(0, 1), record(1, 50), record(2, 1)];
+        assert_eq!(cut_len(&records, rules(100, 10)), 1);
+        assert_eq!(cut_len(&records[1..], rules(100, 10)), 1);
+        assert_eq!(cut_len(&records[2..], rules(100, 10)), 1);
     }
 }

@@ -4,8 +4,8 @@
 
 use factline_archive::manifest::{ManifestEntry, MIGRATION};
 use factline_archive::{
-    naming, read_range, ArchiveObject, ArchivedRecord, Bucket, BucketConfig, CutRules, Manifest,
-    ReadError, Segmenter, Stored,
+    cut_len, naming, read_range, ArchiveObject, ArchivedRecord, Bucket, BucketConfig, CutRules,
+    Manifest, ReadError, Stored,
 };
 use factline_testkit::stack::{ARCHIVE_S3_BUCKET, ARCHIVE_S3_ENDPOINT};
 use factline_testkit::{env, fresh_schema, short_id};
@@ -139,24 +139,23 @@ async fn a_range_is_read_back_across_objects_and_a_hole_is_named() {
     let (_, url) = fresh_schema().await;
     let client = factline_testkit::connect(&url).await;
     Manifest::migrate(&client).await.unwrap();
-    let mut segmenter = Segmenter::new(CutRules {
+    let all = records("orders", &(0..10).collect::<Vec<_>>());
+    let rules = CutRules {
         max_records: 4,
         max_bytes: 1 << 20,
-    });
-    segmenter.resume("orders", 0, 0);
-    let all = records("orders", &(0..10).collect::<Vec<_>>());
-    let mut cuts = Vec::new();
-    for record in all.clone() {
-        cuts.extend(segmenter.push(record));
-    }
-    cuts.extend(segmenter.flush());
-    assert_eq!(cuts.len(), 3);
-    for cut in &cuts {
-        let object = ArchiveObject::encode(cut.first_offset, &cut.records).unwrap();
-        let key = naming::object_key(&prefix, &cut.topic, cut.partition, cut.first_offset);
+    };
+    let mut start = 0;
+    let mut objects = 0;
+    while start < all.len() {
+        let take = cut_len(&all[start..], rules);
+        let object = ArchiveObject::encode(start as i64, &all[start..start + take]).unwrap();
+        let key = naming::object_key(&prefix, "orders", 0, start as i64);
         bucket.put_if_absent(&key, object.bytes).await.unwrap();
         Manifest::record(&client, &object.meta, &key).await.unwrap();
+        start += take;
+        objects += 1;
     }
+    assert_eq!(objects, 3);
 
     let read = read_range(&client, &bucket, "orders", 0, 2, 9)
         .await
