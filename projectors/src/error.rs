@@ -132,6 +132,9 @@ pub enum RunError {
     /// process stops so that a restart joins cleanly.
     #[error("group membership: {0}")]
     Membership(String),
+    /// History below a partition's log start is in neither Kafka nor the archive.
+    #[error(transparent)]
+    History(#[from] crate::runtime::history::HistoryError),
 }
 
 #[cfg(test)]

@@ -16,8 +16,11 @@ use factline_archive::{
     naming, read_range, ArchiveObject, ArchivedRecord, Bucket, BucketConfig, CutRules, Manifest,
 };
 use factline_projectors::archive::{ArchiveConfig, ArchiveSink, NAME, VERSION};
+use factline_projectors::projections::{order_summary, OrderSummaryProjection};
 use factline_testkit::stack::{ARCHIVE_S3_BUCKET, ARCHIVE_S3_ENDPOINT};
 use factline_testkit::{connect, env, short_id};
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -207,4 +210,87 @@ async fn every_record_is_archived_once_byte_identical_across_a_crash_and_a_resta
     wait_caught_up(&url, NAME, VERSION, &written(&ends_later)).await;
     archiver.stop().await;
     assert_archive_equals_log(&fixture, &url, &bucket, &ends_later).await;
+}
+
+/// Deletes the records below `before` of every partition of `logical` (Kafka's retention).
+async fn delete_below(fixture: &Fixture, logical: &str, partitions: i32, before: i64) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &fixture.brokers)
+        .create()
+        .unwrap();
+    let mut offsets = TopicPartitionList::new();
+    for partition in 0..partitions {
+        offsets
+            .add_partition_offset(&fixture.topic(logical), partition, Offset::Offset(before))
+            .unwrap();
+    }
+    admin
+        .delete_records(&offsets, &AdminOptions::new())
+        .await
+        .unwrap();
+}
+
+const ORDERS: &str = "SELECT * FROM order_summary ORDER BY order_id";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_past_retention_reads_the_archive_and_a_hole_is_refused_by_name() {
+    let mut fixture = Fixture::new(2).await;
+    fixture.produce_all(&shop(4, 12)).await;
+    let projection = || OrderSummaryProjection;
+    let order_ends = fixture.ends_for(&projection());
+
+    // the reference: order_summary built from the whole log
+    let (_, whole) = fresh_schema().await;
+    let built = common::start(fixture.config(&whole), projection());
+    wait_caught_up(
+        &whole,
+        order_summary::NAME,
+        order_summary::VERSION,
+        &order_ends,
+    )
+    .await;
+    built.stop().await;
+    let reference = common::dump(&whole, ORDERS).await;
+    assert!(!reference.is_empty());
+
+    // the archive of everything, then Kafka's oldest records are deleted
+    let (_, url) = fresh_schema().await;
+    let mut bucket_config = BucketConfig::local(&env(ARCHIVE_S3_ENDPOINT), &env(ARCHIVE_S3_BUCKET));
+    bucket_config.prefix = format!("test-{}/", short_id(10));
+    let archive = ArchiveConfig {
+        bucket: bucket_config,
+        rules: CutRules::default(),
+    };
+    let archiver = start(&fixture, &url, &archive);
+    wait_caught_up(&url, NAME, VERSION, &written(&ends(&fixture, 2))).await;
+    archiver.stop().await;
+    delete_below(&fixture, "orders", 2, 5).await;
+
+    // without the archive's manifest the rebuild refuses, naming what is missing
+    let (_, bare) = fresh_schema().await;
+    let refused = tokio::time::timeout(
+        Duration::from_secs(120),
+        factline_projectors::run(fixture.config(&bare), projection(), std::future::pending()),
+    )
+    .await
+    .expect("the projector stops instead of building an incomplete read model")
+    .unwrap_err()
+    .to_string();
+    let orders = fixture.topic("orders");
+    assert!(
+        refused.contains(&format!("{orders}/0: offsets 0..=4")),
+        "{refused}"
+    );
+
+    // with it, the rebuild reads offsets 0..=4 from the archive and the rest from Kafka
+    let rebuilt = common::start(fixture.config(&url), projection());
+    wait_caught_up(
+        &url,
+        order_summary::NAME,
+        order_summary::VERSION,
+        &order_ends,
+    )
+    .await;
+    rebuilt.stop().await;
+    assert_eq!(common::dump(&url, ORDERS).await, reference);
 }

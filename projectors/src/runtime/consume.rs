@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use factline_schemas::EventCodec;
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
@@ -115,6 +116,14 @@ impl<K: Sink> Runner<K> {
                         }
                     }
                     Err(error) => {
+                        if let KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset) = error {
+                            // auto.offset.reset=error: a position is below the log start (or
+                            // past the end); the instance joins again after reading the
+                            // history from the archive (never a silent jump to the log start)
+                            set_failure(&self.failure, format!(
+                                "a position is out of the log's range ({error}): reading history"));
+                            return;
+                        }
                         if let Some((code, reason)) = consumer.client().fatal_error() {
                             // e.g. fenced: another member joined with this instance id
                             set_failure(&self.failure, format!("fatal kafka error {code:?}: {reason}"));
@@ -155,7 +164,7 @@ impl<K: Sink> Runner<K> {
 
     /// Commits a batch, retrying transient failures with backoff. Returns false if stopped
     /// before it could commit.
-    async fn flush(&mut self, records: Vec<Record>) -> bool {
+    pub(super) async fn flush(&mut self, records: Vec<Record>) -> bool {
         let mut backoff = backoff_for(&self.config);
         let mut stop = self.stop.clone();
         loop {

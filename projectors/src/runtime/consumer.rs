@@ -106,7 +106,9 @@ impl ProjectorContext {
         for (topic, partition) in &partitions {
             let offset = match stored.get(&(topic.clone(), *partition)) {
                 Some(next) => Offset::Offset(*next),
-                None => Offset::Beginning,
+                // offset 0, not "beginning": if the oldest records were deleted this is out of
+                // range and the runtime reads them from the archive instead of skipping them
+                None => Offset::Offset(0),
             };
             if let Err(error) = tpl.set_partition_offset(topic, *partition, offset) {
                 tracing::error!(projector = %self.projector, topic, partition, %error,
@@ -217,7 +219,7 @@ pub type ProjectorConsumer = StreamConsumer<ProjectorContext>;
 const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("session.timeout.ms", "30000"),
     ("heartbeat.interval.ms", "3000"),
-    ("auto.offset.reset", "earliest"),
+    ("auto.offset.reset", "error"),
     ("statistics.interval.ms", "1000"),
     ("queued.max.messages.kbytes", "8192"),
     ("queued.min.messages", "20000"),

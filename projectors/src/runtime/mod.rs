@@ -7,6 +7,7 @@
 //! - [`triage`] and [`commit`]: each batch sorted once and committed through the sink;
 //! - [`sink`]: the seam a store implements;
 //! - [`rebuild`]: progress of a rebuilding version and the swap;
+//! - [`history`]: history below the log start read from the event archive;
 //! - the runtime's own pieces: [`consumer`] (rebalances, seeking to stored positions),
 //!   [`membership`] (slot locks), [`decode`], [`record`], [`dead_letter`], [`positions`],
 //!   [`bookkeeping`] (its tables), [`progress`], [`http`], [`backoff`], [`wait`].
@@ -19,6 +20,7 @@ pub mod consumer;
 pub mod dead_letter;
 pub mod decode;
 pub mod group;
+pub mod history;
 pub mod http;
 pub mod membership;
 pub mod positions;

@@ -13,16 +13,18 @@ use rdkafka::consumer::Consumer;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::backoff::Backoff;
 use super::consume::Runner;
 use super::group::{failure_of, leave_group, Joiner};
+use super::history::HistoryError;
 use super::sink::Sink;
 use super::startup::{self, kafka_configs};
-use super::wait::backoff_for;
+use super::wait::{backoff_for, sleep_or_stop};
 use crate::bookkeeping::{Liveness, Registration};
 use crate::config::Config;
 use crate::dead_letter::DeadLetterWriter;
 use crate::decode::RegistryRetry;
-use crate::error::RunError;
+use crate::error::{chain, RunError};
 use crate::http::{self, Health, SharedHealth};
 use crate::postgres::PostgresSink;
 use crate::progress::Estimator;
@@ -150,7 +152,9 @@ async fn run_inner<K: Sink>(
         failure: member.failure.clone(),
     };
     let mut member = member;
-    joiner.subscribe(&member)?;
+    if read_history(&mut runner, &joiner.topics, &mut backoff, &mut stop).await? {
+        joiner.subscribe(&member)?;
+    }
     let failed = loop {
         http::update(&runner.health, |h| h.state = "running");
         runner.consume().await;
@@ -191,7 +195,9 @@ async fn run_inner<K: Sink>(
         http::update(&runner.health, |h| {
             h.instance_id = member.instance_id.clone()
         });
-        joiner.subscribe(&member)?;
+        if read_history(&mut runner, &joiner.topics, &mut backoff, &mut stop).await? {
+            joiner.subscribe(&member)?;
+        }
     };
     http::update(&runner.health, |h| h.state = "stopping");
     member.watcher.abort();
@@ -214,6 +220,41 @@ async fn run_inner<K: Sink>(
         None => {
             tracing::info!("stopped");
             Ok(())
+        }
+    }
+}
+
+/// Reads the history below the log start from the archive ([`super::history`]), retrying
+/// transient failures with backoff. False when stopped meanwhile; an error when history is
+/// missing (the projector stops rather than build an incomplete read model).
+async fn read_history<K: Sink>(
+    runner: &mut Runner<K>,
+    topics: &[String],
+    backoff: &mut Backoff,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<bool, RunError> {
+    loop {
+        match runner.read_history(topics).await {
+            Ok(go_on) => return Ok(go_on),
+            Err(error @ HistoryError::Missing { .. }) => {
+                http::update(&runner.health, |h| {
+                    h.state = "failed";
+                    h.last_error = Some(error.to_string());
+                });
+                return Err(error.into());
+            }
+            Err(error) => {
+                let error = chain(&error);
+                runner.metrics.retry("history");
+                http::update(&runner.health, |h| {
+                    h.state = "retrying";
+                    h.last_error = Some(error.clone());
+                });
+                tracing::warn!(%error, "reading history from the archive failed, retrying");
+                if sleep_or_stop(stop, backoff.next_delay()).await {
+                    return Ok(false);
+                }
+            }
         }
     }
 }

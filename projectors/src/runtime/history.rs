@@ -1,0 +1,178 @@
+//! History past Kafka's retention: before a projector consumes, every partition whose stored
+//! position is below the log start (records deleted by retention, `DeleteRecords`, or a
+//! topic restored without its oldest records) is fed from the event archive
+//! ([`factline_archive`]) through the same triage and commit as live records, up to the log
+//! start; the consumer then continues from Kafka at exactly that offset, with no gap and no
+//! second copy. When neither the archive nor Kafka holds an offset, the projector stops with
+//! an error naming the topic, partition and missing range: it never starts silently at the
+//! log start with part of history missing.
+//!
+//! The archive is found through the `ARCHIVE_S3_*` variables (see
+//! [`crate::archive::ArchiveConfig`]) and its manifest in the projector's own database. While
+//! running, the consumer's `auto.offset.reset` is `error`: a position that falls below the
+//! log start stops consumption, and the instance reads that history here before joining again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use factline_archive::reader::{objects_for, records_of, ReadError};
+use factline_archive::{ArchiveError, Bucket, BucketConfig};
+use factline_service::env::Env;
+use rdkafka::consumer::Consumer;
+use tokio_postgres::error::SqlState;
+
+use super::consume::Runner;
+use super::sink::Sink;
+use crate::archive::ArchiveConfig;
+use crate::positions::{self, TopicPartition};
+use crate::projection::Origin;
+use crate::record::Record;
+
+/// History that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// Offsets below the log start that the archive does not hold either.
+    #[error(
+        "{topic}/{partition}: offsets {first}..={last} are no longer in Kafka and not in the \
+         archive ({why}); the projector cannot build a complete read model"
+    )]
+    Missing {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The first missing offset.
+        first: i64,
+        /// The last missing offset.
+        last: i64,
+        /// Why the archive cannot give them.
+        why: String,
+    },
+    /// Kafka, PostgreSQL or the object store failed: retried.
+    #[error("reading history failed")]
+    Transient(#[source] crate::error::Cause),
+}
+
+/// The archive's bucket, when `ARCHIVE_S3_BUCKET` is set.
+fn bucket() -> Result<Option<Bucket>, HistoryError> {
+    let env = Env::from_process();
+    if env.get("ARCHIVE_S3_BUCKET").is_none() {
+        return Ok(None);
+    }
+    let config = ArchiveConfig::from_env(&env).map_err(|e| HistoryError::Transient(Box::new(e)))?;
+    open(&config.bucket).map(Some)
+}
+
+fn open(config: &BucketConfig) -> Result<Bucket, HistoryError> {
+    Bucket::open(config).map_err(|e| HistoryError::Transient(Box::new(e)))
+}
+
+fn transient(e: impl std::error::Error + Send + Sync + 'static) -> HistoryError {
+    HistoryError::Transient(Box::new(e))
+}
+
+impl<K: Sink> Runner<K> {
+    /// Reads from the archive what every partition of `topics` needs below its log start.
+    /// Returns false if stopped meanwhile.
+    pub(super) async fn read_history(&mut self, topics: &[String]) -> Result<bool, HistoryError> {
+        let consumer = self.consumer.clone();
+        let topics = topics.to_vec();
+        let starts = tokio::task::spawn_blocking(move || {
+            let mut starts: HashMap<TopicPartition, i64> = HashMap::new();
+            for topic in topics {
+                let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+                for t in metadata.topics() {
+                    for p in t.partitions() {
+                        let (low, _) =
+                            consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
+                        starts.insert((topic.clone(), p.id()), low);
+                    }
+                }
+            }
+            Ok::<_, rdkafka::error::KafkaError>(starts)
+        })
+        .await
+        .map_err(transient)?
+        .map_err(transient)?;
+        let client = self.pool.get().await.map_err(transient)?;
+        let stored = positions::load(&**client, &self.name, self.version)
+            .await
+            .map_err(transient)?;
+        let mut gaps: Vec<(TopicPartition, i64, i64)> = starts
+            .into_iter()
+            .filter_map(|(tp, low)| {
+                let next = stored.get(&tp).copied().unwrap_or(0);
+                (next < low).then_some((tp, next, low - 1))
+            })
+            .collect();
+        if gaps.is_empty() {
+            return Ok(true);
+        }
+        gaps.sort();
+        let bucket = bucket()?;
+        for ((topic, partition), first, last) in gaps {
+            let missing = |why: String| HistoryError::Missing {
+                topic: topic.clone(),
+                partition,
+                first,
+                last,
+                why,
+            };
+            let Some(bucket) = &bucket else {
+                return Err(missing(
+                    "no archive is configured: ARCHIVE_S3_BUCKET is unset".into(),
+                ));
+            };
+            let objects = match objects_for(&**client, &topic, partition, first, last).await {
+                Ok(objects) => objects,
+                Err(ReadError::Missing { first, last, .. }) => {
+                    return Err(missing(format!(
+                        "the archive has no object for offsets {first}..={last}"
+                    )))
+                }
+                Err(ReadError::Archive(ArchiveError::Manifest(e)))
+                    if e.code() == Some(&SqlState::UNDEFINED_TABLE) =>
+                {
+                    return Err(missing(
+                        "this database holds no archive manifest (the archiver never ran here)"
+                            .into(),
+                    ))
+                }
+                Err(e) => return Err(transient(e)),
+            };
+            tracing::info!(
+                topic,
+                partition,
+                first,
+                last,
+                objects = objects.len(),
+                "reading history below the log start from the archive"
+            );
+            for entry in objects {
+                let records = records_of(bucket, &entry, first, last)
+                    .await
+                    .map_err(transient)?;
+                let records: Vec<Record> = records
+                    .into_iter()
+                    .map(|r| Record {
+                        origin: Origin {
+                            topic: r.topic,
+                            partition: r.partition,
+                            offset: r.offset,
+                        },
+                        key: r.key,
+                        payload: r.value,
+                        headers: r.headers,
+                        timestamp_ms: r.timestamp_ms,
+                    })
+                    .collect();
+                for chunk in records.chunks(self.config.batch_max_events.max(1)) {
+                    if !self.flush(chunk.to_vec()).await {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+}
