@@ -215,6 +215,11 @@ pub fn document(config: &Config, views: &Views) -> Value {
         param("type", "event type, e.g. OrderPlaced", text()),
         param("key", "record key (aggregate id)", text()),
         param("topic", "topic", text()),
+        param(
+            "correlation_id",
+            "correlation id (every event of one request)",
+            text(),
+        ),
         param("from", "record time at or after", time()),
         param("to", "record time before", time()),
     ];
@@ -229,6 +234,7 @@ pub fn document(config: &Config, views: &Views) -> Value {
             "/customers/{id}/orders": doc.get("a customer's orders, newest first", [vec![path_param("id")], orders_list].concat(), true, false),
             "/search/orders": doc.get("search orders", search, true, false),
             "/events": doc.get("browse and search every event, newest first", events, true, false),
+            "/events/{event_id}": doc.get("one event with the outcome at every projector consuming its topic (applied, dead_lettered, passed, pending)", vec![path_param("event_id")], true, true),
             "/projections": doc.get("every projector: versions, positions, lag, rebuild progress, dead letters", vec![], false, false),
             "/projections/{name}": doc.get("one projector", vec![path_param("name")], false, true),
             "/views/{name}": doc.get("a declarative projection's rows, filtered on its declared columns (column=value, checked against the column's type)", [vec![view_name(views)], doc.page()].concat(), true, true),

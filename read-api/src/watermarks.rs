@@ -258,6 +258,7 @@ mod tests {
             eta_seconds: None,
             progress_at: None,
             dead_lettered: 0,
+            dead_letters_pending: 0,
             declarative: None,
         };
         let now = t0 + chrono::Duration::seconds(10);
@@ -301,6 +302,7 @@ mod tests {
             eta_seconds: None,
             progress_at: None,
             dead_lettered: 0,
+            dead_letters_pending: 0,
             declarative: None,
         };
         let state = state.into_inner().unwrap();
