@@ -370,6 +370,7 @@ mod tests {
             eta_seconds: None,
             progress_at: None,
             dead_lettered: 0,
+            dead_letters_pending: 0,
             declarative: None,
         }
     }
