@@ -29,7 +29,8 @@ pub struct Running {
 }
 
 impl Running {
-    fn spawn<F>(make: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
+    /// Runs what `make` returns until the receiver it is given fires.
+    pub fn spawn<F>(make: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
@@ -139,7 +140,8 @@ impl World {
         world
     }
 
-    fn projector_config(&self) -> factline_projectors::Config {
+    /// The configuration the world's projectors run with (its topics, schema and indices).
+    pub fn projector_config(&self) -> factline_projectors::Config {
         let mut config = factline_projectors::Config::new(
             &env("KAFKA_BROKERS"),
             &env("SCHEMA_REGISTRY_URL"),
