@@ -9,7 +9,8 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_says_healthy_then_names_the_projector_that_lags() {
-    let mut world = World::start(&[Projector::OrderSummary, Projector::CustomerStats], |_| {}).await;
+    let mut world =
+        World::start(&[Projector::OrderSummary, Projector::CustomerStats], |_| {}).await;
     let c = unique("c");
     world.command("RegisterCustomer", customer(&c, "Ada")).await;
     world
@@ -32,7 +33,11 @@ async fn status_says_healthy_then_names_the_projector_that_lags() {
     assert_eq!(table.code, 0, "{table:?}");
     assert!(table.stdout.starts_with("PROJECTOR"), "{}", table.stdout);
     assert!(table.stdout.contains("live (serving)"), "{}", table.stdout);
-    assert!(table.stdout.trim_end().ends_with("healthy"), "{}", table.stdout);
+    assert!(
+        table.stdout.trim_end().ends_with("healthy"),
+        "{}",
+        table.stdout
+    );
 
     // stopped, it falls behind the next order
     world.stop_projector("order_summary").await;
@@ -55,7 +60,9 @@ async fn status_says_healthy_then_names_the_projector_that_lags() {
     assert_eq!(table.code, 1);
     assert!(table.stdout.contains("UNHEALTHY"), "{}", table.stdout);
     assert!(
-        table.stdout.contains("unhealthy:\n  order_summary v1: lags 1 events"),
+        table
+            .stdout
+            .contains("unhealthy:\n  order_summary v1: lags 1 events"),
         "{}",
         table.stdout
     );
