@@ -7,85 +7,8 @@
 
 mod support;
 
-use factline_projectors::{Event, Migration, Projection, ProjectionError};
+use support::tally::start_tally;
 use support::*;
-use tokio_postgres::Transaction;
-
-/// Counts how many times each `OrderPlaced` was applied (`{name}_v1.applied`); rejects the
-/// orders listed in `{name}_blocked`: the operator's fix is to delete them from that table.
-struct Tally {
-    name: String,
-}
-
-impl Projection for Tally {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn topics(&self) -> Vec<String> {
-        vec!["orders".into()]
-    }
-    fn event_types(&self) -> Vec<String> {
-        vec!["OrderPlaced".into()]
-    }
-    fn migrations(&self) -> Vec<Migration> {
-        vec![Migration::new(
-            "001_create",
-            format!(
-                "CREATE TABLE {n}_v1 (order_id text PRIMARY KEY, applied integer NOT NULL); \
-                 CREATE TABLE {n}_blocked (order_id text PRIMARY KEY);",
-                n = self.name
-            ),
-        )]
-    }
-    fn views(&self) -> Vec<String> {
-        vec![self.name.clone()]
-    }
-    async fn apply(&self, tx: &Transaction<'_>, event: &Event) -> Result<(), ProjectionError> {
-        let order = event.data["order_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let transient = |e: tokio_postgres::Error| ProjectionError::Transient(e.to_string());
-        let blocked = tx
-            .query_opt(
-                &format!("SELECT 1 FROM {}_blocked WHERE order_id = $1", self.name),
-                &[&order],
-            )
-            .await
-            .map_err(transient)?;
-        if blocked.is_some() {
-            return Err(ProjectionError::Permanent(format!(
-                "order {order} is blocked"
-            )));
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO {n}_v1 (order_id, applied) VALUES ($1, 1) \
-                 ON CONFLICT (order_id) DO UPDATE SET applied = {n}_v1.applied + 1",
-                n = self.name
-            ),
-            &[&order],
-        )
-        .await
-        .map_err(transient)?;
-        Ok(())
-    }
-}
-
-fn start_tally(world: &mut World, name: &'static str) {
-    let config = world.projector_config();
-    let tally = Tally { name: name.into() };
-    let running = Running::spawn(|stop| async move {
-        let _ = factline_projectors::run(config, tally, async move {
-            let _ = stop.await;
-        })
-        .await;
-    });
-    world.projectors.insert(name, running);
-}
 
 async fn rows(world: &World, table: &str) -> Vec<String> {
     factline_testkit::postgres::rows_as_json(

@@ -5,6 +5,7 @@
 
 #[path = "../../../tests/common/mod.rs"]
 pub mod common;
+pub mod tally;
 
 use std::time::Duration;
 
