@@ -64,6 +64,7 @@ async fn a_fixed_dead_letter_is_redriven_and_applied_exactly_once() {
     let id = letter["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with(&format!("{}orders:", world.prefix)), "{id}");
     let table = factline(&world, &["dlq", "list"]).await;
+    println!("$ factline dlq list\n{}", table.stdout);
     assert!(table.stdout.contains(&id), "{}", table.stdout);
     assert!(
         table
@@ -74,6 +75,8 @@ async fn a_fixed_dead_letter_is_redriven_and_applied_exactly_once() {
     );
 
     // shown, with the record read back from the log and decoded
+    let text = factline(&world, &["dlq", "show", &id]).await;
+    println!("$ factline dlq show {id}\n{}", text.stdout);
     let shown = factline(&world, &["dlq", "show", &id, "--output", "json"]).await;
     assert_eq!(shown.code, 0, "{shown:?}");
     let shown = shown.json();
@@ -117,6 +120,10 @@ async fn a_fixed_dead_letter_is_redriven_and_applied_exactly_once() {
         "a dry run sends nothing"
     );
     let dry_table = factline(&world, &["dlq", "redrive", "--projector", "picky"]).await;
+    println!(
+        "$ factline dlq redrive --projector picky\n{}",
+        dry_table.stdout
+    );
     assert!(
         dry_table
             .stdout
@@ -145,6 +152,10 @@ async fn a_fixed_dead_letter_is_redriven_and_applied_exactly_once() {
     )
     .await;
     assert_eq!(real.code, 0, "{real:?}");
+    println!(
+        "$ factline dlq redrive --projector picky --yes --output json\n{}",
+        real.stdout
+    );
     let real = real.json();
     assert_eq!(real["sent"], dry["records"]);
     assert_eq!(real["dead_letters"], dry["dead_letters"]);
@@ -172,6 +183,8 @@ async fn a_fixed_dead_letter_is_redriven_and_applied_exactly_once() {
     // nothing pending any more: healthy, and a second redrive sends nothing
     let status = factline_until(&world, &["status", "--output", "json"], |r| r.code == 0).await;
     assert_eq!(status.json()["healthy"], true);
+    let again_text = factline(&world, &["dlq", "redrive", "--all", "--yes"]).await;
+    println!("$ factline dlq redrive --all --yes\n{}", again_text.stdout);
     let again = factline(
         &world,
         &["dlq", "redrive", "--all", "--yes", "--output", "json"],

@@ -69,6 +69,10 @@ async fn search_show_and_correlation() {
         &["events", "search", "--text", "earl grey", "--key", &o],
     )
     .await;
+    println!(
+        "$ factline events search --text 'earl grey' --key {o}\n{}",
+        table.stdout
+    );
     assert_eq!(table.code, 0, "{table:?}");
     assert!(table.stdout.contains(&event_id), "{}", table.stdout);
     assert!(
@@ -111,6 +115,7 @@ async fn search_show_and_correlation() {
         ]
     );
     let text = factline(&world, &["events", "show", &event_id]).await;
+    println!("$ factline events show {event_id}\n{}", text.stdout);
     assert!(
         text.stdout
             .starts_with(&format!("OrderPlaced {event_id}\n")),

@@ -79,6 +79,7 @@ async fn watch_follows_a_rebuild_until_the_swap() {
     {
         rest.push(line);
     }
+    println!("$ factline rebuild watch rb\n{first}\n{}", rest.join("\n"));
     let status = child.wait().await.unwrap();
     assert!(status.success(), "{first}\n{rest:?}");
     assert_eq!(

@@ -30,6 +30,7 @@ async fn status_says_healthy_then_names_the_projector_that_lags() {
         .collect();
     assert_eq!(names, ["customer_stats", "order_summary"]);
     let table = factline(&world, &["status"]).await;
+    println!("$ factline status\n{}", table.stdout);
     assert_eq!(table.code, 0, "{table:?}");
     assert!(table.stdout.starts_with("PROJECTOR"), "{}", table.stdout);
     assert!(table.stdout.contains("live (serving)"), "{}", table.stdout);
@@ -57,6 +58,7 @@ async fn status_says_healthy_then_names_the_projector_that_lags() {
         serde_json::json!(["order_summary v1: lags 1 events (more than 0)"])
     );
     let table = factline(&world, &["status", "--max-lag-events", "0"]).await;
+    println!("$ factline status --max-lag-events 0\n{}", table.stdout);
     assert_eq!(table.code, 1);
     assert!(table.stdout.contains("UNHEALTHY"), "{}", table.stdout);
     assert!(
