@@ -130,9 +130,10 @@ prints how many records would be sent and whose dead letters they clear.
 Each record is read back from its topic and produced again to the same partition, unchanged
 (same key, value, headers and event_id) plus a `redriven_from` header. Projectors that applied
 it skip the copy by its event id; those that dead-lettered it apply it now. Redriven dead
-letters are recorded, so a second redrive sends nothing. Records older than the projectors'
-dedupe window (PROJECTOR_DEDUPE_WINDOW_SECS, 7 days by default, less an hour) are left out
-unless --past-dedupe-window.";
+letters are recorded, so a second redrive sends nothing. Records written longer ago than the
+projectors' dedupe window (PROJECTOR_DEDUPE_WINDOW_SECS, 7 days by default, less an hour) are
+left out unless --past-dedupe-window: projectors that applied them may no longer remember their
+event ids.";
 
 /// `rebuild …`.
 #[derive(Debug, Subcommand)]
