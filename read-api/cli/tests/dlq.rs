@@ -233,3 +233,122 @@ async fn end_offsets(topic: &str) -> i64 {
     .await
     .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_stops_at_its_limit_selects_by_id_and_error_and_runs_alone() {
+    let mut world = World::start(&[], |_| {}).await;
+    start_tally(&mut world, "picky");
+    let db = factline_testkit::connect(&world.database_url).await;
+    factline_testkit::eventually(
+        "the projector to register",
+        std::time::Duration::from_secs(60),
+        || async {
+            db.query_one("SELECT count(*) FROM picky_blocked", &[])
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+    let orders: Vec<String> = (0..3).map(|_| unique("o-bad")).collect();
+    for o in &orders {
+        db.execute("INSERT INTO picky_blocked VALUES ($1)", &[o])
+            .await
+            .unwrap();
+        world
+            .command("PlaceOrder", order(o, "c-1", "Assam", 1, 300))
+            .await;
+    }
+    caught_up(&world).await;
+    let letters = factline_until(&world, &["dlq", "list", "-o", "json"], |r| {
+        r.code == 0 && r.json().as_array().is_some_and(|a| a.len() == 3)
+    })
+    .await
+    .json();
+    let ids: Vec<String> = letters
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .collect();
+    db.execute("DELETE FROM picky_blocked", &[]).await.unwrap();
+
+    let none = factline(
+        &world,
+        &[
+            "dlq",
+            "redrive",
+            "--error-contains",
+            "no such error",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(none["records"], 0);
+    let dry = factline(&world, &["dlq", "redrive", "--all", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(dry["records"], 3);
+    assert_eq!(dry["ids"], serde_json::json!(ids));
+
+    // two redrives of the same bookkeeping never run at once
+    let lock = "hashtext('factline_dead_letter_redrive:' || current_schema())";
+    db.execute(&format!("SELECT pg_advisory_lock({lock})"), &[])
+        .await
+        .unwrap();
+    let busy = factline(&world, &["dlq", "redrive", "--all", "--yes"]).await;
+    assert_eq!(busy.code, 5, "{busy:?}");
+    assert!(
+        busy.stderr.contains("another redrive is running"),
+        "{}",
+        busy.stderr
+    );
+    db.execute(&format!("SELECT pg_advisory_unlock({lock})"), &[])
+        .await
+        .unwrap();
+
+    // --limit stops after that many records, in log order
+    let first = factline(
+        &world,
+        &[
+            "dlq", "redrive", "--all", "--limit", "2", "--yes", "-o", "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(first["sent"], 2);
+    let sent: Vec<&str> = first["redriven"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(sent, [ids[0].as_str(), ids[1].as_str()]);
+    // the rest by id; what was sent adds up to the dry run's count
+    let rest = factline(
+        &world,
+        &["dlq", "redrive", "--id", &ids[2], "--yes", "-o", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(rest["sent"], 1);
+    let again = factline(&world, &["dlq", "redrive", "--all", "--yes", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(again["sent"], 0);
+
+    let mut want: Vec<String> = orders
+        .iter()
+        .map(|o| format!(r#"{{"order_id":"{o}","applied":1}}"#))
+        .collect();
+    want.sort();
+    factline_testkit::eventually(
+        "picky to apply every redriven order",
+        std::time::Duration::from_secs(60),
+        || async { (rows(&world, "picky_v1").await == want).then_some(()) },
+    )
+    .await;
+    world.stop().await;
+}

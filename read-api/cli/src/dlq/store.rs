@@ -232,12 +232,12 @@ pub async fn record_redrive(
     Ok(inserted == 1)
 }
 
-/// Takes the session's redrive lock, so two redrives never run at once; false when another
-/// session holds it.
+/// Takes the session's redrive lock, so two redrives of the same bookkeeping (this database
+/// and schema) never run at once; false when another session holds it.
 pub async fn try_lock(client: &Client) -> Result<bool, CliError> {
     Ok(client
         .query_one(
-            "SELECT pg_try_advisory_lock(hashtext('factline_dead_letter_redrive'))",
+            "SELECT pg_try_advisory_lock(hashtext('factline_dead_letter_redrive:' || current_schema()))",
             &[],
         )
         .await
