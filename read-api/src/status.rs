@@ -66,6 +66,30 @@ pub struct VersionStatus {
     pub declarative: Option<Arc<DeclarativeConfig>>,
 }
 
+#[cfg(test)]
+impl VersionStatus {
+    /// A version of `projector` in `state` that has recorded nothing yet (for unit tests).
+    pub fn example(projector: &str, version: i32, state: &str) -> VersionStatus {
+        VersionStatus {
+            projector: projector.into(),
+            version,
+            state: state.into(),
+            sink: None,
+            topics: vec![],
+            read_models: vec![],
+            positions: BTreeMap::new(),
+            updated_at: None,
+            events_done: None,
+            events_total: None,
+            eta_seconds: None,
+            progress_at: None,
+            dead_lettered: 0,
+            dead_letters_pending: 0,
+            declarative: None,
+        }
+    }
+}
+
 /// Every projector's versions, by projector name (newest version last).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -356,23 +380,7 @@ mod tests {
     use super::*;
 
     fn version(v: i32, state: &str) -> VersionStatus {
-        VersionStatus {
-            projector: "p".into(),
-            version: v,
-            state: state.into(),
-            sink: None,
-            topics: vec![],
-            read_models: vec![],
-            positions: BTreeMap::new(),
-            updated_at: None,
-            events_done: None,
-            events_total: None,
-            eta_seconds: None,
-            progress_at: None,
-            dead_lettered: 0,
-            dead_letters_pending: 0,
-            declarative: None,
-        }
+        VersionStatus::example("p", v, state)
     }
 
     #[test]

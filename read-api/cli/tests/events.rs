@@ -5,11 +5,8 @@
 
 mod support;
 
-use std::time::Duration;
-
 use serde_json::Value;
 use support::*;
-use tokio::io::AsyncBufReadExt;
 
 /// Sends a command with an `X-Correlation-Id`; returns the 202 body.
 async fn command_correlated(world: &World, name: &str, body: Value, correlation: &str) -> Value {
@@ -176,7 +173,7 @@ async fn tail_prints_new_events_as_they_arrive() {
     world.command("RegisterCustomer", customer(&c, "Ada")).await;
     caught_up(&world).await;
 
-    let mut tail = command(
+    let mut tail = Following::start(
         &world,
         &[
             "events",
@@ -189,14 +186,7 @@ async fn tail_prints_new_events_as_they_arrive() {
             "3",
         ],
     );
-    tail.stdout(std::process::Stdio::piped());
-    let mut child = tail.spawn().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let first = tail.next_line().await.unwrap();
     assert!(first.contains("CustomerRegistered"), "{first}");
 
     let (o1, o2) = (unique("o"), unique("o"));
@@ -208,22 +198,13 @@ async fn tail_prints_new_events_as_they_arrive() {
         .await;
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("tail printed the new event")
-            .unwrap()
-            .unwrap();
-        seen.push(line);
+        seen.push(tail.next_line().await.expect("tail printed the new event"));
     }
     assert!(seen.iter().all(|l| l.contains("OrderPlaced")), "{seen:?}");
     assert!(
         seen.iter().any(|l| l.contains(&o1)) && seen.iter().any(|l| l.contains(&o2)),
         "{seen:?}"
     );
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "tail stops after --max-events");
+    assert!(tail.success().await, "tail stops after --max-events");
     world.stop().await;
 }

@@ -5,11 +5,8 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::tally::{start, start_tally, Tally};
 use support::*;
-use tokio::io::AsyncBufReadExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_follows_a_rebuild_until_the_swap() {
@@ -48,7 +45,7 @@ async fn watch_follows_a_rebuild_until_the_swap() {
         })
         .await;
 
-    let mut watch = command(
+    let mut watch = Following::start(
         &world,
         &[
             "rebuild",
@@ -60,28 +57,16 @@ async fn watch_follows_a_rebuild_until_the_swap() {
             "120",
         ],
     );
-    watch.stdout(std::process::Stdio::piped());
-    let mut child = watch.spawn().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let first = watch.next_line().await.unwrap();
     assert!(first.starts_with("rb v2: building, "), "{first}");
 
     db.batch_execute("DELETE FROM rb_hold").await.unwrap();
     let mut rest = Vec::new();
-    while let Some(line) = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-    {
+    while let Some(line) = watch.next_line().await {
         rest.push(line);
     }
     println!("$ factline rebuild watch rb\n{first}\n{}", rest.join("\n"));
-    let status = child.wait().await.unwrap();
-    assert!(status.success(), "{first}\n{rest:?}");
+    assert!(watch.success().await, "{first}\n{rest:?}");
     assert_eq!(
         rest.last().map(String::as_str),
         Some("rb v2 is live (swapped)"),

@@ -159,24 +159,13 @@ mod tests {
 
     fn version(projector: &str, topic: &str, next: Option<i64>) -> VersionStatus {
         VersionStatus {
-            projector: projector.into(),
-            version: 1,
-            state: "live".into(),
-            sink: None,
             topics: vec![topic.into()],
             read_models: vec![projector.into()],
             positions: next
                 .map(|n| ((topic.to_owned(), 0), n))
                 .into_iter()
                 .collect(),
-            updated_at: None,
-            events_done: None,
-            events_total: None,
-            eta_seconds: None,
-            progress_at: None,
-            dead_lettered: 0,
-            dead_letters_pending: 0,
-            declarative: None,
+            ..VersionStatus::example(projector, 1, "live")
         }
     }
 

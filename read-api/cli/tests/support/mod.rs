@@ -63,6 +63,44 @@ pub async fn finish(mut command: tokio::process::Command, args: &[&str]) -> Run 
     }
 }
 
+/// A `factline` run still going, read line by line (`events tail`, `rebuild watch`).
+pub struct Following {
+    /// The process.
+    pub child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Following {
+    /// Starts `factline ARGS` against `world`.
+    pub fn start(world: &World, args: &[&str]) -> Following {
+        let mut command = command(world, args);
+        command.stdout(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        Following {
+            child,
+            lines: tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout)),
+        }
+    }
+
+    /// The next line of its output (waiting at most 60 s), or `None` at its end.
+    pub async fn next_line(&mut self) -> Option<String> {
+        tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
+            .await
+            .expect("factline printed a line within 60 s")
+            .unwrap()
+    }
+
+    /// Waits (at most 60 s) for it to exit; whether it succeeded.
+    pub async fn success(mut self) -> bool {
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("factline exited within 60 s")
+            .unwrap()
+            .success()
+    }
+}
+
 /// Runs `factline ARGS` until `done` holds for its run (at most 60 s).
 pub async fn factline_until(world: &World, args: &[&str], done: impl Fn(&Run) -> bool) -> Run {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
