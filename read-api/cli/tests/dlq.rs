@@ -20,7 +20,7 @@ async fn rows(world: &World, table: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fixed_dead_letter_is_redriven_and_applied_exactly_once() {
-    let mut world = World::start(&[], |_| {}).await;
+    let mut world = World::start(&[Projector::EventIndex], |_| {}).await;
     start_tally(&mut world, "picky");
     start_tally(&mut world, "steady");
     let db = factline_testkit::connect(&world.database_url).await;
@@ -80,6 +80,27 @@ async fn a_fixed_dead_letter_is_redriven_and_applied_exactly_once() {
     let shown = factline(&world, &["dlq", "show", &id, "--output", "json"]).await;
     assert_eq!(shown.code, 0, "{shown:?}");
     let shown = shown.json();
+    let event_id = shown["headers"]["event_id"].as_str().unwrap().to_owned();
+    let trail = |event: &serde_json::Value, projector: &str| {
+        event["reached"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["projector"] == projector)
+            .cloned()
+            .unwrap_or_else(|| panic!("{projector} not in {event}"))
+    };
+    let before = factline_until(&world, &["events", "show", &event_id, "-o", "json"], |r| {
+        r.code == 0
+    })
+    .await
+    .json();
+    assert_eq!(trail(&before, "picky")["outcome"], "dead_lettered");
+    assert_eq!(
+        trail(&before, "picky")["dead_letter"]["redriven_to"],
+        serde_json::Value::Null
+    );
+    assert_eq!(trail(&before, "steady")["outcome"], "applied");
     assert_eq!(shown["key"], bad.as_str());
     assert_eq!(shown["payload"]["event_type"], "OrderPlaced");
     assert_eq!(shown["payload"]["value"]["order_id"], bad.as_str());
@@ -179,6 +200,14 @@ async fn a_fixed_dead_letter_is_redriven_and_applied_exactly_once() {
     )
     .await;
     assert_eq!(rows(&world, "steady_v1").await, want);
+    // the event's trail: applied by both, picky's dead letter redriven to the copy
+    let after = factline(&world, &["events", "show", &event_id, "-o", "json"])
+        .await
+        .json();
+    assert_eq!(trail(&after, "picky")["outcome"], "applied");
+    let copy = real["redriven"][0]["to"].as_str().unwrap();
+    assert_eq!(trail(&after, "picky")["dead_letter"]["redriven_to"], copy);
+    assert_eq!(trail(&after, "steady")["outcome"], "applied");
 
     // nothing pending any more: healthy, and a second redrive sends nothing
     let status = factline_until(&world, &["status", "--output", "json"], |r| r.code == 0).await;

@@ -85,7 +85,8 @@ async fn trail(state: &AppState, event: &Value, id: uuid::Uuid) -> Result<Vec<Va
         .get(0);
     let redriven_to = if redrives {
         format!(
-            "(SELECT x.to_partition || ':' || x.to_offset FROM {} x WHERE x.topic = d.topic \
+            "(SELECT x.topic || ':' || x.to_partition || ':' || x.to_offset FROM {} x \
+              WHERE x.topic = d.topic \
               AND x.partition = d.partition AND x.\"offset\" = d.\"offset\")",
             factline_schemas::redrive::REDRIVES_TABLE
         )
