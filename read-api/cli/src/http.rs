@@ -122,17 +122,15 @@ fn message_of(body: &Value) -> Option<String> {
     })
 }
 
-/// A client error with its causes, on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
+/// Why a request got no answer, in a few words: the root cause (e.g. `Connection refused (os
+/// error 111)`), or the time limit.
+fn error_chain(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "no answer within 60 s".into();
     }
-    text
+    let mut root: &dyn std::error::Error = error;
+    while let Some(cause) = root.source() {
+        root = cause;
+    }
+    root.to_string()
 }
