@@ -25,7 +25,8 @@
 //! acknowledged its copy; a dead letter with such a row is no longer pending, so a second
 //! redrive of the same selection sends nothing. A crash between the acknowledgement and the row
 //! leaves the dead letter pending: redriving it again produces one more copy, which every
-//! projector skips by its event id. Two redrives never run at once (a PostgreSQL advisory lock).
+//! projector skips by its event id. Two redrives never run at once (a PostgreSQL advisory lock;
+//! a second one waits up to 5 s, then gives up with exit code 5).
 //!
 //! The plan is the same for a dry run and a real run: every selected record is read back from
 //! the log first, so what the dry run counts is what `--yes` sends.
@@ -40,6 +41,9 @@ use crate::dlq::log::{Log, Stored};
 use crate::dlq::store::{self, DeadLetter, RecordId, Selection};
 use crate::error::{CliError, EXIT_OK, EXIT_PROBLEM};
 use crate::output::{self, Format};
+
+/// How long a redrive waits for another one to finish.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The margin kept before the dedupe window ends.
 pub const WINDOW_MARGIN_SECS: u64 = 3600;
@@ -134,7 +138,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
     let client = store::connect(&settings.database_url).await?;
     if options.yes {
         store::prepare_redrives(&client).await?;
-        if !store::try_lock(&client).await? {
+        if !store::lock(&client, LOCK_WAIT).await? {
             return Err(CliError::Refused {
                 service: "postgresql".into(),
                 status: "busy".into(),
@@ -212,6 +216,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
         bar.inc(1);
     }
     bar.finish_and_clear();
+    store::unlock(&client).await?;
     let ok = failed.is_empty();
     match format {
         Format::Json => {

@@ -232,17 +232,34 @@ pub async fn record_redrive(
     Ok(inserted == 1)
 }
 
-/// Takes the session's redrive lock, so two redrives of the same bookkeeping (this database
-/// and schema) never run at once; false when another session holds it.
-pub async fn try_lock(client: &Client) -> Result<bool, CliError> {
-    Ok(client
-        .query_one(
-            "SELECT pg_try_advisory_lock(hashtext('factline_dead_letter_redrive:' || current_schema()))",
-            &[],
-        )
+/// The advisory lock of redrives on this bookkeeping (this database and schema).
+const LOCK: &str = "hashtext('factline_dead_letter_redrive:' || current_schema())";
+
+/// Takes the session's redrive lock, so two redrives of the same bookkeeping never run at
+/// once: waits up to `wait` for another redrive to finish (a session that just ended may hold
+/// it until the server notices); false when it is still held then.
+pub async fn lock(client: &Client, wait: std::time::Duration) -> Result<bool, CliError> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let locked: bool = client
+            .query_one(&format!("SELECT pg_try_advisory_lock({LOCK})"), &[])
+            .await
+            .map_err(CliError::postgres)?
+            .get(0);
+        if locked || std::time::Instant::now() >= deadline {
+            return Ok(locked);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Releases the lock taken by [`lock`].
+pub async fn unlock(client: &Client) -> Result<(), CliError> {
+    client
+        .execute(&format!("SELECT pg_advisory_unlock({LOCK})"), &[])
         .await
-        .map_err(CliError::postgres)?
-        .get(0))
+        .map_err(CliError::postgres)?;
+    Ok(())
 }
 
 #[cfg(test)]
