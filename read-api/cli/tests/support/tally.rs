@@ -50,7 +50,7 @@ impl Projection for Tally {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let transient = |e: tokio_postgres::Error| ProjectionError::Transient(e.to_string());
+        let transient = |e: tokio_postgres::Error| ProjectionError::transient(e);
         if self.hold {
             let held: i64 = tx
                 .query_one(&format!("SELECT count(*) FROM {}_hold", self.name), &[])
@@ -58,7 +58,7 @@ impl Projection for Tally {
                 .map_err(transient)?
                 .get(0);
             if held > 0 {
-                return Err(ProjectionError::Transient("held by the test".into()));
+                return Err(ProjectionError::transient("held by the test"));
             }
         }
         let blocked = tx
@@ -69,7 +69,7 @@ impl Projection for Tally {
             .await
             .map_err(transient)?;
         if blocked.is_some() {
-            return Err(ProjectionError::Permanent(format!(
+            return Err(ProjectionError::permanent(format!(
                 "order {order} is blocked"
             )));
         }
