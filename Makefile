@@ -14,6 +14,7 @@ down: ## stop everything `make up` started
 status: ## what runs and where
 	@scripts/stack.sh status
 	@scripts/services.sh status
+	-@cargo run -q -p factline-cli -- status --output $(or $(OUTPUT),table)
 
 logs: ## follow the logs of every component
 	@tail -n 20 -F .dev/logs/*.log

@@ -22,6 +22,12 @@ fn path_param(name: &str) -> Value {
            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": NO_CONTROL}})
 }
 
+fn uuid_param(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true,
+           "schema": {"type": "string", "format": "uuid",
+                      "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"}})
+}
+
 fn text() -> Value {
     json!({"type": "string", "maxLength": MAX_TEXT, "pattern": NO_CONTROL})
 }
@@ -215,6 +221,11 @@ pub fn document(config: &Config, views: &Views) -> Value {
         param("type", "event type, e.g. OrderPlaced", text()),
         param("key", "record key (aggregate id)", text()),
         param("topic", "topic", text()),
+        param(
+            "correlation_id",
+            "correlation id (every event of one request)",
+            text(),
+        ),
         param("from", "record time at or after", time()),
         param("to", "record time before", time()),
     ];
@@ -229,6 +240,7 @@ pub fn document(config: &Config, views: &Views) -> Value {
             "/customers/{id}/orders": doc.get("a customer's orders, newest first", [vec![path_param("id")], orders_list].concat(), true, false),
             "/search/orders": doc.get("search orders", search, true, false),
             "/events": doc.get("browse and search every event, newest first", events, true, false),
+            "/events/{event_id}": doc.get("one event with the outcome at every projector consuming its topic (applied, dead_lettered, passed, pending)", vec![uuid_param("event_id")], true, true),
             "/projections": doc.get("every projector: versions, positions, lag, rebuild progress, dead letters", vec![], false, false),
             "/projections/{name}": doc.get("one projector", vec![path_param("name")], false, true),
             "/views/{name}": doc.get("a declarative projection's rows, filtered on its declared columns (column=value, checked against the column's type)", [vec![view_name(views)], doc.page()].concat(), true, true),

@@ -22,6 +22,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use factline_schemas::declarative::DeclarativeConfig;
+use factline_schemas::redrive::REDRIVES_TABLE;
 use factline_service::postgres::PoolSettings;
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
@@ -61,8 +62,35 @@ pub struct VersionStatus {
     pub progress_at: Option<DateTime<Utc>>,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: i64,
+    /// Those of them not redriven yet (no row in
+    /// [`REDRIVES_TABLE`](factline_schemas::redrive::REDRIVES_TABLE)).
+    pub dead_letters_pending: i64,
     /// The configuration a declarative projector recorded for this version.
     pub declarative: Option<Arc<DeclarativeConfig>>,
+}
+
+#[cfg(test)]
+impl VersionStatus {
+    /// A version of `projector` in `state` that has recorded nothing yet (for unit tests).
+    pub fn example(projector: &str, version: i32, state: &str) -> VersionStatus {
+        VersionStatus {
+            projector: projector.into(),
+            version,
+            state: state.into(),
+            sink: None,
+            topics: vec![],
+            read_models: vec![],
+            positions: BTreeMap::new(),
+            updated_at: None,
+            events_done: None,
+            events_total: None,
+            eta_seconds: None,
+            progress_at: None,
+            dead_lettered: 0,
+            dead_letters_pending: 0,
+            declarative: None,
+        }
+    }
 }
 
 /// Every projector's versions, by projector name (newest version last).
@@ -253,15 +281,16 @@ pub async fn load(
 ) -> Result<Snapshot, String> {
     let read_at = Utc::now(); // before any query: the snapshot is at least this fresh
     let mut client = db::connect(pool, limits).await.map_err(|e| e.to_string())?;
-    let exists: bool = client
+    let row = client
         .query_one(
             "SELECT to_regclass('factline_projector_rebuilds') IS NOT NULL \
-             AND to_regclass('factline_projector_dead_letters') IS NOT NULL",
-            &[],
+             AND to_regclass('factline_projector_dead_letters') IS NOT NULL, \
+             to_regclass($1) IS NOT NULL",
+            &[&REDRIVES_TABLE],
         )
         .await
-        .map_err(|e| e.to_string())?
-        .get(0);
+        .map_err(|e| e.to_string())?;
+    let (exists, redrives): (bool, bool) = (row.get(0), row.get(1));
     let mut snapshot = Snapshot {
         projectors: BTreeMap::new(),
         read_at: Some(read_at),
@@ -270,15 +299,31 @@ pub async fn load(
     if !exists {
         return Ok(snapshot);
     }
+    // a dead letter is pending until a redrive recorded its record (the table exists once
+    // something was redriven)
+    let pending = if redrives {
+        format!(
+            "(SELECT count(*) FROM factline_projector_dead_letters d \
+               WHERE d.projector = r.projector AND d.version = r.version AND NOT EXISTS \
+               (SELECT 1 FROM {REDRIVES_TABLE} x WHERE x.topic = d.topic \
+                 AND x.partition = d.partition AND x.\"offset\" = d.\"offset\"))"
+        )
+    } else {
+        "(SELECT count(*) FROM factline_projector_dead_letters d \
+           WHERE d.projector = r.projector AND d.version = r.version)"
+            .to_owned()
+    };
     let versions = client
         .query(
-            "SELECT r.projector, r.version, r.state, r.sink, coalesce(r.topics, '{}'), \
-                    coalesce(r.read_models, '{}'), r.events_done, r.events_total, r.eta_seconds, \
-                    r.progress_at, \
+            &format!(
+                "SELECT r.projector, r.version, r.state, r.sink, coalesce(r.topics, '{{}}'), \
+                    coalesce(r.read_models, '{{}}'), r.events_done, r.events_total, \
+                    r.eta_seconds, r.progress_at, \
                     (SELECT count(*) FROM factline_projector_dead_letters d \
                       WHERE d.projector = r.projector AND d.version = r.version), \
-                    to_jsonb(r) -> 'declarative_config' \
-             FROM factline_projector_rebuilds r ORDER BY r.projector, r.version",
+                    to_jsonb(r) -> 'declarative_config', {pending} \
+                 FROM factline_projector_rebuilds r ORDER BY r.projector, r.version"
+            ),
             &[],
         )
         .await
@@ -318,6 +363,7 @@ pub async fn load(
                 eta_seconds: row.get(8),
                 progress_at: row.get(9),
                 dead_lettered: row.get(10),
+                dead_letters_pending: row.get(12),
                 declarative,
             });
     }
@@ -346,22 +392,7 @@ mod tests {
     use super::*;
 
     fn version(v: i32, state: &str) -> VersionStatus {
-        VersionStatus {
-            projector: "p".into(),
-            version: v,
-            state: state.into(),
-            sink: None,
-            topics: vec![],
-            read_models: vec![],
-            positions: BTreeMap::new(),
-            updated_at: None,
-            events_done: None,
-            events_total: None,
-            eta_seconds: None,
-            progress_at: None,
-            dead_lettered: 0,
-            declarative: None,
-        }
+        VersionStatus::example("p", v, state)
     }
 
     #[test]

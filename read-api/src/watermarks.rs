@@ -245,20 +245,9 @@ mod tests {
             t0 + chrono::Duration::seconds(4),
         );
         let mut version = crate::status::VersionStatus {
-            projector: "p".into(),
-            version: 1,
-            state: "live".into(),
-            sink: None,
             topics: vec!["orders".into()],
-            read_models: vec![],
             positions: BTreeMap::from([(tp.clone(), 12)]),
-            updated_at: None,
-            events_done: None,
-            events_total: None,
-            eta_seconds: None,
-            progress_at: None,
-            dead_lettered: 0,
-            declarative: None,
+            ..crate::status::VersionStatus::example("p", 1, "live")
         };
         let now = t0 + chrono::Duration::seconds(10);
         let state = state.into_inner().unwrap();
@@ -288,20 +277,9 @@ mod tests {
         let later = t0 + STALE_AFTER + chrono::Duration::seconds(1);
         record(&state, HashMap::from([(p0.clone(), (0, 5))]), later);
         let version = crate::status::VersionStatus {
-            projector: "p".into(),
-            version: 1,
-            state: "live".into(),
-            sink: None,
             topics: vec!["orders".into()],
-            read_models: vec![],
             positions: BTreeMap::from([(p0, 5), (p1, 5)]),
-            updated_at: None,
-            events_done: None,
-            events_total: None,
-            eta_seconds: None,
-            progress_at: None,
-            dead_lettered: 0,
-            declarative: None,
+            ..crate::status::VersionStatus::example("p", 1, "live")
         };
         let state = state.into_inner().unwrap();
         assert!(

@@ -2,7 +2,8 @@
 //! JSON <-> Avro conversion with precise problems, the event envelope (Kafka headers), position
 //! tokens, the Confluent wire format through a schema registry, and the read-model side of the
 //! contract: how versioned read models are named ([`read_model`]) and the declarative read
-//! model a projector builds and the read API serves ([`declarative`]).
+//! model a projector builds and the read API serves ([`declarative`]), and what a dead-letter
+//! redrive records ([`redrive`]).
 //!
 //! ```
 //! use factline_schemas::Catalog;
@@ -24,6 +25,7 @@ mod names;
 mod position;
 mod problems;
 pub mod read_model;
+pub mod redrive;
 pub mod registry;
 mod rules;
 pub mod topics;

@@ -33,12 +33,23 @@ pub async fn list(
         &state,
         query.as_deref(),
         &headers,
-        &["q", "type", "key", "topic", "from", "to", "limit", "cursor"],
+        &[
+            "q",
+            "type",
+            "key",
+            "topic",
+            "correlation_id",
+            "from",
+            "to",
+            "limit",
+            "cursor",
+        ],
     )?;
     let text = params.text("q")?;
     let event_type = params.text("type")?;
     let key = params.text("key")?;
     let topic = params.text("topic")?;
+    let correlation_id = params.text("correlation_id")?;
     let (from, to) = params.range("from", "to")?;
     let limit = params.limit(state.config.default_page_size, state.config.max_page_size)?;
     let after = params
@@ -56,6 +67,9 @@ pub async fn list(
     if let Some(topic) = topic {
         let topic = format!("{}{topic}", state.config.topic_prefix);
         filter.push(json!({"term": {"topic": topic}}));
+    }
+    if let Some(correlation_id) = correlation_id {
+        filter.push(json!({"term": {"correlation_id": correlation_id}}));
     }
     if let Some(range) = time_range("timestamp", (from, to)) {
         filter.push(range);

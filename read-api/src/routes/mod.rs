@@ -3,6 +3,7 @@
 //! mean "not projected yet"), read from the very version those headers name (see [`serve`]).
 
 pub mod customers;
+pub mod event_trail;
 pub mod events;
 pub mod ops;
 pub mod orders;
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/customers/{id}/orders", get(customers::orders))
         .route("/search/orders", get(search::orders))
         .route("/events", get(events::list))
+        .route("/events/{event_id}", get(event_trail::by_id))
         .route("/projections", get(projections::list))
         .route("/projections/{name}", get(projections::one))
         .route("/views/{name}", get(views::list))

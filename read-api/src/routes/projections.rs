@@ -1,5 +1,6 @@
 //! `GET /projections` and `GET /projections/{name}`: every projector version with its state,
-//! positions, live lag (events and seconds), rebuild progress and dead-lettered count.
+//! positions, live lag (events and seconds), rebuild progress and dead-lettered count (all, and
+//! those not redriven yet).
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -95,5 +96,6 @@ fn version(state: &AppState, v: &VersionStatus, serving: bool) -> Value {
         "events_done": v.events_done,
         "events_total": v.events_total,
         "dead_lettered": v.dead_lettered,
+        "dead_letters_pending": v.dead_letters_pending,
     })
 }

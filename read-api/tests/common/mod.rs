@@ -29,7 +29,8 @@ pub struct Running {
 }
 
 impl Running {
-    fn spawn<F>(make: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
+    /// Runs what `make` returns until the receiver it is given fires.
+    pub fn spawn<F>(make: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
@@ -151,7 +152,7 @@ impl World {
         world
     }
 
-    /// The configuration the world's projectors run with.
+    /// The configuration the world's projectors run with (its topics, schema and indices).
     pub fn projector_config(&self) -> factline_projectors::Config {
         let mut config = factline_projectors::Config::new(
             &env("KAFKA_BROKERS"),
