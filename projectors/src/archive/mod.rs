@@ -13,8 +13,6 @@
 //! the records it holds are not written again), so no record is archived twice and none is
 //! skipped, whatever the batch boundaries were.
 
-mod config;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -26,7 +24,7 @@ use factline_archive::{
 };
 use tokio_postgres::Transaction;
 
-pub use config::ArchiveConfig;
+pub use factline_archive::ArchiveConfig;
 
 use crate::bookkeeping::{self, BootstrapError, Liveness, Registration};
 use crate::config::Config;

@@ -8,7 +8,7 @@
 //! log start with part of history missing.
 //!
 //! The archive is found through the `ARCHIVE_S3_*` variables (see
-//! [`crate::archive::ArchiveConfig`]) and its manifest in the projector's own database. While
+//! [`factline_archive::ArchiveConfig`]) and its manifest in the projector's own database. While
 //! running, the consumer's `auto.offset.reset` is `error`: a position that falls below the
 //! log start stops consumption, and the instance reads that history here before joining again.
 
@@ -23,10 +23,10 @@ use tokio_postgres::error::SqlState;
 
 use super::consume::Runner;
 use super::sink::Sink;
-use crate::archive::ArchiveConfig;
 use crate::positions::{self, TopicPartition};
 use crate::projection::Origin;
 use crate::record::Record;
+use factline_archive::ArchiveConfig;
 
 /// History that cannot be read.
 #[derive(Debug, thiserror::Error)]

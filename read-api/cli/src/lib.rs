@@ -1,6 +1,7 @@
 //! `factline`, the operator's command line: what every projector is doing (`status`), the
 //! event viewer (`events search|tail|show`), dead letters (`dlq list|show|redrive`), a
-//! rebuild's progress (`rebuild watch`) and bulk sends (`send`). It talks to the read API and
+//! rebuild's progress (`rebuild watch`), bulk sends (`send`) and replays from the event
+//! archive (`replay`). It talks to the read API and
 //! the write side over HTTP, and for dead letters to PostgreSQL and Kafka, with the same
 //! environment variables as the services ([`config`]). Every failure is one line on stderr and
 //! a documented exit code ([`error`]).
@@ -12,6 +13,7 @@ pub mod events;
 pub mod http;
 pub mod output;
 pub mod rebuild;
+pub mod replay;
 pub mod send;
 pub mod status;
 
@@ -61,6 +63,9 @@ pub enum Command {
     Rebuild(RebuildCommand),
     /// Send commands from an NDJSON file through the write side's batch endpoint
     Send(send::Options),
+    /// Re-send archived records of a topic, past Kafka's retention (dry run unless --yes)
+    #[command(long_about = replay::HELP)]
+    Replay(replay::Options),
 }
 
 /// `events …`.
@@ -215,6 +220,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<u8, CliError> {
             rebuild::watch(&read_api(), &name, version, every, timeout, format).await?;
             Ok(EXIT_OK)
         }
+        Command::Replay(options) => replay::run(&settings, &options, format).await,
         Command::Send(options) => {
             let write_side = http::Service::new(
                 "write side",

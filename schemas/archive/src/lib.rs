@@ -13,6 +13,7 @@
 //!
 //! The archiver projector writes through these; rebuilds, replay and restore read through them.
 
+pub mod config;
 pub mod error;
 pub mod manifest;
 pub mod naming;
@@ -22,6 +23,7 @@ pub mod record;
 pub mod segmenter;
 pub mod store;
 
+pub use config::ArchiveConfig;
 pub use error::ArchiveError;
 pub use manifest::{Coverage, Manifest};
 pub use object::{ArchiveObject, ObjectMeta};

@@ -1,4 +1,5 @@
-//! The archive's own settings (`ARCHIVE_*`), beside the runtime's (`PROJECTOR_*`).
+//! The archive's settings (`ARCHIVE_*`), read the same way by the archiver, by projectors
+//! reading history past retention and by the operator's `factline replay`.
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
@@ -10,7 +11,8 @@
 //! | `ARCHIVE_OBJECT_MAX_RECORDS` | records per object at most | 10000 |
 //! | `ARCHIVE_OBJECT_MAX_BYTES` | bytes of keys, values and headers per object at most | 16777216 |
 
-use factline_archive::{BucketConfig, CutRules};
+use crate::segmenter::CutRules;
+use crate::store::BucketConfig;
 use factline_service::env::{Env, EnvError};
 
 /// Where and how the archive is written.

@@ -1,0 +1,458 @@
+//! `factline replay`: re-sends archived records of a topic to a topic (the same one by
+//! default), byte-identical (key, value, headers, timestamp, partition number) plus headers
+//! marking the replay: `factline-replay-id`, `factline-replay-topic`,
+//! `factline-replay-partition`, `factline-replay-offset`.
+//!
+//! Records come from the event archive ([`factline_archive`]: its manifest in PostgreSQL, its
+//! objects in the bucket named by `ARCHIVE_S3_*`), so a replay reaches past Kafka's retention.
+//! A selection narrows them: partitions, a time range (the records' timestamps), a key, an
+//! event type. A dry run is the default and prints how many records would be sent per
+//! partition; `--yes` sends them, at most `--rate` per second, at most `--limit` in all.
+//!
+//! **Resumable, never twice.** Each replay has an id (printed; `--replay-id` names it). Before
+//! sending, the replay records in `factline_replays` where the target partitions ended; a
+//! replay resumed with the same id first reads what it already sent there (the records
+//! carrying its id) and continues after the last one, so an interrupted replay sends every
+//! selected record exactly once. Replaying into a topic that projectors consume changes no
+//! read model: the copies carry their original event ids, and projectors skip events they
+//! applied (within their dedupe window).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use factline_archive::manifest::Manifest;
+use factline_archive::reader::{records_of, ReadError};
+use factline_archive::{ArchiveConfig, ArchivedRecord, Bucket};
+use factline_service::env::Env;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::json;
+use tokio_postgres::GenericClient;
+
+use crate::config::Settings;
+use crate::error::{CliError, EXIT_OK};
+use crate::output::{self, Format};
+
+/// The long help of `replay`.
+pub const HELP: &str = "\
+Re-send archived records of a topic (from the event archive, so past Kafka's retention) to a
+topic, the same one by default: byte-identical (key, value, headers, timestamp, partition
+number) plus the headers factline-replay-id, -topic, -partition and -offset. A dry run unless
+--yes: it prints how many records would be sent per partition. An interrupted replay resumes
+with --replay-id ID --yes and sends every selected record exactly once. Replaying into a topic
+the projectors consume changes no read model: the copies keep their event ids.";
+
+/// The header naming the replay a copy belongs to.
+pub const HEADER_REPLAY_ID: &str = "factline-replay-id";
+/// The header naming the copy's original topic.
+pub const HEADER_REPLAY_TOPIC: &str = "factline-replay-topic";
+/// The header naming the copy's original partition.
+pub const HEADER_REPLAY_PARTITION: &str = "factline-replay-partition";
+/// The header naming the copy's original offset.
+pub const HEADER_REPLAY_OFFSET: &str = "factline-replay-offset";
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Where a replay's target partitions ended when it started.
+const TABLE: &str = "CREATE TABLE IF NOT EXISTS factline_replays (
+    replay_id text NOT NULL,
+    target_topic text NOT NULL,
+    target_partition integer NOT NULL,
+    start_offset bigint NOT NULL,
+    source_topic text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (replay_id, target_topic, target_partition)
+)";
+
+/// The options of `replay`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// The topic whose archived records are replayed (its full name)
+    #[arg(long)]
+    pub topic: String,
+    /// Only these partitions (repeatable)
+    #[arg(long = "partition")]
+    pub partitions: Vec<i32>,
+    /// Only records at or after this time (RFC 3339)
+    #[arg(long)]
+    pub from: Option<DateTime<Utc>>,
+    /// Only records before this time (RFC 3339)
+    #[arg(long)]
+    pub until: Option<DateTime<Utc>>,
+    /// Only records with this key
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Only records of this event type (the `event_type` header)
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
+    /// The topic to send to (default: the topic itself); it needs at least as many partitions
+    #[arg(long)]
+    pub to_topic: Option<String>,
+    /// The replay's id: give the id of an interrupted replay to resume it
+    #[arg(long)]
+    pub replay_id: Option<String>,
+    /// Send, instead of counting (a dry run is the default)
+    #[arg(long)]
+    pub yes: bool,
+    /// Records per second at most
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Stop after sending this many records
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+impl Options {
+    fn selects(&self, record: &ArchivedRecord) -> bool {
+        let at = record
+            .timestamp_ms
+            .and_then(DateTime::from_timestamp_millis);
+        self.from.is_none_or(|from| at.is_some_and(|at| at >= from))
+            && self
+                .until
+                .is_none_or(|until| at.is_some_and(|at| at < until))
+            && self
+                .key
+                .as_ref()
+                .is_none_or(|key| record.key.as_deref() == Some(key.as_bytes()))
+            && self.event_type.as_ref().is_none_or(|wanted| {
+                record
+                    .headers
+                    .iter()
+                    .any(|(k, v)| k == "event_type" && v.as_deref() == Some(wanted.as_bytes()))
+            })
+    }
+}
+
+fn kafka_config(settings: &Settings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &settings.kafka_brokers);
+    for (key, value) in &settings.kafka_properties {
+        config.set(key, value);
+    }
+    config
+}
+
+fn archive_error(e: impl std::fmt::Display) -> CliError {
+    CliError::Unreachable {
+        service: "the event archive (ARCHIVE_S3_*)".into(),
+        message: e.to_string(),
+    }
+}
+
+/// Runs `replay`; returns the exit code.
+pub async fn run(settings: &Settings, options: &Options, format: Format) -> Result<u8, CliError> {
+    let archive = ArchiveConfig::from_env(&Env::from_process())
+        .map_err(|e| CliError::Config(format!("the event archive: {e}")))?;
+    let bucket = Bucket::open(&archive.bucket).map_err(archive_error)?;
+    let client = crate::dlq::store::connect(&settings.database_url).await?;
+    let target = options
+        .to_topic
+        .clone()
+        .unwrap_or_else(|| options.topic.clone());
+    let replay_id = options
+        .replay_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+
+    // what is archived, per partition
+    let rows = client
+        .query(
+            "SELECT partition, max(last_offset) FROM factline_archive_objects \
+             WHERE topic = $1 GROUP BY partition ORDER BY partition",
+            &[&options.topic],
+        )
+        .await
+        .map_err(CliError::postgres)?;
+    let archived: Vec<(i32, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .filter(|(p, _)| options.partitions.is_empty() || options.partitions.contains(p))
+        .collect();
+    if archived.is_empty() {
+        return Err(CliError::NotFound(format!(
+            "archived records of topic {} (selected partitions)",
+            options.topic
+        )));
+    }
+
+    // where an earlier run of this replay got to
+    let done = if options.yes || options.replay_id.is_some() {
+        sent_already(settings, &**client, &replay_id, &target, &options.topic).await?
+    } else {
+        HashMap::new()
+    };
+
+    // the plan: every selected record not sent yet, partition by partition
+    let mut plan: BTreeMap<i32, Vec<ArchivedRecord>> = BTreeMap::new();
+    let mut holes = Vec::new();
+    for (partition, last) in &archived {
+        let coverage = Manifest::coverage(&**client, &options.topic, *partition, 0, *last)
+            .await
+            .map_err(archive_error)?;
+        holes.extend(coverage.missing.iter().map(|(a, b)| (*partition, *a, *b)));
+        let after = done.get(partition).copied().unwrap_or(-1);
+        let mut selected = Vec::new();
+        for entry in &coverage.objects {
+            if entry.meta.last_offset <= after {
+                continue;
+            }
+            let records = records_of(&bucket, entry, after + 1, *last)
+                .await
+                .map_err(|e: ReadError| archive_error(e))?;
+            selected.extend(records.into_iter().filter(|r| options.selects(r)));
+        }
+        plan.insert(*partition, selected);
+    }
+    let total: u64 = plan.values().map(|r| r.len() as u64).sum();
+    let to_send = options.limit.map_or(total, |limit| limit.min(total));
+
+    if !options.yes {
+        let per_partition: BTreeMap<String, usize> =
+            plan.iter().map(|(p, r)| (p.to_string(), r.len())).collect();
+        match format {
+            Format::Json => output::print_json(&json!({
+                "dry_run": true, "replay_id": replay_id, "topic": options.topic,
+                "to_topic": target, "records": to_send, "per_partition": per_partition,
+                "already_sent": done, "archive_holes": holes,
+            })),
+            Format::Table => {
+                println!(
+                    "dry run: replay {replay_id} would send {to_send} records of {} to {target}",
+                    options.topic
+                );
+                for (partition, count) in &per_partition {
+                    println!("  partition {partition}: {count}");
+                }
+                for (partition, a, b) in &holes {
+                    println!("  note: partition {partition} offsets {a}..={b} are not archived");
+                }
+                println!("run again with --yes to send (and --replay-id {replay_id} to resume)");
+            }
+        }
+        return Ok(EXIT_OK);
+    }
+
+    // where the target partitions end now, recorded once: the start of this replay's copies
+    record_start(
+        settings,
+        &**client,
+        &replay_id,
+        &target,
+        &options.topic,
+        plan.keys(),
+    )
+    .await?;
+    let producer: FutureProducer = kafka_config(settings)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .map_err(|e| CliError::kafka("producer", e))?;
+    let bar = output::bar(to_send, "records");
+    let started = Instant::now();
+    let mut sent = 0u64;
+    'partitions: for (partition, records) in &plan {
+        for record in records {
+            if sent >= to_send {
+                break 'partitions;
+            }
+            if let Some(rate) = options.rate.filter(|r| *r > 0) {
+                let due = started + Duration::from_secs_f64(sent as f64 / f64::from(rate));
+                tokio::time::sleep_until(due.into()).await;
+            }
+            send(&producer, &target, *partition, record, &replay_id).await?;
+            sent += 1;
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let complete = sent == total;
+    match format {
+        Format::Json => output::print_json(&json!({
+            "dry_run": false, "replay_id": replay_id, "topic": options.topic,
+            "to_topic": target, "sent": sent, "complete": complete,
+        })),
+        Format::Table => {
+            println!(
+                "replay {replay_id}: sent {sent} records of {} to {target}",
+                options.topic
+            );
+            if !complete {
+                println!(
+                    "stopped at the limit: {} left; resume with --replay-id {replay_id} --yes",
+                    total - sent
+                );
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// Produces one copy and waits for the broker's acknowledgement.
+async fn send(
+    producer: &FutureProducer,
+    target: &str,
+    partition: i32,
+    record: &ArchivedRecord,
+    replay_id: &str,
+) -> Result<(), CliError> {
+    let (partition_text, offset_text) = (record.partition.to_string(), record.offset.to_string());
+    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 4);
+    for (key, value) in &record.headers {
+        headers = headers.insert(Header {
+            key,
+            value: value.as_deref(),
+        });
+    }
+    for (key, value) in [
+        (HEADER_REPLAY_ID, replay_id),
+        (HEADER_REPLAY_TOPIC, record.topic.as_str()),
+        (HEADER_REPLAY_PARTITION, partition_text.as_str()),
+        (HEADER_REPLAY_OFFSET, offset_text.as_str()),
+    ] {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(target)
+        .partition(partition)
+        .headers(headers);
+    if let Some(key) = record.key.as_deref() {
+        out = out.key(key);
+    }
+    if let Some(value) = record.value.as_deref() {
+        out = out.payload(value);
+    }
+    if let Some(timestamp) = record.timestamp_ms {
+        out = out.timestamp(timestamp);
+    }
+    producer.send(out, WAIT).await.map_err(|(e, _)| {
+        CliError::kafka(
+            &format!(
+                "sending {}/{}@{}",
+                record.topic, record.partition, record.offset
+            ),
+            e,
+        )
+    })?;
+    Ok(())
+}
+
+/// Records where the target partitions end, the first time this replay sends.
+async fn record_start(
+    settings: &Settings,
+    client: &impl GenericClient,
+    replay_id: &str,
+    target: &str,
+    source: &str,
+    partitions: impl Iterator<Item = &i32>,
+) -> Result<(), CliError> {
+    client
+        .batch_execute(TABLE)
+        .await
+        .map_err(CliError::postgres)?;
+    let consumer: BaseConsumer = kafka_config(settings)
+        .create()
+        .map_err(|e| CliError::kafka("consumer", e))?;
+    for partition in partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(target, *partition, WAIT)
+            .map_err(|e| CliError::kafka(&format!("the end of {target}/{partition}"), e))?;
+        client
+            .execute(
+                "INSERT INTO factline_replays (replay_id, target_topic, target_partition, \
+                 start_offset, source_topic) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[&replay_id, &target, partition, &high, &source],
+            )
+            .await
+            .map_err(CliError::postgres)?;
+    }
+    Ok(())
+}
+
+/// The last source offset this replay already sent, per source partition: read from the
+/// target partitions, from where the replay started, in the copies carrying its id.
+async fn sent_already(
+    settings: &Settings,
+    client: &impl GenericClient,
+    replay_id: &str,
+    target: &str,
+    source: &str,
+) -> Result<HashMap<i32, i64>, CliError> {
+    client
+        .batch_execute(TABLE)
+        .await
+        .map_err(CliError::postgres)?;
+    let rows = client
+        .query(
+            "SELECT target_partition, start_offset FROM factline_replays \
+             WHERE replay_id = $1 AND target_topic = $2",
+            &[&replay_id, &target],
+        )
+        .await
+        .map_err(CliError::postgres)?;
+    let mut done = HashMap::new();
+    for row in rows {
+        let (partition, start): (i32, i64) = (row.get(0), row.get(1));
+        let consumer: BaseConsumer = kafka_config(settings)
+            .set("group.id", "factline-cli-replay")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()
+            .map_err(|e| CliError::kafka("consumer", e))?;
+        let (_, high) = consumer
+            .fetch_watermarks(target, partition, WAIT)
+            .map_err(|e| CliError::kafka(&format!("the end of {target}/{partition}"), e))?;
+        if high <= start {
+            continue;
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(target, partition, Offset::Offset(start))
+            .map_err(|e| CliError::kafka("assign", e))?;
+        consumer
+            .assign(&assignment)
+            .map_err(|e| CliError::kafka("assign", e))?;
+        let deadline = Instant::now() + WAIT;
+        let mut next = start;
+        while next < high {
+            if Instant::now() > deadline {
+                return Err(CliError::Timeout(format!(
+                    "reading what replay {replay_id} sent to {target}/{partition}"
+                )));
+            }
+            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let Ok(message) = message else {
+                continue; // end of partition reached early, or a transient error: poll on
+            };
+            next = message.offset() + 1;
+            let header = |name: &str| {
+                message.headers().and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key == name)
+                        .and_then(|x| x.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+            };
+            if header(HEADER_REPLAY_ID).as_deref() != Some(replay_id)
+                || header(HEADER_REPLAY_TOPIC).as_deref() != Some(source)
+            {
+                continue;
+            }
+            if let (Some(p), Some(o)) = (
+                header(HEADER_REPLAY_PARTITION).and_then(|p| p.parse::<i32>().ok()),
+                header(HEADER_REPLAY_OFFSET).and_then(|o| o.parse::<i64>().ok()),
+            ) {
+                let entry = done.entry(p).or_insert(o);
+                *entry = (*entry).max(o);
+            }
+        }
+    }
+    Ok(done)
+}

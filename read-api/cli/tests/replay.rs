@@ -1,0 +1,234 @@
+//! `factline replay` against the real stack (broker, PostgreSQL, the S3 object store, the
+//! event archive written by the archiver): a dry run counts what a real run sends; a replay
+//! stopped at a limit and resumed sends every selected record exactly once, byte-identical
+//! with the replay's headers added; a replay into the origin topic changes no read model.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use factline_archive::{ArchiveConfig, BucketConfig, CutRules};
+use factline_projectors::archive::ArchiveSink;
+use factline_testkit::stack::{ARCHIVE_S3_BUCKET, ARCHIVE_S3_ENDPOINT};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use support::*;
+
+type Copy = (
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(String, Option<Vec<u8>>)>,
+);
+
+/// Every record of `topic`, by (partition, offset): key, value, headers.
+fn read_topic(topic: &str) -> BTreeMap<(i32, i64), Copy> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env("KAFKA_BROKERS"))
+        .set(
+            "group.id",
+            format!("replay-check-{}", factline_testkit::short_id(8)),
+        )
+        .create()
+        .unwrap();
+    let mut records = BTreeMap::new();
+    for partition in 0..3 {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .unwrap();
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&assignment).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut next = 0;
+        while next < high {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reading {topic}/{partition}"
+            );
+            let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            next = message.offset() + 1;
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            records.insert(
+                (partition, message.offset()),
+                (
+                    message.key().map(<[u8]>::to_vec),
+                    message.payload().map(<[u8]>::to_vec),
+                    headers,
+                ),
+            );
+        }
+    }
+    records
+}
+
+async fn replay(world: &World, prefix: &str, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["--output", "json", "replay"];
+    full.extend_from_slice(args);
+    let mut command = command(world, &full);
+    command.env("ARCHIVE_S3_PREFIX", prefix);
+    let run = finish(command, &full).await;
+    assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+    run.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_counted_resumed_and_sent_once_and_changes_no_read_model() {
+    let world = World::start(&[Projector::OrderSummary], |_| {}).await;
+    for _ in 0..6 {
+        world
+            .command("PlaceOrder", order(&unique("o"), "c-1", "tea", 1, 100))
+            .await;
+    }
+    caught_up(&world).await;
+    let orders = format!("{}orders", world.prefix);
+    let original = read_topic(&orders);
+    assert_eq!(original.len(), 6);
+
+    // the archive, written by the archiver
+    let prefix = format!("test-{}/", factline_testkit::short_id(10));
+    let mut bucket = BucketConfig::local(&env(ARCHIVE_S3_ENDPOINT), &env(ARCHIVE_S3_BUCKET));
+    bucket.prefix = prefix.clone();
+    let archive = ArchiveConfig {
+        bucket,
+        rules: CutRules::default(),
+    };
+    let topics = vec!["orders".to_owned(), "customers".to_owned()];
+    let sink = ArchiveSink::new(&topics, &archive).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let archiver = tokio::spawn(factline_projectors::run_sink(
+        world.projector_config(),
+        sink,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let db = factline_testkit::connect(&world.database_url).await;
+    factline_testkit::eventually(
+        "the archive holds every order",
+        Duration::from_secs(120),
+        || {
+            let (db, orders) = (&db, &orders);
+            async move {
+                let archived: i64 = db
+                    .query_one(
+                        "SELECT coalesce(sum(records), 0)::bigint FROM factline_archive_objects \
+                     WHERE topic = $1",
+                        &[orders],
+                    )
+                    .await
+                    .ok()?
+                    .get(0);
+                (archived == 6).then_some(())
+            }
+        },
+    )
+    .await;
+    let _ = stop.send(());
+    archiver.await.unwrap().unwrap();
+
+    // a dry run counts, sends nothing
+    let target = format!("{}orders_replayed", world.prefix);
+    let config = factline_schemas::topics::client_config(&env("KAFKA_BROKERS"));
+    factline_schemas::topics::create_topics(&config, std::slice::from_ref(&target), 3, 1)
+        .await
+        .unwrap();
+    let dry = replay(
+        &world,
+        &prefix,
+        &["--topic", &orders, "--to-topic", &target],
+    )
+    .await;
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["records"], 6);
+    assert!(read_topic(&target).is_empty());
+
+    // stopped at a limit, resumed, resumed again: each record sent once
+    let id = format!("r-{}", factline_testkit::short_id(8));
+    let base = [
+        "--topic",
+        orders.as_str(),
+        "--to-topic",
+        target.as_str(),
+        "--replay-id",
+        id.as_str(),
+        "--yes",
+    ];
+    let mut limited = base.to_vec();
+    limited.extend(["--limit", "2"]);
+    assert_eq!(replay(&world, &prefix, &limited).await["sent"], 2);
+    assert_eq!(replay(&world, &prefix, &base).await["sent"], 4);
+    assert_eq!(replay(&world, &prefix, &base).await["sent"], 0);
+    let copies = read_topic(&target);
+    assert_eq!(copies.len(), 6);
+    let mut seen = BTreeMap::new();
+    for ((partition, _), (key, value, headers)) in &copies {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.clone())
+                .map(|v| String::from_utf8(v).unwrap())
+        };
+        assert_eq!(header("factline-replay-id").as_deref(), Some(id.as_str()));
+        assert_eq!(
+            header("factline-replay-topic").as_deref(),
+            Some(orders.as_str())
+        );
+        let from: i32 = header("factline-replay-partition")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let offset: i64 = header("factline-replay-offset").unwrap().parse().unwrap();
+        assert_eq!(from, *partition, "the partition number is kept");
+        let (original_key, original_value, original_headers) = &original[&(from, offset)];
+        assert_eq!((key, value), (original_key, original_value));
+        assert_eq!(&headers[..original_headers.len()], &original_headers[..]);
+        assert!(
+            seen.insert((from, offset), ()).is_none(),
+            "sent twice: {from}/{offset}"
+        );
+    }
+
+    // into the origin topic: the projector skips every copy (same event ids)
+    const ORDERS: &str = "SELECT * FROM order_summary ORDER BY order_id";
+    let before = factline_testkit::postgres::rows_as_json(&world.database_url, ORDERS).await;
+    assert_eq!(before.len(), 6);
+    let sent = replay(&world, &prefix, &["--topic", &orders, "--yes"]).await;
+    assert_eq!(sent["sent"], 6);
+    assert_eq!(read_topic(&orders).len(), 12);
+    factline_testkit::eventually("order_summary read the copies", Duration::from_secs(120), || {
+        let (db, orders) = (&db, &orders);
+        async move {
+            let next: i64 = db
+                .query_one(
+                    "SELECT coalesce(sum(next_offset), 0)::bigint FROM factline_projector_positions \
+                     WHERE projector = 'order_summary' AND topic = $1",
+                    &[orders],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (next == 12).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        factline_testkit::postgres::rows_as_json(&world.database_url, ORDERS).await,
+        before
+    );
+    world.stop().await;
+}
