@@ -57,6 +57,9 @@ pub struct EventSchema {
     /// The fields holding personal data and the field naming their subject, when the schema
     /// marks any (see [`crate::personal`]).
     pub personal: Option<PersonalData>,
+    /// When recording this event erases a data subject: the top-level field holding the
+    /// subject (`"factline.erases"`, see [`crate::personal`]).
+    pub erases: Option<String>,
 }
 
 impl EventSchema {
@@ -315,6 +318,13 @@ fn load_event(entry: EventEntry, text: String) -> Result<EventSchema, Vec<String
             None
         }
     };
+    let erases = match crate::personal::erased_subject_field(&schema) {
+        Ok(field) => field,
+        Err(problems) => {
+            errors.extend(problems.into_iter().map(|p| format!("{context}: {p}")));
+            None
+        }
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -326,6 +336,7 @@ fn load_event(entry: EventEntry, text: String) -> Result<EventSchema, Vec<String
         schema,
         schema_json: text,
         personal,
+        erases,
     })
 }
 
@@ -561,6 +572,12 @@ mod tests {
         for event in ["CustomerForgotten", "OrderShipped", "OrderCancelled"] {
             assert_eq!(fields(event), None, "{event}");
         }
+        let erasing: Vec<_> = catalog
+            .events()
+            .iter()
+            .filter_map(|e| Some((e.event_type.as_str(), e.erases.as_deref()?)))
+            .collect();
+        assert_eq!(erasing, [("CustomerForgotten", "customer_id")]);
         // the marking is part of the text the registry is given
         let text = &catalog.event("CustomerRegistered").unwrap().schema_json;
         assert!(text.contains("\"factline.subject\": \"customer_id\""));

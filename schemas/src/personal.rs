@@ -28,6 +28,48 @@ use serde_json::Value as Json;
 pub const PERSONAL_ATTRIBUTE: &str = "factline.personal";
 /// The custom attribute naming, on the event record, the field holding the data subject.
 pub const SUBJECT_ATTRIBUTE: &str = "factline.subject";
+/// The custom attribute marking an event that erases a data subject, naming the field that
+/// holds the subject: `"factline.erases": "customer_id"` on `CustomerForgotten`. Recording
+/// such an event destroys the subject's data key.
+pub const ERASES_ATTRIBUTE: &str = "factline.erases";
+
+/// The field named by [`ERASES_ATTRIBUTE`] on an event record, checked to be a top-level
+/// string field.
+pub fn erased_subject_field(schema: &Schema) -> Result<Option<String>, Vec<String>> {
+    let Schema::Record(record) = schema else {
+        return Ok(None);
+    };
+    let field = match record.attributes.get(ERASES_ATTRIBUTE) {
+        None => return Ok(None),
+        Some(Json::String(field)) => field,
+        Some(other) => {
+            return Err(vec![format!(
+                "{ERASES_ATTRIBUTE} must name a field, not {other}"
+            )])
+        }
+    };
+    let names = Names::of(schema);
+    match record.lookup.get(field) {
+        Some(&i) if matches!(names.resolve(&record.fields[i].schema), Schema::String) => {
+            Ok(Some(field.clone()))
+        }
+        Some(_) => Err(vec![format!("{ERASES_ATTRIBUTE} {field} must be a string")]),
+        None => Err(vec![format!(
+            "{ERASES_ATTRIBUTE} {field} is not a field of the record"
+        )]),
+    }
+}
+
+/// The string value of the top-level field `field` of an event record.
+pub fn top_level_string<'v>(value: &'v Value, field: &str) -> Option<&'v str> {
+    match value {
+        Value::Record(fields) => fields.iter().find_map(|(name, v)| match v {
+            Value::String(s) if name == field => Some(s.as_str()),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
 
 /// Where an event holds personal data, and whose.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,28 +147,31 @@ impl PersonalData {
 
     /// The subject of `value` (the event record): the subject field's string.
     pub fn subject<'v>(&self, value: &'v Value) -> Option<&'v str> {
-        match value {
-            Value::Record(fields) => fields.iter().find_map(|(name, v)| match v {
-                Value::String(s) if *name == self.subject_field => Some(s.as_str()),
-                _ => None,
-            }),
-            _ => None,
-        }
+        top_level_string(value, &self.subject_field)
     }
 
-    /// Calls `f` on every present personal string of `value` (null optional fields are
-    /// skipped), stopping at the first error.
+    /// Calls `f` with the path and the string of every present personal string of `value`
+    /// (null optional fields are skipped), stopping at the first error.
     pub fn try_for_each_mut<E>(
         &self,
         value: &mut Value,
-        mut f: impl FnMut(&mut String) -> Result<(), E>,
+        mut f: impl FnMut(&[String], &mut String) -> Result<(), E>,
     ) -> Result<(), E> {
         for path in &self.fields {
             if let Some(s) = string_at(value, path) {
-                f(s)?;
+                f(path, s)?;
             }
         }
         Ok(())
+    }
+
+    /// The personal string at each of [`PersonalData::fields`] (`None` where absent or null),
+    /// in the same order.
+    pub fn strings_by_path<'v>(&self, value: &'v Value) -> Vec<Option<&'v str>> {
+        self.fields
+            .iter()
+            .map(|path| string_at_ref(value, path))
+            .collect()
     }
 
     /// Every present personal string of `value`.
@@ -363,6 +408,31 @@ mod tests {
     }
 
     #[test]
+    fn the_erasing_field_must_be_a_top_level_string() {
+        let ok = record(
+            json!({"factline.erases": "id"}),
+            json!([{"name": "id", "type": "string"}]),
+        );
+        let schema = Schema::parse(&ok).unwrap();
+        assert_eq!(
+            erased_subject_field(&schema).unwrap().as_deref(),
+            Some("id")
+        );
+        for (attr, expected) in [
+            (json!("nope"), "not a field"),
+            (json!("n"), "must be a string"),
+            (json!(1), "must name a field"),
+        ] {
+            let bad = record(
+                json!({"factline.erases": attr}),
+                json!([{"name": "n", "type": "long"}]),
+            );
+            let errors = erased_subject_field(&Schema::parse(&bad).unwrap()).unwrap_err();
+            assert!(errors[0].contains(expected), "{errors:?}");
+        }
+    }
+
+    #[test]
     fn strings_are_visited_in_place_and_null_optionals_are_skipped() {
         let schema = record(
             json!({"factline.subject": "id"}),
@@ -385,7 +455,7 @@ mod tests {
         ]);
         assert_eq!(personal.subject(&value), Some("c-1"));
         personal
-            .try_for_each_mut(&mut value, |s| {
+            .try_for_each_mut(&mut value, |_, s| {
                 s.insert(0, '!');
                 Ok::<_, ()>(())
             })
