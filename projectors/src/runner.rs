@@ -71,6 +71,7 @@ where
 
 struct Runner<K: Sink> {
     config: Config,
+    crypto: factline_keystore::FieldCrypto,
     sink: K,
     name: String,
     version: u32,
@@ -147,6 +148,13 @@ async fn run_inner<K: Sink>(
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()
         .map_err(|e| RunError::Pool(e.to_string()))?;
+    // personal fields are decrypted in `decode`: the KEKs are loaded now, a start-up check
+    let crypto = factline_keystore::field_crypto(&config.keys, pool.clone()).map_err(|e| {
+        RunError::Config(crate::config::ConfigError::Invalid {
+            name: "FACTLINE_KEK*",
+            reason: e.to_string(),
+        })
+    })?;
 
     let metrics = Metrics::new(&name, version);
     let mut backoff = backoff_for(&config);
@@ -221,6 +229,7 @@ async fn run_inner<K: Sink>(
     let wanted = sink.event_types().into_iter().collect();
     let mut runner = Runner {
         codec: EventCodec::new(&config.schema_registry_url),
+        crypto,
         registry_retry: RegistryRetry::new(Duration::from_millis(config.registry_retry_ms)),
         config,
         sink,
@@ -617,9 +626,15 @@ impl<K: Sink> Runner<K> {
     async fn try_flush(&self, records: &[Record]) -> Result<Outcome, (&'static str, String)> {
         let mut items = Vec::with_capacity(records.len());
         for record in records {
-            let decoded = decode(&self.codec, &self.wanted, record, &self.registry_retry)
-                .await
-                .map_err(|e| ("decode", e.to_string()))?;
+            let decoded = decode(
+                &self.codec,
+                &self.crypto,
+                &self.wanted,
+                record,
+                &self.registry_retry,
+            )
+            .await
+            .map_err(|e| ("decode", e.to_string()))?;
             items.push(Item {
                 record: record.clone(),
                 decoded,

@@ -2,6 +2,7 @@
 //! overridden by environment variables, checked by a pure [`Config::validate`].
 
 use crate::auth::{ApiKey, ApiKeyError};
+use factline_keystore::KeyConfig;
 use factline_service::{Env, EnvError};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -67,6 +68,12 @@ pub struct Config {
     /// At shutdown, how long to wait for in-flight records to be acknowledged.
     /// `WRITE_SIDE_SHUTDOWN_FLUSH_MS`, default 15000.
     pub shutdown_flush_ms: u64,
+    /// The PostgreSQL database holding the key store (the data keys of personal data).
+    /// `DATABASE_URL`, default `postgres://factline@127.0.0.1:55432/factline`.
+    pub database_url: String,
+    /// The key store: KEKs, its schema, the key cache (`FACTLINE_KEK`, `FACTLINE_KEK_FILE`,
+    /// `FACTLINE_KEYS_*`; see `factline_keystore::config`).
+    pub keys: KeyConfig,
 }
 
 impl Default for Config {
@@ -92,6 +99,8 @@ impl Default for Config {
             api_keys: Vec::new(),
             ready_timeout_ms: 2_000,
             shutdown_flush_ms: 15_000,
+            database_url: "postgres://factline@127.0.0.1:55432/factline".into(),
+            keys: KeyConfig::default(),
         }
     }
 }
@@ -181,6 +190,10 @@ impl Config {
         if let Some(v) = env.get("SCHEMA_REGISTRY_URL") {
             c.schema_registry_url = v.to_owned();
         }
+        if let Some(v) = env.get("DATABASE_URL") {
+            c.database_url = v.to_owned();
+        }
+        c.keys = KeyConfig::from_env(&env)?;
         c.addr = env.parse_or("WRITE_SIDE_ADDR", c.addr)?;
         c.topic_prefix = env.parse_or("WRITE_SIDE_TOPIC_PREFIX", c.topic_prefix)?;
         c.message_timeout_ms =
@@ -206,7 +219,7 @@ impl Config {
         }
         c.ready_timeout_ms = env.parse_or("WRITE_SIDE_READY_TIMEOUT_MS", c.ready_timeout_ms)?;
         c.shutdown_flush_ms = env.parse_or("WRITE_SIDE_SHUTDOWN_FLUSH_MS", c.shutdown_flush_ms)?;
-        env.reject_unknown(&["WRITE_SIDE_"])?;
+        env.reject_unknown(&["WRITE_SIDE_", factline_keystore::config::ENV_PREFIX])?;
         c.kafka_properties = env.kafka_properties()?.into_iter().collect();
         c.validate()?;
         Ok(c)

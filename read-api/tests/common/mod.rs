@@ -64,6 +64,8 @@ pub enum Projector {
 pub struct World {
     pub prefix: String,
     pub database_url: String,
+    /// The index prefix projectors started from now on write to (the topic prefix at first).
+    pub projector_index_prefix: String,
     pub write: String,
     pub read: String,
     pub http: reqwest::Client,
@@ -87,6 +89,8 @@ impl World {
             kafka_brokers: env("KAFKA_BROKERS"),
             schema_registry_url: env("SCHEMA_REGISTRY_URL"),
             topic_prefix: prefix.clone(),
+            database_url: env("DATABASE_URL"),
+            keys: keys(),
             ..factline_write_side::Config::default()
         };
         write_config.kafka_properties =
@@ -124,6 +128,7 @@ impl World {
         });
 
         let mut world = World {
+            projector_index_prefix: prefix.clone(),
             prefix,
             database_url,
             write,
@@ -146,7 +151,8 @@ impl World {
             &self.database_url,
         );
         config.topic_prefix = self.prefix.clone();
-        config.index_prefix = Some(self.prefix.clone());
+        config.index_prefix = Some(self.projector_index_prefix.clone());
+        config.keys = keys();
         config.elasticsearch_url = Some(env("ELASTICSEARCH_URL"));
         config.batch_max_events = 200;
         config.batch_max_wait_ms = Some(20);
@@ -347,6 +353,19 @@ pub fn header(headers: &reqwest::header::HeaderMap, name: &str) -> String {
         .get(name)
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default()
+}
+
+/// The key store every service of a world shares: `FACTLINE_KEK*` when set, else the
+/// repository's development KEK file, whatever directory the test runs in.
+pub fn keys() -> factline_keystore::KeyConfig {
+    let mut keys = factline_keystore::KeyConfig::from_env(&factline_service::Env::from_process())
+        .expect("FACTLINE_KEK* settings");
+    if let factline_keystore::config::KekSource::Development(path) = &mut keys.kek {
+        *path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(factline_keystore::config::DEV_KEK_FILE);
+    }
+    keys
 }
 
 async fn create_topics(prefix: &str) {

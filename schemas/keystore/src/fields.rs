@@ -39,12 +39,28 @@ impl OpenError {
 #[derive(Debug, Clone)]
 pub struct FieldCrypto {
     store: KeyStore,
+    subject_prefix: String,
 }
 
 impl FieldCrypto {
     /// Field encryption with the keys of `store`.
     pub fn new(store: KeyStore) -> FieldCrypto {
-        FieldCrypto { store }
+        FieldCrypto {
+            store,
+            subject_prefix: String::new(),
+        }
+    }
+
+    /// The same, with every subject prefixed in the key store (`t-1-` + `c-1`): several
+    /// deployments sharing one database (a topic prefix each) never share a subject's key.
+    /// Decryption is unaffected: values name their key by id.
+    pub fn with_subject_prefix(mut self, prefix: &str) -> FieldCrypto {
+        self.subject_prefix = prefix.to_owned();
+        self
+    }
+
+    fn subject(&self, subject: &str) -> String {
+        format!("{}{subject}", self.subject_prefix)
     }
 
     /// The key store.
@@ -62,7 +78,7 @@ impl FieldCrypto {
         let Some(subject) = personal.subject(value) else {
             return Ok(()); // the schema guarantees a string subject; nothing to key by otherwise
         };
-        let (key_id, cipher) = self.store.key_for_subject(subject).await?;
+        let (key_id, cipher) = self.store.key_for_subject(&self.subject(subject)).await?;
         personal.try_for_each_mut(value, |_, s| {
             *s = seal(&cipher, key_id, s);
             Ok::<_, KeyStoreError>(())
@@ -124,7 +140,7 @@ impl FieldCrypto {
         let Some(subject) = top_level_string(value, field) else {
             return Ok(None);
         };
-        let erasure = self.store.erase(subject).await?;
+        let erasure = self.store.erase(&self.subject(subject)).await?;
         metrics::counter!("factline_subjects_erased_total").increment(1);
         tracing::info!(subject, key_id = ?erasure.key_id, "data key destroyed");
         Ok(Some(erasure))

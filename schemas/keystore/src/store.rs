@@ -4,6 +4,8 @@
 //! Tables, in the schema `FACTLINE_KEYS_DB_SCHEMA` (default `factline_keys`), created on first
 //! use under an advisory lock (so concurrent first uses never collide):
 //! - `data_keys (subject PRIMARY KEY, key_id UNIQUE, kek_id, wrapped, created_at)`;
+//!   subjects are stored as their UTF-8 bytes (`bytea`): any string a schema allows, NUL
+//!   included, is a subject;
 //! - `erasures (subject, key_id, erased_at)`: who was erased, when, and which key was
 //!   destroyed — never any personal data.
 //!
@@ -185,19 +187,29 @@ impl KeyStore {
 
     async fn create_tables(&self, client: &deadpool_postgres::Object) -> Result<(), KeyStoreError> {
         let schema = &self.inner.schema;
+        let exists = client
+            .query_one(
+                &format!("SELECT to_regclass('{}') IS NOT NULL", self.t("erasures")),
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        if exists.get::<_, bool>(0) {
+            return Ok(());
+        }
         let sql = format!(
             "BEGIN;
              SELECT pg_advisory_xact_lock(hashtext('factline-keystore:' || '{schema}'));
              CREATE SCHEMA IF NOT EXISTS \"{schema}\";
              CREATE TABLE IF NOT EXISTS {keys} (
-                 subject text PRIMARY KEY,
+                 subject bytea PRIMARY KEY,
                  key_id uuid NOT NULL UNIQUE,
                  kek_id text NOT NULL,
                  wrapped bytea NOT NULL,
                  created_at timestamptz NOT NULL DEFAULT now());
              CREATE TABLE IF NOT EXISTS {erasures} (
                  id bigserial PRIMARY KEY,
-                 subject text NOT NULL,
+                 subject bytea NOT NULL,
                  key_id uuid UNIQUE,
                  erased_at timestamptz NOT NULL DEFAULT now());
              CREATE INDEX IF NOT EXISTS erasures_by_subject ON {erasures} (subject);
@@ -228,7 +240,7 @@ impl KeyStore {
             self.t("data_keys")
         );
         let mut row = client
-            .query_opt(&select, &[&subject])
+            .query_opt(&select, &[&subject.as_bytes()])
             .await
             .map_err(unavailable)?;
         if row.is_none() {
@@ -241,13 +253,13 @@ impl KeyStore {
                 self.t("data_keys")
             );
             row = client
-                .query_opt(&insert, &[&subject, &key_id, &kek_id, &wrapped])
+                .query_opt(&insert, &[&subject.as_bytes(), &key_id, &kek_id, &wrapped])
                 .await
                 .map_err(unavailable)?;
             if row.is_none() {
                 // another process created it first: read theirs (a new statement sees it)
                 row = client
-                    .query_opt(&select, &[&subject])
+                    .query_opt(&select, &[&subject.as_bytes()])
                     .await
                     .map_err(unavailable)?;
             }
@@ -315,7 +327,7 @@ impl KeyStore {
                     "DELETE FROM {} WHERE subject = $1 RETURNING key_id",
                     self.t("data_keys")
                 ),
-                &[&subject],
+                &[&subject.as_bytes()],
             )
             .await
             .map_err(unavailable)?;
@@ -328,7 +340,7 @@ impl KeyStore {
                          RETURNING to_char(erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
                         self.t("erasures")
                     ),
-                    &[&subject, &id],
+                    &[&subject.as_bytes(), &id],
                 )
                 .await
                 .map_err(unavailable)?,
@@ -340,7 +352,7 @@ impl KeyStore {
                          RETURNING to_char(erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
                         e = self.t("erasures")
                     ),
-                    &[&subject],
+                    &[&subject.as_bytes()],
                 )
                 .await
                 .map_err(unavailable)?,
@@ -380,14 +392,14 @@ impl KeyStore {
                      FROM {} WHERE subject = $1 ORDER BY id",
                     self.t("erasures")
                 ),
-                &[&subject],
+                &[&subject.as_bytes()],
             )
             .await
             .map_err(unavailable)?;
         Ok(rows
             .iter()
             .map(|r| Erasure {
-                subject: r.get(0),
+                subject: String::from_utf8_lossy(r.get::<_, &[u8]>(0)).into_owned(),
                 key_id: r.get(1),
                 erased_at: r.get(2),
             })

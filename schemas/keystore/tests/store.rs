@@ -283,3 +283,19 @@ async fn a_tampered_value_is_a_permanent_error() {
     assert!(!error.is_transient(), "{error}");
     assert!(error.to_string().starts_with("field email:"), "{error}");
 }
+
+#[tokio::test]
+async fn any_string_is_a_subject_nul_and_non_ascii_included() {
+    let store = store(&new_schema(), &ring(&KekRing::generate_entry("k")), 0);
+    let odd = "a\u{0}b\u{1F600}";
+    let (key, _) = store.key_for_subject(odd).await.unwrap();
+    let (other, _) = store.key_for_subject("a").await.unwrap();
+    assert_ne!(key, other);
+    let erasure = store.erase(odd).await.unwrap();
+    assert_eq!(erasure.key_id, Some(key));
+    assert_eq!(store.erasures(odd).await.unwrap()[0].subject, odd);
+    assert!(matches!(
+        store.key_by_id(other).await.unwrap(),
+        KeyState::Live(_)
+    ));
+}
