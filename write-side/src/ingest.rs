@@ -109,7 +109,7 @@ async fn ingest(
             // Waiting for a duplicate in progress is bounded by its own delivery timeout.
             let wait = state.config.message_timeout() + Duration::from_secs(5);
             let scoped = IdempotencyKey::new(&name, &caller.principal(), key);
-            let body_fingerprint = fingerprint(&body);
+            let body_fingerprint = fingerprint(&state.fingerprint_key, &body);
             match state
                 .idempotency
                 .claim(&scoped, body_fingerprint, wait)

@@ -65,6 +65,8 @@ pub struct Shared {
     pub kafka: Kafka,
     /// The in-flight budget.
     pub budget: Budget,
+    /// The key of body fingerprints in idempotent event ids.
+    pub fingerprint_key: crate::idempotency::FingerprintKey,
     /// Answers remembered per idempotency key.
     pub idempotency: IdempotencyStore<Accepted>,
     /// Accepted API keys.
@@ -104,6 +106,8 @@ impl AppState {
             &factline_service::postgres::PoolSettings::new("factline-write-side-keys", 8),
         )?;
         // The topic prefix names a deployment on a shared cluster: it scopes subjects too.
+        let fingerprint_key =
+            crate::idempotency::FingerprintKey::new(config.fingerprint_secret.load()?.as_bytes());
         let crypto = factline_keystore::field_crypto(&config.keys, pool)?
             .with_subject_prefix(&config.topic_prefix);
         let budget = Budget::new(
@@ -137,6 +141,7 @@ impl AppState {
                 catalog,
                 codec,
                 crypto,
+                fingerprint_key,
                 kafka,
                 budget,
                 idempotency,

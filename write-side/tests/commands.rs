@@ -194,7 +194,7 @@ async fn idempotency_key_replays_conflicts_and_dedupes_concurrent_duplicates() {
         first["event_id"],
         event_id_for(
             &IdempotencyKey::new("RegisterCustomer", "", &key),
-            &fingerprint(&body)
+            &fingerprint(&fingerprint_key(&app.config), &body)
         )
         .to_string()
     );
@@ -289,7 +289,7 @@ async fn batch_answers_each_item_in_order_and_invalid_items_do_not_block_valid_o
         results[4]["event_id"],
         event_id_for(
             &IdempotencyKey::new("ShipOrder", "", &format!("k-{id}")),
-            &fingerprint(&items[4]["body"])
+            &fingerprint(&fingerprint_key(&app.config), &items[4]["body"])
         )
         .to_string()
     );

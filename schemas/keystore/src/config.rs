@@ -182,29 +182,49 @@ fn read_ring(path: &Path) -> Result<KekRing, KeyConfigError> {
     })
 }
 
-/// Writes a random KEK to a temporary file and links it into place: whichever concurrent
-/// process links first wins, and nobody ever reads a half-written file.
+/// Writes a random KEK to a temporary file and links it into place (see
+/// [`create_private_file`]).
 fn create_dev_file(path: &Path) -> Result<(), KeyConfigError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-    }
     let id = format!("dev-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
     let text = format!(
         "# factline development KEK, generated because neither FACTLINE_KEK nor FACTLINE_KEK_FILE is set.\n\
          # Losing it loses every encrypted personal field. Never use it in production.\n{}\n",
         KekRing::generate_entry(&id)
     );
-    write_private(&tmp, &text).map_err(|e| io_error(&tmp, e))?;
+    if create_private_file(path, &text)? {
+        tracing::warn!(path = %path.display(), kek_id = %id,
+            "no FACTLINE_KEK or FACTLINE_KEK_FILE: created a development KEK");
+    }
+    Ok(())
+}
+
+/// Reads the development secret file at `path`, creating it with `generate()`'s text when it
+/// does not exist (for secrets other than the KEK with the same development default, like
+/// the write side's fingerprint secret).
+pub fn read_or_create_private_file(
+    path: &Path,
+    generate: impl FnOnce() -> String,
+) -> Result<String, KeyConfigError> {
+    if !path.exists() && create_private_file(path, &generate())? {
+        tracing::warn!(path = %path.display(), "created a development secret");
+    }
+    std::fs::read_to_string(path).map_err(|e| io_error(path, e))
+}
+
+/// Writes `text` to a temporary file (mode 0600) and hard-links it to `path`: whichever
+/// concurrent process links first wins, and nobody ever reads a half-written file. `true`
+/// when this call created it.
+fn create_private_file(path: &Path, text: &str) -> Result<bool, KeyConfigError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+    write_private(&tmp, text).map_err(|e| io_error(&tmp, e))?;
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
     match linked {
-        Ok(()) => {
-            tracing::warn!(path = %path.display(), kek_id = %id,
-                "no FACTLINE_KEK or FACTLINE_KEK_FILE: created a development KEK");
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(io_error(path, e)),
     }
 }

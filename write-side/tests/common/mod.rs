@@ -43,6 +43,11 @@ pub fn test_config(prefix: &str) -> Config {
         topic_prefix: prefix.to_string(),
         database_url: env("DATABASE_URL"),
         keys: test_keys(),
+        fingerprint_secret: factline_write_side::config::SecretSource::Development(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(factline_write_side::config::DEV_FINGERPRINT_SECRET_FILE),
+        ),
         ..Config::default()
     };
     config.kafka_properties = factline_schemas::topics::kafka_properties_from(std::env::vars());
@@ -61,6 +66,13 @@ pub fn test_keys() -> factline_keystore::KeyConfig {
             .join(factline_keystore::config::DEV_KEK_FILE);
     }
     keys
+}
+
+/// The fingerprint key `config` gives the app (to compute expected event ids).
+pub fn fingerprint_key(config: &Config) -> factline_write_side::idempotency::FingerprintKey {
+    factline_write_side::idempotency::FingerprintKey::new(
+        config.fingerprint_secret.load().unwrap().as_bytes(),
+    )
 }
 
 /// Field encryption with the key store `config` uses: decrypts what the app wrote.
