@@ -358,14 +358,10 @@ pub fn header(headers: &reqwest::header::HeaderMap, name: &str) -> String {
 /// The key store every service of a world shares: `FACTLINE_KEK*` when set, else the
 /// repository's development KEK file, whatever directory the test runs in.
 pub fn keys() -> factline_keystore::KeyConfig {
-    let mut keys = factline_keystore::KeyConfig::from_env(&factline_service::Env::from_process())
-        .expect("FACTLINE_KEK* settings");
-    if let factline_keystore::config::KekSource::Development(path) = &mut keys.kek {
-        *path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(factline_keystore::config::DEV_KEK_FILE);
-    }
-    keys
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    factline_keystore::KeyConfig::from_env(&factline_service::Env::from_process())
+        .expect("FACTLINE_KEK* settings")
+        .with_development_file(root.join(factline_keystore::config::DEV_KEK_FILE))
 }
 
 async fn create_topics(prefix: &str) {

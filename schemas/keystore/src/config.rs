@@ -139,6 +139,15 @@ impl KeyConfig {
         Ok(c)
     }
 
+    /// The same settings with the development KEK file at `path` when no KEK is configured
+    /// (tests running in a crate's directory share the repository's file this way).
+    pub fn with_development_file(mut self, path: PathBuf) -> KeyConfig {
+        if let KekSource::Development(file) = &mut self.kek {
+            *file = path;
+        }
+        self
+    }
+
     /// The store settings.
     pub fn settings(&self) -> StoreSettings {
         StoreSettings {

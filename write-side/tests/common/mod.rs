@@ -58,14 +58,10 @@ pub fn test_config(prefix: &str) -> Config {
 /// repository's development KEK file (`.dev/factline-kek`, created when absent), whatever
 /// directory the test runs in.
 pub fn test_keys() -> factline_keystore::KeyConfig {
-    let mut keys = factline_keystore::KeyConfig::from_env(&factline_service::Env::from_process())
-        .expect("FACTLINE_KEK* settings");
-    if let factline_keystore::config::KekSource::Development(path) = &mut keys.kek {
-        *path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(factline_keystore::config::DEV_KEK_FILE);
-    }
-    keys
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    factline_keystore::KeyConfig::from_env(&factline_service::Env::from_process())
+        .expect("FACTLINE_KEK* settings")
+        .with_development_file(root.join(factline_keystore::config::DEV_KEK_FILE))
 }
 
 /// The fingerprint key `config` gives the app (to compute expected event ids).
