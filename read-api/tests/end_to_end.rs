@@ -705,6 +705,7 @@ async fn a_declarative_view_follows_its_projectors_rebuild_swap() {
     config.topic_prefix = world.prefix.clone();
     config.index_prefix = Some(world.prefix.clone());
     config.batch_max_wait_ms = Some(20);
+    config.keys = keys(); // the write side's KEK: the names are encrypted on the log
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let rebuild = tokio::spawn(factline_projectors::run(
         config,
