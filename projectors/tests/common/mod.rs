@@ -264,6 +264,18 @@ pub fn start<P: Projection>(config: Config, projection: P) -> Running {
     }
 }
 
+/// Any sink running in this process.
+pub fn start_sink<K: factline_projectors::Sink>(config: Config, sink: K) -> Running {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(factline_projectors::run_sink(config, sink, async move {
+        let _ = rx.await;
+    }));
+    Running {
+        stop: Some(tx),
+        handle,
+    }
+}
+
 /// A search projector running in this process.
 pub fn start_search<P: factline_projectors::SearchProjection>(
     config: Config,

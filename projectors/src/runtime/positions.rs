@@ -10,6 +10,10 @@ use tokio_postgres::{GenericClient, NoTls, Transaction};
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
 
+/// Sent in every transaction that moves positions: PostgreSQL delivers it at commit, and the
+/// read API, listening on the channel, reads the new positions at once.
+pub const NOTIFY: &str = "NOTIFY factline_positions";
+
 /// Locks the position rows of the given partitions for this transaction (creating them at 0
 /// if absent), in one order for every caller, and returns the stored next offsets. Records
 /// below them were applied already, by this instance or another one, and are skipped: this is

@@ -1,0 +1,197 @@
+//! The archive sink: every record of every event topic and of its dead-letter topic, kept
+//! unchanged in S3-compatible object storage ([`factline_archive`]), with the manifest of
+//! objects in PostgreSQL, written in the runtime's transaction with the archiver's positions.
+//!
+//! It takes records, not events ([`Input::Records`]): nothing is decoded, deduplicated or
+//! dead-lettered; undecodable records are archived like any other. Each batch is cut into
+//! objects per partition (at most `ARCHIVE_OBJECT_MAX_RECORDS` records or
+//! `ARCHIVE_OBJECT_MAX_BYTES` bytes each, and at the batch's end, so the newest records are
+//! archived without waiting for more traffic). An object starts where the manifest's chain of
+//! the partition ends and is named by that offset; it is written put-if-absent. After a crash
+//! the batch is read again from the last committed position: an object written before the
+//! crash is found at the same key and adopted (its bytes are what the manifest records, and
+//! the records it holds are not written again), so no record is archived twice and none is
+//! skipped, whatever the batch boundaries were.
+
+mod config;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use deadpool_postgres::Object;
+use factline_archive::manifest::MIGRATION;
+use factline_archive::segmenter::cut_len;
+use factline_archive::{
+    naming, ArchiveError, ArchiveObject, ArchivedRecord, Bucket, CutRules, Manifest, Stored,
+};
+use tokio_postgres::Transaction;
+
+pub use config::ArchiveConfig;
+
+use crate::bookkeeping::{self, BootstrapError, Liveness, Registration};
+use crate::config::Config;
+use crate::projection::Migration;
+use crate::record::Record;
+use crate::runtime::sink::{Applied, Batch, Input, Sink, SinkSpec};
+
+/// The archive projector's name (consumer group, positions, `/projections`).
+pub const NAME: &str = "event_archive";
+/// Its version: the archive has one format; a new version would be a new archive.
+pub const VERSION: u32 = 1;
+
+/// A failure writing the archive: retried with backoff, nothing is skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveSinkError {
+    /// The bucket or the manifest failed.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// PostgreSQL failed.
+    #[error("postgresql failed")]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+/// The sink writing the archive.
+pub struct ArchiveSink {
+    spec: SinkSpec,
+    bucket: Bucket,
+    rules: CutRules,
+}
+
+impl ArchiveSink {
+    /// The archive of `topics` (without prefix; each with its dead-letter topic) in `archive`'s
+    /// bucket.
+    pub fn new(topics: &[String], archive: &ArchiveConfig) -> Result<ArchiveSink, ArchiveError> {
+        Ok(ArchiveSink {
+            spec: SinkSpec {
+                kind: "archive",
+                name: NAME.to_owned(),
+                version: VERSION,
+                topics: factline_schemas::topics::with_dead_letter_topics(topics),
+                event_types: Vec::new(),
+                read_models: Vec::new(),
+                // larger objects: a batch is cut into objects at its end
+                default_batch_wait: Duration::from_millis(500),
+                input: Input::Records,
+            },
+            bucket: Bucket::open(&archive.bucket)?,
+            rules: archive.rules,
+        })
+    }
+
+    /// Archives one partition's records of a batch (in offset order).
+    async fn archive_partition(
+        &self,
+        tx: &Transaction<'_>,
+        records: &[ArchivedRecord],
+    ) -> Result<(), ArchiveSinkError> {
+        let (topic, partition) = (&records[0].topic, records[0].partition);
+        let mut next = Manifest::next_offset(tx, topic, partition)
+            .await?
+            .unwrap_or(records[0].offset);
+        loop {
+            // records already archived (an object adopted, a batch read again) are skipped
+            let pending: Vec<ArchivedRecord> = records
+                .iter()
+                .filter(|r| r.offset >= next)
+                .cloned()
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let take = cut_len(&pending, self.rules);
+            let object = ArchiveObject::encode(next, &pending[..take])?;
+            let key = naming::object_key(self.bucket.prefix(), topic, partition, next);
+            let meta = match self
+                .bucket
+                .put_if_absent(&key, object.bytes.clone())
+                .await?
+            {
+                Stored::Created => {
+                    metrics::counter!("factline_projector_archive_objects_total").increment(1);
+                    metrics::counter!("factline_projector_archive_bytes_total")
+                        .increment(object.bytes.len() as u64);
+                    object.meta
+                }
+                Stored::AlreadyThere(existing) => {
+                    let (meta, _) = ArchiveObject::decode(&existing)?;
+                    tracing::info!(%key, last_offset = meta.last_offset,
+                        "archive object already written (a retried batch): adopted");
+                    meta
+                }
+            };
+            Manifest::record(tx, &meta, &key).await?;
+            next = meta.last_offset + 1;
+        }
+    }
+}
+
+fn archived(record: &Record) -> ArchivedRecord {
+    ArchivedRecord {
+        topic: record.origin.topic.clone(),
+        partition: record.origin.partition,
+        offset: record.origin.offset,
+        timestamp_ms: record.timestamp_ms,
+        key: record.key.clone(),
+        value: record.payload.clone(),
+        headers: record.headers.clone(),
+    }
+}
+
+impl Sink for ArchiveSink {
+    type Error = ArchiveSinkError;
+
+    fn spec(&self) -> &SinkSpec {
+        &self.spec
+    }
+
+    async fn bootstrap(
+        &self,
+        client: &mut Object,
+        registration: &Registration,
+    ) -> Result<Liveness, BootstrapError> {
+        let migrations = [Migration::new("001_archive_manifest", MIGRATION)];
+        bookkeeping::bootstrap(client, registration, &migrations, &[], None).await
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Transaction<'_>,
+        batch: &Batch<'_>,
+    ) -> Result<Applied, ArchiveSinkError> {
+        let mut partitions: BTreeMap<(String, i32), Vec<ArchivedRecord>> = BTreeMap::new();
+        for record in batch.records() {
+            partitions
+                .entry((record.origin.topic.clone(), record.origin.partition))
+                .or_default()
+                .push(archived(record));
+        }
+        for records in partitions.values_mut() {
+            records.sort_by_key(|r| r.offset);
+            records.dedup_by_key(|r| r.offset);
+            self.archive_partition(tx, records).await?;
+        }
+        Ok(Applied::default())
+    }
+
+    async fn swap(&self, client: &mut Object, _previous: u32) -> Result<bool, ArchiveSinkError> {
+        bookkeeping::swap_live::<ArchiveSinkError>(client, NAME, VERSION, &[]).await
+    }
+}
+
+/// Runs the archiver until `shutdown` resolves: the runtime's configuration, the archive's
+/// own (`ARCHIVE_*`), every topic of the built-in catalog.
+pub async fn run_archive<S>(
+    config: Config,
+    archive: ArchiveConfig,
+    shutdown: S,
+) -> Result<(), crate::RunError>
+where
+    S: std::future::Future<Output = ()> + Send + 'static,
+{
+    let topics = factline_schemas::Catalog::builtin().topics();
+    let sink = ArchiveSink::new(&topics, &archive).map_err(|e| crate::ConfigError::Invalid {
+        name: "ARCHIVE_S3_*",
+        reason: e.to_string(),
+    })?;
+    crate::runtime::run::run_sink(config, sink, shutdown).await
+}
