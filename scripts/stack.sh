@@ -294,7 +294,19 @@ status() {
 # noida-db answers a fetch with every record up to the high watermark of each partition
 # asked for, whatever fetch.max.bytes says, so a consumer catching up a large backlog can
 # receive one response over librdkafka's 100 MB limit; the services get a 1 GB limit here.
+# The development secrets of the local stack, made once under $DEV (never for production:
+# there the KEK ring and the fingerprint secret come from your secret store, see README.md):
+# the key-encryption key of the personal-data key store and the write side's fingerprint key.
+# Every process of one stack reads the same files, whatever its working directory.
+dev_secrets() {
+    [ -s "$DEV/factline-kek" ] ||
+        (umask 077; echo "dev-$(date +%s):$(head -c 32 /dev/urandom | base64)" >"$DEV/factline-kek")
+    [ -s "$DEV/factline-fingerprint-secret" ] ||
+        (umask 077; head -c 32 /dev/urandom | base64 >"$DEV/factline-fingerprint-secret")
+}
+
 env_vars() {
+    dev_secrets
     cat <<EOF
 export KAFKA_BROKERS=$KAFKA_BROKERS
 export ELASTICSEARCH_URL=$ELASTICSEARCH_URL
@@ -302,6 +314,8 @@ export DATABASE_URL=$DATABASE_URL
 export SCHEMA_REGISTRY_URL=$SCHEMA_REGISTRY_URL
 export ARCHIVE_S3_ENDPOINT=$ARCHIVE_S3_ENDPOINT
 export ARCHIVE_S3_BUCKET=$ARCHIVE_S3_BUCKET
+$([ -n "${FACTLINE_KEK:-}" ] || echo "export FACTLINE_KEK_FILE=${FACTLINE_KEK_FILE:-$DEV/factline-kek}")
+$([ -n "${WRITE_SIDE_FINGERPRINT_SECRET:-}" ] || echo "export WRITE_SIDE_FINGERPRINT_SECRET_FILE=${WRITE_SIDE_FINGERPRINT_SECRET_FILE:-$DEV/factline-fingerprint-secret}")
 export NOIDA_DATA_DIR=$DEV/noida
 export NOIDA_BIN=$NOIDA_BIN
 export KAFKA_PROPERTY_RECEIVE_MESSAGE_MAX_BYTES=${KAFKA_PROPERTY_RECEIVE_MESSAGE_MAX_BYTES:-1000000000}

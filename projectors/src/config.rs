@@ -63,6 +63,9 @@ pub struct Config {
     /// (`PROJECTOR_REGISTRY_RETRY_MS`, default 300000; 0 dead-letters at once).
     pub registry_retry_ms: u64,
     // --- end of crash recovery and registry retries ---
+    /// The key store that decrypts personal fields before `apply` (`FACTLINE_KEK`,
+    /// `FACTLINE_KEK_FILE`, `FACTLINE_KEYS_*`; see `factline_keystore::config`).
+    pub keys: factline_keystore::KeyConfig,
 }
 
 /// A configuration problem, naming the variable.
@@ -103,6 +106,7 @@ impl Config {
             dedupe_window_secs: DEFAULT_DEDUPE_WINDOW_SECS,
             static_membership: true,
             registry_retry_ms: 300_000,
+            keys: factline_keystore::KeyConfig::default(),
         }
     }
 
@@ -170,6 +174,17 @@ impl Config {
         if let Some(v) = vars.get("PROJECTOR_REGISTRY_RETRY_MS") {
             config.registry_retry_ms = parse("PROJECTOR_REGISTRY_RETRY_MS", v)?;
         }
+        let env = factline_service::Env::from_vars(vars.clone());
+        config.keys =
+            factline_keystore::KeyConfig::from_env(&env).map_err(|e| ConfigError::Invalid {
+                name: "FACTLINE_KEK*",
+                reason: e.to_string(),
+            })?;
+        env.reject_unknown(&[factline_keystore::config::ENV_PREFIX])
+            .map_err(|e| ConfigError::Invalid {
+                name: "FACTLINE_KEYS_*",
+                reason: e.to_string(),
+            })?;
         if let Some(unknown) = vars
             .keys()
             .find(|k| k.starts_with("PROJECTOR_") && !KNOWN_VARIABLES.contains(&k.as_str()))

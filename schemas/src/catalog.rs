@@ -5,6 +5,7 @@
 use crate::command::Command;
 use crate::derived::Derived;
 use crate::names::Names;
+use crate::personal::PersonalData;
 use crate::rules::Rule;
 use apache_avro::Schema;
 use serde::Deserialize;
@@ -53,6 +54,12 @@ pub struct EventSchema {
     pub schema: Schema,
     /// The `.avsc` text, as registered.
     pub schema_json: String,
+    /// The fields holding personal data and the field naming their subject, when the schema
+    /// marks any (see [`crate::personal`]).
+    pub personal: Option<PersonalData>,
+    /// When recording this event erases a data subject: the top-level field holding the
+    /// subject (`"factline.erases"`, see [`crate::personal`]).
+    pub erases: Option<String>,
 }
 
 impl EventSchema {
@@ -304,6 +311,20 @@ fn load_event(entry: EventEntry, text: String) -> Result<EventSchema, Vec<String
     for what in undocumented {
         errors.push(format!("{context}: {what} has no doc"));
     }
+    let personal = match PersonalData::of(&schema) {
+        Ok(personal) => personal,
+        Err(problems) => {
+            errors.extend(problems.into_iter().map(|p| format!("{context}: {p}")));
+            None
+        }
+    };
+    let erases = match crate::personal::erased_subject_field(&schema) {
+        Ok(field) => field,
+        Err(problems) => {
+            errors.extend(problems.into_iter().map(|p| format!("{context}: {p}")));
+            None
+        }
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -314,6 +335,8 @@ fn load_event(entry: EventEntry, text: String) -> Result<EventSchema, Vec<String
         key_field: entry.key_field,
         schema,
         schema_json: text,
+        personal,
+        erases,
     })
 }
 
@@ -522,6 +545,57 @@ mod tests {
         assert_eq!(
             command.event().subject(),
             "t1-orders-factline.orders.OrderPlaced"
+        );
+    }
+
+    #[test]
+    fn the_sample_domain_declares_its_personal_data() {
+        let catalog = Catalog::builtin();
+        let fields = |event: &str| {
+            let personal = catalog.event(event).unwrap().personal.clone();
+            personal.map(|p| {
+                assert_eq!(p.subject_field, "customer_id");
+                p.fields.iter().map(|f| f.join(".")).collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(fields("CustomerRegistered").unwrap(), ["email", "name"]);
+        assert_eq!(fields("CustomerEmailChanged").unwrap(), ["email"]);
+        assert_eq!(
+            fields("OrderPlaced").unwrap(),
+            [
+                "shipping_address.line1",
+                "shipping_address.line2",
+                "shipping_address.city",
+                "shipping_address.postal_code"
+            ]
+        );
+        for event in ["CustomerForgotten", "OrderShipped", "OrderCancelled"] {
+            assert_eq!(fields(event), None, "{event}");
+        }
+        let erasing: Vec<_> = catalog
+            .events()
+            .iter()
+            .filter_map(|e| Some((e.event_type.as_str(), e.erases.as_deref()?)))
+            .collect();
+        assert_eq!(erasing, [("CustomerForgotten", "customer_id")]);
+        // the marking is part of the text the registry is given
+        let text = &catalog.event("CustomerRegistered").unwrap().schema_json;
+        assert!(text.contains("\"factline.subject\": \"customer_id\""));
+    }
+
+    #[test]
+    fn personal_data_without_a_subject_makes_the_catalog_invalid() {
+        let schema = r#"{"type":"record","name":"X","doc":"x","fields":[
+            {"name":"id","type":"string","doc":"i"},
+            {"name":"email","type":"string","doc":"e","factline.personal":true}]}"#;
+        let errors = invalid(Catalog::from_sources(
+            "[[event]]\ntype = \"X\"\ntopic = \"t\"\nkey_field = \"id\"\nschema = \"x.avsc\"",
+            |_| Some(Ok(schema.to_string())),
+        ));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("event X (x.avsc): fields email are marked"),
+            "{errors:?}"
         );
     }
 }

@@ -321,3 +321,42 @@ fn check_reports_an_unreachable_registry() {
     assert!(!output.status.success());
     assert!(text(&output).contains("unreachable"), "{}", text(&output));
 }
+
+#[test]
+fn the_personal_data_marking_travels_with_the_schema_into_the_registry() {
+    let prefix = unique_prefix("personal");
+    let output = cli(&["register", "--topic-prefix", &prefix]);
+    assert!(output.status.success(), "{}", text(&output));
+    let registry = RegistryClient::new(&env("SCHEMA_REGISTRY_URL")).unwrap();
+    let latest = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(registry.latest_schema(&format!("{prefix}orders-factline.orders.OrderPlaced")))
+        .unwrap()
+        .unwrap();
+    let schema: Json = serde_json::from_str(&latest).unwrap();
+    assert_eq!(schema["factline.subject"], json!("customer_id"));
+    let address = &schema["fields"][5]["type"]["fields"];
+    assert_eq!(address[0]["name"], json!("line1"));
+    assert_eq!(address[0]["factline.personal"], json!(true));
+    assert_eq!(address[4]["name"], json!("country"));
+    assert_eq!(address[4].get("factline.personal"), None);
+}
+
+#[test]
+fn check_refuses_personal_data_without_a_subject() {
+    let prefix = unique_prefix("nosubject");
+    let dir = SchemaDir::with_order_placed(|schema| {
+        schema.as_object_mut().unwrap().remove("factline.subject");
+    });
+    let output = cli(&[
+        "check",
+        "--topic-prefix",
+        &prefix,
+        "--dir",
+        dir.0.to_str().unwrap(),
+    ]);
+    let all = text(&output);
+    assert!(!output.status.success(), "{all}");
+    assert!(all.contains("names no data subject"), "{all}");
+    assert!(all.contains("shipping_address.line1"), "{all}");
+}

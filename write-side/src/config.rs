@@ -2,6 +2,7 @@
 //! overridden by environment variables, checked by a pure [`Config::validate`].
 
 use crate::auth::{ApiKey, ApiKeyError};
+use factline_keystore::KeyConfig;
 use factline_service::{Env, EnvError};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -67,6 +68,18 @@ pub struct Config {
     /// At shutdown, how long to wait for in-flight records to be acknowledged.
     /// `WRITE_SIDE_SHUTDOWN_FLUSH_MS`, default 15000.
     pub shutdown_flush_ms: u64,
+    /// The PostgreSQL database holding the key store (the data keys of personal data).
+    /// `DATABASE_URL`, default `postgres://factline@127.0.0.1:55432/factline`.
+    pub database_url: String,
+    /// The secret keying the body fingerprints of idempotent event ids (see
+    /// `crate::idempotency`): `WRITE_SIDE_FINGERPRINT_SECRET` (at least 32 characters) or
+    /// `WRITE_SIDE_FINGERPRINT_SECRET_FILE` (a file holding it). Every instance must use the
+    /// same one. Unset: the development file `.dev/factline-fingerprint-secret` under the
+    /// working directory, created with a random secret when absent.
+    pub fingerprint_secret: SecretSource,
+    /// The key store: KEKs, its schema, the key cache (`FACTLINE_KEK`, `FACTLINE_KEK_FILE`,
+    /// `FACTLINE_KEYS_*`; see `factline_keystore::config`).
+    pub keys: KeyConfig,
 }
 
 impl Default for Config {
@@ -92,7 +105,67 @@ impl Default for Config {
             api_keys: Vec::new(),
             ready_timeout_ms: 2_000,
             shutdown_flush_ms: 15_000,
+            database_url: "postgres://factline@127.0.0.1:55432/factline".into(),
+            keys: KeyConfig::default(),
+            fingerprint_secret: SecretSource::Development(DEV_FINGERPRINT_SECRET_FILE.into()),
         }
+    }
+}
+
+/// The development fingerprint secret file, relative to the working directory.
+pub const DEV_FINGERPRINT_SECRET_FILE: &str = ".dev/factline-fingerprint-secret";
+
+/// Where a secret comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// The secret itself.
+    Inline(String),
+    /// A file that must exist.
+    File(std::path::PathBuf),
+    /// Nothing configured: a development file, created with a random secret when absent.
+    Development(std::path::PathBuf),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Inline(_) => f.write_str("Inline(..)"),
+            SecretSource::File(p) => write!(f, "File({})", p.display()),
+            SecretSource::Development(p) => write!(f, "Development({})", p.display()),
+        }
+    }
+}
+
+impl SecretSource {
+    /// The secret (at least 32 characters, surrounding whitespace ignored).
+    pub fn load(&self) -> Result<String, ConfigError> {
+        let secret = match self {
+            SecretSource::Inline(secret) => secret.clone(),
+            SecretSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "WRITE_SIDE_FINGERPRINT_SECRET_FILE",
+                    format!("{}: {e}", path.display()),
+                )
+            })?,
+            SecretSource::Development(path) => {
+                factline_keystore::config::read_or_create_private_file(path, || {
+                    format!(
+                        "{}{}\n",
+                        uuid::Uuid::new_v4().simple(),
+                        uuid::Uuid::new_v4().simple()
+                    )
+                })
+                .map_err(|e| invalid("WRITE_SIDE_FINGERPRINT_SECRET_FILE", e.to_string()))?
+            }
+        };
+        let secret = secret.trim().to_owned();
+        if secret.chars().count() < 32 {
+            return Err(invalid(
+                "WRITE_SIDE_FINGERPRINT_SECRET",
+                "must be at least 32 characters",
+            ));
+        }
+        Ok(secret)
     }
 }
 
@@ -181,6 +254,24 @@ impl Config {
         if let Some(v) = env.get("SCHEMA_REGISTRY_URL") {
             c.schema_registry_url = v.to_owned();
         }
+        if let Some(v) = env.get("DATABASE_URL") {
+            c.database_url = v.to_owned();
+        }
+        c.keys = KeyConfig::from_env(&env)?;
+        match (
+            env.get("WRITE_SIDE_FINGERPRINT_SECRET"),
+            env.get("WRITE_SIDE_FINGERPRINT_SECRET_FILE"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "WRITE_SIDE_FINGERPRINT_SECRET",
+                    "set it or WRITE_SIDE_FINGERPRINT_SECRET_FILE, not both",
+                ))
+            }
+            (Some(secret), None) => c.fingerprint_secret = SecretSource::Inline(secret.to_owned()),
+            (None, Some(file)) => c.fingerprint_secret = SecretSource::File(file.into()),
+            (None, None) => {}
+        }
         c.addr = env.parse_or("WRITE_SIDE_ADDR", c.addr)?;
         c.topic_prefix = env.parse_or("WRITE_SIDE_TOPIC_PREFIX", c.topic_prefix)?;
         c.message_timeout_ms =
@@ -206,7 +297,7 @@ impl Config {
         }
         c.ready_timeout_ms = env.parse_or("WRITE_SIDE_READY_TIMEOUT_MS", c.ready_timeout_ms)?;
         c.shutdown_flush_ms = env.parse_or("WRITE_SIDE_SHUTDOWN_FLUSH_MS", c.shutdown_flush_ms)?;
-        env.reject_unknown(&["WRITE_SIDE_"])?;
+        env.reject_unknown(&["WRITE_SIDE_", factline_keystore::config::ENV_PREFIX])?;
         c.kafka_properties = env.kafka_properties()?.into_iter().collect();
         c.validate()?;
         Ok(c)
@@ -314,6 +405,35 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_fingerprint_secret_comes_from_one_place_and_is_long_enough() {
+        let long = "0123456789abcdef0123456789abcdef";
+        let c = Config::from_vars(vars(&[("WRITE_SIDE_FINGERPRINT_SECRET", long)])).unwrap();
+        assert_eq!(c.fingerprint_secret.load().unwrap(), long);
+        assert!(!format!("{c:?}").contains(long));
+        let short = Config::from_vars(vars(&[("WRITE_SIDE_FINGERPRINT_SECRET", "short")])).unwrap();
+        assert!(short.fingerprint_secret.load().is_err());
+        assert!(Config::from_vars(vars(&[
+            ("WRITE_SIDE_FINGERPRINT_SECRET", long),
+            ("WRITE_SIDE_FINGERPRINT_SECRET_FILE", "/x"),
+        ]))
+        .is_err());
+        let missing = Config::from_vars(vars(&[(
+            "WRITE_SIDE_FINGERPRINT_SECRET_FILE",
+            "/nonexistent/x",
+        )]))
+        .unwrap();
+        assert!(missing.fingerprint_secret.load().is_err());
+        let dev = std::env::temp_dir().join(format!("fp-{}/secret", uuid::Uuid::new_v4()));
+        let created = SecretSource::Development(dev.clone()).load().unwrap();
+        assert!(created.len() >= 32);
+        assert_eq!(
+            SecretSource::Development(dev.clone()).load().unwrap(),
+            created
+        );
+        let _ = std::fs::remove_dir_all(dev.parent().unwrap());
     }
 
     #[test]

@@ -6,7 +6,15 @@
 //! remembers each key's answer, so a retry with the same body gets the original answer without
 //! producing again, a retry with another body gets `422`, and a concurrent duplicate waits for
 //! the first request's outcome instead of producing twice.
+//!
+//! The body fingerprint is an HMAC-SHA256 keyed with the write side's fingerprint secret
+//! ([`FingerprintKey`], `WRITE_SIDE_FINGERPRINT_SECRET`): a body holds personal data (an email,
+//! an address), and an unkeyed hash of it — through the event id derived from it — would let
+//! anyone who can guess candidates confirm them. Every write-side instance must share the
+//! secret (event ids must agree across instances and restarts); changing it changes the id of
+//! every later retry, so a retry across the change is a new event.
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -64,9 +72,28 @@ pub fn valid_key(key: &str) -> bool {
     crate::request_meta::valid_token(key, 255)
 }
 
-/// A fingerprint of a JSON body that ignores object key order and formatting.
-pub fn fingerprint(body: &serde_json::Value) -> [u8; 32] {
-    fn feed(hasher: &mut Sha256, value: &serde_json::Value) {
+/// The secret keying body fingerprints (32 bytes derived from the configured secret).
+#[derive(Clone)]
+pub struct FingerprintKey([u8; 32]);
+
+impl std::fmt::Debug for FingerprintKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FingerprintKey(..)")
+    }
+}
+
+impl FingerprintKey {
+    /// The key of a configured secret (any length; the configuration asks for at least 32
+    /// characters).
+    pub fn new(secret: &[u8]) -> FingerprintKey {
+        FingerprintKey(Sha256::digest(secret).into())
+    }
+}
+
+/// A keyed fingerprint of a JSON body that ignores object key order and formatting.
+pub fn fingerprint(key: &FingerprintKey, body: &serde_json::Value) -> [u8; 32] {
+    type Hasher = Hmac<Sha256>;
+    fn feed(hasher: &mut Hasher, value: &serde_json::Value) {
         use serde_json::Value;
         match value {
             Value::Object(map) => {
@@ -92,9 +119,13 @@ pub fn fingerprint(body: &serde_json::Value) -> [u8; 32] {
             scalar => hasher.update(scalar.to_string().as_bytes()),
         }
     }
-    let mut hasher = Sha256::new();
+    // HMAC accepts keys of any length: this cannot fail
+    let mut hasher = match Hasher::new_from_slice(&key.0) {
+        Ok(hasher) => hasher,
+        Err(_) => unreachable!("hmac takes a key of any length"),
+    };
     feed(&mut hasher, body);
-    hasher.finalize().into()
+    hasher.finalize().into_bytes().into()
 }
 
 type Key = IdempotencyKey;
@@ -348,13 +379,30 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(5);
 
+    fn key() -> FingerprintKey {
+        FingerprintKey::new(b"a test secret of at least thirty-two characters")
+    }
+
+    #[test]
+    fn fingerprints_are_keyed_so_a_guess_cannot_be_confirmed_without_the_secret() {
+        let body = json!({"customer_id": "c-1", "email": "ada@example.com", "name": "Ada"});
+        let other = FingerprintKey::new(b"another secret of at least thirty-two characters");
+        assert_ne!(fingerprint(&key(), &body), fingerprint(&other, &body));
+        assert_eq!(fingerprint(&key(), &body), fingerprint(&key(), &body));
+        // not the plain hash of the canonical body either
+        let canonical = br#"{"customer_id":"c-1","email":"ada@example.com","name":"Ada"}"#;
+        let plain: [u8; 32] = Sha256::digest(canonical).into();
+        assert_ne!(fingerprint(&key(), &body), plain);
+        assert!(!format!("{:?}", key()).contains("secret"));
+    }
+
     fn k(key: &str) -> IdempotencyKey {
         IdempotencyKey::new("C", "", key)
     }
 
     #[test]
     fn event_ids_depend_on_command_principal_key_and_body() {
-        let body = fingerprint(&json!({"order_id": "o-1"}));
+        let body = fingerprint(&key(), &json!({"order_id": "o-1"}));
         let id = |command: &str, principal: &str, key: &str, body: &[u8; 32]| {
             event_id_for(&IdempotencyKey::new(command, principal, key), body)
         };
@@ -366,7 +414,7 @@ mod tests {
                 "PlaceOrder",
                 "",
                 "k1",
-                &fingerprint(&json!({"order_id": "o-1"}))
+                &fingerprint(&key(), &json!({"order_id": "o-1"}))
             )
         );
         assert_ne!(base, id("PlaceOrder", "", "k2", &body));
@@ -378,7 +426,7 @@ mod tests {
                 "PlaceOrder",
                 "",
                 "k1",
-                &fingerprint(&json!({"order_id": "o-2"}))
+                &fingerprint(&key(), &json!({"order_id": "o-2"}))
             )
         );
         // Parts are length-prefixed: moving characters between them changes the id.
@@ -408,13 +456,16 @@ mod tests {
     #[test]
     fn fingerprints_ignore_key_order() {
         assert_eq!(
-            fingerprint(&json!({"a": 1, "b": [1, {"x": "y", "z": null}]})),
-            fingerprint(&json!({"b": [1, {"z": null, "x": "y"}], "a": 1}))
+            fingerprint(&key(), &json!({"a": 1, "b": [1, {"x": "y", "z": null}]})),
+            fingerprint(&key(), &json!({"b": [1, {"z": null, "x": "y"}], "a": 1}))
         );
-        assert_ne!(fingerprint(&json!({"a": 1})), fingerprint(&json!({"a": 2})));
         assert_ne!(
-            fingerprint(&json!({"a": "1"})),
-            fingerprint(&json!({"a": 1}))
+            fingerprint(&key(), &json!({"a": 1})),
+            fingerprint(&key(), &json!({"a": 2}))
+        );
+        assert_ne!(
+            fingerprint(&key(), &json!({"a": "1"})),
+            fingerprint(&key(), &json!({"a": 1}))
         );
     }
 

@@ -10,6 +10,7 @@ use crate::producer::ProduceError;
 use crate::request_meta::RequestMeta;
 use crate::state::AppState;
 use chrono::{DurationRound, TimeDelta, Utc};
+use factline_keystore::KeyStoreError;
 use factline_schemas::{Envelope, Position};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -108,7 +109,7 @@ async fn ingest(
             // Waiting for a duplicate in progress is bounded by its own delivery timeout.
             let wait = state.config.message_timeout() + Duration::from_secs(5);
             let scoped = IdempotencyKey::new(&name, &caller.principal(), key);
-            let body_fingerprint = fingerprint(&body);
+            let body_fingerprint = fingerprint(&state.fingerprint_key, &body);
             match state
                 .idempotency
                 .claim(&scoped, body_fingerprint, wait)
@@ -129,6 +130,28 @@ async fn ingest(
             }
         }
     };
+
+    // Personal data: an erasing event destroys its subject's key first (so the erasure holds
+    // even if producing fails and the client retries), then marked fields are encrypted.
+    let mut event = event;
+    let key_store_unavailable = |error: KeyStoreError| {
+        tracing::warn!(%error, command = %name, "key store unavailable");
+        ApiError::Unavailable {
+            reason: "key store unavailable".into(),
+            retry_after_secs,
+        }
+    };
+    let schema = command.event();
+    state
+        .crypto
+        .erase(schema, &event.value)
+        .await
+        .map_err(key_store_unavailable)?;
+    state
+        .crypto
+        .seal(schema, &mut event.value)
+        .await
+        .map_err(key_store_unavailable)?;
 
     let envelope = Envelope {
         event_id,

@@ -8,6 +8,7 @@ use crate::idempotency::IdempotencyStore;
 use crate::ingest::Accepted;
 use crate::producer::Kafka;
 use crate::telemetry;
+use factline_keystore::FieldCrypto;
 use factline_schemas::{Catalog, EventCodec};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -36,6 +37,12 @@ pub enum StartError {
     /// The server failed.
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    /// The key-encryption keys cannot be loaded.
+    #[error(transparent)]
+    Keys(#[from] factline_keystore::KeyConfigError),
+    /// The key store's PostgreSQL pool cannot be built (a malformed `DATABASE_URL`).
+    #[error("DATABASE_URL: {0}")]
+    Database(#[from] factline_service::postgres::PoolBuildError),
 }
 
 /// The shared state (cheap to clone).
@@ -52,10 +59,14 @@ pub struct Shared {
     pub catalog: Catalog,
     /// Avro encoding through the registry.
     pub codec: EventCodec,
+    /// Encryption of personal fields and erasure of subjects (the key store).
+    pub crypto: FieldCrypto,
     /// The producer.
     pub kafka: Kafka,
     /// The in-flight budget.
     pub budget: Budget,
+    /// The key of body fingerprints in idempotent event ids.
+    pub fingerprint_key: crate::idempotency::FingerprintKey,
     /// Answers remembered per idempotency key.
     pub idempotency: IdempotencyStore<Accepted>,
     /// Accepted API keys.
@@ -90,6 +101,15 @@ impl AppState {
         let catalog = Catalog::builtin().with_topic_prefix(&config.topic_prefix);
         let codec = EventCodec::with_catalog(&config.schema_registry_url, catalog.clone());
         let kafka = Kafka::new(&config)?;
+        let pool = factline_service::postgres::pool(
+            &config.database_url,
+            &factline_service::postgres::PoolSettings::new("factline-write-side-keys", 8),
+        )?;
+        // The topic prefix names a deployment on a shared cluster: it scopes subjects too.
+        let fingerprint_key =
+            crate::idempotency::FingerprintKey::new(config.fingerprint_secret.load()?.as_bytes());
+        let crypto = factline_keystore::field_crypto(&config.keys, pool)?
+            .with_subject_prefix(&config.topic_prefix);
         let budget = Budget::new(
             config.max_in_flight_records,
             config.max_in_flight_bytes,
@@ -120,6 +140,8 @@ impl AppState {
                 config,
                 catalog,
                 codec,
+                crypto,
+                fingerprint_key,
                 kafka,
                 budget,
                 idempotency,

@@ -21,6 +21,7 @@ fn unique() -> String {
 async fn every_sample_command_lands_on_its_topic_with_key_headers_and_avro_body() {
     let app = TestApp::start(|_| {}).await;
     let codec = codec(&app.prefix);
+    let crypto = crypto(&app.config);
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     for (command, body) in factline_testkit::samples::every_command(&unique()) {
         let (status, _, answer) = app
@@ -63,8 +64,17 @@ async fn every_sample_command_lands_on_its_topic_with_key_headers_and_avro_body(
         assert_eq!(envelope.causation_id.as_deref(), Some("cause-7"));
         assert_eq!(envelope.traceparent.as_deref(), Some(traceparent));
 
-        let decoded = codec.decode(record.payload().unwrap()).await.unwrap();
+        let mut decoded = codec.decode(record.payload().unwrap()).await.unwrap();
         assert_eq!(decoded.event_type, spec.event_type);
+        // personal fields are on the log as ciphertext only, and open with the subject's key
+        let schema = spec.event();
+        if let Some(personal) = &schema.personal {
+            for text in personal.strings(&decoded.value) {
+                assert!(text.starts_with("fl1:"), "{command}: {text}");
+            }
+            assert!(!personal.strings(&decoded.value).is_empty(), "{command}");
+        }
+        crypto.open(schema, &mut decoded.value).await.unwrap();
         let event = decoded.to_json();
         for (field, value) in body.as_object().unwrap() {
             if field == "shipping_address" {
@@ -184,7 +194,7 @@ async fn idempotency_key_replays_conflicts_and_dedupes_concurrent_duplicates() {
         first["event_id"],
         event_id_for(
             &IdempotencyKey::new("RegisterCustomer", "", &key),
-            &fingerprint(&body)
+            &fingerprint(&fingerprint_key(&app.config), &body)
         )
         .to_string()
     );
@@ -270,7 +280,7 @@ async fn batch_answers_each_item_in_order_and_invalid_items_do_not_block_valid_o
         results[4]["event_id"],
         event_id_for(
             &IdempotencyKey::new("ShipOrder", "", &format!("k-{id}")),
-            &fingerprint(&items[4]["body"])
+            &fingerprint(&fingerprint_key(&app.config), &items[4]["body"])
         )
         .to_string()
     );

@@ -41,6 +41,8 @@ pub(super) struct Runner<K: Sink> {
     pub(super) wanted: HashSet<String>,
     pub(super) pool: Pool,
     pub(super) codec: EventCodec,
+    /// Decrypts personal fields in `decode` (the key store).
+    pub(super) crypto: factline_keystore::FieldCrypto,
     pub(super) registry_retry: RegistryRetry,
     pub(super) dead_letters: DeadLetterWriter,
     pub(super) consumer: Arc<ProjectorConsumer>,
@@ -202,7 +204,14 @@ impl<K: Sink> Runner<K> {
         for record in records {
             let decoded = match self.sink.spec().input {
                 Input::Events => {
-                    decode(&self.codec, &self.wanted, record, &self.registry_retry).await?
+                    decode(
+                        &self.codec,
+                        &self.crypto,
+                        &self.wanted,
+                        record,
+                        &self.registry_retry,
+                    )
+                    .await?
                 }
                 Input::Records => Decoded::Raw,
             };

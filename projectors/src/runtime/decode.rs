@@ -4,11 +4,19 @@
 //! the record is retried — the batch waits, nothing is skipped — for at most the configured
 //! time per schema id ([`RegistryRetry`]), then dead-lettered with the registry's last answer:
 //! never a silent stall. Bytes that cannot be read at all are dead-lettered at once.
+//!
+//! Personal fields (marked in the schema) are decrypted here, before any projection sees the
+//! event ([`open_personal_data`]): plaintext while the subject's key exists, the placeholder
+//! `[erased]` once it was destroyed; plaintext from before encryption passes unchanged. A key
+//! store that cannot answer is retried like a registry outage (the batch waits); a value that
+//! is not valid ciphertext is dead-lettered. The record itself (dead letters) stays encrypted.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use apache_avro::types::Value;
+use factline_keystore::FieldCrypto;
 use factline_schemas::{avro_to_json, Envelope, EventCodec};
 
 use crate::projection::Event;
@@ -83,6 +91,7 @@ impl RegistryRetry {
 /// Decodes one record: envelope from the headers, value through the registry.
 pub async fn decode(
     codec: &EventCodec,
+    crypto: &FieldCrypto,
     wanted: &HashSet<String>,
     record: &Record,
     retry: &RegistryRetry,
@@ -151,10 +160,14 @@ pub async fn decode(
             ),
         });
     }
-    let data = avro_to_json(&decoded.value);
+    let mut value = decoded.value;
+    if let Some(error) = open_personal_data(codec, crypto, &decoded.event_type, &mut value).await? {
+        return Ok(Decoded::Poison { error });
+    }
+    let data = avro_to_json(&value);
     Ok(Decoded::Event(Box::new(Event {
         envelope,
-        value: decoded.value,
+        value,
         data,
         key: record.key_str(),
         origin: record.origin.clone(),
@@ -173,6 +186,26 @@ pub async fn decode(
             })
             .collect(),
     })))
+}
+
+/// Decrypts the personal fields of `value` (an event of `event_type`) in place. `Err`: retry
+/// (the key store cannot answer); `Ok(Some(error))`: the record is poison.
+pub async fn open_personal_data(
+    codec: &EventCodec,
+    crypto: &FieldCrypto,
+    event_type: &str,
+    value: &mut Value,
+) -> Result<Option<String>, TransientDecodeError> {
+    let Some(schema) = codec.catalog().event(event_type) else {
+        return Ok(None);
+    };
+    match crypto.open(schema, value).await {
+        Ok(()) => Ok(None),
+        Err(e) if e.is_transient() => Err(TransientDecodeError(format!(
+            "cannot decrypt personal data: {e}"
+        ))),
+        Err(e) => Ok(Some(format!("undecryptable personal data: {e}"))),
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +242,23 @@ mod tests {
         }
     }
 
+    /// Field encryption whose key store is never reached (no record here is encrypted).
+    fn crypto() -> FieldCrypto {
+        let pool = factline_service::postgres::pool(
+            "postgres://nobody@127.0.0.1:9/none",
+            &factline_service::postgres::PoolSettings::new("decode-test", 1),
+        )
+        .unwrap();
+        let ring =
+            factline_keystore::KekRing::parse(&factline_keystore::KekRing::generate_entry("t"))
+                .unwrap();
+        FieldCrypto::new(factline_keystore::KeyStore::new(
+            pool,
+            ring,
+            &factline_keystore::KeyConfig::default().settings(),
+        ))
+    }
+
     fn wanted() -> HashSet<String> {
         ["OrderDelivered".to_owned()].into_iter().collect()
     }
@@ -219,12 +269,12 @@ mod tests {
         let codec = EventCodec::new("http://127.0.0.1:9");
         let bytes = [0, 0, 0, 0, 42, 2, 0];
         let patient = RegistryRetry::new(Duration::from_secs(3600));
-        let e = decode(&codec, &wanted(), &record(&bytes), &patient)
+        let e = decode(&codec, &crypto(), &wanted(), &record(&bytes), &patient)
             .await
             .unwrap_err();
         assert!(e.0.contains("42"), "{e}");
         let impatient = RegistryRetry::new(Duration::ZERO);
-        match decode(&codec, &wanted(), &record(&bytes), &impatient).await {
+        match decode(&codec, &crypto(), &wanted(), &record(&bytes), &impatient).await {
             Ok(Decoded::Poison { error }) => assert!(error.contains("retry bound"), "{error}"),
             other => panic!("not dead-lettered: {other:?}"),
         }
@@ -235,7 +285,7 @@ mod tests {
         let codec = EventCodec::new("http://127.0.0.1:9");
         let patient = RegistryRetry::new(Duration::from_secs(3600));
         for bytes in [&b"not avro"[..], &[0, 0, 1][..]] {
-            let decoded = decode(&codec, &wanted(), &record(bytes), &patient).await;
+            let decoded = decode(&codec, &crypto(), &wanted(), &record(bytes), &patient).await;
             assert!(matches!(decoded, Ok(Decoded::Poison { .. })), "{decoded:?}");
         }
     }

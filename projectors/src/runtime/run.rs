@@ -82,6 +82,13 @@ async fn run_inner<K: Sink>(
     }));
     startup::serve_http(&config, &health, &stop).await?;
     let (pg, pool) = startup::pool(&config)?;
+    // personal fields are decrypted in `decode`: the KEKs are loaded now, a start-up check
+    let crypto = factline_keystore::field_crypto(&config.keys, pool.clone()).map_err(|e| {
+        RunError::Config(crate::config::ConfigError::Invalid {
+            name: "FACTLINE_KEK*",
+            reason: e.to_string(),
+        })
+    })?;
 
     let metrics = Metrics::new(&name, version);
     let mut backoff = backoff_for(&config);
@@ -132,6 +139,7 @@ async fn run_inner<K: Sink>(
     let wanted = sink.spec().event_types.iter().cloned().collect();
     let mut runner = Runner {
         codec: EventCodec::new(&config.schema_registry_url),
+        crypto,
         registry_retry: RegistryRetry::new(Duration::from_millis(config.registry_retry_ms)),
         config,
         sink,

@@ -77,6 +77,8 @@ impl Projector {
 pub struct World {
     pub prefix: String,
     pub database_url: String,
+    /// The index prefix projectors started from now on write to (the topic prefix at first).
+    pub projector_index_prefix: String,
     pub write: String,
     pub read: String,
     pub http: reqwest::Client,
@@ -100,6 +102,8 @@ impl World {
             kafka_brokers: env("KAFKA_BROKERS"),
             schema_registry_url: env("SCHEMA_REGISTRY_URL"),
             topic_prefix: prefix.clone(),
+            database_url: env("DATABASE_URL"),
+            keys: keys(),
             ..factline_write_side::Config::default()
         };
         write_config.kafka_properties =
@@ -137,6 +141,7 @@ impl World {
         });
 
         let mut world = World {
+            projector_index_prefix: prefix.clone(),
             prefix,
             database_url,
             write,
@@ -160,7 +165,8 @@ impl World {
             &self.database_url,
         );
         config.topic_prefix = self.prefix.clone();
-        config.index_prefix = Some(self.prefix.clone());
+        config.index_prefix = Some(self.projector_index_prefix.clone());
+        config.keys = keys();
         config.elasticsearch_url = Some(env("ELASTICSEARCH_URL"));
         config.batch_max_events = 200;
         config.batch_max_wait_ms = Some(20);
@@ -361,6 +367,15 @@ pub fn header(headers: &reqwest::header::HeaderMap, name: &str) -> String {
         .get(name)
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default()
+}
+
+/// The key store every service of a world shares: `FACTLINE_KEK*` when set, else the
+/// repository's development KEK file, whatever directory the test runs in.
+pub fn keys() -> factline_keystore::KeyConfig {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    factline_keystore::KeyConfig::from_env(&factline_service::Env::from_process())
+        .expect("FACTLINE_KEK* settings")
+        .with_development_file(root.join(factline_keystore::config::DEV_KEK_FILE))
 }
 
 async fn create_topics(prefix: &str) {

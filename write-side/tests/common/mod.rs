@@ -41,10 +41,46 @@ pub fn test_config(prefix: &str) -> Config {
         kafka_brokers: env("KAFKA_BROKERS"),
         schema_registry_url: env("SCHEMA_REGISTRY_URL"),
         topic_prefix: prefix.to_string(),
+        database_url: env("DATABASE_URL"),
+        keys: test_keys(),
+        fingerprint_secret: factline_write_side::config::SecretSource::Development(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(factline_write_side::config::DEV_FINGERPRINT_SECRET_FILE),
+        ),
         ..Config::default()
     };
     config.kafka_properties = factline_schemas::topics::kafka_properties_from(std::env::vars());
     config
+}
+
+/// The key store of the tests: `FACTLINE_KEK`/`FACTLINE_KEK_FILE` when set, else the
+/// repository's development KEK file (`.dev/factline-kek`, created when absent), whatever
+/// directory the test runs in.
+pub fn test_keys() -> factline_keystore::KeyConfig {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    factline_keystore::KeyConfig::from_env(&factline_service::Env::from_process())
+        .expect("FACTLINE_KEK* settings")
+        .with_development_file(root.join(factline_keystore::config::DEV_KEK_FILE))
+}
+
+/// The fingerprint key `config` gives the app (to compute expected event ids).
+pub fn fingerprint_key(config: &Config) -> factline_write_side::idempotency::FingerprintKey {
+    factline_write_side::idempotency::FingerprintKey::new(
+        config.fingerprint_secret.load().unwrap().as_bytes(),
+    )
+}
+
+/// Field encryption with the key store `config` uses: decrypts what the app wrote.
+pub fn crypto(config: &Config) -> factline_keystore::FieldCrypto {
+    let pool = factline_service::postgres::pool(
+        &config.database_url,
+        &factline_service::postgres::PoolSettings::new("write-side-test", 2),
+    )
+    .unwrap();
+    factline_keystore::field_crypto(&config.keys, pool)
+        .unwrap()
+        .with_subject_prefix(&config.topic_prefix)
 }
 
 /// Creates the prefixed catalog topics (3 partitions each).

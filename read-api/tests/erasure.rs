@@ -1,0 +1,327 @@
+//! Erasure by crypto-shredding, end to end against the real servers: before `ForgetCustomer`
+//! the customer's name, email and address are in clear in the read models (so the search
+//! below works); after it, reading every topic from the beginning (dead letters included)
+//! finds them in no record, no PostgreSQL table of the test (nor the key store) and no
+//! Elasticsearch index holds them, and rebuilding the projections from the log gives the same
+//! read models.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Every table of `url`'s schema (`current_schema()`), or of `schema` when given.
+async fn tables(url: &str, schema: Option<&str>) -> Vec<(String, String)> {
+    let client = factline_testkit::connect(url).await;
+    let schema = match schema {
+        Some(s) => s.to_owned(),
+        None => client
+            .query_one("SELECT current_schema()::text", &[])
+            .await
+            .unwrap()
+            .get(0),
+    };
+    client
+        .query(
+            "SELECT table_schema::text, table_name::text FROM information_schema.tables
+             WHERE table_schema = $1 AND table_type = 'BASE TABLE' ORDER BY table_name",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// The needles found in any row of any table of the schema.
+async fn found_in_postgres(url: &str, schema: Option<&str>, needles: &[&str]) -> Vec<String> {
+    let client = factline_testkit::connect(url).await;
+    let mut found = Vec::new();
+    for (schema, table) in tables(url, schema).await {
+        let rows = client
+            .query(
+                &format!("SELECT row_to_json(t)::text FROM \"{schema}\".\"{table}\" t"),
+                &[],
+            )
+            .await
+            .unwrap();
+        for row in rows {
+            let text: String = row.get(0);
+            for needle in needles {
+                if text.contains(needle) {
+                    found.push(format!("{table}: {needle}"));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The needles found in any document of the indices `{prefix}*`.
+async fn found_in_elasticsearch(prefix: &str, needles: &[&str]) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let es = env("ELASTICSEARCH_URL");
+    let _ = http
+        .post(format!("{es}/{prefix}*/_refresh"))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = http
+        .post(format!("{es}/{prefix}*/_search"))
+        .json(&json!({"size": 1000, "query": {"match_all": {}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    for hit in body["hits"]["hits"].as_array().cloned().unwrap_or_default() {
+        let text = hit["_source"].to_string();
+        for needle in needles {
+            if text.contains(needle) {
+                found.push(format!("{}: {needle}", hit["_index"]));
+            }
+        }
+    }
+    found
+}
+
+/// Every record of `topic` from its beginning: key, value and header bytes.
+fn read_topic(topic: &str) -> Vec<Vec<u8>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env("KAFKA_BROKERS"))
+        .set("group.id", factline_testkit::unique("erasure-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .unwrap();
+    let mut ends = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition.id(), Duration::from_secs(30))
+            .unwrap();
+        if high > low {
+            ends.insert(partition.id(), high);
+            assignment
+                .add_partition_offset(topic, partition.id(), Offset::Offset(low))
+                .unwrap();
+        }
+    }
+    let mut records = Vec::new();
+    if ends.is_empty() {
+        return records;
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !ends.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{topic}: not read");
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        let mut bytes = message.key().unwrap_or_default().to_vec();
+        bytes.extend_from_slice(message.payload().unwrap_or_default());
+        if let Some(headers) = message.headers() {
+            for h in headers.iter() {
+                bytes.extend_from_slice(h.value.unwrap_or_default());
+            }
+        }
+        records.push(bytes);
+        if ends.get(&message.partition()) == Some(&(message.offset() + 1)) {
+            ends.remove(&message.partition());
+        }
+    }
+    records
+}
+
+/// The read models of `url`'s schema (every table but the runtime's bookkeeping), as JSON
+/// rows sorted within each table.
+async fn read_models(url: &str) -> BTreeMap<String, Vec<String>> {
+    let client = factline_testkit::connect(url).await;
+    let mut models = BTreeMap::new();
+    for (schema, table) in tables(url, None).await {
+        if table.starts_with("factline_") {
+            continue;
+        }
+        let mut rows: Vec<String> = client
+            .query(
+                &format!("SELECT row_to_json(t)::text FROM \"{schema}\".\"{table}\" t"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        rows.sort();
+        models.insert(table, rows);
+    }
+    models
+}
+
+const PROJECTORS: [Projector; 4] = [
+    Projector::CustomerStats,
+    Projector::CustomerDirectory,
+    Projector::OrderSearch,
+    Projector::EventIndex,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_forget_customer_the_personal_data_is_nowhere_and_a_rebuild_agrees() {
+    let mut world = World::start(&PROJECTORS, |_| {}).await;
+    let id = factline_testkit::short_id(10).to_lowercase();
+    let customer = format!("c-{id}");
+    let name = format!("Hedy Lamarr {id}");
+    let email = format!("hedy.{id}@example.com");
+    let street = format!("{id} Ringstrasse");
+    let needles = [name.as_str(), email.as_str(), street.as_str()];
+    world
+        .command(
+            "RegisterCustomer",
+            json!({"customer_id": customer, "email": email, "name": name}),
+        )
+        .await;
+    let order = world
+        .command(
+            "PlaceOrder",
+            json!({"order_id": format!("o-{id}"), "customer_id": customer, "currency": "EUR",
+                   "items": [{"sku": "tea", "name": "Earl Grey", "quantity": 1, "unit_price_cents": 450}],
+                   "shipping_address": {"line1": street, "city": "Wien", "postal_code": "1010",
+                                        "country": "AT"}}),
+        )
+        .await;
+
+    // before: the search finds the personal data in clear in the read models
+    factline_testkit::eventually("name and email in PostgreSQL", WAIT, || async {
+        let found = found_in_postgres(&world.database_url, None, &needles).await;
+        (found.iter().any(|f| f.ends_with(&name)) && found.iter().any(|f| f.ends_with(&email)))
+            .then_some(())
+    })
+    .await;
+    factline_testkit::eventually("the address in Elasticsearch", WAIT, || async {
+        let found = found_in_elasticsearch(&world.prefix, &needles).await;
+        found.iter().any(|f| f.ends_with(&street)).then_some(())
+    })
+    .await;
+    // and never on the log
+    for topic in ["customers", "orders"] {
+        for record in read_topic(&format!("{}{topic}", world.prefix)) {
+            let text = String::from_utf8_lossy(&record);
+            for needle in needles {
+                assert!(!text.contains(needle), "{topic}: {needle} in clear");
+            }
+        }
+    }
+
+    let forgotten = world
+        .command("ForgetCustomer", json!({"customer_id": customer}))
+        .await;
+    assert!(forgotten["event_id"].is_string());
+    world
+        .eventually(
+            &format!(
+                "/customers/{customer}?consistent_with={}",
+                forgotten["position"].as_str().unwrap()
+            ),
+            |status, body| status == 200 && body.to_string().contains("forgotten"),
+        )
+        .await;
+    let _ = order;
+
+    // after: nowhere in any read model, the key store, or any topic (dead letters included)
+    factline_testkit::eventually("no personal data in PostgreSQL", WAIT, || async {
+        found_in_postgres(&world.database_url, None, &needles)
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    factline_testkit::eventually("no personal data in Elasticsearch", WAIT, || async {
+        found_in_elasticsearch(&world.prefix, &needles)
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let keys = keys();
+    assert_eq!(
+        found_in_postgres(&world.database_url, Some(&keys.db_schema), &needles).await,
+        Vec::<String>::new()
+    );
+    for topic in ["customers", "orders", "customers.dlq", "orders.dlq"] {
+        for record in read_topic(&format!("{}{topic}", world.prefix)) {
+            let text = String::from_utf8_lossy(&record);
+            for needle in needles {
+                assert!(!text.contains(needle), "{topic}: {needle} in clear");
+            }
+        }
+    }
+
+    // a rebuild from the beginning of the log, into a fresh schema and fresh indices, gives
+    // the same read models: the erased values read as the placeholder, then forgetting
+    // anonymises them exactly as it did live
+    let live = read_models(&world.database_url).await;
+    assert!(live.values().map(Vec::len).sum::<usize>() > 0, "{live:?}");
+    for name in [
+        "customer_stats",
+        "customer_directory",
+        "order_search",
+        "event_index",
+    ] {
+        world.stop_projector(name).await;
+    }
+    let (_, rebuilt_url) = factline_testkit::fresh_schema().await;
+    world.database_url = rebuilt_url.clone();
+    world.projector_index_prefix = format!("{}rebuilt-", world.prefix);
+    for projector in PROJECTORS {
+        world.start_projector(projector);
+    }
+    let rebuilt = factline_testkit::eventually("the rebuild catches up", WAIT, || async {
+        let rebuilt = read_models(&rebuilt_url).await;
+        (rebuilt == live).then_some(rebuilt)
+    })
+    .await;
+    assert_eq!(rebuilt, live);
+    let rebuilt_prefix = world.projector_index_prefix.clone();
+    factline_testkit::eventually("the rebuilt event index holds the events", WAIT, || async {
+        let http = reqwest::Client::new();
+        let es = env("ELASTICSEARCH_URL");
+        let _ = http
+            .post(format!("{es}/{rebuilt_prefix}*/_refresh"))
+            .send()
+            .await;
+        let count: Value = http
+            .get(format!("{es}/{rebuilt_prefix}*/_count"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (count["count"].as_i64().unwrap_or(0) >= 4).then_some(())
+    })
+    .await;
+    assert_eq!(
+        found_in_elasticsearch(&rebuilt_prefix, &needles).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        found_in_postgres(&rebuilt_url, None, &needles).await,
+        Vec::<String>::new()
+    );
+    world.stop().await;
+}
