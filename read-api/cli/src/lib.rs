@@ -66,6 +66,9 @@ pub enum Command {
     /// Re-send archived records of a topic, past Kafka's retention (dry run unless --yes)
     #[command(long_about = replay::HELP)]
     Replay(replay::Options),
+    /// Recreate a topic's archived history in an empty topic, e.g. on a new cluster (dry run
+    /// unless --yes)
+    Restore(replay::RestoreOptions),
 }
 
 /// `events …`.
@@ -221,6 +224,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<u8, CliError> {
             Ok(EXIT_OK)
         }
         Command::Replay(options) => replay::run(&settings, &options, format).await,
+        Command::Restore(options) => replay::run(&settings, &options.to_replay(), format).await,
         Command::Send(options) => {
             let write_side = http::Service::new(
                 "write side",

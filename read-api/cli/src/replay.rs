@@ -9,6 +9,10 @@
 //! event type. A dry run is the default and prints how many records would be sent per
 //! partition; `--yes` sends them, at most `--rate` per second, at most `--limit` in all.
 //!
+//! `factline restore` is the same path for disaster recovery: a topic's whole archived history
+//! into an empty topic (a new cluster), byte-identical and without replay headers, partition by
+//! partition in offset order; run again, it continues after what the target holds.
+//!
 //! **Resumable, never twice.** Each replay has an id (printed; `--replay-id` names it). Before
 //! sending, the replay records in `factline_replays` where the target partitions ended; a
 //! replay resumed with the same id first reads what it already sent there (the records
@@ -103,6 +107,52 @@ pub struct Options {
     /// Stop after sending this many records
     #[arg(long)]
     pub limit: Option<u64>,
+    /// A restore (see [`RestoreOptions`]): every record, no replay headers.
+    #[arg(skip)]
+    pub restore: bool,
+}
+
+/// The options of `restore`: a topic's whole archived history into a topic, for disaster
+/// recovery.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreOptions {
+    /// The archived topic (its full name)
+    #[arg(long)]
+    pub topic: String,
+    /// The topic to restore into: empty when the restore starts, with at least as many
+    /// partitions
+    #[arg(long)]
+    pub to_topic: String,
+    /// Restore, instead of counting (a dry run is the default)
+    #[arg(long)]
+    pub yes: bool,
+    /// Records per second at most
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Stop after this many records (run again to continue)
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+impl RestoreOptions {
+    /// The replay that restores: every record, byte-identical, no replay headers, resumed by
+    /// what the target holds.
+    pub fn to_replay(&self) -> Options {
+        Options {
+            topic: self.topic.clone(),
+            partitions: Vec::new(),
+            from: None,
+            until: None,
+            key: None,
+            event_type: None,
+            to_topic: Some(self.to_topic.clone()),
+            replay_id: Some(format!("restore:{}:{}", self.topic, self.to_topic)),
+            yes: self.yes,
+            rate: self.rate,
+            limit: self.limit,
+            restore: true,
+        }
+    }
 }
 
 impl Options {
@@ -179,9 +229,24 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
         )));
     }
 
-    // where an earlier run of this replay got to
-    let done = if options.yes || options.replay_id.is_some() {
+    // where an earlier run of this replay got to: the last source offset sent per partition
+    // (a replay), or how many records the target holds since the restore began (a restore)
+    let done = if options.restore {
+        HashMap::new()
+    } else if options.yes || options.replay_id.is_some() {
         sent_already(settings, &**client, &replay_id, &target, &options.topic).await?
+    } else {
+        HashMap::new()
+    };
+    let restored = if options.restore {
+        restored_already(
+            settings,
+            &**client,
+            &replay_id,
+            &target,
+            archived.iter().map(|a| a.0),
+        )
+        .await?
     } else {
         HashMap::new()
     };
@@ -205,7 +270,8 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
                 .map_err(|e: ReadError| archive_error(e))?;
             selected.extend(records.into_iter().filter(|r| options.selects(r)));
         }
-        plan.insert(*partition, selected);
+        let skip = restored.get(partition).copied().unwrap_or(0) as usize;
+        plan.insert(*partition, selected.split_off(skip.min(selected.len())));
     }
     let total: u64 = plan.values().map(|r| r.len() as u64).sum();
     let to_send = options.limit.map_or(total, |limit| limit.min(total));
@@ -263,7 +329,8 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
                 let due = started + Duration::from_secs_f64(sent as f64 / f64::from(rate));
                 tokio::time::sleep_until(due.into()).await;
             }
-            send(&producer, &target, *partition, record, &replay_id).await?;
+            let marked = (!options.restore).then_some(replay_id.as_str());
+            send(&producer, &target, *partition, record, marked).await?;
             sent += 1;
             bar.inc(1);
         }
@@ -297,7 +364,7 @@ async fn send(
     target: &str,
     partition: i32,
     record: &ArchivedRecord,
-    replay_id: &str,
+    replay_id: Option<&str>,
 ) -> Result<(), CliError> {
     let (partition_text, offset_text) = (record.partition.to_string(), record.offset.to_string());
     let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 4);
@@ -307,12 +374,15 @@ async fn send(
             value: value.as_deref(),
         });
     }
-    for (key, value) in [
-        (HEADER_REPLAY_ID, replay_id),
-        (HEADER_REPLAY_TOPIC, record.topic.as_str()),
-        (HEADER_REPLAY_PARTITION, partition_text.as_str()),
-        (HEADER_REPLAY_OFFSET, offset_text.as_str()),
-    ] {
+    let marks = replay_id.map(|replay_id| {
+        [
+            (HEADER_REPLAY_ID, replay_id),
+            (HEADER_REPLAY_TOPIC, record.topic.as_str()),
+            (HEADER_REPLAY_PARTITION, partition_text.as_str()),
+            (HEADER_REPLAY_OFFSET, offset_text.as_str()),
+        ]
+    });
+    for (key, value) in marks.into_iter().flatten() {
         headers = headers.insert(Header {
             key,
             value: Some(value),
@@ -372,6 +442,57 @@ async fn record_start(
             .map_err(CliError::postgres)?;
     }
     Ok(())
+}
+
+/// How many records a restore already wrote, per partition: what the target holds beyond where
+/// it ended when the restore began. A target that was not empty when the restore began is
+/// refused (a restore recreates a topic; it does not add to one).
+async fn restored_already(
+    settings: &Settings,
+    client: &impl GenericClient,
+    restore_id: &str,
+    target: &str,
+    partitions: impl Iterator<Item = i32>,
+) -> Result<HashMap<i32, i64>, CliError> {
+    client
+        .batch_execute(TABLE)
+        .await
+        .map_err(CliError::postgres)?;
+    let rows = client
+        .query(
+            "SELECT target_partition, start_offset FROM factline_replays \
+             WHERE replay_id = $1 AND target_topic = $2",
+            &[&restore_id, &target],
+        )
+        .await
+        .map_err(CliError::postgres)?;
+    let started: HashMap<i32, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let consumer: BaseConsumer = kafka_config(settings)
+        .create()
+        .map_err(|e| CliError::kafka("consumer", e))?;
+    let mut done = HashMap::new();
+    for partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(target, partition, WAIT)
+            .map_err(|e| CliError::kafka(&format!("the end of {target}/{partition}"), e))?;
+        match started.get(&partition) {
+            Some(start) => {
+                done.insert(partition, high - start);
+            }
+            None if high > low => {
+                return Err(CliError::Refused {
+                    service: "restore".into(),
+                    status: "target not empty".into(),
+                    message: format!(
+                        "{target}/{partition} already holds records (offsets {low}..{high}); \
+                         restore into an empty topic"
+                    ),
+                })
+            }
+            None => {}
+        }
+    }
+    Ok(done)
 }
 
 /// The last source offset this replay already sent, per source partition: read from the

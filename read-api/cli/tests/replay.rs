@@ -1,7 +1,8 @@
 //! `factline replay` against the real stack (broker, PostgreSQL, the S3 object store, the
 //! event archive written by the archiver): a dry run counts what a real run sends; a replay
 //! stopped at a limit and resumed sends every selected record exactly once, byte-identical
-//! with the replay's headers added; a replay into the origin topic changes no read model.
+//! with the replay's headers added; a restore recreates a topic exactly and refuses a topic that
+//! has records; a replay into the origin topic changes no read model.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -86,7 +87,7 @@ async fn replay(world: &World, prefix: &str, args: &[&str]) -> serde_json::Value
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replay_is_counted_resumed_and_sent_once_and_changes_no_read_model() {
+async fn replay_and_restore_send_each_record_once_and_change_no_read_model() {
     let world = World::start(&[Projector::OrderSummary], |_| {}).await;
     for _ in 0..6 {
         world
@@ -202,6 +203,51 @@ async fn a_replay_is_counted_resumed_and_sent_once_and_changes_no_read_model() {
             "sent twice: {from}/{offset}"
         );
     }
+
+    // a restore into an empty topic recreates every partition as it was, offsets included;
+    // stopped at a limit and run again it continues; into a topic with records it is refused
+    let restored = format!("{}orders_restored", world.prefix);
+    factline_schemas::topics::create_topics(&config, std::slice::from_ref(&restored), 3, 1)
+        .await
+        .unwrap();
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["--output", "json", "restore", "--topic", orders.as_str()];
+        args.extend_from_slice(&["--to-topic", restored.as_str()]);
+        args.extend_from_slice(extra);
+        let mut command = command(&world, &args);
+        command.env("ARCHIVE_S3_PREFIX", &prefix);
+        finish(command, &[])
+    };
+    assert_eq!(restore(&[]).await.json()["records"], 6, "a dry run counts");
+    assert_eq!(restore(&["--yes", "--limit", "4"]).await.json()["sent"], 4);
+    assert_eq!(restore(&["--yes"]).await.json()["sent"], 2);
+    assert_eq!(restore(&["--yes"]).await.json()["sent"], 0);
+    assert_eq!(read_topic(&restored), original);
+    let refused = finish(
+        {
+            let mut c = command(
+                &world,
+                &[
+                    "restore",
+                    "--topic",
+                    &orders,
+                    "--to-topic",
+                    &target,
+                    "--yes",
+                ],
+            );
+            c.env("ARCHIVE_S3_PREFIX", &prefix);
+            c
+        },
+        &[],
+    )
+    .await;
+    assert_eq!(refused.code, 5, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("restore into an empty topic"),
+        "{}",
+        refused.stderr
+    );
 
     // into the origin topic: the projector skips every copy (same event ids)
     const ORDERS: &str = "SELECT * FROM order_summary ORDER BY order_id";
