@@ -397,7 +397,8 @@ async fn kill_9_mid_batch_loses_nothing_and_applies_nothing_twice() {
     let (_, reference) = project_once(&fixture, OrderSummaryProjection).await;
     let (_, url) = fresh_schema().await;
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_order-summary"))
+        std::process::Command::new(env!("CARGO_BIN_EXE_factline-projector"))
+            .arg("order_summary")
             .env("KAFKA_BROKERS", &fixture.brokers)
             .env("SCHEMA_REGISTRY_URL", &fixture.registry)
             .env("DATABASE_URL", &url)
@@ -793,7 +794,7 @@ async fn the_declarative_binary_runs_a_config_file() {
         env!("CARGO_MANIFEST_DIR"),
         "/config/customer_directory.toml"
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_declarative-projector"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_factline-projector"))
         .args(["--config", config])
         .env("KAFKA_BROKERS", &fixture.brokers)
         .env("SCHEMA_REGISTRY_URL", &fixture.registry)

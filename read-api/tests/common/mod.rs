@@ -188,7 +188,7 @@ impl World {
                 Running::spawn(|s| async move {
                     let _ = factline_projectors::run_search(
                         config,
-                        OrderSearchProjection,
+                        OrderSearchProjection::new().unwrap(),
                         async move {
                             let _ = s.await;
                         },
@@ -201,7 +201,7 @@ impl World {
                 Running::spawn(|s| async move {
                     let _ = factline_projectors::run_search(
                         config,
-                        EventIndexProjection::default(),
+                        EventIndexProjection::new().unwrap(),
                         async move {
                             let _ = s.await;
                         },
