@@ -55,6 +55,13 @@ compliance!(
         rows("SELECT * FROM customer_directory ORDER BY customer_id")
     )
 );
+compliance!(
+    orders_per_day,
+    Suite::postgres(
+        projections::orders_per_day::OrdersPerDayProjection,
+        rows("SELECT * FROM orders_per_day ORDER BY day, currency")
+    )
+);
 // Every applied event is a row with no unique constraint: an event applied twice is a
 // duplicate row, a lost one a missing row (positions left out: they differ between two logs).
 compliance!(

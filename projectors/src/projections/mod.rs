@@ -35,6 +35,7 @@ projections! {
     order_search: search(order_search::OrderSearchProjection::new),
     event_index: search(event_index::EventIndexProjection::new),
     customer_directory: declarative("../../config/customer_directory.toml"),
+    orders_per_day: postgres(|| Ok(orders_per_day::OrdersPerDayProjection)),
 }
 
 pub use customer_stats::CustomerStatsProjection;
