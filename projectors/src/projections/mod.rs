@@ -1,7 +1,7 @@
 //! The projections `factline-projector <name>` runs, one line each in [`registry`]: the
-//! sample read models of the shop domain (`order_summary` and `customer_stats` in PostgreSQL,
-//! `order_search` and `event_index` in Elasticsearch) and the declarative
-//! `customer_directory`. The order of the list gives each projector's default port
+//! sample read models of the shop domain (`order_summary`, `customer_stats` and
+//! `orders_per_day` in PostgreSQL, `order_search` and `event_index` in Elasticsearch) and the
+//! declarative `customer_directory`. The order of the list gives each projector's default port
 //! (`--list`): append new projections at the end.
 
 pub mod registry;
