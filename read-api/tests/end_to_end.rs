@@ -350,14 +350,6 @@ async fn search_and_the_event_viewer_return_what_was_written_filtered_and_sorted
         .await;
     let wait = |a: &Value| format!("consistent_with={}", a["position"].as_str().unwrap());
 
-    let ids = |body: &Value| -> Vec<String> {
-        body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["order_id"].as_str().unwrap().to_owned())
-            .collect()
-    };
     let (status, _, body) = world
         .get(&format!(
             "/search/orders?q=coffee&sort=total_cents&{}",
@@ -367,33 +359,33 @@ async fn search_and_the_event_viewer_return_what_was_written_filtered_and_sorted
     assert_eq!(status, 200, "{body}");
     world.get(&format!("/search/orders?{}", wait(&last))).await;
     assert_eq!(
-        ids(&body),
+        order_ids(&body),
         vec![d.clone(), b.clone()],
         "coffee orders by total ascending"
     );
     let (_, _, body) = world.get("/search/orders?q=hopper&sort=-total_cents").await;
     assert_eq!(
-        ids(&body),
+        order_ids(&body),
         vec![b.clone(), a.clone()],
         "by customer name, total descending"
     );
     let (_, _, body) = world
         .get(&format!("/search/orders?status=cancelled&customer_id={c1}"))
         .await;
-    assert_eq!(ids(&body), vec![b.clone()]);
+    assert_eq!(order_ids(&body), vec![b.clone()]);
     let (_, _, body) = world
         .get(&format!(
             "/search/orders?customer_id={c1}&total_min=1500&total_max=5000"
         ))
         .await;
-    assert_eq!(ids(&body), vec![b.clone()]);
+    assert_eq!(order_ids(&body), vec![b.clone()]);
     // pages of one, in order, with the cursor
     let mut paged = Vec::new();
     let mut path = "/search/orders?q=coffee+tea&sort=total_cents&limit=1".to_string();
     loop {
         let (status, _, body) = world.get(&path).await;
         assert_eq!(status, 200, "{body}");
-        paged.extend(ids(&body));
+        paged.extend(order_ids(&body));
         match body["next_cursor"].as_str() {
             Some(next) => {
                 path = format!("/search/orders?q=coffee+tea&sort=total_cents&limit=1&cursor={next}")
@@ -491,6 +483,23 @@ async fn projections_report_lag_that_grows_when_stopped_and_returns_to_zero() {
     world.stop().await;
 }
 
+/// Version 1 of the `customer_directory` view serves customer `c` as `name`, read consistent
+/// with the command answer `registered`.
+async fn assert_directory_entry(world: &World, c: &str, name: &str, registered: &Value) {
+    let (status, headers, body) = world
+        .get(&format!(
+            "/views/customer_directory/{c}?consistent_with={}",
+            registered["position"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], name);
+    assert_eq!(
+        header(&headers, "factline-projection"),
+        "customer_directory/v1"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declarative_projections_get_read_endpoints_without_code() {
     let world = World::start(&[Projector::CustomerDirectory], |_| {}).await;
@@ -502,18 +511,7 @@ async fn declarative_projections_get_read_endpoints_without_code() {
     let registered = world
         .command("RegisterCustomer", customer(&c, "Katherine Johnson"))
         .await;
-    let (status, headers, body) = world
-        .get(&format!(
-            "/views/customer_directory/{c}?consistent_with={}",
-            registered["position"].as_str().unwrap()
-        ))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["name"], "Katherine Johnson");
-    assert_eq!(
-        header(&headers, "factline-projection"),
-        "customer_directory/v1"
-    );
+    assert_directory_entry(&world, &c, "Katherine Johnson", &registered).await;
     let (status, _, body) = world
         .get(&format!("/views/customer_directory?email={c}@example.com"))
         .await;
@@ -554,18 +552,7 @@ async fn a_declarative_view_is_served_once_its_projector_registered_it() {
     world
         .eventually("/views/customer_directory", |s, _| s != 404)
         .await;
-    let (status, headers, body) = world
-        .get(&format!(
-            "/views/customer_directory/{c}?consistent_with={}",
-            registered["position"].as_str().unwrap()
-        ))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["name"], "Dorothy Vaughan");
-    assert_eq!(
-        header(&headers, "factline-projection"),
-        "customer_directory/v1"
-    );
+    assert_directory_entry(&world, &c, "Dorothy Vaughan", &registered).await;
     let (_, _, openapi) = world.get("/openapi.json").await;
     assert_eq!(
         name_of(&openapi)["schema"]["examples"],
@@ -601,35 +588,7 @@ async fn a_declarative_view_is_served_once_its_projector_registered_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declarative_configuration_round_trips_through_postgresql_unchanged() {
     let configs = [
-        r#"
-name = "everything"
-version = 3
-topics = ["orders"]
-[[tables]]
-name = "things"
-primary_key = ["id", "part"]
-columns = { id = "text", part = "integer", n = "bigint", ok = "boolean", at = "timestamptz", doc = "jsonb", x = "double" }
-[[on]]
-event_type = "OrderPlaced"
-table = "things"
-action = "upsert"
-set = { id = "order_id", part = 1, n = { sum = "items[].quantity" }, ok = true, at = "@occurred_at", doc = { literal = "{}" }, x = 2.5 }
-newer = "at"
-row_equals = { ok = false }
-when = [{ field = "currency", equals = "EUR" }, { field = "n", equals = 3 }, { field = "f", equals = 1.0 }, { field = "d", equals = 2026-11-23T10:00:00Z }]
-[[on]]
-event_type = "OrderShipped"
-table = "things"
-action = "update"
-key = { id = "order_id", part = 1 }
-set = { at = "shipped_at" }
-older = "at"
-[[on]]
-event_type = "OrderCancelled"
-table = "things"
-action = "delete"
-key = { id = "order_id", part = 1 }
-"#,
+        include_str!("../../schemas/testdata/declarative-everything.toml"),
         include_str!("../../projectors/config/customer_search.toml"),
         include_str!("../../projectors/config/customer_directory.toml"),
     ];
@@ -697,14 +656,7 @@ async fn a_declarative_view_follows_its_projectors_rebuild_swap() {
         factline_schemas::declarative::Source::Path("name".into()),
     );
     v2.validate().unwrap();
-    let mut config = factline_projectors::Config::new(
-        &env("KAFKA_BROKERS"),
-        &env("SCHEMA_REGISTRY_URL"),
-        &world.database_url,
-    );
-    config.topic_prefix = world.prefix.clone();
-    config.index_prefix = Some(world.prefix.clone());
-    config.batch_max_wait_ms = Some(20);
+    let config = world.projector_config();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let rebuild = tokio::spawn(factline_projectors::run(
         config,

@@ -101,19 +101,7 @@ fn fuzz(base: &str, max_examples: &str, extra: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_matches_the_behaviour() {
-    use Projector::*;
-    let world = World::start(
-        &[
-            OrderSummary,
-            CustomerStats,
-            OrderSearch,
-            EventIndex,
-            CustomerDirectory,
-            CustomerSearch,
-        ],
-        |_| {},
-    )
-    .await;
+    let world = World::start(&Projector::ALL, |_| {}).await;
     let c = unique("c");
     let registered = world
         .command("RegisterCustomer", customer(&c, "Ada Lovelace"))

@@ -183,11 +183,34 @@ async fn a_database_that_stops_answering_mid_use_gets_a_503_within_the_bound() {
         .eventually("/customers/c-1/orders", |s, _| s == 200)
         .await;
 
-    proxy.black_hole.store(true, Ordering::SeqCst);
-    // pooled connections: the statement hangs, the client gives up after the statement timeout
+    // a statement that runs past the limit (here: waiting on a lock another session holds) is
+    // cancelled by the server and answered with a 503 naming the statement timeout
+    let locker = factline_testkit::postgres::connect(&world.database_url).await;
+    locker
+        .batch_execute(
+            "BEGIN; \
+             DO $$ DECLARE t text; BEGIN \
+               FOR t IN SELECT tablename FROM pg_tables \
+                        WHERE schemaname = current_schema() AND tablename LIKE 'order_summary%' \
+               LOOP EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', t); END LOOP; \
+             END $$;",
+        )
+        .await
+        .unwrap();
     assert_timed_out(&world, "/orders/o-1", "statement timeout").await;
-    // every request answers within the bound, whichever limit it meets first
-    for path in ["/orders/o-2", "/customers/c-1/orders", "/orders/o-3"] {
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    world.eventually("/orders/o-1", |s, _| s == 404).await;
+
+    // a database that stops answering altogether: whichever limit a request meets first (a
+    // pooled connection's statement, or connecting anew once background tasks used up the
+    // pool), every request is answered with a 503 within the bound
+    proxy.black_hole.store(true, Ordering::SeqCst);
+    for path in [
+        "/orders/o-1",
+        "/orders/o-2",
+        "/customers/c-1/orders",
+        "/orders/o-3",
+    ] {
         let started = Instant::now();
         let (status, headers, body) = get(&world, path).await;
         assert_eq!(status, 503, "{path}: {body}");

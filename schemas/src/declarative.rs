@@ -539,39 +539,7 @@ impl DeclarativeConfig {
 mod tests {
     use super::*;
 
-    const EVERYTHING: &str = r#"
-name = "everything"
-version = 3
-topics = ["orders", "customers"]
-
-[[tables]]
-name = "things"
-primary_key = ["id", "part"]
-columns = { id = "text", part = "integer", n = "bigint", ok = "boolean", at = "timestamptz", doc = "jsonb", x = "double" }
-
-[[on]]
-event_type = "OrderPlaced"
-table = "things"
-action = "upsert"
-set = { id = "order_id", part = 1, n = { sum = "items[].quantity" }, ok = true, at = "@occurred_at", doc = { literal = "{}" }, x = 2.5 }
-newer = "at"
-row_equals = { ok = false }
-when = [{ field = "currency", equals = "EUR" }, { field = "n", equals = 3 }, { field = "b", equals = true }, { field = "f", equals = 1.0 }, { field = "d", equals = 2026-11-23T10:00:00Z }]
-
-[[on]]
-event_type = "OrderShipped"
-table = "things"
-action = "update"
-key = { id = "order_id", part = 1 }
-set = { at = "shipped_at" }
-older = "at"
-
-[[on]]
-event_type = "OrderCancelled"
-table = "things"
-action = "delete"
-key = { id = "order_id", part = 1 }
-"#;
+    const EVERYTHING: &str = include_str!("../testdata/declarative-everything.toml");
 
     #[test]
     fn the_json_form_round_trips_unchanged() {

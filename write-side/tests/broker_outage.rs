@@ -1,40 +1,25 @@
 //! The broker stops in the middle of a stream of commands: answers turn into 503 (with
 //! Retry-After) within a bounded time, no request hangs, and after the broker is back every
-//! command that got a 202 is on its topic. Alone in its own test binary, because stopping the
-//! broker affects everything; a drop guard restarts the broker even when the test fails.
+//! command that got a 202 is on its topic.
 //!
-//! Stop/start commands: `KAFKA_STOP_COMMAND` / `KAFKA_START_COMMAND` (shell strings), or, when
-//! `NOIDA_BIN` is set, `$NOIDA_BIN stop|start kafka --data-dir $NOIDA_DATA_DIR`.
+//! The broker stopped is the test's own: a noida-db started by `scripts/stack.sh start noida`
+//! on free ports with its own data directory, so nothing else using the shared stack (other
+//! tests, a `make up` beside them) sees the outage. Against another broker (for example the
+//! one of `docker-compose.yml`), set `KAFKA_STOP_COMMAND` and `KAFKA_START_COMMAND` (shell
+//! strings) that stop and start the broker at `KAFKA_BROKERS`. A drop guard restarts the broker
+//! and stops the test's own noida-db even when the test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-fn broker_commands() -> (String, String) {
-    if let (Ok(stop), Ok(start)) = (
-        std::env::var("KAFKA_STOP_COMMAND"),
-        std::env::var("KAFKA_START_COMMAND"),
-    ) {
-        return (stop, start);
-    }
-    let bin = std::env::var("NOIDA_BIN").unwrap_or_else(|_| {
-        panic!(
-            "set KAFKA_STOP_COMMAND and KAFKA_START_COMMAND (shell commands that stop and start \
-             the broker at KAFKA_BROKERS), or NOIDA_BIN and NOIDA_DATA_DIR for noida-db"
-        )
-    });
-    let dir = env("NOIDA_DATA_DIR");
-    (
-        format!("'{bin}' stop kafka --data-dir '{dir}'"),
-        format!("'{bin}' start kafka --data-dir '{dir}'"),
-    )
-}
 
 fn shell(command: &str) {
     let status = std::process::Command::new("sh")
@@ -45,6 +30,85 @@ fn shell(command: &str) {
     assert!(status.success(), "{command:?} failed: {status}");
 }
 
+/// The broker the test may stop: its stop and start commands, and for the test's own
+/// noida-db, the command that stops it for good and the directory to remove.
+struct Broker {
+    stop: String,
+    start: String,
+    teardown: Option<(String, PathBuf)>,
+}
+
+impl Broker {
+    /// The broker named by `KAFKA_STOP_COMMAND`/`KAFKA_START_COMMAND`, or a noida-db of the
+    /// test's own, whose address then becomes `KAFKA_BROKERS` for this test binary.
+    fn start() -> Broker {
+        if let (Ok(stop), Ok(start)) = (
+            std::env::var("KAFKA_STOP_COMMAND"),
+            std::env::var("KAFKA_START_COMMAND"),
+        ) {
+            return Broker {
+                stop,
+                start,
+                teardown: None,
+            };
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .map(|t| if t.is_absolute() { t } else { root.join(t) })
+            .unwrap_or_else(|| root.join("target"));
+        let dir = target
+            .join("broker-outage")
+            .join(Uuid::new_v4().simple().to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let (kafka, elasticsearch) = (free_port(), free_port());
+        // the variables scripts/stack.sh reads, naming this run's noida-db only
+        let stack = format!(
+            "env -u STARTED_FILE -u NOIDA_DATA_DIR -u KAFKA_BROKERS -u ELASTICSEARCH_URL FACTLINE_DEV_DIR='{}' KAFKA_PORT={kafka} \
+             ES_PORT={elasticsearch} '{}/scripts/stack.sh'",
+            dir.display(),
+            root.display()
+        );
+        let mut broker = Broker {
+            stop: String::new(),
+            start: String::new(),
+            teardown: Some((format!("{stack} stop noida"), dir.clone())),
+        };
+        shell(&format!("{stack} start noida"));
+        let noida = format!(
+            "'{}' {{}} kafka --data-dir '{}'",
+            env("NOIDA_BIN"),
+            dir.join("noida").display()
+        );
+        // this test binary runs this one test: nothing else reads the environment meanwhile
+        std::env::set_var("KAFKA_BROKERS", format!("127.0.0.1:{kafka}"));
+        broker.stop = noida.replace("{}", "stop");
+        broker.start = noida.replace("{}", "start");
+        broker
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some((stop, dir)) = self.teardown.take() {
+            let result = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&stop)
+                .status();
+            eprintln!("the test's noida-db stopped: {result:?}");
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Stops the broker; starts it again on `restore` or, at the latest, on drop.
 struct BrokerOutage {
     start: String,
@@ -52,12 +116,12 @@ struct BrokerOutage {
 }
 
 impl BrokerOutage {
-    fn begin() -> BrokerOutage {
-        let (stop, start) = broker_commands();
-        let mut outage = BrokerOutage { start, down: true };
-        shell(&stop);
-        outage.down = true;
-        outage
+    fn begin(broker: &Broker) -> BrokerOutage {
+        shell(&broker.stop);
+        BrokerOutage {
+            start: broker.start.clone(),
+            down: true,
+        }
     }
 
     fn restore(&mut self) {
@@ -98,6 +162,7 @@ struct Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_outage_turns_into_503_and_every_202_survives() {
+    let broker = Broker::start();
     let message_timeout_ms = 3_000;
     let app = Arc::new(TestApp::start(|c| c.message_timeout_ms = message_timeout_ms).await);
     let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
@@ -178,7 +243,7 @@ async fn broker_outage_turns_into_503_and_every_202_survives() {
     )
     .await;
 
-    let mut outage = BrokerOutage::begin();
+    let mut outage = BrokerOutage::begin(&broker);
     let stopped_at = Instant::now();
     // Bounded: within the delivery timeout plus a margin, answers are 503s.
     wait_for(

@@ -257,21 +257,12 @@ async fn batch_answers_each_item_in_order_and_invalid_items_do_not_block_valid_o
         {"command": "ShipOrder", "body": {"order_id": format!("o-{id}"), "carrier": "DHL", "tracking_id": "T1"},
          "idempotency_key": format!("k-{id}")},
     ]);
-    let response = app
-        .http
-        .post(format!("{}/commands", app.base))
-        .json(&items)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: Value = response.json().await.unwrap();
+    let (status, answer) = app
+        .post_batch("application/json", items.to_string(), &[])
+        .await;
+    assert_eq!(status, 200);
     let results = answer["results"].as_array().unwrap();
-    let statuses: Vec<i64> = results
-        .iter()
-        .map(|r| r["status"].as_i64().unwrap())
-        .collect();
-    assert_eq!(statuses, [202, 400, 404, 400, 202], "{answer}");
+    assert_eq!(statuses(&answer), [202, 400, 404, 400, 202], "{answer}");
     assert_eq!(answer["accepted"], 2);
     assert_eq!(answer["failed"], 3);
     assert!(results[1]["problems"].as_array().unwrap().len() >= 3);
@@ -305,37 +296,18 @@ async fn batch_answers_each_item_in_order_and_invalid_items_do_not_block_valid_o
         json!({"command": "DeliverOrder", "body": {"order_id": format!("o-{id}")}}),
         json!({"command": "CancelOrder", "body": {"order_id": format!("o-{id}"), "reason": "r"}}),
     );
-    let response = app
-        .http
-        .post(format!("{}/commands", app.base))
-        .header("content-type", "application/x-ndjson")
-        .body(ndjson)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: Value = response.json().await.unwrap();
-    let statuses: Vec<i64> = answer["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["status"].as_i64().unwrap())
-        .collect();
-    assert_eq!(statuses, [202, 400, 202], "{answer}");
+    let (status, answer) = app.post_batch("application/x-ndjson", ndjson, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(statuses(&answer), [202, 400, 202], "{answer}");
 
     // Too many items: the whole batch is refused with a clear message.
     let seven: Vec<Value> = (0..7)
         .map(|i| json!({"command": "DeliverOrder", "body": {"order_id": format!("o-{i}")}}))
         .collect();
-    let response = app
-        .http
-        .post(format!("{}/commands", app.base))
-        .json(&seven)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 413);
-    let answer: Value = response.json().await.unwrap();
+    let (status, answer) = app
+        .post_batch("application/json", json!(seven).to_string(), &[])
+        .await;
+    assert_eq!(status, 413);
     assert!(
         answer["error"].as_str().unwrap().contains("at most 6"),
         "{answer}"
@@ -388,23 +360,17 @@ async fn api_keys_authenticate_and_limit_commands() {
 
     // The batch endpoint: unauthenticated is 401, a forbidden item is that item's 403.
     let items = json!([{"command": "ShipOrder", "body": ship}, {"command": "RegisterCustomer", "body": register}]);
-    let response = app
-        .http
-        .post(format!("{}/commands", app.base))
-        .json(&items)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
-    let response = app
-        .http
-        .post(format!("{}/commands", app.base))
-        .bearer_auth("beta-secret")
-        .json(&items)
-        .send()
-        .await
-        .unwrap();
-    let answer: Value = response.json().await.unwrap();
+    let (status, _) = app
+        .post_batch("application/json", items.to_string(), &[])
+        .await;
+    assert_eq!(status, 401);
+    let (_, answer) = app
+        .post_batch(
+            "application/json",
+            items.to_string(),
+            &[("authorization", "Bearer beta-secret")],
+        )
+        .await;
     assert_eq!(answer["results"][0]["status"], 403);
     assert_eq!(answer["results"][1]["status"], 202);
 

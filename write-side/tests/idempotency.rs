@@ -169,22 +169,21 @@ async fn batch_item_keys_reused_with_another_body_after_a_restart_are_new_events
     let prefix = app.prefix.clone();
     let id = unique();
     let key = format!("k-{id}");
-    let batch = |app: &TestApp, body: Value| {
+    async fn batch(app: &TestApp, key: &str, body: Value) -> String {
         let items = json!([{"command": "RegisterCustomer", "body": body, "idempotency_key": key}]);
-        let request = app.http.post(format!("{}/commands", app.base)).json(&items);
-        async move {
-            let answer: Value = request.send().await.unwrap().json().await.unwrap();
-            assert_eq!(answer["results"][0]["status"], 202, "{answer}");
-            answer["results"][0]["event_id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
-    };
-    let first = batch(&app, register(&format!("a-{id}"), "ada")).await;
+        let (_, answer) = app
+            .post_batch("application/json", items.to_string(), &[])
+            .await;
+        assert_eq!(answer["results"][0]["status"], 202, "{answer}");
+        answer["results"][0]["event_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+    let first = batch(&app, &key, register(&format!("a-{id}"), "ada")).await;
     app.stop().await;
     let restarted = TestApp::start_with_prefix(&prefix, |_| {}).await;
-    let second = batch(&restarted, register(&format!("b-{id}"), "bob")).await;
+    let second = batch(&restarted, &key, register(&format!("b-{id}"), "bob")).await;
     assert_ne!(first, second);
     // A single command with the same key and body as a batch item is the same command.
     let single = accepted(&restarted, &register(&format!("b-{id}"), "bob"), &key, &[]).await;
@@ -203,17 +202,15 @@ async fn the_batch_endpoint_refuses_a_request_level_idempotency_key() {
     let id = unique();
     let items =
         json!([{"command": "RegisterCustomer", "body": register(&format!("a-{id}"), "ada")}]);
-    let response = app
-        .http
-        .post(format!("{}/commands", app.base))
-        .header("idempotency-key", format!("k-{id}"))
-        .json(&items)
-        .send()
-        .await
-        .unwrap();
+    let (status, answer) = app
+        .post_batch(
+            "application/json",
+            items.to_string(),
+            &[("idempotency-key", &format!("k-{id}"))],
+        )
+        .await;
     // Ignoring it would let a client believe its retries are safe; nothing is written.
-    assert_eq!(response.status(), 400);
-    let answer: Value = response.json().await.unwrap();
+    assert_eq!(status, 400);
     assert!(
         answer["error"]
             .as_str()

@@ -60,6 +60,18 @@ pub enum Projector {
     CustomerSearch,
 }
 
+impl Projector {
+    /// Every sample projector.
+    pub const ALL: [Projector; 6] = [
+        Projector::OrderSummary,
+        Projector::CustomerStats,
+        Projector::OrderSearch,
+        Projector::EventIndex,
+        Projector::CustomerDirectory,
+        Projector::CustomerSearch,
+    ];
+}
+
 /// One test's whole system.
 pub struct World {
     pub prefix: String,
@@ -139,7 +151,8 @@ impl World {
         world
     }
 
-    fn projector_config(&self) -> factline_projectors::Config {
+    /// The configuration the world's projectors run with.
+    pub fn projector_config(&self) -> factline_projectors::Config {
         let mut config = factline_projectors::Config::new(
             &env("KAFKA_BROKERS"),
             &env("SCHEMA_REGISTRY_URL"),
@@ -357,4 +370,14 @@ async fn create_topics(prefix: &str) {
     factline_schemas::topics::create_topics(&config, &topics, 3, 1)
         .await
         .expect("create test topics");
+}
+
+/// The `order_id` of every item of a page, in order.
+pub fn order_ids(body: &Value) -> Vec<String> {
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["order_id"].as_str().unwrap().to_owned())
+        .collect()
 }

@@ -1,6 +1,6 @@
 //! The environment of the local stack. Integration tests find the servers through
-//! `KAFKA_BROKERS`, `SCHEMA_REGISTRY_URL`, `DATABASE_URL` and `ELASTICSEARCH_URL`, set by the
-//! project's scripts; when one is missing the test fails at once with one message naming every
+//! `KAFKA_BROKERS`, `SCHEMA_REGISTRY_URL`, `DATABASE_URL`, `ELASTICSEARCH_URL` and the archive's
+//! object store (`ARCHIVE_S3_ENDPOINT`, `ARCHIVE_S3_BUCKET`), set by the project's scripts; when one is missing the test fails at once with one message naming every
 //! missing variable and how to set them, instead of failing later on a connection error.
 //! There is no silent skip: a test that needs the stack and does not have it fails.
 
@@ -13,12 +13,19 @@ pub const DATABASE_URL: &str = "DATABASE_URL";
 /// The Elasticsearch base URL.
 pub const ELASTICSEARCH_URL: &str = "ELASTICSEARCH_URL";
 
-/// Every variable of the stack, in the order `scripts/stack.sh env` prints them.
-pub const VARIABLES: [&str; 4] = [
+/// The S3 endpoint of the event archive's object store.
+pub const ARCHIVE_S3_ENDPOINT: &str = "ARCHIVE_S3_ENDPOINT";
+/// The event archive's bucket.
+pub const ARCHIVE_S3_BUCKET: &str = "ARCHIVE_S3_BUCKET";
+
+/// Every variable of the stack.
+pub const VARIABLES: [&str; 6] = [
     KAFKA_BROKERS,
     SCHEMA_REGISTRY_URL,
     DATABASE_URL,
     ELASTICSEARCH_URL,
+    ARCHIVE_S3_ENDPOINT,
+    ARCHIVE_S3_BUCKET,
 ];
 
 /// The value of a required environment variable. When it is not set the test fails at once,
@@ -72,7 +79,7 @@ mod tests {
         let message = missing_message(KAFKA_BROKERS, set);
         assert!(
             message
-                .contains("KAFKA_BROKERS, SCHEMA_REGISTRY_URL and ELASTICSEARCH_URL are not set"),
+                .contains("KAFKA_BROKERS, SCHEMA_REGISTRY_URL, ELASTICSEARCH_URL, ARCHIVE_S3_ENDPOINT and ARCHIVE_S3_BUCKET are not set"),
             "{message}"
         );
         assert!(!message.contains("DATABASE_URL"), "{message}");

@@ -114,12 +114,27 @@ impl TestApp {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, headers, body)
+        answer(request).await
+    }
+
+    /// `POST /commands` (the batch endpoint) with a body of `content_type` and extra headers
+    /// (`authorization` included).
+    pub async fn post_batch(
+        &self,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/commands", self.base))
+            .header("content-type", content_type)
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let (status, _, body) = answer(request).await;
+        (status, body)
     }
 
     /// Stops the server gracefully and waits for it.
@@ -230,4 +245,24 @@ pub fn codec(prefix: &str) -> EventCodec {
         &env("SCHEMA_REGISTRY_URL"),
         Catalog::builtin().with_topic_prefix(prefix),
     )
+}
+
+/// Sends `request`: the status, the headers and the body (JSON, or the text as a string).
+async fn answer(request: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, body)
+}
+
+/// The status of every item of a batch answer, in order.
+pub fn statuses(answer: &Value) -> Vec<i64> {
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_i64().unwrap())
+        .collect()
 }
