@@ -105,23 +105,8 @@ impl Registered {
         P: Projection,
         F: Fn() -> Result<P, ProjectionError> + Send + Sync + 'static,
     {
-        let build = Arc::new(move || checked(name, build(), |p: &P| p.name().to_owned()));
-        let check = {
-            let build = build.clone();
-            Box::new(move || build().map(drop))
-        };
-        let start: Start = Box::new(move |config, shutdown| {
-            let projection = build();
-            Box::pin(async move { Ok(crate::run(config, projection?, shutdown).await?) })
-        });
-        Registered {
-            name,
-            build: Build::Code {
-                sink: SinkKind::Postgres,
-                check,
-                start,
-            },
-        }
+        let built = move || checked(name, build(), |p: &P| p.name().to_owned());
+        Registered::code(name, SinkKind::Postgres, built, crate::run)
     }
 
     /// An Elasticsearch projection in code: its name and how to build it.
@@ -130,22 +115,31 @@ impl Registered {
         P: SearchProjection,
         F: Fn() -> Result<P, ProjectionError> + Send + Sync + 'static,
     {
-        let build = Arc::new(move || checked(name, build(), |p: &P| p.name().to_owned()));
+        let built = move || checked(name, build(), |p: &P| p.name().to_owned());
+        Registered::code(name, SinkKind::Elasticsearch, built, crate::run_search)
+    }
+
+    /// A projection in code, built by `build` and run on its sink by `run`.
+    fn code<P, B, R, F>(name: &'static str, sink: SinkKind, build: B, run: R) -> Registered
+    where
+        P: Send + 'static,
+        B: Fn() -> Result<P, StartError> + Send + Sync + 'static,
+        R: Fn(Config, P, Shutdown) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<(), RunError>> + Send + 'static,
+    {
+        let build = Arc::new(build);
         let check = {
             let build = build.clone();
             Box::new(move || build().map(drop))
         };
         let start: Start = Box::new(move |config, shutdown| {
             let projection = build();
-            Box::pin(async move { Ok(crate::run_search(config, projection?, shutdown).await?) })
+            let running = projection.map(|p| run(config, p, shutdown));
+            Box::pin(async move { Ok(running?.await?) })
         });
         Registered {
             name,
-            build: Build::Code {
-                sink: SinkKind::Elasticsearch,
-                check,
-                start,
-            },
+            build: Build::Code { sink, check, start },
         }
     }
 
