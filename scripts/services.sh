@@ -53,15 +53,12 @@ instances() { # the projector instance count: flag, environment, last start, 1
     echo "$n"
 }
 
-# The registered projectors, one name per line (needs the built binary).
-projectors() {
-    "$BIN/factline-projector" --list | cut -f1
-}
-
-# Every process to run, one line each: name|command|health URL|extra environment.
+# Every process to run, one line each: name|command|health URL|extra environment. The
+# projectors are the registered ones (needs the built binary; a failing list fails here).
 processes() {
-    local n="$1" names i k
-    mapfile -t names < <(projectors)
+    local n="$1" list names i k
+    list="$("$BIN/factline-projector" --list)"
+    mapfile -t names < <(cut -f1 <<<"$list")
     echo "$WRITE_SIDE"
     for ((i = 0; i < ${#names[@]}; i++)); do
         for ((k = 1; k <= n; k++)); do
@@ -83,7 +80,9 @@ start() {
     "$BIN/factline-schemas" register >>"$LOGS/init.log" 2>&1 || { tail -n 20 "$LOGS/init.log" >&2; exit 1; }
     echo "$n" >"$INSTANCES_FILE"
     local all name command health extra
-    mapfile -t all < <(processes "$n")
+    local listed
+    listed="$(processes "$n")"
+    mapfile -t all <<<"$listed"
     # A further instance of a projector starts once the first holds partitions, as a rolling
     # deploy would: on noida-db, two members joining one group at the same instant were seen
     # to leave the group rebalancing with nobody assigned.
@@ -148,7 +147,9 @@ stop() {
 status() {
     local all name health
     if [ ! -x "$BIN/factline-projector" ]; then log "not built yet"; return 0; fi
-    mapfile -t all < <(processes "$(instances)")
+    local listed
+    listed="$(processes "$(instances)")"
+    mapfile -t all <<<"$listed"
     for entry in "${all[@]}"; do
         IFS='|' read -r name _ health _ <<<"$entry"
         local state=down pid=-
