@@ -6,35 +6,32 @@
 //! read-model change, the applied event ids and the positions, seeking to the stored positions
 //! on every assignment, dead-lettering, retries, metrics, health and graceful shutdown.
 //! A search projection ([`search::SearchProjection`]) keeps Elasticsearch documents instead and
-//! runs with [`run_search`]; both go through the same loop over a [`sink::Sink`].
+//! runs with [`run_search`]; both go through the same loop over a [`runtime::sink::Sink`].
 //!
-//! Sample projections live in [`projections`]; [`declarative`] runs a projection described in a
-//! TOML file.
+//! The folders are the layers: [`runtime`] (consumer, triage, commits, rebuilds: what every
+//! projector shares), [`postgres`] and [`search`] (the two sinks), [`declarative`] (projections
+//! described in a TOML file) and [`projections`] (the sample read models).
 
-pub mod backoff;
-pub mod batch;
-pub mod bookkeeping;
 pub mod config;
-pub mod consumer;
-pub mod dead_letter;
 pub mod declarative;
-pub mod decode;
 pub mod error;
-pub mod http;
-pub mod membership;
-pub mod positions;
-pub mod progress;
+pub mod postgres;
 pub mod projection;
 pub mod projections;
-pub mod record;
-pub mod runner;
+pub mod runtime;
 pub mod search;
-pub mod sink;
 pub mod telemetry;
+
+// The runtime's modules by their former paths (`factline_projectors::dead_letter::…`).
+pub use runtime::{
+    backoff, bookkeeping, consumer, dead_letter, decode, http, membership, positions, progress,
+    record,
+};
 
 pub use config::{Config, ConfigError};
 pub use error::{ProjectionError, RunError};
 pub use projection::{versioned_table, Event, Migration, Origin, Projection};
-pub use runner::{run, run_sink};
+pub use runtime::run::{run, run_sink};
+pub use runtime::sink::{Applied, Batch, Input, Rejected, Sink, SinkSpec};
 pub use search::sink::run_search;
 pub use search::SearchProjection;

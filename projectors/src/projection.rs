@@ -50,13 +50,24 @@ impl Event {
     /// Deserializes the event body into a typed struct; a mismatch is a permanent error (the
     /// record goes to the dead-letter topic).
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ProjectionError> {
-        serde_json::from_value(self.data.clone()).map_err(|e| {
-            ProjectionError::Permanent(format!(
-                "{} does not match the projection's shape: {e}",
-                self.event_type()
-            ))
+        serde_json::from_value(self.data.clone()).map_err(|source| {
+            ProjectionError::permanent(ShapeError {
+                event_type: self.event_type().to_owned(),
+                source,
+            })
         })
     }
+}
+
+/// An event body that does not deserialize into the projection's type.
+#[derive(Debug, thiserror::Error)]
+#[error("{event_type} does not match the projection's shape")]
+pub struct ShapeError {
+    /// The event type.
+    pub event_type: String,
+    /// What serde found.
+    #[source]
+    pub source: serde_json::Error,
 }
 
 /// One schema migration of a projection, run once per projector name and version by the runtime

@@ -707,7 +707,7 @@ impl SearchProjection for Interfering {
                 };
             let other =
                 projections::order_search::merge_order(None, &delivered, dataset::at(30), &[]);
-            let other = factline_projectors::search::sink::with_applied(
+            let other = factline_projectors::search::applied::with_applied(
                 other,
                 "other-instance",
                 dataset::at(30),

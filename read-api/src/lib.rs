@@ -3,6 +3,7 @@
 //! position token of its own write gets an answer that reflects it (see [`freshness`]).
 
 pub mod auth;
+pub mod commits;
 pub mod config;
 pub mod cursor;
 pub mod db;

@@ -52,7 +52,13 @@ impl AppState {
     /// Builds the state and starts its background tasks (status refresh, watermarks).
     pub fn start(config: Config) -> Result<AppState, StartError> {
         let pool = factline_service::postgres::pool(&config.database_url, &config.pool_settings())?;
-        let board = StatusBoard::start(pool.clone(), limits(&config), config.status_refresh);
+        let commits = (config.database_url.clone(), config.pool_settings());
+        let board = StatusBoard::start(
+            pool.clone(),
+            limits(&config),
+            config.status_refresh,
+            Some(commits),
+        );
         let watermarks = Watermarks::start(
             &config.kafka_brokers,
             &config.kafka_properties,

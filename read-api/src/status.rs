@@ -1,8 +1,10 @@
 //! What every projector has done: a snapshot of the bookkeeping tables the projector runtime
 //! keeps in PostgreSQL (versions, positions, rebuild progress, dead letters), refreshed by one
-//! background task — every 250 ms by default (`READ_API_STATUS_REFRESH_MS`), every 20 ms while
-//! a request waits for a position — and published on a `watch` channel, so waiting requests
-//! never poll PostgreSQL themselves. Until the first read succeeds the board is empty and the
+//! background task and published on a `watch` channel, so waiting requests never poll
+//! PostgreSQL themselves. It reads every 250 ms by default (`READ_API_STATUS_REFRESH_MS`);
+//! while a request waits for a position it reads at every projector commit
+//! ([`crate::commits`]), and every 100 ms as a fallback (every 20 ms while commit
+//! notifications are unavailable). Until the first read succeeds the board is empty and the
 //! read API is not ready (`/readyz`).
 //!
 //! The same read gives the declarative views ([`Snapshot::views`]): the configuration each
@@ -20,6 +22,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use factline_schemas::declarative::DeclarativeConfig;
+use factline_service::postgres::PoolSettings;
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
@@ -141,7 +144,7 @@ pub struct StatusBoard {
     wake: Arc<Notify>,
 }
 
-/// Keeps the board fast while held: the refresher polls every 20 ms.
+/// Keeps the board fast while held (see the module's documentation).
 pub struct Waiting {
     waiters: Arc<AtomicUsize>,
 }
@@ -153,12 +156,21 @@ impl Drop for Waiting {
 }
 
 impl StatusBoard {
-    /// Starts the refresher task on `pool`, reading every `refresh`; it ends when every board
-    /// clone is dropped.
-    pub fn start(pool: Pool, limits: Limits, refresh: Duration) -> StatusBoard {
+    /// Starts the refresher task on `pool`, reading every `refresh`, and, with `commits` (the
+    /// database URL and connection settings), the commit listener that wakes it; it ends when
+    /// every board clone is dropped.
+    pub fn start(
+        pool: Pool,
+        limits: Limits,
+        refresh: Duration,
+        commits: Option<(String, PoolSettings)>,
+    ) -> StatusBoard {
         let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
         let waiters = Arc::new(AtomicUsize::new(0));
         let wake = Arc::new(Notify::new());
+        let listening = commits
+            .map(|(url, settings)| crate::commits::start(url, settings, wake.clone()))
+            .unwrap_or_default();
         let board = StatusBoard {
             snapshot: rx,
             waiters: waiters.clone(),
@@ -175,10 +187,10 @@ impl StatusBoard {
                     }
                     Err(error) => tracing::debug!(%error, "cannot read projector status"),
                 }
-                let pause = if waiters.load(Ordering::SeqCst) > 0 {
-                    Duration::from_millis(20)
-                } else {
-                    refresh
+                let pause = match (waiters.load(Ordering::SeqCst) > 0, listening.is_on()) {
+                    (true, true) => Duration::from_millis(100).min(refresh),
+                    (true, false) => Duration::from_millis(20),
+                    (false, _) => refresh,
                 };
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}

@@ -84,7 +84,7 @@ impl Projection for DeclarativeProjection {
                 continue;
             }
             let Some(table) = self.config.table(&mapping.table) else {
-                return Err(ProjectionError::Permanent(format!(
+                return Err(ProjectionError::permanent(format!(
                     "unknown table {}",
                     mapping.table
                 )));

@@ -42,7 +42,7 @@ impl DeclarativeSearchProjection {
     fn index(&self, name: &str) -> Result<&IndexDecl, ProjectionError> {
         self.config
             .index(name)
-            .ok_or_else(|| ProjectionError::Permanent(format!("unknown index {name}")))
+            .ok_or_else(|| ProjectionError::permanent(format!("unknown index {name}")))
     }
 
     /// The document id a mapping addresses for this event.
@@ -52,11 +52,11 @@ impl DeclarativeSearchProjection {
             .set
             .get(&index.id)
             .or_else(|| mapping.key.get(&index.id))
-            .ok_or_else(|| ProjectionError::Permanent(format!("no id for {}", index.name)))?;
+            .ok_or_else(|| ProjectionError::permanent(format!("no id for {}", index.name)))?;
         match value(source, event) {
             Value::String(s) if !s.is_empty() => Ok(s),
             Value::Number(n) => Ok(n.to_string()),
-            other => Err(ProjectionError::Permanent(format!(
+            other => Err(ProjectionError::permanent(format!(
                 "{} has no usable document id ({} is {other})",
                 event.event_type(),
                 index.id

@@ -327,7 +327,7 @@ impl CustomerStatsProjection {
             .collect();
         let stats = aggregate(&orders);
         let value = serde_json::to_value(&stats.lifetime_value_cents)
-            .map_err(|e| ProjectionError::Permanent(e.to_string()))?;
+            .map_err(ProjectionError::permanent)?;
         tx.execute(
             &format!(
                 "UPDATE {table} SET order_count = $2, cancelled_count = $3, \
@@ -577,7 +577,7 @@ impl Projection for CustomerStatsProjection {
                     None => Ok(()), // placed later: the placement recomputes
                 }
             }
-            other => Err(ProjectionError::Permanent(format!(
+            other => Err(ProjectionError::permanent(format!(
                 "customer_stats does not consume {other}"
             ))),
         }

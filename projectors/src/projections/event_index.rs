@@ -145,7 +145,7 @@ impl SearchProjection for EventIndexProjection {
                 .get("customer_id")
                 .and_then(Value::as_str)
                 .ok_or_else(|| {
-                    ProjectionError::Permanent("CustomerForgotten without customer_id".into())
+                    ProjectionError::permanent("CustomerForgotten without customer_id")
                 })?;
             targets.push(DocRef::new(FORGOTTEN, customer));
         }

@@ -264,7 +264,7 @@ impl SearchProjection for OrderSearchProjection {
         }
         let order = OrderEvent::from_event(event)?;
         if order.order_id() != doc.id {
-            return Err(ProjectionError::Permanent("event of another order".into()));
+            return Err(ProjectionError::permanent("event of another order"));
         }
         let items: Vec<Item> = match &order {
             OrderEvent::Placed { .. } => event.parse::<PlacedItems>()?.items,

@@ -230,7 +230,7 @@ impl OrderEvent {
                 }
             }
             other => {
-                return Err(ProjectionError::Permanent(format!(
+                return Err(ProjectionError::permanent(format!(
                     "order_summary does not consume {other}"
                 )))
             }
@@ -246,8 +246,8 @@ impl OrderEvent {
         } = self
         {
             if items.iter().any(|i| i.quantity <= 0) {
-                return Err(ProjectionError::Permanent(
-                    "a line item has a non-positive quantity".into(),
+                return Err(ProjectionError::permanent(
+                    "a line item has a non-positive quantity",
                 ));
             }
             let sum = items.iter().try_fold(0i64, |acc, i| {
@@ -256,7 +256,7 @@ impl OrderEvent {
                     .and_then(|line| acc.checked_add(line))
             });
             if sum != Some(*total_cents) {
-                return Err(ProjectionError::Permanent(format!(
+                return Err(ProjectionError::permanent(format!(
                     "total_cents {total_cents} is not the sum of the line items"
                 )));
             }

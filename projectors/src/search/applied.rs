@@ -93,6 +93,19 @@ pub fn with(mut doc: Value, bookkeeping: Value) -> Value {
     doc
 }
 
+/// Whether the document's `factline.applied` holds the event id.
+pub fn has_applied(doc: &Value, event_id: &str) -> bool {
+    contains(of(doc), event_id)
+}
+
+/// The document with the event added to `factline.applied` (the newest [`APPLIED_MAX`] kept,
+/// sorted by time, so the document does not depend on the order events arrived in).
+pub fn with_applied(doc: Value, event_id: &str, occurred_at: DateTime<Utc>) -> Value {
+    let mut ids = entries(of(&doc));
+    ids.insert(entry(event_id, occurred_at));
+    with(doc, bookkeeping(ids))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +145,20 @@ mod tests {
         let b = bookkeeping(set);
         assert!(!contains(Some(&b), "legacy"));
         assert!(contains(Some(&b), "id-0"));
+    }
+
+    #[test]
+    fn applied_ids_are_a_set_sorted_by_time() {
+        let at = |s: i64| DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap();
+        let doc = with_applied(json!({"a": 1}), "b", at(1));
+        let doc = with_applied(doc, "a", at(2));
+        let doc = with_applied(doc, "b", at(1));
+        assert_eq!(
+            doc["factline"]["applied"],
+            json!(["2023-11-14T22:13:21.000Z|b", "2023-11-14T22:13:22.000Z|a"])
+        );
+        assert!(has_applied(&doc, "a"));
+        assert!(!has_applied(&doc, "c"));
+        assert_eq!(doc["a"], 1);
     }
 }

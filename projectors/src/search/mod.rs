@@ -4,15 +4,22 @@
 //! and how it changes each one ([`SearchProjection::apply`], a pure merge of the current
 //! document and the event). [`SearchSink`] does the rest: it reads the batch's documents
 //! (realtime `_mget`), applies the events in memory, writes the changed documents with
-//! `if_seq_no`/`if_primary_term` (or `create`), re-reads and re-applies on a 409, dead-letters
-//! events whose document Elasticsearch rejects, and only then stores the positions (and
-//! dead-letter rows) in PostgreSQL. See [`sink`] for the algorithm and [`index`] for versioned
-//! indices behind aliases.
+//! `if_seq_no`/`if_primary_term` (or `create`), re-reads and re-applies on a 409, and returns
+//! the events whose document Elasticsearch rejects; the runtime then dead-letters them and
+//! stores the positions (and dead-letter rows) in PostgreSQL. See [`sink`] for the algorithm, [`write`] and [`join`] for
+//! its two steps, [`store`] for the calls it makes and [`index`] for versioned indices behind
+//! aliases.
 
 pub mod applied;
 pub mod client;
 pub mod index;
+pub mod join;
 pub mod sink;
+pub mod store;
+pub mod write;
+
+#[cfg(test)]
+pub mod memory;
 
 use serde_json::Value;
 
@@ -41,7 +48,7 @@ impl IndexSpec {
     /// An index from its base name and the JSON text of its mapping file.
     pub fn new(base: &str, mapping_json: &str) -> Result<IndexSpec, ProjectionError> {
         let body = serde_json::from_str(mapping_json).map_err(|e| {
-            ProjectionError::Permanent(format!("mapping of {base} is not JSON: {e}"))
+            ProjectionError::permanent(format!("mapping of {base} is not JSON: {e}"))
         })?;
         Ok(IndexSpec {
             base: base.to_owned(),

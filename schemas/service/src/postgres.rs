@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use postgres_native_tls::MakeTlsConnector;
 
 /// How a pool connects and how long anything may wait.
 #[derive(Debug, Clone)]
@@ -56,8 +57,11 @@ pub enum PoolBuildError {
     Build(#[source] deadpool_postgres::BuildError),
 }
 
-/// Parses `database_url` and builds a pool with `settings`. Connections are made lazily.
-pub fn pool(database_url: &str, settings: &PoolSettings) -> Result<Pool, PoolBuildError> {
+/// The connection configuration and TLS connector `settings` ask for.
+fn configure(
+    database_url: &str,
+    settings: &PoolSettings,
+) -> Result<(tokio_postgres::Config, MakeTlsConnector), PoolBuildError> {
     let mut config: tokio_postgres::Config = database_url.parse().map_err(PoolBuildError::Url)?;
     config.connect_timeout(settings.connect_timeout);
     if config.get_application_name().is_none() {
@@ -68,9 +72,43 @@ pub fn pool(database_url: &str, settings: &PoolSettings) -> Result<Pool, PoolBui
         config.options(&options);
     }
     let tls = native_tls::TlsConnector::new().map_err(PoolBuildError::Tls)?;
+    Ok((config, MakeTlsConnector::new(tls)))
+}
+
+/// A connection of its own, outside any pool, configured like the pool's (for a session that
+/// must stay open: `LISTEN`).
+pub type Connection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    postgres_native_tls::TlsStream<tokio_postgres::Socket>,
+>;
+
+/// Connects once, as the pool would (timeouts, application name, TLS); the caller drives the
+/// returned [`Connection`].
+pub async fn connect(
+    database_url: &str,
+    settings: &PoolSettings,
+) -> Result<(tokio_postgres::Client, Connection), ConnectError> {
+    let (config, tls) = configure(database_url, settings)?;
+    Ok(config.connect(tls).await?)
+}
+
+/// A single connection that could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL or TLS set-up is wrong.
+    #[error(transparent)]
+    Setup(#[from] PoolBuildError),
+    /// The server could not be reached or refused.
+    #[error("cannot connect to PostgreSQL")]
+    Connect(#[from] tokio_postgres::Error),
+}
+
+/// Parses `database_url` and builds a pool with `settings`. Connections are made lazily.
+pub fn pool(database_url: &str, settings: &PoolSettings) -> Result<Pool, PoolBuildError> {
+    let (config, tls) = configure(database_url, settings)?;
     let manager = Manager::from_config(
         config,
-        postgres_native_tls::MakeTlsConnector::new(tls),
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

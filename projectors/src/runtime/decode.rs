@@ -29,6 +29,9 @@ pub enum Decoded {
         /// Why.
         error: String,
     },
+    /// A record for a sink of records ([`Input::Records`](crate::runtime::sink::Input)): not
+    /// decoded, kept as read.
+    Raw,
 }
 
 /// A failure worth retrying (the registry cannot give the writer schema yet).

@@ -16,7 +16,7 @@
 use deadpool_postgres::Object;
 use factline_schemas::declarative::DeclarativeConfig;
 
-use crate::error::{is_transient_pg, pg_message, ProjectionError};
+use crate::error::{is_transient_pg, Cause, PgError};
 use crate::projection::Migration;
 
 /// The DDL of the runtime tables, idempotent.
@@ -98,22 +98,23 @@ pub struct Registration {
 /// A failure while preparing the sink.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
-    /// The database is unreachable or busy: retry.
-    #[error("transient: {0}")]
-    Transient(String),
+    /// The store is unreachable or busy: retry.
+    #[error("the store is not ready")]
+    Transient(#[source] Cause),
     /// A migration is broken: stop.
-    #[error("migration {migration} failed: {message}")]
+    #[error("migration {migration} failed")]
     Migration {
         /// The migration id.
         migration: String,
-        /// The database's message.
-        message: String,
+        /// The store's error.
+        #[source]
+        source: Cause,
     },
 }
 
 impl From<tokio_postgres::Error> for BootstrapError {
     fn from(e: tokio_postgres::Error) -> Self {
-        BootstrapError::Transient(pg_message(&e))
+        BootstrapError::Transient(Box::new(PgError(e)))
     }
 }
 
@@ -172,7 +173,7 @@ pub async fn bootstrap(
             }
             return Err(BootstrapError::Migration {
                 migration: migration.id.clone(),
-                message: pg_message(&e),
+                source: Box::new(PgError(e)),
             });
         }
         tx.execute(
@@ -290,28 +291,29 @@ pub async fn create_views(
 
 /// Makes `version` the live one if it is newer than the live version: marks the old one
 /// retired and swaps the views, in one transaction. Returns whether it swapped.
-pub async fn swap_live(
+pub async fn swap_live<E: From<tokio_postgres::Error>>(
     client: &mut Object,
     projector: &str,
     version: u32,
     views: &[String],
-) -> Result<bool, ProjectionError> {
+) -> Result<bool, E> {
     swap_live_with(client, projector, version, views, || async { Ok(()) }).await
 }
 
 /// [`swap_live`], running `switch` (e.g. an Elasticsearch alias swap) inside the transaction
 /// just before it commits: if `switch` fails nothing is swapped; if the process dies after
 /// `switch` but before the commit, the next attempt runs `switch` again (it must be idempotent).
-pub async fn swap_live_with<F, Fut>(
+pub async fn swap_live_with<F, Fut, E>(
     client: &mut Object,
     projector: &str,
     version: u32,
     views: &[String],
     switch: F,
-) -> Result<bool, ProjectionError>
+) -> Result<bool, E>
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: From<tokio_postgres::Error>,
 {
     let version_i = version as i32;
     let tx = client.transaction().await?;
@@ -344,7 +346,7 @@ where
     )
     .await?;
     create_views(&tx, version, views).await?;
-    switch().await.map_err(ProjectionError::Transient)?;
+    switch().await?;
     tx.commit().await?;
     Ok(true)
 }

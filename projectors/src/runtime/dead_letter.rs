@@ -37,12 +37,13 @@ pub struct DeadLetter {
 
 /// A dead-letter write failed (the broker is unreachable): the batch is retried.
 #[derive(Debug, thiserror::Error)]
-#[error("dead-letter write to {topic} failed: {message}")]
+#[error("dead-letter write to {topic} failed")]
 pub struct DeadLetterError {
     /// The dead-letter topic.
     pub topic: String,
-    /// The broker's or client's message.
-    pub message: String,
+    /// The producer's error.
+    #[source]
+    pub source: rdkafka::error::KafkaError,
 }
 
 /// Writes dead letters (idempotent producer, `acks=all`).
@@ -104,10 +105,7 @@ impl DeadLetterWriter {
             .send(out, Duration::from_secs(30))
             .await
             .map(|_| ())
-            .map_err(|(e, _)| DeadLetterError {
-                topic,
-                message: e.to_string(),
-            })
+            .map_err(|(source, _)| DeadLetterError { topic, source })
     }
 }
 

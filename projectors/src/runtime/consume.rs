@@ -1,0 +1,328 @@
+//! The consume loop: records are batched by count and time; each batch is decoded and
+//! committed through the sink ([`super::commit`]); transient failures are retried with capped
+//! backoff on the same in-memory batch (nothing is skipped); rebalances discard the
+//! uncommitted records of revoked partitions. Once a second the loop exports lag, records
+//! high watermarks and, while a new version rebuilds, checks its progress ([`super::rebuild`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use factline_schemas::EventCodec;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::commit::{self, BatchError};
+use super::group::set_failure;
+use super::sink::{Input, Sink};
+use super::triage::{Item, Outcome};
+use super::wait::{backoff_for, sleep_or_stop, sleep_until_opt, stopped};
+use crate::bookkeeping::Liveness;
+use crate::config::Config;
+use crate::consumer::{ProjectorConsumer, SharedState};
+use crate::dead_letter::DeadLetterWriter;
+use crate::decode::{decode, Decoded, RegistryRetry};
+use crate::error::chain;
+use crate::http::{self, SharedHealth};
+use crate::positions::{self, TopicPartition};
+use crate::progress::Estimator;
+use crate::record::Record;
+use crate::telemetry::Metrics;
+
+/// What the loop works with; the membership parts are replaced when the instance joins again.
+pub(super) struct Runner<K: Sink> {
+    pub(super) config: Config,
+    pub(super) sink: K,
+    pub(super) name: String,
+    pub(super) version: u32,
+    pub(super) wanted: HashSet<String>,
+    pub(super) pool: Pool,
+    pub(super) codec: EventCodec,
+    pub(super) registry_retry: RegistryRetry,
+    pub(super) dead_letters: DeadLetterWriter,
+    pub(super) consumer: Arc<ProjectorConsumer>,
+    pub(super) state: SharedState,
+    pub(super) metrics: Metrics,
+    pub(super) health: SharedHealth,
+    pub(super) stop: watch::Receiver<bool>,
+    pub(super) liveness: Liveness,
+    pub(super) last_event_ms: HashMap<TopicPartition, i64>,
+    pub(super) estimator: Estimator,
+    pub(super) retired: bool,
+    /// Why the loop must stop and the membership be replaced (slot lock lost, fenced by the
+    /// broker); with an explicit instance id the process exits instead.
+    pub(super) failure: Arc<Mutex<Option<String>>>,
+}
+
+impl<K: Sink> Runner<K> {
+    /// Consumes until stopped, retired, or the membership is lost.
+    pub(super) async fn consume(&mut self) {
+        let mut batch: Vec<Record> = Vec::new();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recv_backoff = backoff_for(&self.config);
+        let batch_wait = self
+            .config
+            .batch_max_wait(self.sink.spec().default_batch_wait);
+        let consumer = self.consumer.clone();
+        let mut stop = self.stop.clone();
+        loop {
+            self.drop_revoked(&mut batch);
+            if batch.is_empty() {
+                // A batch emptied by a revocation has no deadline: a past one would win the
+                // biased select below on every turn and starve `recv`, so the next assignment
+                // would never be served (seen as a projector stuck after a broker restart).
+                deadline = None;
+            }
+            let due = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+            if !batch.is_empty() && (batch.len() >= self.config.batch_max_events || due) {
+                let records = std::mem::take(&mut batch);
+                deadline = None;
+                if !self.flush(records).await {
+                    return; // stopped while retrying: the batch is discarded, nothing committed
+                }
+                continue;
+            }
+            if self.retired {
+                return;
+            }
+            tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => {
+                    self.drop_revoked(&mut batch);
+                    if !batch.is_empty() {
+                        let records = std::mem::take(&mut batch);
+                        self.flush(records).await;
+                    }
+                    return;
+                }
+                _ = sleep_until_opt(deadline), if deadline.is_some() => {}
+                // before recv: a busy stream must not starve lag metrics and the rebuild swap
+                _ = tick.tick() => self.housekeeping().await,
+                message = consumer.recv() => match message {
+                    Ok(message) => {
+                        let record = Record::from_message(&message);
+                        drop(message);
+                        recv_backoff.reset();
+                        // A rebalance may have run inside recv: drop what it revoked first.
+                        self.drop_revoked(&mut batch);
+                        batch.push(record);
+                        if deadline.is_none() {
+                            deadline = Some(tokio::time::Instant::now() + batch_wait);
+                        }
+                    }
+                    Err(error) => {
+                        if let Some((code, reason)) = consumer.client().fatal_error() {
+                            // e.g. fenced: another member joined with this instance id
+                            set_failure(&self.failure, format!("fatal kafka error {code:?}: {reason}"));
+                            return;
+                        }
+                        self.metrics.retry("consume");
+                        tracing::warn!(%error, "consume failed, retrying");
+                        // a stop during the pause is handled (batch committed) on the next turn
+                        sleep_or_stop(&mut stop, recv_backoff.next_delay()).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Leaves the consumer group, so this instance's partitions move to the others at once.
+    /// A static member's close never leaves (KIP-345: a restart is expected to come back), so
+    /// the runtime waits for a join in progress to finish (its statistics' join state
+    /// `steady`), unsubscribes and keeps polling until the revocation was served and
+    /// librdkafka sent its LeaveGroup — seen in its statistics as the join state going back
+    /// to `init` after the partitions were given up — before the consumer is closed.
+    /// Removes the records of partitions revoked since the last look.
+    fn drop_revoked(&self, batch: &mut Vec<Record>) {
+        let revoked: Vec<TopicPartition> = std::mem::take(&mut self.state.lock().revoked);
+        if revoked.is_empty() || batch.is_empty() {
+            return;
+        }
+        let revoked: HashSet<TopicPartition> = revoked.into_iter().collect();
+        let before = batch.len();
+        batch.retain(|r| !revoked.contains(&(r.origin.topic.clone(), r.origin.partition)));
+        if batch.len() != before {
+            tracing::info!(
+                discarded = before - batch.len(),
+                "uncommitted records of revoked partitions discarded"
+            );
+        }
+    }
+
+    /// Commits a batch, retrying transient failures with backoff. Returns false if stopped
+    /// before it could commit.
+    async fn flush(&mut self, records: Vec<Record>) -> bool {
+        let mut backoff = backoff_for(&self.config);
+        let mut stop = self.stop.clone();
+        loop {
+            let started = Instant::now();
+            match self.try_flush(&records).await {
+                Ok(outcome) => {
+                    self.committed(&records, &outcome, started.elapsed());
+                    return true;
+                }
+                Err(error) => {
+                    let stage = error.stage();
+                    let error = chain(&error);
+                    self.metrics.retry(stage);
+                    http::update(&self.health, |h| {
+                        h.state = "retrying";
+                        h.last_error = Some(error.clone());
+                    });
+                    let delay = backoff.next_delay();
+                    tracing::warn!(stage, %error, attempt = backoff.attempts(),
+                        delay_ms = delay.as_millis() as u64, "batch failed, retrying");
+                    if self.check_retired().await {
+                        return false;
+                    }
+                    if sleep_or_stop(&mut stop, delay).await {
+                        tracing::info!("stopping with an uncommitted batch, it will be re-read");
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn try_flush(&self, records: &[Record]) -> Result<Outcome, BatchError> {
+        let mut items = Vec::with_capacity(records.len());
+        for record in records {
+            let decoded = match self.sink.spec().input {
+                Input::Events => {
+                    decode(&self.codec, &self.wanted, record, &self.registry_retry).await?
+                }
+                Input::Records => Decoded::Raw,
+            };
+            items.push(Item {
+                record: record.clone(),
+                decoded,
+            });
+        }
+        let mut client = self.pool.get().await?;
+        let high_watermarks = self.state.lock().high_watermarks.clone();
+        commit::commit(
+            &self.sink,
+            &mut client,
+            &self.dead_letters,
+            &items,
+            &high_watermarks,
+        )
+        .await
+    }
+
+    fn committed(&mut self, records: &[Record], outcome: &Outcome, took: Duration) {
+        self.metrics.batch(
+            outcome.applied,
+            outcome.duplicates,
+            outcome.dead_lettered,
+            took,
+        );
+        for (event_type, count) in &outcome.ignored {
+            self.metrics.ignored(event_type, *count);
+        }
+        for record in records {
+            if let Some(ms) = record.timestamp_ms {
+                self.last_event_ms
+                    .insert((record.origin.topic.clone(), record.origin.partition), ms);
+            }
+        }
+        tracing::debug!(
+            records = records.len(),
+            applied = outcome.applied,
+            duplicates = outcome.duplicates,
+            behind = outcome.behind,
+            dead_lettered = outcome.dead_lettered,
+            took_ms = took.as_millis() as u64,
+            "batch committed"
+        );
+        http::update(&self.health, |h| {
+            h.state = "running";
+            h.last_error = None;
+            h.batches += 1;
+        });
+        let assigned = {
+            let mut state = self.state.lock();
+            for (tp, next) in &outcome.positions {
+                let entry = state.committed.entry(tp.clone()).or_insert(*next);
+                *entry = (*entry).max(*next);
+            }
+            state.assigned.clone()
+        };
+        self.update_lag();
+        if self.config.commit_to_kafka {
+            // Informational only: positions in PostgreSQL are the truth.
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), next) in &outcome.positions {
+                if assigned.contains(&(topic.clone(), *partition)) {
+                    let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
+                }
+            }
+            if tpl.count() > 0 {
+                if let Err(error) = self.consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::debug!(%error, "informational kafka commit failed");
+                }
+            }
+        }
+    }
+
+    fn update_lag(&self) {
+        let (assigned, committed, high) = {
+            let state = self.state.lock();
+            (
+                state.assigned.clone(),
+                state.committed.clone(),
+                state.high_watermarks.clone(),
+            )
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for tp in &assigned {
+            let Some(high) = high.get(tp) else { continue };
+            let next = committed.get(tp).copied().unwrap_or(0);
+            let lag = (high - next).max(0);
+            let seconds = match (lag, self.last_event_ms.get(tp)) {
+                (0, _) => 0.0,
+                (_, Some(last)) => ((now_ms - last).max(0) as f64) / 1000.0,
+                (_, None) => 0.0,
+            };
+            self.metrics.lag(&tp.0, tp.1, lag, seconds);
+        }
+    }
+
+    /// Once a second: lag metrics, high watermarks for readers, and the rebuild swap.
+    async fn housekeeping(&mut self) {
+        self.update_lag();
+        let mut partitions: Vec<String> = self
+            .state
+            .lock()
+            .assigned
+            .iter()
+            .map(|(topic, partition)| format!("{topic}/{partition}"))
+            .collect();
+        partitions.sort();
+        http::update(&self.health, |h| h.partitions = partitions);
+        let watermarks: HashMap<TopicPartition, i64> = {
+            let state = self.state.lock();
+            state
+                .high_watermarks
+                .iter()
+                .filter(|(tp, _)| state.assigned.contains(*tp))
+                .map(|(tp, h)| (tp.clone(), *h))
+                .collect()
+        };
+        let Ok(client) = self.pool.get().await else {
+            return;
+        };
+        if let Err(error) =
+            positions::record_high_watermarks(&**client, &self.name, self.version, &watermarks)
+                .await
+        {
+            tracing::debug!(%error, "cannot record high watermarks");
+        }
+        drop(client);
+        self.rebuild_turn().await;
+    }
+}

@@ -1,0 +1,32 @@
+//! The projector runtime: what every projector shares, whatever its store.
+//!
+//! - [`run`]: [`run::run`] / [`run::run_sink`], start to graceful stop;
+//! - [`startup`]: HTTP server, PostgreSQL pool, the sink's bootstrap, Kafka configurations;
+//! - [`group`]: the consumer group membership (instance slots, joining again, leaving);
+//! - [`consume`]: the consume loop, batching and retries;
+//! - [`triage`] and [`commit`]: each batch sorted once and committed through the sink;
+//! - [`sink`]: the seam a store implements;
+//! - [`rebuild`]: progress of a rebuilding version and the swap;
+//! - the runtime's own pieces: [`consumer`] (rebalances, seeking to stored positions),
+//!   [`membership`] (slot locks), [`decode`], [`record`], [`dead_letter`], [`positions`],
+//!   [`bookkeeping`] (its tables), [`progress`], [`http`], [`backoff`], [`wait`].
+
+pub mod backoff;
+pub mod bookkeeping;
+pub mod commit;
+pub mod consume;
+pub mod consumer;
+pub mod dead_letter;
+pub mod decode;
+pub mod group;
+pub mod http;
+pub mod membership;
+pub mod positions;
+pub mod progress;
+pub mod rebuild;
+pub mod record;
+pub mod run;
+pub mod sink;
+pub mod startup;
+pub mod triage;
+pub mod wait;

@@ -1,0 +1,263 @@
+//! The sink seam from outside: a sink written in a few lines against `Sink` (as the event
+//! archive will be) is handed only what it must apply — no record of a type it does not
+//! consume, no poison, no second copy of an event in one batch — and the events it rejects
+//! are dead-lettered by the runtime, whose positions still move past every record.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::dataset::{placed, shipped};
+use common::{dump, fresh_schema, wait_caught_up, Fixture};
+use deadpool_postgres::Object;
+use factline_projectors::bookkeeping::{self, BootstrapError, Liveness, Registration};
+use factline_projectors::dead_letter::{HEADER_ERROR, HEADER_ORIGIN_OFFSET};
+use factline_projectors::runtime::sink::{Applied, Batch, Input, Rejected, Sink, SinkSpec};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Headers, Message};
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+/// A whole sink, in memory: its spec and what it does with a batch. It registers its version
+/// and has no storage to prepare or swap.
+struct MemorySink<F> {
+    spec: SinkSpec,
+    apply: F,
+}
+
+impl<F> Sink for MemorySink<F>
+where
+    F: Fn(&Batch<'_>) -> Applied + Send + Sync + 'static,
+{
+    type Error = Infallible;
+
+    fn spec(&self) -> &SinkSpec {
+        &self.spec
+    }
+
+    async fn bootstrap(
+        &self,
+        client: &mut Object,
+        registration: &Registration,
+    ) -> Result<Liveness, BootstrapError> {
+        bookkeeping::bootstrap(client, registration, &[], &[], None).await
+    }
+
+    async fn apply(
+        &self,
+        _tx: &mut Transaction<'_>,
+        batch: &Batch<'_>,
+    ) -> Result<Applied, Infallible> {
+        Ok((self.apply)(batch))
+    }
+
+    async fn swap(&self, _client: &mut Object, _previous: u32) -> Result<bool, Infallible> {
+        Ok(true)
+    }
+}
+
+/// Runs `apply` as the sink `name` of the fixture's `orders` until it stored the position
+/// `end` of partition 0.
+async fn run_until<F>(fixture: &Fixture, url: &str, name: &str, input: Input, end: i64, apply: F)
+where
+    F: Fn(&Batch<'_>) -> Applied + Send + Sync + 'static,
+{
+    let sink = MemorySink {
+        spec: SinkSpec {
+            kind: "memory",
+            name: name.into(),
+            version: 1,
+            topics: vec!["orders".into()],
+            event_types: vec!["OrderPlaced".into()],
+            read_models: vec![],
+            default_batch_wait: Duration::from_millis(10),
+            input,
+        },
+        apply,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(factline_projectors::run_sink(
+        fixture.config(url),
+        sink,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let ends = HashMap::from([((fixture.topic("orders"), 0), end)]);
+    wait_caught_up(url, name, 1, &ends).await;
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}
+
+/// What the sink was handed, batch by batch, and what it holds.
+#[derive(Debug, Default)]
+struct Seen {
+    batches: Vec<Vec<(Uuid, String)>>,
+    held: HashSet<Uuid>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_is_handed_only_what_it_must_apply_and_its_rejections_are_dead_lettered() {
+    let mut fixture = Fixture::new(1).await;
+    let first = placed("o-1", "c-1", 1, 100, 1);
+    let refused = placed("o-2", "c-1", 1, 100, 2);
+    let copied = placed("o-3", "c-1", 1, 100, 3);
+    fixture.produce(&first).await;
+    fixture.produce(&shipped("o-1", "T1", 4)).await; // a type the sink does not consume
+    let headers = vec![
+        ("event_id", Uuid::new_v4().to_string()),
+        ("event_type", "OrderPlaced".to_owned()),
+    ];
+    let (_, poison) = fixture
+        .produce_raw("orders", "k", b"not avro", &headers)
+        .await;
+    let (_, refused_at) = fixture.produce(&refused).await;
+    fixture.produce(&copied).await;
+    fixture.produce(&copied).await; // the same event again (a producer retry)
+    let (_, refused_again_at) = fixture.produce(&refused).await;
+
+    let (_, url) = fresh_schema().await;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (memory, refuse) = (seen.clone(), refused.event_id);
+    // keeps event ids, refuses one event, says which were duplicates
+    let apply = move |batch: &Batch<'_>| {
+        let mut seen = memory.lock().unwrap();
+        let handed = batch
+            .events()
+            .iter()
+            .map(|e| (e.envelope.event_id, e.event_type().to_owned()))
+            .collect();
+        seen.batches.push(handed);
+        let mut applied = Applied::default();
+        for (i, event) in batch.events().iter().enumerate() {
+            let id = event.envelope.event_id;
+            if id == refuse {
+                applied.rejected.push(Rejected {
+                    event: i,
+                    error: "no room for this one".into(),
+                });
+            } else if !seen.held.insert(id) {
+                applied.duplicates += 1;
+            }
+        }
+        applied
+    };
+    let end = refused_again_at + 1;
+    run_until(&fixture, &url, "memory_sink", Input::Events, end, apply).await;
+
+    let (batches, held) = {
+        let seen = seen.lock().unwrap();
+        (seen.batches.clone(), seen.held.clone())
+    };
+    for batch in &batches {
+        assert!(batch.iter().all(|(_, t)| t == "OrderPlaced"), "{batch:?}");
+        let ids: HashSet<&Uuid> = batch.iter().map(|(id, _)| id).collect();
+        assert_eq!(ids.len(), batch.len(), "a copy in one batch: {batch:?}");
+    }
+    let handed: HashSet<Uuid> = batches.iter().flatten().map(|(id, _)| *id).collect();
+    let expected: HashSet<Uuid> = [first.event_id, refused.event_id, copied.event_id].into();
+    assert_eq!(handed, expected);
+    assert_eq!(held, HashSet::from([first.event_id, copied.event_id]));
+
+    let rows = dump(
+        &url,
+        "SELECT \"offset\", error FROM factline_projector_dead_letters ORDER BY \"offset\"",
+    )
+    .await;
+    let row = |offset: i64, error: &str| format!(r#"{{"offset":{offset},"error":"{error}"}}"#);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows[0].starts_with(&format!(r#"{{"offset":{poison},"error":"invalid envelope"#)));
+    assert_eq!(rows[1], row(refused_at, "no room for this one"));
+    assert_eq!(rows[2], row(refused_again_at, "no room for this one"));
+
+    let consumer = fixture.dead_letter_reader("orders");
+    let mut offsets = Vec::new();
+    while offsets.len() < 3 {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("dead letters missing")
+            .unwrap();
+        let header = |name: &str| {
+            message
+                .headers()
+                .unwrap()
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap()
+        };
+        offsets.push((header(HEADER_ORIGIN_OFFSET), header(HEADER_ERROR)));
+    }
+    consumer.unsubscribe();
+    assert_eq!(offsets[0].0, poison.to_string());
+    assert_eq!(
+        offsets[1..],
+        [
+            (refused_at.to_string(), "no room for this one".to_owned()),
+            (
+                refused_again_at.to_string(),
+                "no room for this one".to_owned()
+            ),
+        ]
+    );
+}
+
+/// A record a sink of records kept: its offset and value.
+type Kept = (i64, Vec<u8>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_of_records_gets_every_record_as_read_and_nothing_is_dead_lettered() {
+    let mut fixture = Fixture::new(1).await;
+    fixture.produce(&placed("o-1", "c-1", 1, 100, 1)).await;
+    fixture.produce(&shipped("o-1", "T1", 2)).await;
+    let headers = vec![("event_type", "OrderPlaced".to_owned())];
+    fixture
+        .produce_raw("orders", "k", b"not avro", &headers)
+        .await;
+    let (_, last) = fixture.produce(&placed("o-2", "c-1", 1, 100, 3)).await;
+
+    let (_, url) = fresh_schema().await;
+    let kept: Arc<Mutex<Vec<Kept>>> = Arc::default();
+    let memory = kept.clone();
+    // keeps every record as read, once per offset, as an archive does
+    let apply = move |batch: &Batch<'_>| {
+        assert!(
+            batch.events().is_empty(),
+            "a sink of records gets no events"
+        );
+        let mut kept = memory.lock().unwrap();
+        for record in batch.records() {
+            let offset = record.origin.offset;
+            if kept.iter().all(|(o, _)| *o != offset) {
+                kept.push((offset, record.payload.clone().unwrap_or_default()));
+            }
+        }
+        Applied::default()
+    };
+    run_until(
+        &fixture,
+        &url,
+        "keeping_sink",
+        Input::Records,
+        last + 1,
+        apply,
+    )
+    .await;
+
+    let mut kept = kept.lock().unwrap().clone();
+    kept.sort();
+    let offsets: Vec<i64> = kept.iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, (0..=last).collect::<Vec<_>>());
+    assert_eq!(kept[2].1, b"not avro".to_vec(), "kept byte for byte");
+    let letters = dump(
+        &url,
+        "SELECT \"offset\" FROM factline_projector_dead_letters",
+    )
+    .await;
+    assert!(letters.is_empty(), "{letters:?}");
+}
