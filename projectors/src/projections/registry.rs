@@ -33,7 +33,7 @@ pub enum StartError {
         known: String,
     },
     /// The projection cannot be built (e.g. a mapping file that is not JSON).
-    #[error("projector {name} cannot be built: {source}")]
+    #[error("projector {name} cannot be built")]
     Build {
         /// The projection.
         name: String,
@@ -50,7 +50,7 @@ pub enum StartError {
         actual: String,
     },
     /// A declarative configuration is invalid.
-    #[error("declarative projector {name}: {source}")]
+    #[error("declarative projector {name} is invalid")]
     Declarative {
         /// The projection or file.
         name: String,
@@ -286,7 +286,7 @@ mod tests {
             IndexSpec::new(order_search::NAME, r#"{"mappings": "#)?;
             OrderSearchProjection::new()
         });
-        let error = broken.check().unwrap_err().to_string();
+        let error = crate::error::chain(&broken.check().unwrap_err());
         assert!(
             error.contains("order_search") && error.contains("not JSON"),
             "{error}"
