@@ -9,9 +9,8 @@ RUN cargo build --release --locked \
         -p factline-schemas -p factline-registry -p factline-write-side -p factline-projectors -p factline-read-api \
     && mkdir /out \
     && cp target/release/factline-schemas target/release/factline-registry \
-          target/release/factline-write-side target/release/order-summary \
-          target/release/customer-stats target/release/declarative-projector \
-          target/release/order-search target/release/event-index target/release/factline-read-api /out/
+          target/release/factline-write-side target/release/factline-projector \
+          target/release/factline-read-api /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libssl3 libsasl2-2 \

@@ -1,5 +1,5 @@
 # One command per workflow. See README.md.
-.PHONY: up down status logs test lint fmt bench
+.PHONY: up down status logs test lint fmt bench compose
 
 up: ## install what is missing, start the local stack and what is not running of the services (also what died); INSTANCES=2: two of every projector
 	@scripts/stack.sh install
@@ -28,6 +28,9 @@ bench: ## throughput and latency of every stage against its own limit; QUICK=1: 
 lint: ## formatting and clippy, as CI checks them
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+compose: ## regenerate the projector services of docker-compose.yml from the projector registry
+	@scripts/compose.sh
 
 fmt:
 	cargo fmt --all

@@ -8,11 +8,15 @@
 #   scripts/services.sh stop                    stop what `start` started
 #   scripts/services.sh status                  what runs, where
 #
-# N defaults to FACTLINE_PROJECTOR_INSTANCES, else to the N of the last start, else 1.
-# Instance 1 of each projector listens on 9101-9105 (FACTLINE_PROJECTOR_BASE_PORT), instance k
-# on those ports + 10*(k-1), named e.g. order-summary, order-summary-2. FACTLINE_DEV_DIR moves
-# the PID files and logs out of .dev/ (a second, isolated copy of the services); addresses
-# come from the variables `scripts/stack.sh env` prints, WRITE_SIDE_ADDR and READ_API_ADDR.
+# The projectors are whatever `factline-projector --list` prints (the registry in
+# projectors/src/projections/mod.rs), each run as `factline-projector <name>`. N defaults to
+# FACTLINE_PROJECTOR_INSTANCES, else to the N of the last start, else 1. The i-th listed
+# projector (from 0) listens on FACTLINE_PROJECTOR_BASE_PORT (9101) + i, instance k of it on
+# that port + P*(k-1) for P listed projectors; instances are named e.g. order_summary,
+# order_summary-2, and each one's health URL is written beside its PID file (NAME.url).
+# FACTLINE_DEV_DIR moves the PID files and logs out of .dev/ (a second, isolated copy of the
+# services); addresses come from the variables `scripts/stack.sh env` prints,
+# WRITE_SIDE_ADDR and READ_API_ADDR.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,17 +31,9 @@ export READ_API_ADDR="${READ_API_ADDR:-127.0.0.1:8090}"
 BASE_PORT="${FACTLINE_PROJECTOR_BASE_PORT:-9101}"
 INSTANCES_FILE="$RUN/projector-instances"
 
-# name | binary | health URL | extra environment; projectors have a port offset instead of a
-# URL, their address is derived per instance
-SERVICES=(
-    "write-side|factline-write-side|http://$WRITE_SIDE_ADDR/healthz|"
-    "order-summary|order-summary|+0|"
-    "customer-stats|customer-stats|+1|"
-    "order-search|order-search|+2|"
-    "event-index|event-index|+3|"
-    "customer-directory|declarative-projector --config $ROOT/projectors/config/customer_directory.toml|+4|"
-    "read-api|factline-read-api|http://$READ_API_ADDR/healthz|"
-)
+# name | command | health URL | extra environment, around the projectors
+WRITE_SIDE="write-side|factline-write-side|http://$WRITE_SIDE_ADDR/healthz|"
+READ_API="read-api|factline-read-api|http://$READ_API_ADDR/healthz|"
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
@@ -57,22 +53,21 @@ instances() { # the projector instance count: flag, environment, last start, 1
     echo "$n"
 }
 
-# Every process to run, one line each: name|command|health URL|extra environment.
+# Every process to run, one line each: name|command|health URL|extra environment. The
+# projectors are the registered ones (needs the built binary; a failing list fails here).
 processes() {
-    local n="$1" entry name command health extra
-    for entry in "${SERVICES[@]}"; do
-        IFS='|' read -r name command health extra <<<"$entry"
-        case "$health" in
-            +*)
-                for ((k = 1; k <= n; k++)); do
-                    local port=$((BASE_PORT + ${health#+} + 10 * (k - 1))) instance="$name"
-                    [ "$k" -gt 1 ] && instance="$name-$k"
-                    echo "$instance|$command|http://127.0.0.1:$port/healthz|PROJECTOR_ADDR=127.0.0.1:$port $extra"
-                done
-                ;;
-            *) echo "$entry" ;;
-        esac
+    local n="$1" list names i k
+    list="$("$BIN/factline-projector" --list)"
+    mapfile -t names < <(cut -f1 <<<"$list")
+    echo "$WRITE_SIDE"
+    for ((i = 0; i < ${#names[@]}; i++)); do
+        for ((k = 1; k <= n; k++)); do
+            local port=$((BASE_PORT + i + ${#names[@]} * (k - 1))) instance="${names[$i]}"
+            [ "$k" -gt 1 ] && instance="$instance-$k"
+            echo "$instance|factline-projector ${names[$i]}|http://127.0.0.1:$port/healthz|PROJECTOR_ADDR=127.0.0.1:$port"
+        done
     done
+    echo "$READ_API"
 }
 
 start() {
@@ -85,7 +80,9 @@ start() {
     "$BIN/factline-schemas" register >>"$LOGS/init.log" 2>&1 || { tail -n 20 "$LOGS/init.log" >&2; exit 1; }
     echo "$n" >"$INSTANCES_FILE"
     local all name command health extra
-    mapfile -t all < <(processes "$n")
+    local listed
+    listed="$(processes "$n")"
+    mapfile -t all <<<"$listed"
     # A further instance of a projector starts once the first holds partitions, as a rolling
     # deploy would: on noida-db, two members joining one group at the same instant were seen
     # to leave the group rebalancing with nobody assigned.
@@ -109,6 +106,7 @@ start() {
         # shellcheck disable=SC2086
         env $extra setsid "$BIN/"$command >>"$LOGS/$name.log" 2>&1 </dev/null &
         echo $! >"$RUN/$name.pid"
+        echo "$health" >"$RUN/$name.url"
     done
     for entry in "${all[@]}"; do
         IFS='|' read -r name _ health _ <<<"$entry"
@@ -125,22 +123,13 @@ start() {
     done
 }
 
-# Every PID file of a service, its extra instances included.
-pid_files() {
-    local entry name
-    for entry in "${SERVICES[@]}"; do
-        IFS='|' read -r name _ <<<"$entry"
-        for file in "$RUN/$name.pid" "$RUN/$name"-[0-9]*.pid; do
-            [ -f "$file" ] && echo "$file"
-        done
-    done
-    return 0
-}
-
 stop() {
-    local files file
-    mapfile -t files < <(pid_files)
-    for file in "${files[@]}"; do
+    # What `start` started: every instance has a health URL file beside its PID file (the
+    # stack's own PID files, in the same directory, have none).
+    local file
+    for file in "$RUN"/*.url; do
+        file="${file%.url}.pid"
+        [ -f "$file" ] || { rm -f "${file%.pid}.url"; continue; }
         local name pid
         name="$(basename "$file" .pid)"
         pid="$(cat "$file")"
@@ -150,14 +139,17 @@ stop() {
             for _ in $(seq 1 100); do running "$pid" || break; sleep 0.2; done
             running "$pid" && kill -KILL "$pid" 2>/dev/null || true
         fi
-        rm -f "$file"
+        rm -f "$file" "${file%.pid}.url"
     done
     rm -f "$INSTANCES_FILE"
 }
 
 status() {
     local all name health
-    mapfile -t all < <(processes "$(instances)")
+    if [ ! -x "$BIN/factline-projector" ]; then log "not built yet"; return 0; fi
+    local listed
+    listed="$(processes "$(instances)")"
+    mapfile -t all <<<"$listed"
     for entry in "${all[@]}"; do
         IFS='|' read -r name _ health _ <<<"$entry"
         local state=down pid=-
@@ -181,5 +173,5 @@ case "$command" in
     start) start "$instances_flag" ;;
     stop) stop ;;
     status) status ;;
-    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -240,7 +240,9 @@ start_registry() {
     [ "$CARGO_PROFILE" = "release" ] && release=(--release)
     (cd "$ROOT" && cargo build -q "${release[@]}" -p factline-registry --bin factline-registry)
     log "starting the schema registry on $SCHEMA_REGISTRY_URL"
-    REGISTRY_ADDR="127.0.0.1:$REGISTRY_PORT" setsid "$bin" >>"$LOGS/registry.log" 2>&1 </dev/null &
+    # REGISTRY_PORT is this script's, not a registry setting (the registry rejects unknown
+    # REGISTRY_* variables)
+    env -u REGISTRY_PORT REGISTRY_ADDR="127.0.0.1:$REGISTRY_PORT" setsid "$bin" >>"$LOGS/registry.log" 2>&1 </dev/null &
     echo $! >"$RUN/registry.pid"
     wait_until 60 "the schema registry" "$LOGS/registry.log" curl -fsS "$SCHEMA_REGISTRY_URL/subjects"
     note_started registry

@@ -41,6 +41,7 @@ cargo run -q -p factline-schemas -- check || exit 1
 
 echo "== building the services (the chaos suite runs them through scripts/services.sh, as make up does)"
 cargo build -q -p factline-schemas -p factline-write-side -p factline-projectors -p factline-read-api --bins || exit 1
+scripts/compose.sh --check || exit 1
 
 echo "== tests"
 cargo test --workspace --no-fail-fast

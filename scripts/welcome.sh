@@ -3,13 +3,15 @@
 eval "$("$(dirname "${BASH_SOURCE[0]}")/stack.sh" env)"
 W="${WRITE_SIDE_ADDR:-127.0.0.1:8080}"
 R="${READ_API_ADDR:-127.0.0.1:8090}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# each projector and the port services.sh gave it (scripts/services.sh status has them all)
+PROJECTORS="$("$ROOT/scripts/services.sh" status 2>/dev/null | awk '$1 != "write-side" && $1 != "read-api" && $1 !~ /-[0-9]+$/ { sub("http://127.0.0.1", "", $4); printf "%s %s, ", $1, $4 }')"
 cat <<TXT
 
 factline is up.
   write side        http://$W   (/healthz /readyz /metrics /openapi.json)
   read API          http://$R   (/orders/{id} /customers/{id} /search/orders /events /projections)
-  projectors        /metrics and /healthz on 127.0.0.1:9101 order-summary, :9102 customer-stats,
-                    :9103 order-search, :9104 event-index, :9105 customer-directory (declarative)
+  projectors        /metrics and /healthz on 127.0.0.1: ${PROJECTORS%, }
   schema registry   $SCHEMA_REGISTRY_URL
   Kafka             $KAFKA_BROKERS
   Elasticsearch     $ELASTICSEARCH_URL

@@ -1,9 +1,11 @@
-//! Projector configuration: one struct, defaults embedded, environment overrides, a pure
-//! [`Config::validate`].
+//! Projector configuration: one struct, defaults embedded, environment overrides read through
+//! [`factline_service::Env`] like every service's, a pure [`Config::validate`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use factline_service::{Env, EnvError};
 
 /// Everything a projector process needs; see [`Config::from_env`] for the variables.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +73,9 @@ pub struct Config {
 /// A configuration problem, naming the variable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    /// A variable that cannot be read: missing, malformed, or an unknown `PROJECTOR_*` name.
+    #[error(transparent)]
+    Env(#[from] EnvError),
     /// A required variable is missing.
     #[error("{0} is not set")]
     Missing(&'static str),
@@ -115,95 +120,48 @@ impl Config {
         Config::from_vars(std::env::vars())
     }
 
-    /// Reads configuration from `(name, value)` pairs (the environment, or a test's map).
+    /// Reads configuration from `(name, value)` pairs (the environment, or a test's map)
+    /// through [`Env`]: empty values count as unset, an unknown `PROJECTOR_*` variable is an
+    /// error (a likely typo), `KAFKA_PROPERTY_*` pass through to librdkafka.
     pub fn from_vars<I: IntoIterator<Item = (String, String)>>(
         vars: I,
     ) -> Result<Config, ConfigError> {
-        let vars: BTreeMap<String, String> = vars.into_iter().collect();
-        let required = |name: &'static str| -> Result<String, ConfigError> {
-            vars.get(name)
-                .filter(|v| !v.trim().is_empty())
-                .cloned()
-                .ok_or(ConfigError::Missing(name))
-        };
-        let mut config = Config::new(
-            &required("KAFKA_BROKERS")?,
-            &required("SCHEMA_REGISTRY_URL")?,
-            &required("DATABASE_URL")?,
+        let env = Env::from_vars(vars);
+        let mut c = Config::new(
+            &env.required("KAFKA_BROKERS")?,
+            &env.required("SCHEMA_REGISTRY_URL")?,
+            &env.required("DATABASE_URL")?,
         );
-        if let Some(addr) = vars.get("PROJECTOR_ADDR") {
-            config.http_addr = Some(parse("PROJECTOR_ADDR", addr)?);
-        }
-        if let Some(v) = vars.get("PROJECTOR_BATCH_MAX_EVENTS") {
-            config.batch_max_events = parse("PROJECTOR_BATCH_MAX_EVENTS", v)?;
-        }
-        if let Some(v) = vars.get("PROJECTOR_BATCH_MAX_WAIT_MS") {
-            config.batch_max_wait_ms = Some(parse("PROJECTOR_BATCH_MAX_WAIT_MS", v)?);
-        }
-        if let Some(v) = vars.get("PROJECTOR_TOPIC_PREFIX") {
-            config.topic_prefix = v.clone();
-        }
-        if let Some(v) = vars.get("PROJECTOR_BACKOFF_INITIAL_MS") {
-            config.backoff_initial_ms = parse("PROJECTOR_BACKOFF_INITIAL_MS", v)?;
-        }
-        if let Some(v) = vars.get("PROJECTOR_BACKOFF_MAX_MS") {
-            config.backoff_max_ms = parse("PROJECTOR_BACKOFF_MAX_MS", v)?;
-        }
-        if let Some(v) = vars.get("PROJECTOR_DATABASE_POOL_SIZE") {
-            config.database_pool_size = parse("PROJECTOR_DATABASE_POOL_SIZE", v)?;
-        }
-        if let Some(v) = vars.get("PROJECTOR_COMMIT_TO_KAFKA") {
-            config.commit_to_kafka = parse("PROJECTOR_COMMIT_TO_KAFKA", v)?;
-        }
-        if let Some(v) = vars
-            .get("ELASTICSEARCH_URL")
-            .filter(|v| !v.trim().is_empty())
-        {
-            config.elasticsearch_url = Some(v.trim().to_owned());
-        }
-        if let Some(v) = vars.get("PROJECTOR_INDEX_PREFIX") {
-            config.index_prefix = Some(v.clone());
-        }
-        // --- dedupe window ---
-        if let Some(v) = vars.get("PROJECTOR_DEDUPE_WINDOW_SECS") {
-            config.dedupe_window_secs = parse("PROJECTOR_DEDUPE_WINDOW_SECS", v)?;
-        }
-        if let Some(v) = vars.get("PROJECTOR_STATIC_MEMBERSHIP") {
-            config.static_membership = parse("PROJECTOR_STATIC_MEMBERSHIP", v)?;
-        }
-        if let Some(v) = vars.get("PROJECTOR_REGISTRY_RETRY_MS") {
-            config.registry_retry_ms = parse("PROJECTOR_REGISTRY_RETRY_MS", v)?;
-        }
-        let env = factline_service::Env::from_vars(vars.clone());
-        config.keys =
-            factline_keystore::KeyConfig::from_env(&env).map_err(|e| ConfigError::Invalid {
-                name: "FACTLINE_KEK*",
-                reason: e.to_string(),
-            })?;
-        env.reject_unknown(&[factline_keystore::config::ENV_PREFIX])
-            .map_err(|e| ConfigError::Invalid {
-                name: "FACTLINE_KEYS_*",
-                reason: e.to_string(),
-            })?;
-        if let Some(unknown) = vars
-            .keys()
-            .find(|k| k.starts_with("PROJECTOR_") && !KNOWN_VARIABLES.contains(&k.as_str()))
-        {
-            return Err(ConfigError::Invalid {
-                name: "PROJECTOR_*",
-                reason: format!("unknown variable {unknown}"),
-            });
-        }
-        for (name, value) in &vars {
-            if let Some(property) = name.strip_prefix("KAFKA_PROPERTY_") {
-                config.kafka_properties.insert(
-                    property.to_ascii_lowercase().replace('_', "."),
-                    value.clone(),
-                );
-            }
-        }
-        config.validate()?;
-        Ok(config)
+        c.http_addr = env.parse("PROJECTOR_ADDR")?;
+        c.batch_max_events = env.parse_or("PROJECTOR_BATCH_MAX_EVENTS", c.batch_max_events)?;
+        c.batch_max_wait_ms = env.parse("PROJECTOR_BATCH_MAX_WAIT_MS")?;
+        c.topic_prefix = env.parse_or("PROJECTOR_TOPIC_PREFIX", c.topic_prefix)?;
+        c.backoff_initial_ms =
+            env.parse_or("PROJECTOR_BACKOFF_INITIAL_MS", c.backoff_initial_ms)?;
+        c.backoff_max_ms = env.parse_or("PROJECTOR_BACKOFF_MAX_MS", c.backoff_max_ms)?;
+        c.database_pool_size =
+            env.parse_or("PROJECTOR_DATABASE_POOL_SIZE", c.database_pool_size)?;
+        c.commit_to_kafka = env
+            .flag("PROJECTOR_COMMIT_TO_KAFKA")?
+            .unwrap_or(c.commit_to_kafka);
+        c.elasticsearch_url = env.get("ELASTICSEARCH_URL").map(str::to_owned);
+        c.index_prefix = env.get("PROJECTOR_INDEX_PREFIX").map(str::to_owned);
+        c.dedupe_window_secs =
+            env.parse_or("PROJECTOR_DEDUPE_WINDOW_SECS", c.dedupe_window_secs)?;
+        c.static_membership = env
+            .flag("PROJECTOR_STATIC_MEMBERSHIP")?
+            .unwrap_or(c.static_membership);
+        c.registry_retry_ms = env.parse_or("PROJECTOR_REGISTRY_RETRY_MS", c.registry_retry_ms)?;
+        c.keys = factline_keystore::KeyConfig::from_env(&env).map_err(|e| ConfigError::Invalid {
+            name: "FACTLINE_KEK*",
+            reason: e.to_string(),
+        })?;
+        // the declarative file, read by the binary's command line (`--config`)
+        env.get("PROJECTOR_CONFIG");
+        env.reject_unknown(&["PROJECTOR_", factline_keystore::config::ENV_PREFIX])?;
+        c.kafka_properties = env.kafka_properties()?;
+        c.validate()?;
+        Ok(c)
     }
 
     /// Checks the values without touching the network.
@@ -302,42 +260,10 @@ impl Config {
     }
 }
 
-/// The `PROJECTOR_*` variables understood (any other one is rejected as a likely typo).
-/// `PROJECTOR_CONFIG` is the declarative projector's file.
-pub const KNOWN_VARIABLES: &[&str] = &[
-    "PROJECTOR_ADDR",
-    "PROJECTOR_BATCH_MAX_EVENTS",
-    "PROJECTOR_BATCH_MAX_WAIT_MS",
-    "PROJECTOR_TOPIC_PREFIX",
-    "PROJECTOR_BACKOFF_INITIAL_MS",
-    "PROJECTOR_BACKOFF_MAX_MS",
-    "PROJECTOR_DATABASE_POOL_SIZE",
-    "PROJECTOR_COMMIT_TO_KAFKA",
-    "PROJECTOR_CONFIG",
-    "PROJECTOR_INDEX_PREFIX",
-    // --- dedupe window ---
-    "PROJECTOR_DEDUPE_WINDOW_SECS",
-    "PROJECTOR_STATIC_MEMBERSHIP",
-    "PROJECTOR_REGISTRY_RETRY_MS",
-];
-
 // --- dedupe window ---
 /// The default of [`Config::dedupe_window_secs`]: 7 days, well beyond the write side's 24 hours
 /// of idempotency-key memory, so a client retrying a day later is still deduplicated.
 pub const DEFAULT_DEDUPE_WINDOW_SECS: u64 = 7 * 24 * 3600;
-
-fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .trim()
-        .parse()
-        .map_err(|e: T::Err| ConfigError::Invalid {
-            name,
-            reason: e.to_string(),
-        })
-}
 
 #[cfg(test)]
 mod tests {
@@ -393,11 +319,29 @@ mod tests {
     }
 
     #[test]
+    fn empty_values_count_as_unset_like_every_service() {
+        let mut vars = base();
+        vars.push(("PROJECTOR_ADDR".into(), "".into()));
+        vars.push(("PROJECTOR_BATCH_MAX_EVENTS".into(), " ".into()));
+        vars.push(("PROJECTOR_STATIC_MEMBERSHIP".into(), "no".into()));
+        let config = Config::from_vars(vars).unwrap();
+        assert_eq!(config.http_addr, None);
+        assert_eq!(config.batch_max_events, 2000);
+        assert!(!config.static_membership);
+        let mut vars = base();
+        vars.push(("KAFKA_PROPERTY_".into(), "x".into()));
+        assert!(matches!(
+            Config::from_vars(vars),
+            Err(ConfigError::Env(EnvError::Invalid { .. }))
+        ));
+    }
+
+    #[test]
     fn names_the_missing_variable() {
         let vars = base().into_iter().filter(|(k, _)| k != "DATABASE_URL");
         assert_eq!(
-            Config::from_vars(vars),
-            Err(ConfigError::Missing("DATABASE_URL"))
+            Config::from_vars(vars).unwrap_err().to_string(),
+            "DATABASE_URL is required"
         );
     }
 
@@ -422,7 +366,7 @@ mod tests {
         vars.push(("PROJECTOR_BATCH_SIZE".into(), "5".into()));
         assert!(matches!(
             Config::from_vars(vars),
-            Err(ConfigError::Invalid { reason, .. }) if reason.contains("PROJECTOR_BATCH_SIZE")
+            Err(ConfigError::Env(EnvError::Unknown { name, .. })) if name == "PROJECTOR_BATCH_SIZE"
         ));
     }
 }

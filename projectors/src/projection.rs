@@ -139,8 +139,9 @@ pub trait Projection: Send + Sync + 'static {
     fn views(&self) -> Vec<String>;
 
     /// The configuration of a declarative projection, recorded with this version at bootstrap
-    /// so the read API serves its views (`/views/...`); `None` (the default) for a projection
-    /// in code, whose routes are written in the read API.
+    /// so the read API serves its views (`/views/...`). A projection in code may return a
+    /// declaration of its tables with no mappings to be served the same way (see
+    /// `orders_per_day`); `None` (the default): its routes are written in the read API.
     fn declarative_config(&self) -> Option<&factline_schemas::declarative::DeclarativeConfig> {
         None
     }

@@ -55,6 +55,13 @@ compliance!(
         rows("SELECT * FROM customer_directory ORDER BY customer_id")
     )
 );
+compliance!(
+    orders_per_day,
+    Suite::postgres(
+        projections::orders_per_day::OrdersPerDayProjection,
+        rows("SELECT * FROM orders_per_day ORDER BY day, currency")
+    )
+);
 // Every applied event is a row with no unique constraint: an event applied twice is a
 // duplicate row, a lost one a missing row (positions left out: they differ between two logs).
 compliance!(
@@ -397,7 +404,8 @@ async fn kill_9_mid_batch_loses_nothing_and_applies_nothing_twice() {
     let (_, reference) = project_once(&fixture, OrderSummaryProjection).await;
     let (_, url) = fresh_schema().await;
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_order-summary"))
+        std::process::Command::new(env!("CARGO_BIN_EXE_factline-projector"))
+            .arg("order_summary")
             .env("KAFKA_BROKERS", &fixture.brokers)
             .env("SCHEMA_REGISTRY_URL", &fixture.registry)
             .env("DATABASE_URL", &url)
@@ -793,7 +801,7 @@ async fn the_declarative_binary_runs_a_config_file() {
         env!("CARGO_MANIFEST_DIR"),
         "/config/customer_directory.toml"
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_declarative-projector"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_factline-projector"))
         .args(["--config", config])
         .env("KAFKA_BROKERS", &fixture.brokers)
         .env("SCHEMA_REGISTRY_URL", &fixture.registry)

@@ -63,9 +63,10 @@ fn free_addr() -> String {
     listener.local_addr().unwrap().to_string()
 }
 
-/// Starts the `order-summary` binary the way `scripts/services.sh start` does.
+/// Starts `factline-projector order_summary` the way `scripts/services.sh start` does.
 fn spawn_like_services(fixture: &Fixture, database_url: &str, addr: &str) -> KillOnDrop {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_order-summary"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_factline-projector"));
+    command.arg("order_summary");
     command.env_clear();
     if let Ok(path) = std::env::var("PATH") {
         command.env("PATH", path);

@@ -24,14 +24,17 @@ use serde_json::{json, Value};
 
 compliance!(
     order_search,
-    Suite::search(OrderSearchProjection, documents("order_search", "order_id"))
+    Suite::search(
+        OrderSearchProjection::new().unwrap(),
+        documents("order_search", "order_id")
+    )
 );
 // a record's offset and broker timestamp are left out: they differ between two logs holding
 // the same events
 compliance!(
     event_index,
     Suite::search(
-        EventIndexProjection::default(),
+        EventIndexProjection::new().unwrap(),
         documents_without("event_index", "event_id", &["offset", "timestamp"])
     )
 );
@@ -90,8 +93,8 @@ async fn order_search_replayed_twice_gives_identical_indices_and_follows_custome
         ])
         .await;
 
-    project_once(&fixture, OrderSearchProjection, "a_").await;
-    project_once(&fixture, OrderSearchProjection, "b_").await;
+    project_once(&fixture, OrderSearchProjection::new().unwrap(), "a_").await;
+    project_once(&fixture, OrderSearchProjection::new().unwrap(), "b_").await;
     let a = dump(&orders_alias(&fixture, "a_"), "order_id").await;
     let b = dump(&orders_alias(&fixture, "b_"), "order_id").await;
     assert_eq!(a.len(), 30);
@@ -155,8 +158,8 @@ async fn event_index_replayed_twice_is_identical_and_forgets_personal_data() {
     // a customer forgotten after their events were indexed
     fixture.produce(&forgotten("c-1", 9000)).await;
 
-    project_once(&fixture, EventIndexProjection::default(), "a_").await;
-    project_once(&fixture, EventIndexProjection::default(), "b_").await;
+    project_once(&fixture, EventIndexProjection::new().unwrap(), "a_").await;
+    project_once(&fixture, EventIndexProjection::new().unwrap(), "b_").await;
     let a = dump(&events_alias(&fixture, "a_"), "event_id").await;
     let b = dump(&events_alias(&fixture, "b_"), "event_id").await;
     assert_eq!(a.len(), events.len() + 1);
@@ -256,7 +259,7 @@ async fn duplicates_change_nothing_and_poison_is_dead_lettered() {
     let rejected_at = fixture.produce(&rejected).await;
     fixture.produce(&placed("o-2", "c-1", 1, 200, 3)).await;
 
-    let url = project_once(&fixture, OrderSearchProjection, "").await;
+    let url = project_once(&fixture, OrderSearchProjection::new().unwrap(), "").await;
     let docs = dump(&orders_alias(&fixture, ""), "order_id").await;
     assert_eq!(
         docs.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
@@ -319,7 +322,10 @@ async fn duplicates_change_nothing_and_poison_is_dead_lettered() {
         .batch_execute("DELETE FROM factline_projector_positions")
         .await
         .unwrap();
-    let running = start_search(fixture.search_config(&url, ""), OrderSearchProjection);
+    let running = start_search(
+        fixture.search_config(&url, ""),
+        OrderSearchProjection::new().unwrap(),
+    );
     wait_caught_up(
         &url,
         projections::order_search::NAME,
@@ -336,10 +342,11 @@ async fn kill_9_mid_bulk_then_restart_gives_the_same_documents() {
     let mut fixture = Fixture::new(3).await;
     let events = dataset::shop(40, 300);
     fixture.produce_all(&events).await;
-    project_once(&fixture, OrderSearchProjection, "ref_").await;
+    project_once(&fixture, OrderSearchProjection::new().unwrap(), "ref_").await;
     let (_, url) = fresh_schema().await;
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_order-search"))
+        std::process::Command::new(env!("CARGO_BIN_EXE_factline-projector"))
+            .arg("order_search")
             .env("KAFKA_BROKERS", &fixture.brokers)
             .env("SCHEMA_REGISTRY_URL", &fixture.registry)
             .env("DATABASE_URL", &url)
@@ -424,7 +431,7 @@ async fn an_elasticsearch_outage_is_retried_without_losing_documents() {
     let projection = Renamed {
         name: name.clone(),
         version: 1,
-        inner: OrderSearchProjection,
+        inner: OrderSearchProjection::new().unwrap(),
     };
     let running = start_search(config, projection);
     wait_caught_up(&url, &name, 1, &fixture.ends).await;
@@ -448,7 +455,7 @@ async fn an_elasticsearch_outage_is_retried_without_losing_documents() {
     running.stop().await;
     let docs = dump(&orders_alias(&fixture, ""), "order_id").await;
     assert_eq!(docs.len(), 40);
-    let reference_url = project_once(&fixture, OrderSearchProjection, "ref_").await;
+    let reference_url = project_once(&fixture, OrderSearchProjection::new().unwrap(), "ref_").await;
     let _ = reference_url;
     assert_eq!(
         docs,
@@ -475,7 +482,7 @@ async fn a_rebuild_swaps_the_alias_while_queries_keep_answering() {
     let version = |v: u32| Renamed {
         name: name.to_owned(),
         version: v,
-        inner: EventIndexProjection::default(),
+        inner: EventIndexProjection::new().unwrap(),
     };
     let alias = events_alias(&fixture, "");
     let v1_index = format!("{alias}_v1");
@@ -610,7 +617,7 @@ async fn the_declarative_binary_runs_an_elasticsearch_config() {
     fixture.produce_all(&events).await;
     let (_, url) = fresh_schema().await;
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/customer_search.toml");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_declarative-projector"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_factline-projector"))
         .args(["--config", config])
         .env("KAFKA_BROKERS", &fixture.brokers)
         .env("SCHEMA_REGISTRY_URL", &fixture.registry)
@@ -671,20 +678,20 @@ impl SearchProjection for Interfering {
         projections::order_search::VERSION
     }
     fn topics(&self) -> Vec<String> {
-        OrderSearchProjection.topics()
+        OrderSearchProjection::new().unwrap().topics()
     }
     fn event_types(&self) -> Vec<String> {
-        OrderSearchProjection.event_types()
+        OrderSearchProjection::new().unwrap().event_types()
     }
     fn indices(&self) -> Vec<factline_projectors::search::IndexSpec> {
-        OrderSearchProjection.indices()
+        OrderSearchProjection::new().unwrap().indices()
     }
     fn targets(
         &self,
         event: &factline_projectors::Event,
     ) -> Result<Vec<factline_projectors::search::DocRef>, factline_projectors::ProjectionError>
     {
-        OrderSearchProjection.targets(event)
+        OrderSearchProjection::new().unwrap().targets(event)
     }
     fn apply(
         &self,
@@ -714,13 +721,15 @@ impl SearchProjection for Interfering {
                 })
             });
         }
-        OrderSearchProjection.apply(doc, current, event)
+        OrderSearchProjection::new()
+            .unwrap()
+            .apply(doc, current, event)
     }
     fn join(&self) -> Option<factline_projectors::search::Join> {
-        OrderSearchProjection.join()
+        OrderSearchProjection::new().unwrap().join()
     }
     fn enrich(&self, doc: Value, side: Option<&Value>) -> Value {
-        OrderSearchProjection.enrich(doc, side)
+        OrderSearchProjection::new().unwrap().enrich(doc, side)
     }
 }
 
@@ -834,7 +843,7 @@ async fn a_bulk_refused_as_too_large_is_split_and_the_oversized_document_dead_le
     let (_, url) = fresh_schema().await;
     let mut config = fixture.search_config(&url, "");
     config.elasticsearch_url = Some(proxy.url.clone());
-    let running = start_search(config, OrderSearchProjection);
+    let running = start_search(config, OrderSearchProjection::new().unwrap());
     wait_caught_up(
         &url,
         projections::order_search::NAME,
@@ -869,7 +878,7 @@ async fn a_customer_change_reaches_many_orders_in_bounded_bulks() {
     let (_, url) = fresh_schema().await;
     let mut config = fixture.search_config(&url, "");
     config.elasticsearch_url = Some(proxy.url.clone());
-    let running = start_search(config, OrderSearchProjection);
+    let running = start_search(config, OrderSearchProjection::new().unwrap());
     wait_caught_up(
         &url,
         projections::order_search::NAME,
@@ -911,7 +920,7 @@ async fn a_document_keeps_a_bounded_list_of_applied_ids() {
     let mut copy = changes[99].clone();
     copy.body["email"] = json!("not-applied@x");
     fixture.produce(&copy).await; // same event id, other content, at a new offset
-    project_once(&fixture, OrderSearchProjection, "").await;
+    project_once(&fixture, OrderSearchProjection::new().unwrap(), "").await;
     let customers = format!("{}order_search_customers_v1", fixture.prefix);
     let docs = dump(&customers, "customer_id").await;
     let doc = source(&docs, "c-1");

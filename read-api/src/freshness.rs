@@ -191,7 +191,7 @@ pub async fn ensure(
         Ok(Ok(snapshot)) => Ok(Freshness::of(state, &snapshot, projector)),
         _ => {
             let freshness = Freshness::of(state, &state.board.current(), projector);
-            metrics::counter!("read_api_consistency_timeouts_total", "projection" => projector.to_owned())
+            metrics::counter!("factline_read_api_consistency_timeouts_total", "projection" => projector.to_owned())
                 .increment(1);
             Err(ApiError::NotYetConsistent {
                 message: format!(

@@ -23,9 +23,9 @@ pub async fn record(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("read_api_requests_total", "route" => route.clone(), "status" => status)
+    metrics::counter!("factline_read_api_requests_total", "route" => route.clone(), "status" => status)
         .increment(1);
-    metrics::histogram!("read_api_request_duration_seconds", "route" => route)
+    metrics::histogram!("factline_read_api_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
 }

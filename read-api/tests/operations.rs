@@ -62,11 +62,12 @@ async fn readiness_metrics_and_openapi_are_served() {
     );
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
     assert!(
-        metrics.contains("read_api_requests_total{route=\"/orders/{id}\",status=\"400\"} 1"),
+        metrics
+            .contains("factline_read_api_requests_total{route=\"/orders/{id}\",status=\"400\"} 1"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("read_api_request_duration_seconds_bucket"),
+        metrics.contains("factline_read_api_request_duration_seconds_bucket"),
         "{metrics}"
     );
     let _ = stop.send(());

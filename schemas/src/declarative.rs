@@ -293,10 +293,13 @@ fn identifier(s: &str) -> bool {
 }
 
 impl DeclarativeConfig {
-    /// Parses and validates TOML text.
+    /// Parses and validates TOML text; a file maps at least one event (`on`).
     pub fn parse(text: &str) -> Result<DeclarativeConfig, DeclarativeError> {
         let config: DeclarativeConfig = toml::from_str(text)?;
         config.validate()?;
+        if config.on.is_empty() {
+            return Err(DeclarativeError::Invalid("on must not be empty".into()));
+        }
         Ok(config)
     }
 
@@ -332,7 +335,9 @@ impl DeclarativeConfig {
         self.tables.iter().find(|t| t.name == name)
     }
 
-    /// Checks names, columns, keys and guards.
+    /// Checks names, columns, keys and guards. `on` may be empty: a projection in code records
+    /// its served tables (or indices) this way, so the read API serves them like a declarative
+    /// projection's, while its changes are code ([`DeclarativeConfig::parse`] requires `on`).
     pub fn validate(&self) -> Result<(), DeclarativeError> {
         let bad = |m: String| Err(DeclarativeError::Invalid(m));
         if !identifier(&self.name) {
@@ -347,8 +352,8 @@ impl DeclarativeConfig {
         if self.sink == SinkKind::Elasticsearch {
             return self.validate_search();
         }
-        if self.topics.is_empty() || self.on.is_empty() || self.tables.is_empty() {
-            return bad("topics, tables and on must not be empty".into());
+        if self.topics.is_empty() || self.tables.is_empty() {
+            return bad("topics and tables must not be empty".into());
         }
         if !self.indices.is_empty() {
             return bad("indices need sink = \"elasticsearch\"".into());
@@ -436,8 +441,8 @@ impl DeclarativeConfig {
 
     fn validate_search(&self) -> Result<(), DeclarativeError> {
         let bad = |m: String| Err(DeclarativeError::Invalid(m));
-        if self.topics.is_empty() || self.on.is_empty() || self.indices.is_empty() {
-            return bad("topics, indices and on must not be empty".into());
+        if self.topics.is_empty() || self.indices.is_empty() {
+            return bad("topics and indices must not be empty".into());
         }
         if !self.tables.is_empty() {
             return bad("tables need sink = \"postgres\"".into());
@@ -574,6 +579,23 @@ set = { customer_id = "customer_id", name = "name" }
             DeclarativeConfig::from_json(config.to_json()).unwrap(),
             config
         );
+    }
+
+    #[test]
+    fn served_tables_need_no_mappings_but_a_file_does() {
+        // what a projection in code records so the read API serves its table: no `on`
+        let mut config = DeclarativeConfig::parse(EVERYTHING).unwrap();
+        config.on.clear();
+        assert_eq!(
+            DeclarativeConfig::from_json(config.to_json()).unwrap(),
+            config
+        );
+        let file = "name = \"x\"\nversion = 1\ntopics = [\"orders\"]\non = []\n\
+                    [[tables]]\nname = \"x\"\nprimary_key = [\"id\"]\ncolumns = { id = \"text\" }\n";
+        assert!(matches!(
+            DeclarativeConfig::parse(file),
+            Err(DeclarativeError::Invalid(m)) if m.contains("on")
+        ));
     }
 
     #[test]

@@ -27,8 +27,8 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        metrics::gauge!("write_side_in_flight_records").decrement(1.0);
-        metrics::gauge!("write_side_in_flight_bytes").decrement(self.bytes as f64);
+        metrics::gauge!("factline_write_side_in_flight_records").decrement(1.0);
+        metrics::gauge!("factline_write_side_in_flight_bytes").decrement(self.bytes as f64);
     }
 }
 
@@ -64,8 +64,8 @@ impl Budget {
         };
         match tokio::time::timeout(self.timeout, take).await {
             Ok(Some((record, byte_permit))) => {
-                metrics::gauge!("write_side_in_flight_records").increment(1.0);
-                metrics::gauge!("write_side_in_flight_bytes").increment(wanted as f64);
+                metrics::gauge!("factline_write_side_in_flight_records").increment(1.0);
+                metrics::gauge!("factline_write_side_in_flight_bytes").increment(wanted as f64);
                 Ok(Permit {
                     _record: record,
                     _bytes: byte_permit,
@@ -73,7 +73,7 @@ impl Budget {
                 })
             }
             _ => {
-                metrics::counter!("write_side_budget_exhausted_total").increment(1);
+                metrics::counter!("factline_write_side_budget_exhausted_total").increment(1);
                 Err(BudgetError::Exhausted)
             }
         }

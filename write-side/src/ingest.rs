@@ -51,9 +51,9 @@ pub fn record(state: &AppState, command: &str, status: u16, started: Instant) {
     } else {
         "unknown".to_string()
     };
-    metrics::counter!("write_side_requests_total", "command" => label.clone(), "status" => status.to_string())
+    metrics::counter!("factline_write_side_requests_total", "command" => label.clone(), "status" => status.to_string())
         .increment(1);
-    metrics::histogram!("write_side_request_duration_seconds", "command" => label)
+    metrics::histogram!("factline_write_side_request_duration_seconds", "command" => label)
         .record(started.elapsed().as_secs_f64());
 }
 
@@ -117,7 +117,7 @@ async fn ingest(
             {
                 Ok(Claim::Owner(guard)) => (event_id_for(&scoped, &body_fingerprint), Some(guard)),
                 Ok(Claim::Replay(answer)) => {
-                    metrics::counter!("write_side_idempotent_replays_total").increment(1);
+                    metrics::counter!("factline_write_side_idempotent_replays_total").increment(1);
                     return Ok((*answer).clone());
                 }
                 Ok(Claim::Conflict) => return Err(ApiError::IdempotencyConflict),
@@ -195,7 +195,7 @@ async fn ingest(
         .produce(&event.topic, &event.key, &payload, &headers)
         .await
         .map_err(|error| {
-            metrics::counter!("write_side_produce_errors_total", "kind" => error.kind())
+            metrics::counter!("factline_write_side_produce_errors_total", "kind" => error.kind())
                 .increment(1);
             match &error {
                 ProduceError::NotWritten {

@@ -74,7 +74,7 @@ impl Health {
     fn set_down(&self, down: bool) {
         let was = self.brokers_down.swap(down, Ordering::Relaxed);
         if was != down {
-            metrics::gauge!("write_side_brokers_down").set(if down { 1.0 } else { 0.0 });
+            metrics::gauge!("factline_write_side_brokers_down").set(if down { 1.0 } else { 0.0 });
             if down {
                 tracing::warn!("all kafka brokers are down: refusing commands with 503");
             } else {

@@ -14,37 +14,37 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 fn describe() {
     metrics::describe_counter!(
-        "write_side_requests_total",
+        "factline_write_side_requests_total",
         "commands answered, by command and HTTP status"
     );
     metrics::describe_histogram!(
-        "write_side_request_duration_seconds",
+        "factline_write_side_request_duration_seconds",
         metrics::Unit::Seconds,
         "time from receiving a command to answering it, by command"
     );
     metrics::describe_counter!(
-        "write_side_produce_errors_total",
+        "factline_write_side_produce_errors_total",
         "records the broker did not acknowledge, by kind (not_written, unknown)"
     );
     metrics::describe_gauge!(
-        "write_side_in_flight_records",
+        "factline_write_side_in_flight_records",
         "records produced and not yet acknowledged"
     );
     metrics::describe_gauge!(
-        "write_side_in_flight_bytes",
+        "factline_write_side_in_flight_bytes",
         metrics::Unit::Bytes,
         "bytes produced and not yet acknowledged"
     );
     metrics::describe_counter!(
-        "write_side_budget_exhausted_total",
+        "factline_write_side_budget_exhausted_total",
         "requests refused because the in-flight budget was used up"
     );
     metrics::describe_gauge!(
-        "write_side_brokers_down",
+        "factline_write_side_brokers_down",
         "1 while every kafka broker is unreachable"
     );
     metrics::describe_counter!(
-        "write_side_idempotent_replays_total",
+        "factline_write_side_idempotent_replays_total",
         "requests answered from the idempotency store"
     );
 }

@@ -494,8 +494,11 @@ async fn operational_endpoints() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("write_side_requests_total"), "{metrics}");
-    assert!(metrics.contains("write_side_request_duration_seconds_bucket"));
+    assert!(
+        metrics.contains("factline_write_side_requests_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("factline_write_side_request_duration_seconds_bucket"));
     let openapi: Value = app
         .http
         .get(format!("{}/openapi.json", app.base))

@@ -36,6 +36,8 @@ pub(crate) struct Launch<'a> {
     pub name: &'a str,
     /// Binary in the build directory.
     pub binary: &'a str,
+    /// Its command-line arguments.
+    pub args: Vec<String>,
     /// Prefix of its environment variables (`WRITE_SIDE`, `PROJECTOR`, `READ_API`).
     pub env_prefix: &'a str,
     /// Its topic prefix (`{env_prefix}_TOPIC_PREFIX`).
@@ -236,7 +238,7 @@ impl Bench {
             &self.binaries,
             launch.name,
             launch.binary,
-            &[],
+            &launch.args,
             addr,
             launch.health,
             &env,

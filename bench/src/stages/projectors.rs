@@ -15,21 +15,25 @@ use crate::services::Service;
 /// The stage's name in the table.
 pub const STAGE: &str = "projectors";
 
+/// The one projector binary, run as `factline-projector <projector>`.
+const BINARY: &str = "factline-projector";
+
 /// Starts a projector reading topics (and, for the search projectors, writing indices) under
 /// `prefix`.
 async fn start_projector(
     b: &mut Bench,
     name: &str,
-    binary: &str,
+    projector: &str,
     prefix: &str,
 ) -> Result<Service, BenchError> {
     let mut extra_env = Vec::new();
-    if binary != "order-summary" {
+    if projector != "order_summary" {
         extra_env.push(("PROJECTOR_INDEX_PREFIX".into(), prefix.to_owned()));
     }
     b.start(Launch {
         name,
-        binary,
+        binary: BINARY,
+        args: vec![projector.to_owned()],
         env_prefix: "PROJECTOR",
         topic_prefix: prefix,
         health: "/healthz",
@@ -42,6 +46,7 @@ async fn start_projector(
 struct CatchUpJob<'a> {
     key: &'a str,
     label: &'a str,
+    /// The process's name in logs and CPU figures.
     binary: &'a str,
     projector: &'a str,
     prefix: &'a str,
@@ -61,14 +66,14 @@ async fn catch_up(b: &mut Bench, job: CatchUpJob<'_>) -> Option<Service> {
         ends,
         limit,
     } = job;
-    if let Some(reason) = b.not_built(binary) {
+    if let Some(reason) = b.not_built(BINARY) {
         b.skip(STAGE, key, label, format!("{reason} (not landed yet?)"));
         return None;
     }
     let total: i64 = ends.values().sum();
     let cpu = b.cpu.snapshot();
     let started = Instant::now();
-    let mut service = match start_projector(b, binary, binary, prefix).await {
+    let mut service = match start_projector(b, binary, projector, prefix).await {
         Ok(s) => s,
         Err(e) => {
             b.fail(STAGE, key, label, &e);

@@ -33,6 +33,7 @@ pub async fn run(b: &mut Bench) {
     let launch = Launch {
         name: "read-api",
         binary: "factline-read-api",
+        args: Vec::new(),
         env_prefix: "READ_API",
         topic_prefix: &b.prefix("p"),
         health: "/healthz",

@@ -46,6 +46,7 @@ pub(crate) async fn start_write_side(
         .start(Launch {
             name,
             binary: "factline-write-side",
+            args: Vec::new(),
             env_prefix: "WRITE_SIDE",
             topic_prefix: prefix,
             health: "/readyz",

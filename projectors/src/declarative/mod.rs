@@ -1,6 +1,6 @@
 //! Declarative projections: a TOML file maps event types and fields to the columns of
 //! PostgreSQL tables or the fields of Elasticsearch documents (insert, upsert, update, delete,
-//! with simple conditions), run by the generic `declarative-projector` binary. See
+//! with simple conditions), run by `factline-projector --config FILE` (or registered by name). See
 //! `projectors/config/customer_directory.toml` and `projectors/config/customer_search.toml`.
 
 pub mod config;

@@ -40,17 +40,24 @@ fn all_event_types() -> Vec<String> {
         .collect()
 }
 
-/// The `event_index` projection over the given topics (by default every topic of the catalog).
+/// The `event_index` projection over every topic of the catalog.
 #[derive(Debug, Clone)]
 pub struct EventIndexProjection {
     topics: Vec<String>,
+    indices: Vec<IndexSpec>,
 }
 
-impl Default for EventIndexProjection {
-    fn default() -> Self {
-        EventIndexProjection {
+impl EventIndexProjection {
+    /// The projection with its mappings parsed: a mapping file that is not JSON is an error
+    /// here, at start, never an index created without a mapping.
+    pub fn new() -> Result<EventIndexProjection, ProjectionError> {
+        Ok(EventIndexProjection {
             topics: factline_schemas::Catalog::builtin().topics(),
-        }
+            indices: vec![
+                IndexSpec::new(NAME, MAPPING)?,
+                IndexSpec::new(FORGOTTEN, FORGOTTEN_MAPPING)?,
+            ],
+        })
     }
 }
 
@@ -127,16 +134,7 @@ impl SearchProjection for EventIndexProjection {
     }
 
     fn indices(&self) -> Vec<IndexSpec> {
-        vec![
-            IndexSpec {
-                base: NAME.into(),
-                body: serde_json::from_str(MAPPING).unwrap_or_default(),
-            },
-            IndexSpec {
-                base: FORGOTTEN.into(),
-                body: serde_json::from_str(FORGOTTEN_MAPPING).unwrap_or_default(),
-            },
-        ]
+        self.indices.clone()
     }
 
     fn targets(&self, event: &Event) -> Result<Vec<DocRef>, ProjectionError> {
@@ -222,7 +220,7 @@ mod tests {
         assert_eq!(redacted["text"], "c-1 Tea");
         assert_eq!(redacted["forgotten"], true);
         assert_eq!(redact(redacted.clone()), redacted);
-        let p = EventIndexProjection::default();
+        let p = EventIndexProjection::new().unwrap();
         assert_eq!(p.enrich(redacted.clone(), None), redacted);
     }
 }

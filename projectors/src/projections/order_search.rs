@@ -34,8 +34,23 @@ pub const MAPPING: &str = include_str!("../../mappings/order_search.json");
 pub const CUSTOMERS_MAPPING: &str = include_str!("../../mappings/order_search_customers.json");
 
 /// The `order_search` projection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OrderSearchProjection;
+#[derive(Debug, Clone)]
+pub struct OrderSearchProjection {
+    indices: Vec<IndexSpec>,
+}
+
+impl OrderSearchProjection {
+    /// The projection with its mappings parsed: a mapping file that is not JSON is an error
+    /// here, at start, never an index created without a mapping.
+    pub fn new() -> Result<OrderSearchProjection, ProjectionError> {
+        Ok(OrderSearchProjection {
+            indices: vec![
+                IndexSpec::new(NAME, MAPPING)?,
+                IndexSpec::new(CUSTOMERS, CUSTOMERS_MAPPING)?,
+            ],
+        })
+    }
+}
 
 /// A line item as indexed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,16 +238,7 @@ impl SearchProjection for OrderSearchProjection {
     }
 
     fn indices(&self) -> Vec<IndexSpec> {
-        vec![
-            IndexSpec {
-                base: NAME.into(),
-                body: serde_json::from_str(MAPPING).unwrap_or_default(),
-            },
-            IndexSpec {
-                base: CUSTOMERS.into(),
-                body: serde_json::from_str(CUSTOMERS_MAPPING).unwrap_or_default(),
-            },
-        ]
+        self.indices.clone()
     }
 
     fn targets(&self, event: &Event) -> Result<Vec<DocRef>, ProjectionError> {

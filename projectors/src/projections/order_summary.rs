@@ -20,6 +20,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Transaction};
 
 use crate::error::ProjectionError;
@@ -361,25 +362,64 @@ pub fn merge(
     row
 }
 
-const COLUMNS: &str = "order_id, customer_id, currency, total_cents, item_count, placed_at, \
-    shipped_at, delivered_at, cancelled_at, cancel_reason, carrier, tracking_id, updated_at";
+/// One column of the table: its name and type, the batch's values of it as one array
+/// parameter (for `unnest`), and how a selected value goes back into the row.
+struct Column {
+    name: &'static str,
+    sql_type: &'static str,
+    constraint: &'static str,
+    values: fn(&[&OrderSummary]) -> Box<dyn ToSql + Sync + Send>,
+    read: fn(&mut OrderSummary, &Row, usize),
+}
+
+/// A column holding the row's field of the same name.
+macro_rules! column {
+    ($field:ident, $sql_type:literal $(, $constraint:literal)?) => {
+        Column {
+            name: stringify!($field),
+            sql_type: $sql_type,
+            constraint: concat!("" $(, $constraint)?),
+            values: |rows| Box::new(rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()),
+            read: |summary, row, i| summary.$field = row.get(i),
+        }
+    };
+}
+
+/// Every column, in table order: the one list the table, the read and the upsert are made of.
+const COLUMNS: [Column; 14] = [
+    column!(order_id, "text", "PRIMARY KEY"),
+    column!(customer_id, "text"),
+    Column {
+        name: "status",
+        sql_type: "text",
+        constraint: "NOT NULL",
+        values: |rows| Box::new(rows.iter().map(|r| r.status().as_str()).collect::<Vec<_>>()),
+        read: |_, _, _| {}, // derived from the timestamps
+    },
+    column!(currency, "text"),
+    column!(total_cents, "bigint"),
+    column!(item_count, "bigint"),
+    column!(placed_at, "timestamptz"),
+    column!(shipped_at, "timestamptz"),
+    column!(delivered_at, "timestamptz"),
+    column!(cancelled_at, "timestamptz"),
+    column!(cancel_reason, "text"),
+    column!(carrier, "text"),
+    column!(tracking_id, "text"),
+    column!(updated_at, "timestamptz"),
+];
+
+/// The column names, comma-separated.
+fn names() -> String {
+    COLUMNS.map(|c| c.name).join(", ")
+}
 
 fn from_row(row: &Row) -> OrderSummary {
-    OrderSummary {
-        order_id: row.get(0),
-        customer_id: row.get(1),
-        currency: row.get(2),
-        total_cents: row.get(3),
-        item_count: row.get(4),
-        placed_at: row.get(5),
-        shipped_at: row.get(6),
-        delivered_at: row.get(7),
-        cancelled_at: row.get(8),
-        cancel_reason: row.get(9),
-        carrier: row.get(10),
-        tracking_id: row.get(11),
-        updated_at: row.get(12),
+    let mut summary = OrderSummary::default();
+    for (i, column) in COLUMNS.iter().enumerate() {
+        (column.read)(&mut summary, row, i);
     }
+    summary
 }
 
 impl Projection for OrderSummaryProjection {
@@ -411,23 +451,11 @@ impl Projection for OrderSummaryProjection {
         vec![Migration::new(
             "001_create",
             format!(
-                "CREATE TABLE {table} (
-                    order_id      text PRIMARY KEY,
-                    customer_id   text,
-                    status        text NOT NULL,
-                    currency      text,
-                    total_cents   bigint,
-                    item_count    bigint,
-                    placed_at     timestamptz,
-                    shipped_at    timestamptz,
-                    delivered_at  timestamptz,
-                    cancelled_at  timestamptz,
-                    cancel_reason text,
-                    carrier       text,
-                    tracking_id   text,
-                    updated_at    timestamptz
-                );
-                CREATE INDEX {table}_customer ON {table} (customer_id, placed_at);"
+                "CREATE TABLE {table} ({});
+                CREATE INDEX {table}_customer ON {table} (customer_id, placed_at);",
+                COLUMNS
+                    .map(|c| format!("{} {} {}", c.name, c.sql_type, c.constraint))
+                    .join(", ")
             ),
         )]
     }
@@ -463,8 +491,9 @@ impl Projection for OrderSummaryProjection {
         let mut rows: HashMap<String, OrderSummary> = tx
             .query(
                 &format!(
-                    "SELECT {COLUMNS} FROM {table} WHERE order_id = ANY($1) \
-                     ORDER BY order_id FOR UPDATE"
+                    "SELECT {} FROM {table} WHERE order_id = ANY($1) \
+                     ORDER BY order_id FOR UPDATE",
+                    names()
                 ),
                 &[&ids],
             )
@@ -481,49 +510,30 @@ impl Projection for OrderSummaryProjection {
             rows.insert(merged.order_id.clone(), merged);
         }
         let rows: Vec<&OrderSummary> = ids.iter().filter_map(|id| rows.get(id)).collect();
-        let column = |f: fn(&OrderSummary) -> Option<String>| -> Vec<Option<String>> {
-            rows.iter().map(|r| f(r)).collect()
-        };
-        let number = |f: fn(&OrderSummary) -> Option<i64>| -> Vec<Option<i64>> {
-            rows.iter().map(|r| f(r)).collect()
-        };
-        let time = |f: fn(&OrderSummary) -> Option<DateTime<Utc>>| -> Vec<Option<DateTime<Utc>>> {
-            rows.iter().map(|r| f(r)).collect()
-        };
-        let order_ids: Vec<String> = rows.iter().map(|r| r.order_id.clone()).collect();
-        let statuses: Vec<&str> = rows.iter().map(|r| r.status().as_str()).collect();
+        let unnest = COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("${}::{}[]", i + 1, c.sql_type))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let update = COLUMNS[1..]
+            .iter()
+            .map(|c| format!("{0} = EXCLUDED.{0}", c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let values: Vec<Box<dyn ToSql + Sync + Send>> =
+            COLUMNS.iter().map(|c| (c.values)(&rows)).collect();
+        let params: Vec<&(dyn ToSql + Sync)> = values
+            .iter()
+            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+            .collect();
         tx.execute(
             &format!(
-                "INSERT INTO {table} ({COLUMNS}, status) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], \
-                   $5::bigint[], $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], \
-                   $9::timestamptz[], $10::text[], $11::text[], $12::text[], \
-                   $13::timestamptz[], $14::text[]) \
-                 ON CONFLICT (order_id) DO UPDATE SET \
-                   customer_id = EXCLUDED.customer_id, currency = EXCLUDED.currency, \
-                   total_cents = EXCLUDED.total_cents, item_count = EXCLUDED.item_count, \
-                   placed_at = EXCLUDED.placed_at, shipped_at = EXCLUDED.shipped_at, \
-                   delivered_at = EXCLUDED.delivered_at, cancelled_at = EXCLUDED.cancelled_at, \
-                   cancel_reason = EXCLUDED.cancel_reason, carrier = EXCLUDED.carrier, \
-                   tracking_id = EXCLUDED.tracking_id, updated_at = EXCLUDED.updated_at, \
-                   status = EXCLUDED.status"
+                "INSERT INTO {table} ({}) SELECT * FROM unnest({unnest}) \
+                 ON CONFLICT (order_id) DO UPDATE SET {update}",
+                names()
             ),
-            &[
-                &order_ids,
-                &column(|r| r.customer_id.clone()),
-                &column(|r| r.currency.clone()),
-                &number(|r| r.total_cents),
-                &number(|r| r.item_count),
-                &time(|r| r.placed_at),
-                &time(|r| r.shipped_at),
-                &time(|r| r.delivered_at),
-                &time(|r| r.cancelled_at),
-                &column(|r| r.cancel_reason.clone()),
-                &column(|r| r.carrier.clone()),
-                &column(|r| r.tracking_id.clone()),
-                &time(|r| r.updated_at),
-                &statuses,
-            ],
+            &params,
         )
         .await?;
         Ok(())

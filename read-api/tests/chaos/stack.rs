@@ -16,10 +16,10 @@ use uuid::Uuid;
 
 /// The sample projectors the suite kills: service name (PID file, log), projection name.
 pub const PROJECTORS: [(&str, &str); 4] = [
-    ("order-summary", "order_summary"),
-    ("customer-stats", "customer_stats"),
-    ("order-search", "order_search"),
-    ("event-index", "event_index"),
+    ("order_summary", "order_summary"),
+    ("customer_stats", "customer_stats"),
+    ("order_search", "order_search"),
+    ("event_index", "event_index"),
 ];
 
 /// Port offsets of the services inside the run's block of ports.
@@ -27,10 +27,11 @@ const KAFKA: u16 = 0;
 const ELASTICSEARCH: u16 = 1;
 const WRITE_SIDE: u16 = 2;
 const READ_API: u16 = 3;
-/// `scripts/services.sh` puts instance k of projector j on base + j + 10 * (k - 1).
+/// `scripts/services.sh` puts instance k of the j-th of P listed projectors on
+/// base + j + P * (k - 1) and writes each instance's health URL beside its PID file.
 const PROJECTOR_BASE: u16 = 5;
-/// Ports the run needs: two instances of five projectors end at base + 14.
-const BLOCK: u16 = 20;
+/// Ports the run needs: room for two instances of up to 17 projectors.
+const BLOCK: u16 = 40;
 
 /// Variables the scripts and services read that must come from the run, not from the
 /// environment `cargo test` was started in (which names the shared stack).
@@ -56,7 +57,6 @@ pub struct Stack {
     pub read: String,
     /// The run's Kafka bootstrap servers.
     pub kafka_brokers: String,
-    base_port: u16,
     admin_url: String,
     database: String,
     /// An HTTP client for the services.
@@ -114,7 +114,6 @@ impl Stack {
             write: format!("http://{}", at(WRITE_SIDE)),
             read: format!("http://{}", at(READ_API)),
             kafka_brokers: at(KAFKA),
-            base_port: port + PROJECTOR_BASE,
             admin_url,
             database,
             http: reqwest::Client::builder()
@@ -223,20 +222,14 @@ impl Stack {
         pid
     }
 
-    /// The health URL of instance `k` of a projector (the port scheme of `services.sh`).
+    /// The health URL of instance `k` of a projector, as `services.sh` recorded it.
     fn health_url(&self, service: &str, k: usize) -> String {
-        let index = [
-            "order-summary",
-            "customer-stats",
-            "order-search",
-            "event-index",
-        ]
-        .iter()
-        .position(|s| *s == service)
-        .unwrap_or_else(|| panic!("{service} is not a sample projector"))
-            as u16;
-        let port = self.base_port + index + 10 * (k as u16 - 1);
-        format!("http://127.0.0.1:{port}/healthz")
+        let instance = Stack::instance_name(service, k);
+        let file = self.dir.join("run").join(format!("{instance}.url"));
+        std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("no health URL for {instance} at {}: {e}", file.display()))
+            .trim()
+            .to_owned()
     }
 
     /// Waits until instance `k` of a projector has committed a batch since it started, which it
@@ -524,7 +517,7 @@ fn free_block() -> u16 {
             return start;
         }
     }
-    panic!("no block of {BLOCK} free ports between 20000 and 30020");
+    panic!("no block of {BLOCK} free ports between 20000 and 30040");
 }
 
 #[cfg(test)]

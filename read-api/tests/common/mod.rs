@@ -208,7 +208,7 @@ impl World {
                 Running::spawn(|s| async move {
                     let _ = factline_projectors::run_search(
                         config,
-                        OrderSearchProjection,
+                        OrderSearchProjection::new().unwrap(),
                         async move {
                             let _ = s.await;
                         },
@@ -221,7 +221,7 @@ impl World {
                 Running::spawn(|s| async move {
                     let _ = factline_projectors::run_search(
                         config,
-                        EventIndexProjection::default(),
+                        EventIndexProjection::new().unwrap(),
                         async move {
                             let _ = s.await;
                         },

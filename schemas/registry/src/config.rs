@@ -1,6 +1,9 @@
-//! The registry's configuration: one struct, read from the environment, validated.
+//! The registry's configuration: one struct, read from the environment through
+//! [`factline_service::Env`] like every service's, validated.
 
 use std::net::SocketAddr;
+
+use factline_service::{Env, EnvError};
 
 /// Where the registry listens and where it keeps its state.
 #[derive(Debug, Clone)]
@@ -23,9 +26,10 @@ pub const DEFAULT_DB_TIMEOUT_MS: u64 = 5000;
 /// A configuration value that is missing or malformed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// A required variable is not set.
-    #[error("environment variable {0} is required")]
-    Missing(&'static str),
+    /// A variable that cannot be read: missing, malformed, or an unknown `REGISTRY_*` name
+    /// (probably a typo).
+    #[error(transparent)]
+    Env(#[from] EnvError),
     /// A variable is set to something unusable.
     #[error("environment variable {name} is invalid: {reason}")]
     Invalid {
@@ -39,36 +43,22 @@ pub enum ConfigError {
 impl Config {
     /// Reads the configuration from the environment and validates it.
     pub fn from_env() -> Result<Config, ConfigError> {
-        let listen_addr =
-            std::env::var("REGISTRY_ADDR").unwrap_or_else(|_| "127.0.0.1:8081".into());
-        let listen_addr =
-            listen_addr
-                .parse()
-                .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
-                    name: "REGISTRY_ADDR",
-                    reason: e.to_string(),
-                })?;
-        let database_url =
-            std::env::var("DATABASE_URL").map_err(|_| ConfigError::Missing("DATABASE_URL"))?;
-        let db_schema =
-            std::env::var("REGISTRY_DB_SCHEMA").unwrap_or_else(|_| "schema_registry".into());
-        let db_timeout_ms = match std::env::var("REGISTRY_DB_TIMEOUT_MS") {
-            Ok(v) => {
-                v.trim()
-                    .parse()
-                    .map_err(|e: std::num::ParseIntError| ConfigError::Invalid {
-                        name: "REGISTRY_DB_TIMEOUT_MS",
-                        reason: e.to_string(),
-                    })?
-            }
-            Err(_) => DEFAULT_DB_TIMEOUT_MS,
-        };
+        Config::from_vars(std::env::vars())
+    }
+
+    /// Reads the configuration from `(name, value)` pairs through [`Env`], like every
+    /// factline service: empty values count as unset, an unknown `REGISTRY_*` is an error.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let env = Env::from_vars(vars);
         let config = Config {
-            listen_addr,
-            database_url,
-            db_schema,
-            db_timeout_ms,
+            listen_addr: env.parse_or("REGISTRY_ADDR", SocketAddr::from(([127, 0, 0, 1], 8081)))?,
+            database_url: env.required("DATABASE_URL")?,
+            db_schema: env.parse_or("REGISTRY_DB_SCHEMA", "schema_registry".to_owned())?,
+            db_timeout_ms: env.parse_or("REGISTRY_DB_TIMEOUT_MS", DEFAULT_DB_TIMEOUT_MS)?,
         };
+        env.reject_unknown(&["REGISTRY_"])?;
         config.validate()?;
         Ok(config)
     }
@@ -95,5 +85,39 @@ impl Config {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        [("DATABASE_URL", "postgres://u@h/db")]
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_empty_values_and_overrides() {
+        let config = Config::from_vars(vars(&[("REGISTRY_DB_SCHEMA", "")])).unwrap();
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:8081");
+        assert_eq!(config.db_schema, "schema_registry");
+        assert_eq!(config.db_timeout_ms, DEFAULT_DB_TIMEOUT_MS);
+        let config = Config::from_vars(vars(&[("REGISTRY_DB_TIMEOUT_MS", "250")])).unwrap();
+        assert_eq!(config.db_timeout_ms, 250);
+    }
+
+    #[test]
+    fn unknown_missing_and_bad_values_are_named() {
+        let error = Config::from_vars(vars(&[("REGISTRY_DB_TIMEOUT", "250")])).unwrap_err();
+        assert!(error.to_string().contains("REGISTRY_DB_TIMEOUT"), "{error}");
+        let error = Config::from_vars(Vec::new()).unwrap_err();
+        assert_eq!(error.to_string(), "DATABASE_URL is required");
+        let error = Config::from_vars(vars(&[("REGISTRY_ADDR", "nowhere")])).unwrap_err();
+        assert!(error.to_string().starts_with("REGISTRY_ADDR"), "{error}");
+        assert!(Config::from_vars(vars(&[("REGISTRY_DB_TIMEOUT_MS", "0")])).is_err());
     }
 }

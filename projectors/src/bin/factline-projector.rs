@@ -1,0 +1,47 @@
+//! `factline-projector`: runs one projector. `factline-projector <name>` runs a registered
+//! projection (see `projections/mod.rs`), `factline-projector --config FILE` a declarative
+//! one from its TOML file, `factline-projector --list` prints the registry. Connections and
+//! tuning come from the environment, see [`factline_projectors::Config`].
+
+use clap::Parser;
+use factline_projectors::declarative::DeclarativeConfig;
+use factline_projectors::projections::{self, registry};
+
+/// Command line.
+#[derive(Parser)]
+#[command(about = "Runs one factline projector", group(
+    clap::ArgGroup::new("what").required(true).args(["name", "config", "list"])
+))]
+struct Args {
+    /// The registered projection to run, e.g. order_summary (see --list).
+    name: Option<String>,
+    /// A declarative projection file to run instead, e.g. projectors/config/customer_search.toml.
+    #[arg(long, env = "PROJECTOR_CONFIG")]
+    config: Option<String>,
+    /// Prints every registered projection, one per line: name, default port, sink
+    /// (postgres|elasticsearch), kind (code|declarative), separated by tabs.
+    #[arg(long)]
+    list: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let all = projections::registry();
+    if args.list {
+        print!("{}", registry::list(&all)?);
+        return Ok(());
+    }
+    factline_service::logging::init();
+    let config = factline_projectors::Config::from_env()?;
+    let shutdown = Box::pin(factline_service::shutdown_signal());
+    if let Some(name) = args.name {
+        let registered = registry::find(&all, &name)?;
+        registered.check()?;
+        registered.run(config, shutdown).await?;
+    } else if let Some(path) = args.config {
+        let file = DeclarativeConfig::load(&path)?;
+        registry::run_declarative(config, file, shutdown).await?;
+    }
+    Ok(())
+}
