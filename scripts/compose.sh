@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Generates the projector services of docker-compose.yml from the projector registry
 # (`factline-projector --list`): one short block per projector between the "generated"
-# markers, each merging the `x-projector` (PostgreSQL) or `x-search-projector`
-# (Elasticsearch) template and publishing its listed port. Run by `make compose`; `make test`
+# markers, each merging the `x-projector` (PostgreSQL), `x-search-projector`
+# (Elasticsearch) or `x-archive-projector` (the event archive) template and publishing its listed port. Run by `make compose`; `make test`
 # runs it with --check, which fails when the file is out of date.
 #
 #   scripts/compose.sh           rewrite the generated part of docker-compose.yml
@@ -22,6 +22,7 @@ blocks() {
     while IFS=$'\t' read -r name port sink kind; do
         template=projector
         [ "$sink" = elasticsearch ] && template=search-projector
+        [ "$sink" = archive ] && template=archive-projector
         printf '  %s: # %s, %s\n' "$name" "$sink" "$kind"
         printf '    <<: *%s\n' "$template"
         printf '    command: ["factline-projector", "%s"]\n' "$name"

@@ -47,6 +47,10 @@ export DATABASE_URL="${DATABASE_URL:-postgres://factline@127.0.0.1:$PG_PORT/fact
 export SCHEMA_REGISTRY_URL="${SCHEMA_REGISTRY_URL:-http://127.0.0.1:$REGISTRY_PORT}"
 export ARCHIVE_S3_ENDPOINT="${ARCHIVE_S3_ENDPOINT:-http://127.0.0.1:$S3_PORT}"
 export ARCHIVE_S3_BUCKET="${ARCHIVE_S3_BUCKET:-factline-archive}"
+# an isolated stack (FACTLINE_DEV_DIR) archives under a prefix of its own in a shared bucket
+if [ -n "${FACTLINE_DEV_DIR:-}" ] && [ -z "${ARCHIVE_S3_PREFIX:-}" ]; then
+    export ARCHIVE_S3_PREFIX="$(basename "$DEV")/"
+fi
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -316,6 +320,7 @@ export DATABASE_URL=$DATABASE_URL
 export SCHEMA_REGISTRY_URL=$SCHEMA_REGISTRY_URL
 export ARCHIVE_S3_ENDPOINT=$ARCHIVE_S3_ENDPOINT
 export ARCHIVE_S3_BUCKET=$ARCHIVE_S3_BUCKET
+$([ -z "${ARCHIVE_S3_PREFIX:-}" ] || echo "export ARCHIVE_S3_PREFIX=$ARCHIVE_S3_PREFIX")
 $([ -n "${FACTLINE_KEK:-}" ] || echo "export FACTLINE_KEK_FILE=${FACTLINE_KEK_FILE:-$DEV/factline-kek}")
 $([ -n "${WRITE_SIDE_FINGERPRINT_SECRET:-}" ] || echo "export WRITE_SIDE_FINGERPRINT_SECRET_FILE=${WRITE_SIDE_FINGERPRINT_SECRET_FILE:-$DEV/factline-fingerprint-secret}")
 export NOIDA_DATA_DIR=$DEV/noida

@@ -152,10 +152,11 @@ impl Config {
             .flag("PROJECTOR_STATIC_MEMBERSHIP")?
             .unwrap_or(c.static_membership);
         c.registry_retry_ms = env.parse_or("PROJECTOR_REGISTRY_RETRY_MS", c.registry_retry_ms)?;
-        c.keys = factline_keystore::KeyConfig::from_env(&env).map_err(|e| ConfigError::Invalid {
-            name: "FACTLINE_KEK*",
-            reason: e.to_string(),
-        })?;
+        c.keys =
+            factline_keystore::KeyConfig::from_env(&env).map_err(|e| ConfigError::Invalid {
+                name: "FACTLINE_KEK*",
+                reason: e.to_string(),
+            })?;
         // the declarative file, read by the binary's command line (`--config`)
         env.get("PROJECTOR_CONFIG");
         env.reject_unknown(&["PROJECTOR_", factline_keystore::config::ENV_PREFIX])?;

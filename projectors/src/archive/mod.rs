@@ -46,6 +46,19 @@ pub enum ArchiveSinkError {
     /// PostgreSQL failed.
     #[error("postgresql failed")]
     Postgres(#[from] tokio_postgres::Error),
+    /// The object at a key holds other records than the log's: another log is archived under
+    /// the same bucket and prefix. Nothing is adopted or written; it is retried (and logged)
+    /// until the configuration is fixed.
+    #[error(
+        "archive object {key} holds records that differ from the log's at offset {offset}: \
+         is another cluster archived under the same ARCHIVE_S3_BUCKET and ARCHIVE_S3_PREFIX?"
+    )]
+    Foreign {
+        /// The object's key.
+        key: String,
+        /// The first offset that differs.
+        offset: i64,
+    },
 }
 
 /// The sink writing the archive.
@@ -111,7 +124,20 @@ impl ArchiveSink {
                     object.meta
                 }
                 Stored::AlreadyThere(existing) => {
-                    let (meta, _) = ArchiveObject::decode(&existing)?;
+                    let (meta, theirs) = ArchiveObject::decode(&existing)?;
+                    // adopt only what is this log's: every record it holds that this batch
+                    // also holds must be the same, byte for byte
+                    let ours: BTreeMap<i64, &ArchivedRecord> =
+                        pending.iter().map(|r| (r.offset, r)).collect();
+                    if let Some(differs) = theirs
+                        .iter()
+                        .find(|r| ours.get(&r.offset).is_some_and(|o| *o != *r))
+                    {
+                        return Err(ArchiveSinkError::Foreign {
+                            key,
+                            offset: differs.offset,
+                        });
+                    }
                     tracing::info!(%key, last_offset = meta.last_offset,
                         "archive object already written (a retried batch): adopted");
                     meta

@@ -1,8 +1,9 @@
 //! The projections `factline-projector <name>` runs, one line each in [`registry`]: the
 //! sample read models of the shop domain (`order_summary`, `customer_stats` and
 //! `orders_per_day` in PostgreSQL, `order_search` and `event_index` in Elasticsearch) and the
-//! declarative `customer_directory`. The order of the list gives each projector's default port
-//! (`--list`): append new projections at the end.
+//! declarative `customer_directory`; and `event_archive`, the archiver of every topic. The
+//! order of the list gives each projector's default port (`--list`): append new projections
+//! at the end.
 
 pub mod registry;
 
@@ -20,7 +21,11 @@ macro_rules! projections {
         }
     };
     (@module $module:ident declarative) => {};
+    (@module $module:ident archive) => {};
     (@module $module:ident $how:ident) => { pub mod $module; };
+    (@entry $module:ident archive()) => {
+        Registered::archive(stringify!($module))
+    };
     (@entry $module:ident declarative($file:literal)) => {
         Registered::declarative(stringify!($module), include_str!($file))
     };
@@ -36,6 +41,7 @@ projections! {
     event_index: search(event_index::EventIndexProjection::new),
     customer_directory: declarative("../../config/customer_directory.toml"),
     orders_per_day: postgres(|| Ok(orders_per_day::OrdersPerDayProjection)),
+    event_archive: archive(),
 }
 
 pub use customer_stats::CustomerStatsProjection;
@@ -68,6 +74,7 @@ mod tests {
         assert_eq!(lines[0], "order_summary\t9101\tpostgres\tcode");
         assert_eq!(lines[2], "order_search\t9103\telasticsearch\tcode");
         assert!(lines.contains(&"customer_directory\t9105\tpostgres\tdeclarative"));
+        assert!(lines.contains(&format!("{}\t9107\tarchive\tcode", crate::archive::NAME).as_str()));
         assert_eq!(lines.len(), registry().len());
     }
 

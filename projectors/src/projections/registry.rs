@@ -81,6 +81,8 @@ enum Build {
     },
     /// A declarative configuration embedded in the binary.
     Declarative(&'static str),
+    /// The event archive (its settings are read when it runs: `ARCHIVE_*`).
+    Archive,
 }
 
 /// One registered projection.
@@ -143,6 +145,14 @@ impl Registered {
         }
     }
 
+    /// The event archive of every topic of the built-in catalog (see [`crate::archive`]).
+    pub fn archive(name: &'static str) -> Registered {
+        Registered {
+            name,
+            build: Build::Archive,
+        }
+    }
+
     /// A declarative projection shipped in the binary (`include_str!` of its TOML file).
     pub fn declarative(name: &'static str, toml: &'static str) -> Registered {
         Registered {
@@ -156,12 +166,17 @@ impl Registered {
         self.name
     }
 
-    /// Where its read model lives.
-    pub fn sink(&self) -> Result<SinkKind, StartError> {
-        match &self.build {
-            Build::Code { sink, .. } => Ok(*sink),
-            Build::Declarative(toml) => Ok(self.parse(toml)?.sink),
-        }
+    /// Where it writes: `postgres`, `elasticsearch` or `archive` (the object store).
+    pub fn sink(&self) -> Result<&'static str, StartError> {
+        let kind = match &self.build {
+            Build::Code { sink, .. } => *sink,
+            Build::Declarative(toml) => self.parse(toml)?.sink,
+            Build::Archive => return Ok("archive"),
+        };
+        Ok(match kind {
+            SinkKind::Postgres => "postgres",
+            SinkKind::Elasticsearch => "elasticsearch",
+        })
     }
 
     /// Whether it is a declarative configuration rather than code.
@@ -189,6 +204,7 @@ impl Registered {
         match &self.build {
             Build::Code { check, .. } => check(),
             Build::Declarative(toml) => self.parse(toml).map(drop),
+            Build::Archive => Ok(()),
         }
     }
 
@@ -197,6 +213,16 @@ impl Registered {
         match &self.build {
             Build::Code { start, .. } => start(config, shutdown).await,
             Build::Declarative(toml) => run_declarative(config, self.parse(toml)?, shutdown).await,
+            Build::Archive => {
+                let env = factline_service::env::Env::from_process();
+                let archive = crate::archive::ArchiveConfig::from_env(&env).map_err(|e| {
+                    StartError::Run(RunError::Config(crate::ConfigError::Invalid {
+                        name: "ARCHIVE_*",
+                        reason: e.to_string(),
+                    }))
+                })?;
+                Ok(crate::archive::run_archive(config, archive, shutdown).await?)
+            }
         }
     }
 }
@@ -255,14 +281,11 @@ pub fn find<'a>(registry: &'a [Registered], name: &str) -> Result<&'a Registered
 
 /// The `--list` output: one line per projection, `name<TAB>port<TAB>sink<TAB>kind`, in
 /// registry order; the port is the default one (`FIRST_PORT` + position), the sink
-/// `postgres` or `elasticsearch`, the kind `code` or `declarative`.
+/// `postgres`, `elasticsearch` or `archive`, the kind `code` or `declarative`.
 pub fn list(registry: &[Registered]) -> Result<String, StartError> {
     let mut out = String::new();
     for (i, registered) in registry.iter().enumerate() {
-        let sink = match registered.sink()? {
-            SinkKind::Postgres => "postgres",
-            SinkKind::Elasticsearch => "elasticsearch",
-        };
+        let sink = registered.sink()?;
         let kind = if registered.is_declarative() {
             "declarative"
         } else {
