@@ -444,6 +444,27 @@ async fn record_start(
     Ok(())
 }
 
+/// Where each target partition ended when the replay `replay_id` first sent to it.
+async fn starts(
+    client: &impl GenericClient,
+    replay_id: &str,
+    target: &str,
+) -> Result<HashMap<i32, i64>, CliError> {
+    client
+        .batch_execute(TABLE)
+        .await
+        .map_err(CliError::postgres)?;
+    let rows = client
+        .query(
+            "SELECT target_partition, start_offset FROM factline_replays \
+             WHERE replay_id = $1 AND target_topic = $2",
+            &[&replay_id, &target],
+        )
+        .await
+        .map_err(CliError::postgres)?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// How many records a restore already wrote, per partition: what the target holds beyond where
 /// it ended when the restore began. A target that was not empty when the restore began is
 /// refused (a restore recreates a topic; it does not add to one).
@@ -454,19 +475,7 @@ async fn restored_already(
     target: &str,
     partitions: impl Iterator<Item = i32>,
 ) -> Result<HashMap<i32, i64>, CliError> {
-    client
-        .batch_execute(TABLE)
-        .await
-        .map_err(CliError::postgres)?;
-    let rows = client
-        .query(
-            "SELECT target_partition, start_offset FROM factline_replays \
-             WHERE replay_id = $1 AND target_topic = $2",
-            &[&restore_id, &target],
-        )
-        .await
-        .map_err(CliError::postgres)?;
-    let started: HashMap<i32, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let started = starts(client, restore_id, target).await?;
     let consumer: BaseConsumer = kafka_config(settings)
         .create()
         .map_err(|e| CliError::kafka("consumer", e))?;
@@ -504,21 +513,8 @@ async fn sent_already(
     target: &str,
     source: &str,
 ) -> Result<HashMap<i32, i64>, CliError> {
-    client
-        .batch_execute(TABLE)
-        .await
-        .map_err(CliError::postgres)?;
-    let rows = client
-        .query(
-            "SELECT target_partition, start_offset FROM factline_replays \
-             WHERE replay_id = $1 AND target_topic = $2",
-            &[&replay_id, &target],
-        )
-        .await
-        .map_err(CliError::postgres)?;
     let mut done = HashMap::new();
-    for row in rows {
-        let (partition, start): (i32, i64) = (row.get(0), row.get(1));
+    for (partition, start) in starts(client, replay_id, target).await? {
         let consumer: BaseConsumer = kafka_config(settings)
             .set("group.id", "factline-cli-replay")
             .set("enable.auto.commit", "false")
