@@ -294,3 +294,76 @@ async fn a_rebuild_past_retention_reads_the_archive_and_a_hole_is_refused_by_nam
     rebuilt.stop().await;
     assert_eq!(common::dump(&url, ORDERS).await, reference);
 }
+
+/// The record at `offset` of `orders/0` as the test writes it, with `value`.
+fn orders_record(
+    topic: &str,
+    offset: i64,
+    value: &[u8],
+) -> factline_projectors::runtime::record::Record {
+    factline_projectors::runtime::record::Record {
+        origin: factline_projectors::Origin {
+            topic: topic.to_owned(),
+            partition: 0,
+            offset,
+        },
+        key: Some(b"o-1".to_vec()),
+        payload: Some(value.to_vec()),
+        headers: Vec::new(),
+        timestamp_ms: Some(1_700_000_000_000),
+    }
+}
+
+#[tokio::test]
+async fn an_object_of_another_log_at_the_same_key_is_never_adopted() {
+    let (_, url) = fresh_schema().await;
+    let mut client = connect(&url).await;
+    Manifest::migrate(&client).await.unwrap();
+    let mut bucket_config = BucketConfig::local(&env(ARCHIVE_S3_ENDPOINT), &env(ARCHIVE_S3_BUCKET));
+    bucket_config.prefix = format!("test-{}/", short_id(10));
+    let bucket = Bucket::open(&bucket_config).unwrap();
+    let topic = format!("t{}_orders", short_id(8));
+    // another cluster's log, archived under the same bucket and prefix
+    let theirs = ArchivedRecord {
+        topic: topic.clone(),
+        partition: 0,
+        offset: 0,
+        timestamp_ms: Some(1_700_000_000_000),
+        key: Some(b"o-1".to_vec()),
+        value: Some(b"their value".to_vec()),
+        headers: Vec::new(),
+    };
+    let object = ArchiveObject::encode(0, std::slice::from_ref(&theirs)).unwrap();
+    let key = naming::object_key(bucket.prefix(), &topic, 0, 0);
+    bucket.put_if_absent(&key, object.bytes).await.unwrap();
+
+    let sink = ArchiveSink::new(
+        &["orders".to_owned()],
+        &ArchiveConfig {
+            bucket: bucket_config,
+            rules: CutRules::default(),
+        },
+    )
+    .unwrap();
+    let ours = [
+        orders_record(&topic, 0, b"our value"),
+        orders_record(&topic, 1, b"next"),
+    ];
+    let ends = HashMap::new();
+    let batch = factline_projectors::Batch::new(Vec::new(), ours.iter().collect(), &ends);
+    let mut tx = client.transaction().await.unwrap();
+    let refused = factline_projectors::Sink::apply(&sink, &mut tx, &batch).await;
+    match refused {
+        Err(error @ factline_projectors::archive::ArchiveSinkError::Foreign { .. }) => {
+            assert!(error.to_string().contains(&key), "{error}")
+        }
+        other => panic!("expected a foreign object to be refused, got {other:?}"),
+    }
+    drop(tx);
+    let recorded: i64 = client
+        .query_one("SELECT count(*) FROM factline_archive_objects", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 0, "nothing of the other log is recorded");
+}
