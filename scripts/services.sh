@@ -70,14 +70,27 @@ processes() {
     echo "$READ_API"
 }
 
+# Runs `factline-schemas STEP` (idempotent), retrying a few times: a broker or registry that
+# is busy or restarting (a loaded machine, a chaos test) must not stop a restart of what died.
+init_step() {
+    local attempt
+    for attempt in 1 2 3 4 5; do
+        "$BIN/factline-schemas" "$1" >>"$LOGS/init.log" 2>&1 && return 0
+        log "factline-schemas $1 failed (attempt $attempt of 5); see $LOGS/init.log"
+        sleep "$attempt"
+    done
+    tail -n 20 "$LOGS/init.log" >&2
+    exit 1
+}
+
 start() {
     local n
     n="$(instances "${1:-}")"
     log "building the services"
     (cd "$ROOT" && cargo build -q -p factline-schemas -p factline-write-side -p factline-projectors -p factline-read-api --bins)
     log "creating topics and registering schemas"
-    "$BIN/factline-schemas" create-topics >>"$LOGS/init.log" 2>&1 || { tail -n 20 "$LOGS/init.log" >&2; exit 1; }
-    "$BIN/factline-schemas" register >>"$LOGS/init.log" 2>&1 || { tail -n 20 "$LOGS/init.log" >&2; exit 1; }
+    init_step create-topics
+    init_step register
     echo "$n" >"$INSTANCES_FILE"
     local all name command health extra
     local listed
