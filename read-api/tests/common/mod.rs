@@ -249,9 +249,10 @@ impl World {
                 }),
             ),
             Projector::CustomerSearch => {
-                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../projectors/config/customer_search.toml");
-                let file = DeclarativeConfig::load(&path.to_string_lossy()).unwrap();
+                let file = DeclarativeConfig::parse(include_str!(
+                    "../../../projectors/config/customer_search.toml"
+                ))
+                .unwrap();
                 (
                     "customer_search",
                     Running::spawn(|s| async move {
@@ -267,9 +268,10 @@ impl World {
                 )
             }
             Projector::CustomerDirectory => {
-                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../projectors/config/customer_directory.toml");
-                let file = DeclarativeConfig::load(&path.to_string_lossy()).unwrap();
+                let file = DeclarativeConfig::parse(include_str!(
+                    "../../../projectors/config/customer_directory.toml"
+                ))
+                .unwrap();
                 (
                     "customer_directory",
                     Running::spawn(|s| async move {
