@@ -74,6 +74,7 @@ pub struct TargetSpec {
 #[rustfmt::skip]
 pub const TARGETS: &[TargetSpec] = &[
     TargetSpec::new("batch endpoint >= 100k commands/s or >= 80% of raw producer", "write.batch", AnyOf, &[RateAtLeast(100_000.0), RatioAtLeast(0.8)], RateAndRatio("cmd/s")),
+    TargetSpec::new("encrypting personal data keeps >= 90% of the batch rate without it", "write.encryption", AllOf, &[RatioAtLeast(0.9)], RateAndLimit("cmd/s")),
     TargetSpec::new("single-command >= 20k commands/s with p99 < 25 ms", "write.single", AllOf, &[RateAtLeast(20_000.0), P99BelowMs(25.0)], RateAndP99("cmd/s")),
     TargetSpec::new("PG projector >= 50k events/s and >= 70% of its limit", "projector.order_summary", AllOf, &[RateAtLeast(50_000.0), RatioAtLeast(0.7)], RateAndLimit("ev/s")),
     TargetSpec::new("ES projector (order_search) >= 70% of its limit", "projector.order_search", AllOf, &[RatioAtLeast(0.7)], RateAndLimit("ev/s")),
@@ -264,6 +265,7 @@ mod tests {
             goals,
             [
                 "batch endpoint >= 100k commands/s or >= 80% of raw producer",
+                "encrypting personal data keeps >= 90% of the batch rate without it",
                 "single-command >= 20k commands/s with p99 < 25 ms",
                 "PG projector >= 50k events/s and >= 70% of its limit",
                 "ES projector (order_search) >= 70% of its limit",
