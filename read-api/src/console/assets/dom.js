@@ -18,6 +18,14 @@ export function h(tag, attrs, ...children) {
   return el;
 }
 
+// Replaces what `el` holds with `children` (skipping null, undefined and false, which
+// replaceChildren would show as text).
+export function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
 function append(el, children) {
   for (const child of children) {
     if (child === undefined || child === null || child === false) continue;

@@ -3,7 +3,7 @@
 // and the events of one key as a timeline, oldest first.
 
 import {get, segment} from "./api.js";
-import {h, link, route, json, table, command, cell} from "./dom.js";
+import {h, fill, link, route, json, table, command, cell} from "./dom.js";
 
 const FILTERS = [
   ["q", "Text", "words of the payload"],
@@ -79,13 +79,13 @@ export async function eventsPage(main, params) {
     query[name] = params.get(name) || "";
   }
   const form = searchForm(params);
-  main.replaceChildren(h("h1", {}, "Events"), form, h("p", {}, "Searching…"));
+  fill(main, h("h1", {}, "Events"), form, h("p", {}, "Searching…"));
   const {body, freshness} = await get("events", query);
   const items = body.items || [];
   const paging = h("div", {class: "paging"},
     query.cursor ? link("events", {...query, cursor: ""}, "⇤ Newest") : null,
     body.next_cursor ? link("events", {...query, cursor: body.next_cursor}, "Older →") : null);
-  main.replaceChildren(
+  fill(main,
     h("h1", {}, "Events"),
     form,
     h("p", {class: "summary", id: "event-count"},
@@ -129,10 +129,10 @@ export async function timelinePage(main, params) {
     window.location.hash = route("timeline", {key: form.elements.key.value.trim(), topic: form.elements.topic.value.trim()});
   });
   if (!key) {
-    main.replaceChildren(h("h1", {}, "Timeline of a key"), form);
+    fill(main, h("h1", {}, "Timeline of a key"), form);
     return;
   }
-  main.replaceChildren(h("h1", {}, "Timeline of ", key), form, h("p", {}, "Loading…"));
+  fill(main, h("h1", {}, "Timeline of ", key), form, h("p", {}, "Loading…"));
   const {events, complete} = await eventsOfKey(key, topic);
   const steps = events.map((e, i) =>
     h("li", {class: "step", dataset: {type: e.event_type, eventId: e.event_id}},
@@ -141,7 +141,7 @@ export async function timelinePage(main, params) {
       h("span", {class: "when"}, e.timestamp || ""),
       h("span", {class: "pos"}, position(e)),
       h("div", {class: "text"}, cell(e.payload))));
-  main.replaceChildren(
+  fill(main,
     h("h1", {}, "Timeline of ", h("span", {id: "timeline-key"}, key)),
     form,
     h("p", {class: "summary"}, `${events.length} events, oldest first`,
@@ -168,7 +168,7 @@ function trailRow(r, e) {
 
 export async function eventPage(main, params) {
   const id = params.get("id") || "";
-  main.replaceChildren(h("h1", {}, "Event"), h("p", {}, "Loading…"));
+  fill(main, h("h1", {}, "Event"), h("p", {}, "Loading…"));
   const {body: e, freshness} = await get("events/" + segment(id));
   const headers = Object.entries(e.headers || {}).map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, cell(v))));
   const facts = [
@@ -180,7 +180,7 @@ export async function eventPage(main, params) {
     ["Correlation id", e.correlation_id ? link("events", {correlation_id: e.correlation_id}, e.correlation_id) : ""],
     ["Event id", e.event_id],
   ];
-  main.replaceChildren(
+  fill(main,
     h("h1", {}, h("span", {id: "event-type"}, e.event_type), " ", h("small", {}, e.key)),
     h("p", {class: "summary"}, link("timeline", {key: e.key}, "timeline of this key"), freshnessNote(freshness)),
     h("dl", {class: "facts"}, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v || "")])),

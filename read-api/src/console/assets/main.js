@@ -2,7 +2,7 @@
 // (#/events, #/event, #/timeline, #/projections, #/models).
 
 import {apiKey, setApiKey} from "./api.js";
-import {h} from "./dom.js";
+import {h, fill} from "./dom.js";
 import {eventsPage, eventPage, timelinePage} from "./events.js";
 import {projectionsPage} from "./projections.js";
 import {modelsPage} from "./models.js";
@@ -41,7 +41,7 @@ async function show() {
     a.classList.toggle("active", active);
   }
   const main = document.getElementById("main");
-  main.replaceChildren(h("p", {}, "Loading…"));
+  fill(main, h("p", {}, "Loading…"));
   main.dataset.page = page;
   try {
     const done = await pages[page](main, new URLSearchParams(query || ""), say);

@@ -3,7 +3,7 @@
 // query's parameters, the answer as a table, paged with the API's cursors.
 
 import {get} from "./api.js";
-import {h, link, table, cell, json} from "./dom.js";
+import {h, fill, link, table, cell, json} from "./dom.js";
 import {freshnessNote} from "./events.js";
 
 // Paths that are not read models (they have pages of their own, or are operations).
@@ -90,7 +90,7 @@ function queryPanel(q, say) {
     }
     if (isView && column.value.trim()) params[column.value.trim()] = columnValue.value.trim();
     params.cursor = cursor;
-    result.replaceChildren(h("p", {}, "Loading…"));
+    fill(result, h("p", {}, "Loading…"));
     try {
       const {body, freshness} = await get(path, params);
       say("");
@@ -98,12 +98,12 @@ function queryPanel(q, say) {
         ? h("button", {type: "button", onclick: () => { cursor = body.next_cursor; run(); }}, "Next page →")
         : null;
       const first = cursor ? h("button", {type: "button", onclick: () => { cursor = ""; run(); }}, "⇤ First page") : null;
-      result.replaceChildren(
+      fill(result,
         h("p", {class: "summary"}, "GET /" + path, freshnessNote(freshness),
           body && body.total !== undefined && body.total !== null ? ` · ${body.total} in all` : ""),
         answerView(body), h("div", {class: "paging"}, first, more));
     } catch (error) {
-      result.replaceChildren(h("p", {class: "bad"}, error.message));
+      fill(result, h("p", {class: "bad"}, error.message));
     }
   };
   form.addEventListener("submit", (e) => {
@@ -122,7 +122,7 @@ export async function modelsPage(main, params, say) {
   const browsable = (x) => !x.parameters.some((p) => p.required && !(p.name in x.preset));
   const wanted = list.find((x) => x.id === params.get("model")) || list.find(browsable) || list[0];
   if (!wanted) {
-    main.replaceChildren(h("h1", {}, "Read models"), h("p", {class: "empty"}, "The read API lists no read model."));
+    fill(main, h("h1", {}, "Read models"), h("p", {class: "empty"}, "The read API lists no read model."));
     return;
   }
   const nav = h("ul", {class: "models", id: "models"}, list.map((x) =>
@@ -132,7 +132,7 @@ export async function modelsPage(main, params, say) {
   const panel = queryPanel(wanted, say);
   const name = wanted.parameters.find((p) => p.name === "name" && p.in === "path");
   const title = Object.keys(wanted.preset).length ? wanted.label + " (GET " + wanted.path.replace("{name}", wanted.label) + ")" : wanted.path;
-  main.replaceChildren(
+  fill(main,
     h("h1", {}, "Read models"),
     h("div", {class: "split"},
       nav,

@@ -3,7 +3,7 @@
 // writes, so what an operator can do about it is shown as the `factline` command to run.
 
 import {get} from "./api.js";
-import {h, table, command, duration} from "./dom.js";
+import {h, fill, table, command, duration} from "./dom.js";
 
 const REFRESH_MS = 2000;
 
@@ -75,7 +75,7 @@ export async function projectionsPage(main, params, say) {
   const heading = h("h1", {}, "Projections");
   const when = h("p", {class: "summary", id: "read-at"}, "");
   const body = h("div", {id: "projections"}, h("p", {}, "Loading…"));
-  main.replaceChildren(heading, when, body,
+  fill(main, heading, when, body,
     h("p", {class: "note"},
       "Lag: records of the projector's topics not applied yet, and the age of the oldest. ",
       "The same view on a terminal: ", command("factline status"), "."));
@@ -89,7 +89,7 @@ export async function projectionsPage(main, params, say) {
       for (const p of answer.projections || []) {
         for (const v of p.versions || []) rows.push(versionRow(p.name, v));
       }
-      body.replaceChildren(rows.length
+      fill(body, rows.length
         ? table(["Projector", "Version", "State", "Lag (events)", "Lag (time)", "Positions / high watermark",
           "Rebuild", "Dead letters", "Read models"], rows, {id: "projection-table"})
         : h("p", {class: "empty"}, "No projector has run yet."));

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""The web console in a real browser (Playwright driving Debian's Chromium, headless).
+
+Run by read-api/tests/console.rs through scripts/console-test.sh, against a world it started:
+the read API (with an API key), the write side, and the projectors, `order_summary` stopped
+once it had applied the order's events. Checks, each with a bounded wait for its condition:
+
+- the console asks for the key, and queries with it once entered;
+- a text search finds the fresh order's OrderPlaced, and its hostile item name is shown as
+  text (no element, no script run);
+- the order's timeline shows OrderPlaced then OrderShipped, in that order;
+- the event page shows the decoded payload, headers and the projectors it reached;
+- the projections page shows the stopped projector's lag growing as more orders are placed;
+- a declarative view lists the customer.
+
+Writes a screenshot of each page into --out and prints each path with what it shows.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+import urllib.request
+
+from playwright.sync_api import sync_playwright
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--no-first-run"]
+# generous: the machine may be loaded (2 cores shared by builds and other suites)
+WAIT_S = 120
+
+
+def until(what, check, wait_s=WAIT_S, every_s=0.25):
+    """Polls `check` until it returns a true value, which is returned; fails after wait_s."""
+    deadline = time.monotonic() + wait_s
+    last = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as error:  # a page mid-render: try again
+            last = error
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {wait_s}s waiting for {what} (last error: {last})")
+        time.sleep(every_s)
+
+
+def post(url, body):
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 202, f"{url}: {response.status}"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--console", required=True, help="the console's URL")
+    parser.add_argument("--key", required=True, help="the read API key")
+    parser.add_argument("--write", required=True, help="the write side's base URL")
+    parser.add_argument("--order", required=True)
+    parser.add_argument("--customer", required=True)
+    parser.add_argument("--word", required=True, help="a word only this order's item name has")
+    parser.add_argument("--out", required=True, help="folder for the screenshots")
+    a = parser.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    errors = []
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"),
+                                    args=CHROMIUM_ARGS, timeout=WAIT_S * 1000)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(WAIT_S * 1000)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        def shot(name, what):
+            stray = page.evaluate("""[...document.querySelectorAll('main, main *')].flatMap(e => [...e.childNodes])
+                .filter(n => n.nodeType === 3 && /^(null|undefined|NaN|\\[object Object\\])$/.test(n.textContent.trim()))
+                .map(n => n.parentElement.tagName)""")
+            assert not stray, f"{name}: a missing value shown as text in {stray}"
+            path = os.path.abspath(os.path.join(a.out, name + ".png"))
+            page.screenshot(path=path, full_page=True)
+            print(f"screenshot {path}: {what}", flush=True)
+
+        # no key yet: the console says it needs one
+        page.goto(a.console + "#/events")
+        page.locator("#message").filter(has_text="API key").wait_for()
+        page.fill("#api-key", a.key)
+        page.click("#auth button[type=submit]")
+        page.locator("#event-search").wait_for()
+
+        # text search finds the fresh order's event (searching again until it is indexed)
+        row = page.locator(f'#events tr.event[data-key="{a.order}"]')
+
+        def search():
+            page.fill('#event-search input[name="q"]', a.word)
+            page.click('#event-search button[type="submit"]')
+            page.locator("#event-count").wait_for()
+            return row.count() > 0
+        until(f"a search for {a.word} to list {a.order}", search, every_s=1)
+        assert row.count() == 1, f"{row.count()} rows for {a.order}"
+        assert row.first.get_attribute("data-type") == "OrderPlaced", row.first.get_attribute("data-type")
+        text = row.first.locator("td.text").inner_text()
+        assert "<img" in text and a.word in text, f"payload cell: {text}"
+        assert page.locator("main img").count() == 0, "event data became markup"
+        assert page.evaluate("window.pwned") is None, "event data ran as a script"
+        shot("events", f"the event viewer: a text search for {a.word} finds {a.order}'s OrderPlaced, "
+                       "its hostile item name shown as text")
+
+        # the key's timeline, oldest first
+        row.first.locator("td.key a").click()
+        steps = page.locator("#timeline li.step")
+        until("the timeline to show two events", lambda: steps.count() >= 2)
+        types = [steps.nth(i).get_attribute("data-type") for i in range(steps.count())]
+        assert types == ["OrderPlaced", "OrderShipped"], f"timeline of {a.order}: {types}"
+        assert page.inner_text("#timeline-key") == a.order
+        shot("timeline", f"the timeline of key {a.order}: OrderPlaced then OrderShipped")
+
+        # one event: payload, headers, what each projector did
+        steps.first.locator(".type a").click()
+        page.locator("#reached").wait_for()
+        assert page.inner_text("#event-type") == "OrderPlaced"
+        assert a.word in page.inner_text("#payload")
+        assert "event_id" in page.inner_text("#headers")
+        reached = page.inner_text("#reached")
+        for projector in ["event_index", "order_summary"]:
+            assert projector in reached, f"{projector} missing from the trail: {reached}"
+        shot("event", f"{a.order}'s OrderPlaced: decoded payload, headers, and the projectors it reached")
+
+        # the poison record: dead-lettered, counted, with the commands that list and redrive it
+        page.goto(a.console + "#/projections")
+        letters = page.locator('#projection-table tr[data-projector="event_index"] [data-field="dead_letters_pending"]')
+        letters.first.wait_for()
+        assert letters.first.inner_text() == "1 pending", letters.first.inner_text()
+        commands = page.inner_text('#projection-table tr[data-projector="event_index"]')
+        for command in ["factline dlq list --projector event_index", "factline dlq redrive --projector event_index"]:
+            assert command in commands, f"{command} not shown: {commands}"
+
+        # the stopped projector's lag grows as orders keep coming
+        page.goto(a.console + "#/projections")
+        lag = page.locator('#projection-table tr[data-projector="order_summary"] td[data-field="lag_events"]')
+
+        def lag_now():
+            text = lag.first.inner_text().strip()
+            return int(text) if re.fullmatch(r"[0-9]+", text) else None
+        before = until("order_summary's lag to be known", lambda: lag_now() is not None and (lag_now(),))[0]
+        for i in range(3):
+            post(f"{a.write}/commands/PlaceOrder", {
+                "order_id": f"{a.order}-more-{i}", "customer_id": a.customer, "currency": "EUR",
+                "items": [{"sku": "sku-1", "name": "more tea", "quantity": 1, "unit_price_cents": 100}],
+                "shipping_address": {"line1": "12 Baker St", "city": "London", "postal_code": "NW1",
+                                     "country": "GB"}})
+        after = until(f"order_summary's lag to grow past {before}",
+                      lambda: (lag_now() or 0) > before and lag_now())
+        print(f"order_summary lag on the page: {before} events before, {after} after 3 more orders",
+              flush=True)
+        shot("projections", f"projections: order_summary stopped, its lag grown from {before} to {after} events")
+
+        # a declarative view, browsed
+        tries = iter(range(1_000_000))
+
+        def view_lists_customer():
+            # a new hash each time, so the page queries again
+            page.goto(a.console + f"#/models?model=view%3Acustomer_directory&try={next(tries)}")
+            page.locator("#model-query .result .summary, #model-query .result .bad").first.wait_for()
+            return page.locator("#model-rows").filter(has_text=a.customer).count() > 0
+        until(f"the customer_directory view to list {a.customer}", view_lists_customer, every_s=1)
+        shot("models", f"read models: the customer_directory view lists {a.customer}")
+
+        browser.close()
+    assert not errors, f"errors in the page: {errors}"
+    print("console checks passed", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as error:
+        print(f"console check failed: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
