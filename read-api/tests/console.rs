@@ -179,3 +179,39 @@ async fn the_console_searches_events_shows_a_timeline_and_a_growing_lag() {
     }
     world.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_page_is_open_and_its_data_stays_behind_the_key() {
+    let hash: [u8; 32] = Sha256::digest(b"reader-key").into();
+    let world = World::start(&[], |config| config.api_key_hashes = vec![hash]).await;
+    let (status, headers, body) = world.get("/console").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&headers, "content-type"), "text/html; charset=utf-8");
+    let policy = header(&headers, "content-security-policy");
+    assert!(
+        policy.contains("script-src 'self'") && policy.contains("default-src 'none'"),
+        "{policy}"
+    );
+    assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
+    assert!(body.as_str().unwrap().contains("console/assets/main.js"));
+    let (status, headers, _) = world.get("/console/assets/main.js").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "content-type"),
+        "text/javascript; charset=utf-8"
+    );
+    // what the page fetches needs the key
+    for path in ["/events", "/projections", "/openapi.json"] {
+        let (status, _, body) = world.get(path).await;
+        assert_eq!(status, 401, "{path}: {body}");
+    }
+    let (status, _, body) = world.get("/console/assets/secrets.js").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"], "console asset secrets.js not found");
+    let (status, _, body) = world.get("/console?colour=red").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["parameter"], "colour");
+    let (status, _, _) = world.get("/consoles").await;
+    assert_eq!(status, 401, "only the console's own paths are open");
+    world.stop().await;
+}
