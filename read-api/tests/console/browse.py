@@ -6,9 +6,10 @@ the read API (with an API key), the write side, and the projectors, `order_summa
 once it had applied the order's events. Checks, each with a bounded wait for its condition:
 
 - the console asks for the key, and queries with it once entered;
-- a text search finds the fresh order's OrderPlaced, and its hostile item name is shown as
-  text (no element, no script run);
-- the order's timeline shows OrderPlaced then OrderShipped, in that order;
+- a text search finds the fresh order's OrderPlaced; its hostile item name is shown as text
+  on every page (no element, no script run);
+- the order's timeline shows OrderPlaced then OrderShipped, in that order, and its list is
+  newest first, one page after the other through the API's cursors;
 - the event page shows the decoded payload, headers and the projectors it reached;
 - the projections page shows the stopped projector's lag growing as more orders are placed;
 - a declarative view lists the customer.
@@ -76,6 +77,9 @@ def main():
         page.on("pageerror", lambda error: errors.append(str(error)))
 
         def shot(name, what):
+            # the order's item name is hostile markup: it must stay text on every page
+            assert page.locator("main img").count() == 0, f"{name}: event data became markup"
+            assert page.evaluate("window.pwned") is None, f"{name}: event data ran as a script"
             stray = page.evaluate("""[...document.querySelectorAll('main, main *')].flatMap(e => [...e.childNodes])
                 .filter(n => n.nodeType === 3 && /^(null|undefined|NaN|\\[object Object\\])$/.test(n.textContent.trim()))
                 .map(n => n.parentElement.tagName)""")
@@ -104,8 +108,6 @@ def main():
         assert row.first.get_attribute("data-type") == "OrderPlaced", row.first.get_attribute("data-type")
         text = row.first.locator("td.text").inner_text()
         assert "<img" in text and a.word in text, f"payload cell: {text}"
-        assert page.locator("main img").count() == 0, "event data became markup"
-        assert page.evaluate("window.pwned") is None, "event data ran as a script"
         shot("events", f"the event viewer: a text search for {a.word} finds {a.order}'s OrderPlaced, "
                        "its hostile item name shown as text")
 
@@ -118,7 +120,20 @@ def main():
         assert page.inner_text("#timeline-key") == a.order
         shot("timeline", f"the timeline of key {a.order}: OrderPlaced then OrderShipped")
 
+        # the key's events as a list, one per page: newest first, older ones through the cursor
+        page.goto(a.console + f"#/events?key={a.order}&limit=1")
+        listed = page.locator("#events tr.event")
+        until("the newest of the key's events", lambda: listed.count() == 1
+              and listed.first.get_attribute("data-type") == "OrderShipped")
+        page.click("#older")
+        until("the older page", lambda: listed.count() == 1
+              and listed.first.get_attribute("data-type") == "OrderPlaced")
+        assert page.locator("#older").count() == 0, "a third page of two events"
+        assert page.locator("#newest").count() == 1
+
         # one event: payload, headers, what each projector did
+        page.goto(a.console + f"#/timeline?key={a.order}")
+        until("the timeline again", lambda: steps.count() >= 2)
         steps.first.locator(".type a").click()
         page.locator("#reached").wait_for()
         assert page.inner_text("#event-type") == "OrderPlaced"

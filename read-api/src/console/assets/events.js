@@ -83,8 +83,8 @@ export async function eventsPage(main, params) {
   const {body, freshness} = await get("events", query);
   const items = body.items || [];
   const paging = h("div", {class: "paging"},
-    query.cursor ? link("events", {...query, cursor: ""}, "⇤ Newest") : null,
-    body.next_cursor ? link("events", {...query, cursor: body.next_cursor}, "Older →") : null);
+    query.cursor ? h("a", {id: "newest", href: route("events", {...query, cursor: ""})}, "⇤ Newest") : null,
+    body.next_cursor ? h("a", {id: "older", href: route("events", {...query, cursor: body.next_cursor})}, "Older →") : null);
   fill(main,
     h("h1", {}, "Events"),
     form,
