@@ -12,7 +12,8 @@ once it had applied the order's events. Checks, each with a bounded wait for its
   newest first, one page after the other through the API's cursors;
 - the event page shows the decoded payload, headers and the projectors it reached;
 - the projections page shows the stopped projector's lag growing as more orders are placed;
-- a declarative view lists the customer.
+- a declarative view lists the customer;
+- a rebuild shows its progress and ETA (from a fixed /projections answer in the browser).
 
 Writes a screenshot of each page into --out and prints each path with what it shows.
 """
@@ -183,6 +184,30 @@ def main():
             return page.locator("#model-rows").filter(has_text=a.customer).count() > 0
         until(f"the customer_directory view to list {a.customer}", view_lists_customer, every_s=1)
         shot("models", f"read models: the customer_directory view lists {a.customer}")
+
+        # a rebuild's progress and ETA, from a fixed /projections answer (a real rebuild is
+        # covered by the read API's rebuild tests; this checks how the page shows one)
+        building = {"projections": [{"name": "order_summary", "serving_version": 1, "versions": [
+            {"version": 1, "state": "live", "serving": True, "sink": "postgres", "topics": ["orders"],
+             "read_models": ["order_summary"], "lag_events": 0, "lag_seconds": 0.0, "positions": [],
+             "rebuild": None, "dead_lettered": 0, "dead_letters_pending": 0},
+            {"version": 2, "state": "building", "serving": False, "sink": "postgres", "topics": ["orders"],
+             "read_models": ["order_summary_v2"], "lag_events": 750, "lag_seconds": 12.5, "positions": [],
+             "rebuild": {"events_done": 250, "events_total": 1000, "eta_seconds": 90,
+                         "progress_at": "2026-11-26T10:00:00Z"},
+             "dead_lettered": 0, "dead_letters_pending": 0}]}],
+            "read_at": "2026-11-26T10:00:00Z"}
+        page.route("**/projections", lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(building)))
+        page.goto(a.console + "#/projections?fixture=rebuild")
+        rebuild = page.locator('#projection-table tr[data-projector="order_summary"][data-version="2"]')
+        until("the rebuild row", lambda: rebuild.count() == 1)
+        text = rebuild.inner_text()
+        assert "250 / 1000 events (25 %)" in text and "ETA 1 min 30 s" in text, text
+        assert rebuild.locator("progress").get_attribute("value") == "25.0"
+        shot("projections-rebuild", "projections, from a fixed /projections answer: order_summary v2 "
+                                    "building, 250 of 1000 events, ETA 1 min 30 s")
+        page.unroute("**/projections")
 
         browser.close()
     assert not errors, f"errors in the page: {errors}"
