@@ -77,6 +77,20 @@ def main():
         page.set_default_timeout(WAIT_S * 1000)
         page.on("pageerror", lambda error: errors.append(str(error)))
 
+        def go(action):
+            """Runs `action` (a click or a goto that changes the hash), then waits until the page
+            of the new route is rendered; raises with the page's message if it failed."""
+            before = page.evaluate("location.hash")
+            action()
+            # polled from here: wait_for_function compiles its predicate in the page, which the
+            # console's content security policy (no eval) forbids
+            until(f"the page after {before} to render", lambda: page.evaluate(
+                """before => { const main = document.querySelector('main');
+                    return location.hash !== before && main.dataset.route === location.hash
+                        && main.dataset.ready !== 'false'; }""", before), every_s=0.1)
+            if page.evaluate("document.querySelector('main').dataset.ready") == "error":
+                raise AssertionError(f"{page.evaluate('location.hash')}: {page.inner_text('#message')}")
+
         def shot(name, what):
             # the order's item name is hostile markup: it must stay text on every page
             assert page.locator("main img").count() == 0, f"{name}: event data became markup"
@@ -93,16 +107,18 @@ def main():
         page.goto(a.console + "#/events")
         page.locator("#message").filter(has_text="API key").wait_for()
         page.fill("#api-key", a.key)
+        # the 401 left the page in error: it is done once it shows the events with the key
+        assert page.evaluate("document.querySelector('main').dataset.ready") == "error"
         page.click("#auth button[type=submit]")
-        page.locator("#event-search").wait_for()
+        until("the events with the key", lambda: page.evaluate(
+            "document.querySelector('main').dataset.ready") == "true", every_s=0.1)
 
         # text search finds the fresh order's event (searching again until it is indexed)
         row = page.locator(f'#events tr.event[data-key="{a.order}"]')
 
         def search():
             page.fill('#event-search input[name="q"]', a.word)
-            page.click('#event-search button[type="submit"]')
-            page.locator("#event-count").wait_for()
+            go(lambda: page.click('#event-search button[type="submit"]'))
             return row.count() > 0
         until(f"a search for {a.word} to list {a.order}", search, every_s=1)
         assert row.count() == 1, f"{row.count()} rows for {a.order}"
@@ -113,30 +129,27 @@ def main():
                        "its hostile item name shown as text")
 
         # the key's timeline, oldest first
-        row.first.locator("td.key a").click()
         steps = page.locator("#timeline li.step")
-        until("the timeline to show two events", lambda: steps.count() >= 2)
+        go(lambda: row.first.locator("td.key a").click())
         types = [steps.nth(i).get_attribute("data-type") for i in range(steps.count())]
         assert types == ["OrderPlaced", "OrderShipped"], f"timeline of {a.order}: {types}"
         assert page.inner_text("#timeline-key") == a.order
         shot("timeline", f"the timeline of key {a.order}: OrderPlaced then OrderShipped")
 
         # the key's events as a list, one per page: newest first, older ones through the cursor
-        page.goto(a.console + f"#/events?key={a.order}&limit=1")
+        go(lambda: page.goto(a.console + f"#/events?key={a.order}&limit=1"))
         listed = page.locator("#events tr.event")
-        until("the newest of the key's events", lambda: listed.count() == 1
-              and listed.first.get_attribute("data-type") == "OrderShipped")
-        page.click("#older")
-        until("the older page", lambda: listed.count() == 1
-              and listed.first.get_attribute("data-type") == "OrderPlaced")
+        assert listed.count() == 1 and listed.first.get_attribute("data-type") == "OrderShipped", \
+            f"newest first: {listed.count()} rows, {listed.first.get_attribute('data-type')}"
+        go(lambda: page.click("#older"))
+        assert listed.count() == 1 and listed.first.get_attribute("data-type") == "OrderPlaced", \
+            f"older page: {listed.count()} rows, {listed.first.get_attribute('data-type')}"
         assert page.locator("#older").count() == 0, "a third page of two events"
         assert page.locator("#newest").count() == 1
 
         # one event: payload, headers, what each projector did
-        page.goto(a.console + f"#/timeline?key={a.order}")
-        until("the timeline again", lambda: steps.count() >= 2)
-        steps.first.locator(".type a").click()
-        page.locator("#reached").wait_for()
+        go(lambda: page.goto(a.console + f"#/timeline?key={a.order}"))
+        go(lambda: steps.first.locator(".type a").click())
         assert page.inner_text("#event-type") == "OrderPlaced"
         assert a.word in page.inner_text("#payload")
         assert "event_id" in page.inner_text("#headers")
@@ -146,7 +159,7 @@ def main():
         shot("event", f"{a.order}'s OrderPlaced: decoded payload, headers, and the projectors it reached")
 
         # the poison record: dead-lettered, counted, with the commands that list and redrive it
-        page.goto(a.console + "#/projections")
+        go(lambda: page.goto(a.console + "#/projections"))
         letters = page.locator('#projection-table tr[data-projector="event_index"] [data-field="dead_letters_pending"]')
         letters.first.wait_for()
         assert letters.first.inner_text() == "1 pending", letters.first.inner_text()
@@ -155,7 +168,7 @@ def main():
             assert command in commands, f"{command} not shown: {commands}"
 
         # the stopped projector's lag grows as orders keep coming
-        page.goto(a.console + "#/projections")
+        # (still on the projections page, which refreshes itself)
         lag = page.locator('#projection-table tr[data-projector="order_summary"] td[data-field="lag_events"]')
 
         def lag_now():
@@ -179,8 +192,7 @@ def main():
 
         def view_lists_customer():
             # a new hash each time, so the page queries again
-            page.goto(a.console + f"#/models?model=view%3Acustomer_directory&try={next(tries)}")
-            page.locator("#model-query .result .summary, #model-query .result .bad").first.wait_for()
+            go(lambda: page.goto(a.console + f"#/models?model=view%3Acustomer_directory&try={next(tries)}"))
             return page.locator("#model-rows").filter(has_text=a.customer).count() > 0
         until(f"the customer_directory view to list {a.customer}", view_lists_customer, every_s=1)
         shot("models", f"read models: the customer_directory view lists {a.customer}")
@@ -199,7 +211,7 @@ def main():
             "read_at": "2026-11-26T10:00:00Z"}
         page.route("**/projections", lambda route: route.fulfill(
             status=200, content_type="application/json", body=json.dumps(building)))
-        page.goto(a.console + "#/projections?fixture=rebuild")
+        go(lambda: page.goto(a.console + "#/projections?fixture=rebuild"))
         rebuild = page.locator('#projection-table tr[data-projector="order_summary"][data-version="2"]')
         until("the rebuild row", lambda: rebuild.count() == 1)
         text = rebuild.inner_text()

@@ -29,11 +29,15 @@ function showKeyState() {
   document.getElementById("key-state").textContent = apiKey() ? "key set for this tab" : "no key";
 }
 
+// Shows the page the hash names. Each page renders into a view of its own, so a page still
+// loading when another is asked for renders into a view no longer on screen. `main` says which
+// route it shows and whether it is done (`data-ready`: "false", "true" or "error").
 async function show() {
   leave();
   leave = () => {};
   say("");
-  const hash = window.location.hash.replace(/^#\/?/, "");
+  const route = window.location.hash;
+  const hash = route.replace(/^#\/?/, "");
   const [name, query] = hash.split("?", 2);
   const page = pages[name] ? name : "events";
   for (const a of document.querySelectorAll("nav a")) {
@@ -41,14 +45,23 @@ async function show() {
     a.classList.toggle("active", active);
   }
   const main = document.getElementById("main");
-  fill(main, h("p", {}, "Loading…"));
+  const view = h("div", {class: "view"}, h("p", {}, "Loading…"));
+  fill(main, view);
   main.dataset.page = page;
+  main.dataset.route = route;
+  main.dataset.ready = "false";
+  let ready = "true";
   try {
-    const done = await pages[page](main, new URLSearchParams(query || ""), say);
-    if (typeof done === "function") leave = done;
+    const done = await pages[page](view, new URLSearchParams(query || ""), say);
+    if (typeof done === "function") {
+      if (view.isConnected) leave = done;
+      else done();
+    }
   } catch (error) {
-    say(error.message);
+    ready = "error";
+    if (view.isConnected) say(error.message);
   }
+  if (view.isConnected) main.dataset.ready = ready;
 }
 
 document.getElementById("auth").addEventListener("submit", (e) => {
