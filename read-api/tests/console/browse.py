@@ -76,6 +76,11 @@ def main():
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(WAIT_S * 1000)
         page.on("pageerror", lambda error: errors.append(str(error)))
+        # console errors too (a content security policy violation shows there), except the
+        # answers the checks cause on purpose (401 before the key, 404 while a view is unknown)
+        page.on("console", lambda message: message.type == "error"
+                and not message.text.startswith("Failed to load resource")
+                and errors.append(message.text))
 
         def go(action):
             """Runs `action` (a click or a goto that changes the hash), then waits until the page
