@@ -8,6 +8,8 @@ async fn main() -> anyhow::Result<()> {
     factline_service::logging::init();
     let config = Config::from_env()?;
     let server = Server::bind(config).await?;
-    server.serve(factline_service::shutdown_signal()).await?;
+    let result = server.serve(factline_service::shutdown_signal()).await;
+    factline_service::traces::flush();
+    result?;
     Ok(())
 }

@@ -155,6 +155,22 @@ async fn ingest(
             .map_err(key_store_unavailable)?;
     }
 
+    // traces (when exported): the command's span continues the client's trace (or the one
+    // made up for it), and the record carries its produce span as `traceparent`
+    let spans = factline_service::traces::enabled().then(|| {
+        let command_span = tracing::info_span!("factline.command", otel.kind = "server",
+            command = %name, event_id = %event_id);
+        factline_service::traces::set_parent(&command_span, &meta.traceparent);
+        let produce_span = tracing::info_span!(parent: &command_span, "factline.produce",
+            otel.kind = "producer", messaging.system = "kafka",
+            messaging.operation.type = "send", messaging.destination.name = %event.topic);
+        (command_span, produce_span)
+    });
+    let traceparent = spans
+        .as_ref()
+        .and_then(|(_, produce)| factline_service::traces::traceparent(produce))
+        .unwrap_or_else(|| meta.traceparent.clone());
+
     let envelope = Envelope {
         event_id,
         event_type: event.event_type.clone(),
@@ -162,7 +178,7 @@ async fn ingest(
         correlation_id: meta.correlation_id.clone(),
         causation_id: meta.causation_id.clone(),
         occurred_at,
-        traceparent: Some(meta.traceparent.clone()),
+        traceparent: Some(traceparent),
     };
     let headers = envelope.to_headers();
 

@@ -7,6 +7,8 @@ use factline_write_side::{run, Config};
 async fn main() -> anyhow::Result<()> {
     factline_service::logging::init();
     let config = Config::from_env()?;
-    run(config, factline_service::shutdown_signal()).await?;
+    let result = run(config, factline_service::shutdown_signal()).await;
+    factline_service::traces::flush();
+    result?;
     Ok(())
 }

@@ -35,13 +35,17 @@ async fn main() -> anyhow::Result<()> {
     factline_service::logging::init();
     let config = factline_projectors::Config::from_env()?;
     let shutdown = Box::pin(factline_service::shutdown_signal());
-    if let Some(name) = args.name {
+    let result = if let Some(name) = args.name {
         let registered = registry::find(&all, &name)?;
         registered.check()?;
-        registered.run(config, shutdown).await?;
+        registered.run(config, shutdown).await
     } else if let Some(path) = args.config {
         let file = DeclarativeConfig::load(&path)?;
-        registry::run_declarative(config, file, shutdown).await?;
-    }
+        registry::run_declarative(config, file, shutdown).await
+    } else {
+        Ok(())
+    };
+    factline_service::traces::flush();
+    result?;
     Ok(())
 }

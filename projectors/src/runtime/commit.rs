@@ -59,6 +59,7 @@ pub async fn commit<K: Sink>(
     let mut tx = client.transaction().await?;
     let stored = positions::lock(&tx, projector, version, &partitions(items)).await?;
     let triage = Triage::new(items, &stored, high_watermarks);
+    let spans = apply_spans(projector, &triage);
     let settled = if spec.sequenced {
         let (applied, parked) =
             sequence::apply(sink, &mut tx, &triage)
@@ -86,6 +87,34 @@ pub async fn commit<K: Sink>(
     // delivered at commit: the read API reads the new positions at once (read-your-writes)
     tx.batch_execute(positions::NOTIFY).await?;
     tx.commit().await?;
+    drop(spans);
     sink.committed(client).await;
     Ok(settled.outcome)
+}
+
+/// One span per event of the batch, from before it is applied until its batch committed, each
+/// a child of the trace its record carries (`traceparent`), when traces are exported. Named
+/// and attributed after the OpenTelemetry messaging conventions (semantic conventions 1.27:
+/// `messaging.system`, `messaging.operation.type = process`, `messaging.destination.name`).
+fn apply_spans(projector: &str, triage: &Triage<'_>) -> Vec<tracing::Span> {
+    if !factline_service::traces::enabled() {
+        return Vec::new();
+    }
+    triage
+        .events()
+        .into_iter()
+        .map(|event| {
+            let span = tracing::info_span!("factline.apply", otel.kind = "consumer",
+                projector, event_type = %event.envelope.event_type,
+                event_id = %event.envelope.event_id, messaging.system = "kafka",
+                messaging.operation.type = "process",
+                messaging.destination.name = %event.origin.topic,
+                messaging.destination.partition.id = event.origin.partition,
+                messaging.kafka.offset = event.origin.offset);
+            if let Some(traceparent) = &event.envelope.traceparent {
+                factline_service::traces::set_parent(&span, traceparent);
+            }
+            span
+        })
+        .collect()
 }

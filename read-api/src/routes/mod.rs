@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
             factline_service::metrics::READ_API_REQUESTS,
             factline_service::metrics::record_requests,
         ))
+        .layer(middleware::from_fn(crate::telemetry::trace))
         .with_state(state)
 }
 

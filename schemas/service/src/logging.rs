@@ -1,7 +1,10 @@
 //! Logs of every binary: one `tracing` subscriber set up the same way everywhere. The filter
 //! comes from `RUST_LOG` (default `info`); `LOG_FORMAT=json` gives one flat JSON object per
-//! line (fields at the top level), anything else human-readable text.
+//! line (fields at the top level), anything else human-readable text. With an OTLP endpoint
+//! configured, spans are exported too ([`crate::traces`]).
 
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// The output format of the logs.
@@ -34,14 +37,19 @@ pub fn init() {
 /// Installs the process-wide subscriber with `format`; a second call keeps the first.
 pub fn init_with(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(crate::traces::layer());
     let result = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false),
+            )
             .try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init(),
     };
     // Err means a subscriber is installed already: the first one stays.
     drop(result);
