@@ -2,29 +2,23 @@
 //! record of every topic and dead-letter topic is in the archive exactly once, byte-identical
 //! to the log (compared record by record), including records no projection could decode; an
 //! object a crashed run wrote but never recorded is adopted, not duplicated; a restarted
-//! archiver continues the chain of objects without a gap.
+//! archiver continues the chain of objects without a gap; an object of another log is never
+//! adopted. The shipped binary killed with SIGKILL: `archive_kill.rs`; rebuilds past
+//! retention: `archive_retention.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use common::archive::{
-    assert_archive_equals_log, delete_below, ends, read_log, test_bucket, written,
+    assert_archive_equals_log, ends, read_log, start_archiver, test_bucket, written,
 };
 use common::dataset::shop;
 use common::{fresh_schema, wait_caught_up, Fixture};
 use factline_archive::{naming, ArchiveObject, ArchivedRecord, Bucket, CutRules, Manifest};
 use factline_projectors::archive::{ArchiveConfig, ArchiveSink, NAME, VERSION};
-use factline_projectors::projections::{order_summary, OrderSummaryProjection};
 use factline_testkit::{connect, short_id};
-
-fn start(fixture: &Fixture, url: &str, archive: &ArchiveConfig) -> common::Running {
-    let topics: Vec<String> = ["orders", "customers"].map(String::from).to_vec();
-    let sink = ArchiveSink::new(&topics, archive).unwrap();
-    common::start_sink(fixture.config(url), sink)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_is_archived_once_byte_identical_across_a_crash_and_a_restart() {
@@ -72,7 +66,7 @@ async fn every_record_is_archived_once_byte_identical_across_a_crash_and_a_resta
         .await
         .unwrap();
 
-    let archiver = start(&fixture, &url, &archive);
+    let archiver = start_archiver(&fixture, &url, &archive);
     let ends_now = ends(&fixture, 2);
     wait_caught_up(&url, NAME, VERSION, &written(&ends_now)).await;
     archiver.stop().await;
@@ -86,75 +80,11 @@ async fn every_record_is_archived_once_byte_identical_across_a_crash_and_a_resta
 
     // more traffic, and the archiver restarted: the chain continues where it ended
     fixture.produce_all(&shop(2, 5)).await;
-    let archiver = start(&fixture, &url, &archive);
+    let archiver = start_archiver(&fixture, &url, &archive);
     let ends_later = ends(&fixture, 2);
     wait_caught_up(&url, NAME, VERSION, &written(&ends_later)).await;
     archiver.stop().await;
     assert_archive_equals_log(&fixture, &url, &bucket, &ends_later).await;
-}
-
-const ORDERS: &str = "SELECT * FROM order_summary ORDER BY order_id";
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_past_retention_reads_the_archive_and_a_hole_is_refused_by_name() {
-    let mut fixture = Fixture::new(2).await;
-    fixture.produce_all(&shop(4, 12)).await;
-    let projection = || OrderSummaryProjection;
-    let order_ends = fixture.ends_for(&projection());
-
-    // the reference: order_summary built from the whole log
-    let (_, whole) = fresh_schema().await;
-    let built = common::start(fixture.config(&whole), projection());
-    wait_caught_up(
-        &whole,
-        order_summary::NAME,
-        order_summary::VERSION,
-        &order_ends,
-    )
-    .await;
-    built.stop().await;
-    let reference = common::dump(&whole, ORDERS).await;
-    assert!(!reference.is_empty());
-
-    // the archive of everything, then Kafka's oldest records are deleted
-    let (_, url) = fresh_schema().await;
-    let bucket_config = test_bucket();
-    let archive = ArchiveConfig {
-        bucket: bucket_config,
-        rules: CutRules::default(),
-    };
-    let archiver = start(&fixture, &url, &archive);
-    wait_caught_up(&url, NAME, VERSION, &written(&ends(&fixture, 2))).await;
-    archiver.stop().await;
-    delete_below(&fixture, "orders", 2, 5).await;
-
-    // without the archive's manifest the rebuild refuses, naming what is missing
-    let (_, bare) = fresh_schema().await;
-    let refused = tokio::time::timeout(
-        Duration::from_secs(120),
-        factline_projectors::run(fixture.config(&bare), projection(), std::future::pending()),
-    )
-    .await
-    .expect("the projector stops instead of building an incomplete read model")
-    .unwrap_err()
-    .to_string();
-    let orders = fixture.topic("orders");
-    assert!(
-        refused.contains(&format!("{orders}/0: offsets 0..=4")),
-        "{refused}"
-    );
-
-    // with it, the rebuild reads offsets 0..=4 from the archive and the rest from Kafka
-    let rebuilt = common::start(fixture.config(&url), projection());
-    wait_caught_up(
-        &url,
-        order_summary::NAME,
-        order_summary::VERSION,
-        &order_ends,
-    )
-    .await;
-    rebuilt.stop().await;
-    assert_eq!(common::dump(&url, ORDERS).await, reference);
 }
 
 /// The record at `offset` of `orders/0` as the test writes it, with `value`.

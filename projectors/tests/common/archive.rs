@@ -15,7 +15,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::Fixture;
+use factline_projectors::archive::{ArchiveConfig, ArchiveSink};
+
+use super::{Fixture, Running};
 
 /// The logical topics the archiver of a fixture archives.
 pub const TOPICS: [&str; 4] = ["orders", "orders.dlq", "customers", "customers.dlq"];
@@ -154,4 +156,12 @@ pub async fn delete_below(fixture: &Fixture, logical: &str, partitions: i32, bef
         .delete_records(&offsets, &AdminOptions::new())
         .await
         .unwrap();
+}
+
+/// The archiver of the fixture's `orders` and `customers` (and their dead-letter topics),
+/// running in this process on the database at `url`.
+pub fn start_archiver(fixture: &Fixture, url: &str, archive: &ArchiveConfig) -> Running {
+    let topics: Vec<String> = ["orders", "customers"].map(String::from).to_vec();
+    let sink = ArchiveSink::new(&topics, archive).unwrap();
+    super::start_sink(fixture.config(url), sink)
 }
