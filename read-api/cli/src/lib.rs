@@ -13,6 +13,7 @@ pub mod events;
 pub mod http;
 pub mod output;
 pub mod rebuild;
+pub mod rebuild_feed;
 pub mod replay;
 pub mod send;
 pub mod status;

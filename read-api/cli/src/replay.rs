@@ -47,7 +47,12 @@ topic, the same one by default: byte-identical (key, value, headers, timestamp, 
 number) plus the headers factline-replay-id, -topic, -partition and -offset. A dry run unless
 --yes: it prints how many records would be sent per partition. An interrupted replay resumes
 with --replay-id ID --yes and sends every selected record exactly once. Replaying into a topic
-the projectors consume changes no read model: the copies keep their event ids.";
+the projectors consume changes no read model: the copies keep their event ids.
+
+--into-rebuild NAME shows instead what a rebuild (a new version) of projector NAME reads: per
+topic and partition, the offsets and records from the archive (below Kafka's log start) and
+from Kafka, and any range neither holds. A rebuild starts when the new version runs; this is a
+dry run only.";
 
 /// The header naming the replay a copy belongs to.
 pub const HEADER_REPLAY_ID: &str = "factline-replay-id";
@@ -75,8 +80,13 @@ const TABLE: &str = "CREATE TABLE IF NOT EXISTS factline_replays (
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
     /// The topic whose archived records are replayed (its full name)
-    #[arg(long)]
-    pub topic: String,
+    #[arg(long, required_unless_present = "into_rebuild")]
+    pub topic: Option<String>,
+    /// Instead of a topic, the feed of a rebuild of this projector: what a new version of it
+    /// reads from the archive (below each partition's log start) and from Kafka, per topic and
+    /// partition, and any range neither holds (see `rebuild_feed`)
+    #[arg(long, conflicts_with_all = ["topic", "to_topic", "replay_id", "rate", "limit"])]
+    pub into_rebuild: Option<String>,
     /// Only these partitions (repeatable)
     #[arg(long = "partition")]
     pub partitions: Vec<i32>,
@@ -139,7 +149,8 @@ impl RestoreOptions {
     /// what the target holds.
     pub fn to_replay(&self) -> Options {
         Options {
-            topic: self.topic.clone(),
+            topic: Some(self.topic.clone()),
+            into_rebuild: None,
             partitions: Vec::new(),
             from: None,
             until: None,
@@ -177,7 +188,7 @@ impl Options {
     }
 }
 
-fn kafka_config(settings: &Settings) -> ClientConfig {
+pub(crate) fn kafka_config(settings: &Settings) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &settings.kafka_brokers);
     for (key, value) in &settings.kafka_properties {
@@ -186,7 +197,7 @@ fn kafka_config(settings: &Settings) -> ClientConfig {
     config
 }
 
-fn archive_error(e: impl std::fmt::Display) -> CliError {
+pub(crate) fn archive_error(e: impl std::fmt::Display) -> CliError {
     CliError::Unreachable {
         service: "the event archive (ARCHIVE_S3_*)".into(),
         message: e.to_string(),
@@ -195,6 +206,14 @@ fn archive_error(e: impl std::fmt::Display) -> CliError {
 
 /// Runs `replay`; returns the exit code.
 pub async fn run(settings: &Settings, options: &Options, format: Format) -> Result<u8, CliError> {
+    if let Some(projector) = &options.into_rebuild {
+        return crate::rebuild_feed::run(settings, projector, options.yes, format).await;
+    }
+    let Some(source) = options.topic.as_deref() else {
+        return Err(CliError::Config(
+            "replay needs --topic (or --into-rebuild NAME)".into(),
+        ));
+    };
     let archive = ArchiveConfig::from_env(&Env::from_process())
         .map_err(|e| CliError::Config(format!("the event archive: {e}")))?;
     let bucket = Bucket::open(&archive.bucket).map_err(archive_error)?;
@@ -202,7 +221,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
     let target = options
         .to_topic
         .clone()
-        .unwrap_or_else(|| options.topic.clone());
+        .unwrap_or_else(|| source.to_owned());
     let replay_id = options
         .replay_id
         .clone()
@@ -213,7 +232,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
         .query(
             "SELECT partition, max(last_offset) FROM factline_archive_objects \
              WHERE topic = $1 GROUP BY partition ORDER BY partition",
-            &[&options.topic],
+            &[&source],
         )
         .await
         .map_err(CliError::postgres)?;
@@ -225,7 +244,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
     if archived.is_empty() {
         return Err(CliError::NotFound(format!(
             "archived records of topic {} (selected partitions)",
-            options.topic
+            source
         )));
     }
 
@@ -234,7 +253,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
     let done = if options.restore {
         HashMap::new()
     } else if options.yes || options.replay_id.is_some() {
-        sent_already(settings, &**client, &replay_id, &target, &options.topic).await?
+        sent_already(settings, &**client, &replay_id, &target, source).await?
     } else {
         HashMap::new()
     };
@@ -255,7 +274,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
     let mut plan: BTreeMap<i32, Vec<ArchivedRecord>> = BTreeMap::new();
     let mut holes = Vec::new();
     for (partition, last) in &archived {
-        let coverage = Manifest::coverage(&**client, &options.topic, *partition, 0, *last)
+        let coverage = Manifest::coverage(&**client, source, *partition, 0, *last)
             .await
             .map_err(archive_error)?;
         holes.extend(coverage.missing.iter().map(|(a, b)| (*partition, *a, *b)));
@@ -281,14 +300,14 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
             plan.iter().map(|(p, r)| (p.to_string(), r.len())).collect();
         match format {
             Format::Json => output::print_json(&json!({
-                "dry_run": true, "replay_id": replay_id, "topic": options.topic,
+                "dry_run": true, "replay_id": replay_id, "topic": source,
                 "to_topic": target, "records": to_send, "per_partition": per_partition,
                 "already_sent": done, "archive_holes": holes,
             })),
             Format::Table => {
                 println!(
                     "dry run: replay {replay_id} would send {to_send} records of {} to {target}",
-                    options.topic
+                    source
                 );
                 for (partition, count) in &per_partition {
                     println!("  partition {partition}: {count}");
@@ -308,7 +327,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
         &**client,
         &replay_id,
         &target,
-        &options.topic,
+        source,
         plan.keys(),
     )
     .await?;
@@ -339,13 +358,13 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
     let complete = sent == total;
     match format {
         Format::Json => output::print_json(&json!({
-            "dry_run": false, "replay_id": replay_id, "topic": options.topic,
+            "dry_run": false, "replay_id": replay_id, "topic": source,
             "to_topic": target, "sent": sent, "complete": complete,
         })),
         Format::Table => {
             println!(
                 "replay {replay_id}: sent {sent} records of {} to {target}",
-                options.topic
+                source
             );
             if !complete {
                 println!(
