@@ -205,6 +205,6 @@ async fn replay(b: &mut Bench, label: &str, env: &[(String, String)]) {
         .measured(sent, secs)
         .ratio(limit.map(|l| ("kafka produce", l)))
         .cpu(cores)
-        .note("from process start: reads the manifest and objects, sends each record after the previous one's ack".to_owned());
+        .note("from process start: reads the manifest and the objects, up to 5000 copies awaiting their ack");
     b.push(row);
 }

@@ -21,7 +21,7 @@
 //! read model: the copies carry their original event ids, and projectors skip events they
 //! applied (within their dedupe window).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -30,8 +30,9 @@ use factline_archive::reader::{records_of, ReadError};
 use factline_archive::{ArchiveConfig, ArchivedRecord, Bucket};
 use factline_service::env::Env;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
 use tokio_postgres::GenericClient;
@@ -64,6 +65,8 @@ pub const HEADER_REPLAY_PARTITION: &str = "factline-replay-partition";
 pub const HEADER_REPLAY_OFFSET: &str = "factline-replay-offset";
 
 const WAIT: Duration = Duration::from_secs(30);
+/// Copies sent and not yet acknowledged, at most.
+const IN_FLIGHT: usize = 5_000;
 
 /// Where a replay's target partitions ended when it started.
 const TABLE: &str = "CREATE TABLE IF NOT EXISTS factline_replays (
@@ -331,14 +334,21 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
         plan.keys(),
     )
     .await?;
+    // Up to IN_FLIGHT copies wait for their acknowledgement at once. With the gapless
+    // guarantee a failure that could leave a gap in a partition stops the producer, so what a
+    // target partition holds is always a prefix of what was sent to it, which is what resuming
+    // reads back.
     let producer: FutureProducer = kafka_config(settings)
         .set("enable.idempotence", "true")
+        .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
+        .set("linger.ms", "5")
         .create()
         .map_err(|e| CliError::kafka("producer", e))?;
     let bar = output::bar(to_send, "records");
     let started = Instant::now();
     let mut sent = 0u64;
+    let mut in_flight: VecDeque<(DeliveryFuture, i32, i64)> = VecDeque::new();
     'partitions: for (partition, records) in &plan {
         for record in records {
             if sent >= to_send {
@@ -349,10 +359,20 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
                 tokio::time::sleep_until(due.into()).await;
             }
             let marked = (!options.restore).then_some(replay_id.as_str());
-            send(&producer, &target, *partition, record, marked).await?;
+            let delivery = enqueue(&producer, &target, *partition, record, marked).await?;
+            in_flight.push_back((delivery, record.partition, record.offset));
             sent += 1;
-            bar.inc(1);
+            if in_flight.len() >= IN_FLIGHT {
+                if let Some(oldest) = in_flight.pop_front() {
+                    acknowledged(source, oldest).await?;
+                    bar.inc(1);
+                }
+            }
         }
+    }
+    while let Some(oldest) = in_flight.pop_front() {
+        acknowledged(source, oldest).await?;
+        bar.inc(1);
     }
     bar.finish_and_clear();
     let complete = sent == total;
@@ -377,14 +397,15 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
     Ok(EXIT_OK)
 }
 
-/// Produces one copy and waits for the broker's acknowledgement.
-async fn send(
+/// Hands one copy to the producer (waiting while its queue is full); the future resolves with
+/// the broker's acknowledgement.
+async fn enqueue(
     producer: &FutureProducer,
     target: &str,
     partition: i32,
     record: &ArchivedRecord,
     replay_id: Option<&str>,
-) -> Result<(), CliError> {
+) -> Result<DeliveryFuture, CliError> {
     let (partition_text, offset_text) = (record.partition.to_string(), record.offset.to_string());
     let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 4);
     for (key, value) in &record.headers {
@@ -419,16 +440,43 @@ async fn send(
     if let Some(timestamp) = record.timestamp_ms {
         out = out.timestamp(timestamp);
     }
-    producer.send(out, WAIT).await.map_err(|(e, _)| {
-        CliError::kafka(
-            &format!(
-                "sending {}/{}@{}",
-                record.topic, record.partition, record.offset
-            ),
-            e,
-        )
-    })?;
-    Ok(())
+    loop {
+        match producer.send_result(out) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                out = back;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err((e, _)) => {
+                return Err(CliError::kafka(
+                    &format!(
+                        "sending {}/{}@{}",
+                        record.topic, record.partition, record.offset
+                    ),
+                    e,
+                ))
+            }
+        }
+    }
+}
+
+/// Waits for the broker's acknowledgement of the copy of `source`'s record at
+/// (`partition`, `offset`).
+async fn acknowledged(
+    source: &str,
+    (delivery, partition, offset): (DeliveryFuture, i32, i64),
+) -> Result<(), CliError> {
+    let what = || format!("sending {source}/{partition}@{offset}");
+    match tokio::time::timeout(WAIT, delivery).await {
+        Ok(Ok(Ok(_))) => Ok(()),
+        Ok(Ok(Err((e, _)))) => Err(CliError::kafka(&what(), e)),
+        Ok(Err(_)) => Err(CliError::kafka(&what(), "the producer went away")),
+        Err(_) => Err(CliError::Timeout(format!(
+            "{}: no acknowledgement within {} s",
+            what(),
+            WAIT.as_secs()
+        ))),
+    }
 }
 
 /// Records where the target partitions end, the first time this replay sends.
