@@ -2,7 +2,11 @@
 //! `factline-projector event_archive` binary, started with the environment `make up` gives it
 //! (`scripts/stack.sh env`, as `scripts/services.sh` evaluates it, and the shipped defaults:
 //! batch sizes, cut rules, static membership), archives a stream of records while it is killed
-//! with SIGKILL at random points after it has written objects, and restarted each time.
+//! with SIGKILL and restarted, several times. Each kill aims at the middle of a batch's work:
+//! once the running archiver has committed objects, the test watches the first topic a
+//! batch writes and kills the moment the bucket holds an object the manifest does not (written,
+//! not yet committed); if it does not see that moment within a while, it kills at a random
+//! point. Kills that left such an object behind are counted (checked after the process died).
 //! Afterwards the archive holds every record of every topic and dead-letter topic exactly
 //! once, byte-identical to the log (compared record by record), and the bucket holds exactly
 //! the manifest's objects. Only the isolation differs from `make up`: the topics' prefix, the
@@ -70,15 +74,13 @@ fn archiver(prefix: &str, url: &str, bucket: &BucketConfig, log: &Path) -> (Serv
         .env("PROJECTOR_TOPIC_PREFIX", prefix)
         .env("ARCHIVE_S3_PREFIX", &bucket.prefix)
         .env("RUST_LOG", "info,librdkafka=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap(),
-        );
+        .stdin(Stdio::null());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    command.stdout(file.try_clone().unwrap()).stderr(file);
     (Service::spawn(&mut command), format!("http://{addr}"))
 }
 
@@ -91,11 +93,32 @@ async fn objects(client: &tokio_postgres::Client) -> i64 {
         .unwrap_or(0)
 }
 
-/// A random pause of up to 400 ms: where in its work the archiver is killed.
+/// A random pause of up to 400 ms: where in its work the archiver is killed when no object
+/// was caught between its write and its commit.
 fn random_pause() -> Duration {
     let bytes = uuid::Uuid::new_v4();
     let n = u16::from_le_bytes([bytes.as_bytes()[0], bytes.as_bytes()[1]]);
     Duration::from_millis(u64::from(n % 400))
+}
+
+/// Objects of `topic` in the bucket that the manifest does not record.
+async fn uncommitted(client: &tokio_postgres::Client, bucket: &Bucket, topic: &str) -> usize {
+    let mut listed = 0;
+    for partition in 0..PARTITIONS {
+        listed += bucket
+            .list_partition(topic, partition)
+            .await
+            .map_or(0, |keys| keys.len());
+    }
+    let recorded: i64 = client
+        .query_one(
+            "SELECT count(*) FROM factline_archive_objects WHERE topic = $1",
+            &[&topic],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0);
+    listed.saturating_sub(recorded as usize)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,6 +164,8 @@ async fn sigkill_of_the_archiver_several_times_changes_nothing() {
     };
 
     let client = connect(&url).await;
+    let first_topic = format!("{prefix}customers");
+    let mut mid_object = 0;
     for kill in 1..=KILLS {
         // the running archiver has written objects since it started, then works on
         let before = objects(&client).await;
@@ -158,8 +183,24 @@ async fn sigkill_of_the_archiver_several_times_changes_nothing() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(random_pause()).await;
+        // a batch writes its objects partition by partition in (topic, partition) order,
+        // customers first (records stream into every topic), then commits
+        let aimed = Instant::now() + Duration::from_secs(20);
+        let mut caught = false;
+        while Instant::now() < aimed {
+            if uncommitted(&client, &bucket, &first_topic).await > 0 {
+                caught = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if !caught {
+            tokio::time::sleep(random_pause()).await;
+        }
         child.kill(); // SIGKILL
+        if uncommitted(&client, &bucket, &first_topic).await > 0 {
+            mid_object += 1;
+        }
         let (restarted, health) = archiver(&prefix, &url, &bucket_config, &log);
         child = restarted;
         wait_healthy(&health, &mut child, Duration::from_secs(60)).await;
@@ -171,13 +212,18 @@ async fn sigkill_of_the_archiver_several_times_changes_nothing() {
     wait_caught_up(&url, NAME, VERSION, &written(&ends)).await;
     assert!(child.terminate().success(), "graceful stop failed");
     assert_archive_equals_log(&fixture, &url, &bucket, &ends).await;
+    assert!(
+        mid_object > 0,
+        "no kill of {KILLS} landed between an object's write and its commit (each watched for \
+         20 s): the test did not exercise what it is for"
+    );
     let adopted = std::fs::read_to_string(&log)
         .unwrap_or_default()
         .matches("adopted")
         .count();
     eprintln!(
-        "[archive] {KILLS} SIGKILLs; {} records, {} objects, {adopted} objects written before a \
-         kill adopted after it",
+        "[archive] {KILLS} SIGKILLs, {mid_object} of them between an object's write and its \
+         commit; {} records, {} objects, {adopted} objects written before a kill adopted after it",
         ends.values().sum::<i64>(),
         objects(&client).await
     );
