@@ -3,8 +3,8 @@
 //! (`scripts/stack.sh env`, as `scripts/services.sh` evaluates it, and the shipped defaults:
 //! batch sizes, cut rules, static membership), archives a stream of records while it is killed
 //! with SIGKILL and restarted, several times. Each kill aims at the middle of a batch's work:
-//! once the running archiver has committed objects, the test watches the first topic a
-//! batch writes and kills the moment the bucket holds an object the manifest does not (written,
+//! once the running archiver has committed objects, the test watches the `customers` topic
+//! and kills the moment the bucket holds an object the manifest does not (written,
 //! not yet committed); if it does not see that moment within a while, it kills at a random
 //! point. Kills that left such an object behind are counted (checked after the process died).
 //! Afterwards the archive holds every record of every topic and dead-letter topic exactly
@@ -183,8 +183,7 @@ async fn sigkill_of_the_archiver_several_times_changes_nothing() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // a batch writes its objects partition by partition in (topic, partition) order,
-        // customers first (records stream into every topic), then commits
+        // a batch writes its objects (records stream into every topic), then commits
         let aimed = Instant::now() + Duration::from_secs(20);
         let mut caught = false;
         while Instant::now() < aimed {
