@@ -35,6 +35,9 @@ pub enum BenchError {
     /// An event could not be decoded through the registry codec.
     #[error("{0}")]
     Decode(#[from] factline_schemas::CodecError),
+    /// The key store that encrypts the sealed backlog cannot be set up.
+    #[error("key store: {0}")]
+    KeyStore(String),
     /// A projector did not reach the end of its backlog; its log tail says why.
     #[error("{source}; log tail: {tail}")]
     CatchUp {

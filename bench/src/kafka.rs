@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use factline_keystore::FieldCrypto;
 use factline_schemas::topics::{create_topics, with_dead_letter_topics};
 use factline_schemas::{json_to_avro, Catalog, Envelope, EventCodec};
 use rdkafka::admin::{AdminClient, AdminOptions};
@@ -113,26 +114,37 @@ impl EncodedRecord {
     }
 }
 
-/// Encodes events for topics under `prefix` through the registry, with envelope headers.
+/// Encodes events for topics under `prefix` through the registry, with envelope headers; with
+/// `crypto`, their personal fields encrypted first, as the write side does by default.
 pub async fn encode(
     codec: &EventCodec,
     prefix: &str,
     events: &[SampleEvent],
+    crypto: Option<&FieldCrypto>,
 ) -> Result<Vec<EncodedRecord>, KafkaBenchError> {
     let catalog = Catalog::builtin();
     let mut out = Vec::with_capacity(events.len());
     for event in events {
-        let schema = &catalog
+        let entry = catalog
             .event(event.event_type)
             .ok_or_else(|| KafkaBenchError::Encode {
                 event_type: event.event_type.into(),
                 message: "not in the catalog".into(),
-            })?
-            .schema;
-        let value = json_to_avro(schema, &event.body).map_err(|p| KafkaBenchError::Encode {
-            event_type: event.event_type.into(),
-            message: serde_json::to_string(&p).unwrap_or_default(),
-        })?;
+            })?;
+        let mut value =
+            json_to_avro(&entry.schema, &event.body).map_err(|p| KafkaBenchError::Encode {
+                event_type: event.event_type.into(),
+                message: serde_json::to_string(&p).unwrap_or_default(),
+            })?;
+        if let Some(crypto) = crypto {
+            crypto
+                .seal(entry, &mut value)
+                .await
+                .map_err(|e| KafkaBenchError::Encode {
+                    event_type: event.event_type.into(),
+                    message: e.to_string(),
+                })?;
+        }
         let topic = format!("{prefix}{}", event.topic);
         let payload = codec
             .encode_value(&topic, event.event_type, value)

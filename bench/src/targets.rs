@@ -74,8 +74,10 @@ pub struct TargetSpec {
 #[rustfmt::skip]
 pub const TARGETS: &[TargetSpec] = &[
     TargetSpec::new("batch endpoint >= 100k commands/s or >= 80% of raw producer", "write.batch", AnyOf, &[RateAtLeast(100_000.0), RatioAtLeast(0.8)], RateAndRatio("cmd/s")),
+    TargetSpec::new("encrypting personal data keeps >= 90% of the batch rate without it", "write.encryption", AllOf, &[RatioAtLeast(0.9)], RateAndLimit("cmd/s")),
     TargetSpec::new("single-command >= 20k commands/s with p99 < 25 ms", "write.single", AllOf, &[RateAtLeast(20_000.0), P99BelowMs(25.0)], RateAndP99("cmd/s")),
     TargetSpec::new("PG projector >= 50k events/s and >= 70% of its limit", "projector.order_summary", AllOf, &[RateAtLeast(50_000.0), RatioAtLeast(0.7)], RateAndLimit("ev/s")),
+    TargetSpec::new("PG projector on encrypted personal data >= 90% of it in clear", "projector.order_summary_sealed", AllOf, &[RatioAtLeast(0.9)], RateAndLimit("ev/s")),
     TargetSpec::new("ES projector (order_search) >= 70% of its limit", "projector.order_search", AllOf, &[RatioAtLeast(0.7)], RateAndLimit("ev/s")),
     TargetSpec::new("ES projector (event_index) >= 70% of its limit", "projector.event_index", AllOf, &[RatioAtLeast(0.7)], RateAndLimit("ev/s")),
     TargetSpec::new("archiver >= 70% of the raw consumer on the same backlog", "archive.archiver", AllOf, &[RatioAtLeast(0.7)], RateAndLimit("rec/s")),
@@ -266,8 +268,10 @@ mod tests {
             goals,
             [
                 "batch endpoint >= 100k commands/s or >= 80% of raw producer",
+                "encrypting personal data keeps >= 90% of the batch rate without it",
                 "single-command >= 20k commands/s with p99 < 25 ms",
                 "PG projector >= 50k events/s and >= 70% of its limit",
+                "PG projector on encrypted personal data >= 90% of it in clear",
                 "ES projector (order_search) >= 70% of its limit",
                 "ES projector (event_index) >= 70% of its limit",
                 "archiver >= 70% of the raw consumer on the same backlog",

@@ -146,6 +146,16 @@ pub trait Projection: Send + Sync + 'static {
         None
     }
 
+    /// Sequenced dead-lettering: once an event of a key is dead-lettered, park the later
+    /// events of that key (dead-lettered with an error naming the one they wait for) until it
+    /// is redriven and applied, so a read model never applies an `OrderShipped` whose
+    /// `OrderPlaced` it rejected. Off by default: turn it on when an event of a key depends on
+    /// the earlier ones having been applied; leave it off when the projection is order-safe
+    /// (each event stands alone, or guards by timestamp). See `runtime::sequence`.
+    fn sequenced_dead_letters(&self) -> bool {
+        false
+    }
+
     /// Applies one event inside the batch transaction. See the replay contract above.
     fn apply(
         &self,

@@ -76,6 +76,7 @@ where
             read_models: vec![],
             default_batch_wait: Duration::from_millis(10),
             input,
+            sequenced: false,
         },
         apply,
     };

@@ -1,6 +1,7 @@
 //! Optional bearer authentication: when `READ_API_KEYS_SHA256` lists SHA-256 hashes, every
 //! query must carry `Authorization: Bearer <key>` whose hash is one of them (compared in
-//! constant time). Health and readiness stay open.
+//! constant time). Health, readiness and the web console's page and assets (no data: the
+//! console sends the key with each query it makes) stay open.
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -27,7 +28,8 @@ pub fn accepted(hashes: &[[u8; 32]], presented: &str) -> bool {
 /// The middleware: passes open paths and requests with an accepted key.
 pub async fn require_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let hashes = &state.config.api_key_hashes;
-    let open = matches!(request.uri().path(), "/healthz" | "/readyz");
+    let path = request.uri().path();
+    let open = matches!(path, "/healthz" | "/readyz") || crate::console::is_console(path);
     if hashes.is_empty() || open {
         return next.run(request).await;
     }

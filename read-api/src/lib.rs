@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod commits;
 pub mod config;
+pub mod console;
 pub mod cursor;
 pub mod db;
 pub mod error;

@@ -65,6 +65,8 @@ pub struct VersionStatus {
     /// Those of them not redriven yet (no row in
     /// [`REDRIVES_TABLE`](factline_schemas::redrive::REDRIVES_TABLE)).
     pub dead_letters_pending: i64,
+    /// Of those, parked behind an earlier dead letter of their key (sequenced dead letters).
+    pub dead_letters_parked: i64,
     /// The configuration a declarative projector recorded for this version.
     pub declarative: Option<Arc<DeclarativeConfig>>,
 }
@@ -88,6 +90,7 @@ impl VersionStatus {
             progress_at: None,
             dead_lettered: 0,
             dead_letters_pending: 0,
+            dead_letters_parked: 0,
             declarative: None,
         }
     }
@@ -300,19 +303,24 @@ pub async fn load(
         return Ok(snapshot);
     }
     // a dead letter is pending until a redrive recorded its record (the table exists once
-    // something was redriven)
-    let pending = if redrives {
+    // something was redriven); a parked one (sequenced dead letters) waits for an earlier one
+    let not_redriven = if redrives {
         format!(
-            "(SELECT count(*) FROM factline_projector_dead_letters d \
-               WHERE d.projector = r.projector AND d.version = r.version AND NOT EXISTS \
-               (SELECT 1 FROM {REDRIVES_TABLE} x WHERE x.topic = d.topic \
-                 AND x.partition = d.partition AND x.\"offset\" = d.\"offset\"))"
+            "NOT EXISTS (SELECT 1 FROM {REDRIVES_TABLE} x WHERE x.topic = d.topic \
+               AND x.partition = d.partition AND x.\"offset\" = d.\"offset\")"
         )
     } else {
-        "(SELECT count(*) FROM factline_projector_dead_letters d \
-           WHERE d.projector = r.projector AND d.version = r.version)"
-            .to_owned()
+        "true".to_owned()
     };
+    let pending_where = |extra: &str| {
+        format!(
+            "(SELECT count(*) FROM factline_projector_dead_letters d \
+               WHERE d.projector = r.projector AND d.version = r.version \
+               AND {not_redriven}{extra})"
+        )
+    };
+    let pending = pending_where("");
+    let parked = pending_where(" AND d.error LIKE 'parked:%'");
     let versions = client
         .query(
             &format!(
@@ -321,7 +329,7 @@ pub async fn load(
                     r.eta_seconds, r.progress_at, \
                     (SELECT count(*) FROM factline_projector_dead_letters d \
                       WHERE d.projector = r.projector AND d.version = r.version), \
-                    to_jsonb(r) -> 'declarative_config', {pending} \
+                    to_jsonb(r) -> 'declarative_config', {pending}, {parked} \
                  FROM factline_projector_rebuilds r ORDER BY r.projector, r.version"
             ),
             &[],
@@ -364,6 +372,7 @@ pub async fn load(
                 progress_at: row.get(9),
                 dead_lettered: row.get(10),
                 dead_letters_pending: row.get(12),
+                dead_letters_parked: row.get(13),
                 declarative,
             });
     }

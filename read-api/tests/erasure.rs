@@ -2,13 +2,15 @@
 //! the customer's name, email and address are in clear in the read models (so the search
 //! below works); after it, reading every topic from the beginning (dead letters included)
 //! finds them in no record, no PostgreSQL table of the test (nor the key store) and no
-//! Elasticsearch index holds them, and rebuilding the projections from the log gives the same
-//! read models.
+//! Elasticsearch index holds them, no archived object holds them, the services' logs (captured
+//! at debug level, above what `make up` runs with) never held them, and rebuilding the
+//! projections from the log gives the same read models.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -18,6 +20,80 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(120);
+
+/// Everything the services in this process log, as text.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    /// Captures the logs of this process from now on: the factline crates at `debug` (more
+    /// than the services log by default), everything else at `info`.
+    fn capture() -> Logs {
+        let logs = Logs::default();
+        let filter = [
+            "write_side",
+            "projectors",
+            "read_api",
+            "keystore",
+            "schemas",
+            "service",
+        ]
+        .iter()
+        .fold(String::from("info"), |f, c| {
+            format!("{f},factline_{c}=debug")
+        });
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_writer(logs.clone())
+            .init();
+        logs
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Every record the archiver wrote under `prefix`'s bucket prefix for `topic` (prefixed):
+/// key, value and header bytes of each, decoded from the objects.
+async fn read_archive(prefix: &str, topic: &str) -> Vec<Vec<u8>> {
+    let config = archive_config(prefix);
+    let bucket = factline_archive::Bucket::open(&config.bucket).unwrap();
+    let mut records = Vec::new();
+    for partition in 0..16 {
+        for key in bucket.list_partition(topic, partition).await.unwrap() {
+            let bytes = bucket.get(&key).await.unwrap();
+            let (_, archived) = factline_archive::ArchiveObject::decode(&bytes).unwrap();
+            for record in archived {
+                let mut bytes = record.key.clone().unwrap_or_default();
+                bytes.extend_from_slice(record.value.as_deref().unwrap_or_default());
+                for (_, value) in &record.headers {
+                    bytes.extend_from_slice(value.as_deref().unwrap_or_default());
+                }
+                records.push(bytes);
+            }
+        }
+    }
+    records
+}
 
 /// Every table of `url`'s schema (`current_schema()`), or of `schema` when given.
 async fn tables(url: &str, schema: Option<&str>) -> Vec<(String, String)> {
@@ -65,6 +141,33 @@ async fn found_in_postgres(url: &str, schema: Option<&str>, needles: &[&str]) ->
         }
     }
     found
+}
+
+/// Every document of `index` (refreshed first) by id.
+async fn documents(index: &str) -> BTreeMap<String, Value> {
+    let http = reqwest::Client::new();
+    let es = env("ELASTICSEARCH_URL");
+    let _ = http.post(format!("{es}/{index}/_refresh")).send().await;
+    let body: Value = http
+        .post(format!("{es}/{index}/_search"))
+        .json(&json!({"size": 10000, "query": {"match_all": {}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["hits"]["hits"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{index}: {body}"))
+        .iter()
+        .map(|hit| {
+            (
+                hit["_id"].as_str().unwrap().to_owned(),
+                hit["_source"].clone(),
+            )
+        })
+        .collect()
 }
 
 /// The needles found in any document of the indices `{prefix}*`.
@@ -173,16 +276,13 @@ async fn read_models(url: &str) -> BTreeMap<String, Vec<String>> {
     models
 }
 
-const PROJECTORS: [Projector; 4] = [
-    Projector::CustomerStats,
-    Projector::CustomerDirectory,
-    Projector::OrderSearch,
-    Projector::EventIndex,
-];
+const PROJECTORS: [Projector; 6] = Projector::ALL;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_forget_customer_the_personal_data_is_nowhere_and_a_rebuild_agrees() {
+    let logs = Logs::capture();
     let mut world = World::start(&PROJECTORS, |_| {}).await;
+    world.start_projector(Projector::EventArchive);
     let id = factline_testkit::short_id(10).to_lowercase();
     let customer = format!("c-{id}");
     let name = format!("Hedy Lamarr {id}");
@@ -271,17 +371,43 @@ async fn after_forget_customer_the_personal_data_is_nowhere_and_a_rebuild_agrees
         }
     }
 
+    // the archive holds every record of the log, and none of them in clear
+    for topic in ["customers", "orders"] {
+        let topic = format!("{}{topic}", world.prefix);
+        let log = read_topic(&topic);
+        let archived = factline_testkit::eventually("the archive holds the log", WAIT, || async {
+            let archived = read_archive(&world.prefix, &topic).await;
+            (archived.len() >= log.len()).then_some(archived)
+        })
+        .await;
+        assert_eq!(archived.len(), log.len(), "{topic}");
+        for record in archived {
+            let text = String::from_utf8_lossy(&record);
+            for needle in needles {
+                assert!(
+                    !text.contains(needle),
+                    "archive of {topic}: {needle} in clear"
+                );
+            }
+        }
+    }
+    world.stop_projector("event_archive").await;
+
+    // the services logged the erasure (so the capture works), never the personal data
+    let text = logs.text();
+    assert!(text.contains("data key destroyed"), "{text}");
+    assert!(text.contains(&customer), "{text}");
+    for needle in needles {
+        assert!(!text.contains(needle), "logs: {needle} in clear");
+    }
+
     // a rebuild from the beginning of the log, into a fresh schema and fresh indices, gives
     // the same read models: the erased values read as the placeholder, then forgetting
     // anonymises them exactly as it did live
     let live = read_models(&world.database_url).await;
     assert!(live.values().map(Vec::len).sum::<usize>() > 0, "{live:?}");
-    for name in [
-        "customer_stats",
-        "customer_directory",
-        "order_search",
-        "event_index",
-    ] {
+    let running: Vec<&str> = world.projectors.keys().copied().collect();
+    for name in running {
         world.stop_projector(name).await;
     }
     let (_, rebuilt_url) = factline_testkit::fresh_schema().await;
@@ -319,6 +445,17 @@ async fn after_forget_customer_the_personal_data_is_nowhere_and_a_rebuild_agrees
         found_in_elasticsearch(&rebuilt_prefix, &needles).await,
         Vec::<String>::new()
     );
+    // and every search read model the same, document by document
+    for index in ["order_search_v1", "event_index_v1", "customer_search_v1"] {
+        let live = documents(&format!("{}{index}", world.prefix)).await;
+        assert!(!live.is_empty(), "{index}");
+        let rebuilt = factline_testkit::eventually(index, WAIT, || async {
+            let rebuilt = documents(&format!("{rebuilt_prefix}{index}")).await;
+            (rebuilt == live).then_some(rebuilt)
+        })
+        .await;
+        assert_eq!(rebuilt, live, "{index}");
+    }
     assert_eq!(
         found_in_postgres(&rebuilt_url, None, &needles).await,
         Vec::<String>::new()

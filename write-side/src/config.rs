@@ -80,6 +80,12 @@ pub struct Config {
     /// The key store: KEKs, its schema, the key cache (`FACTLINE_KEK`, `FACTLINE_KEK_FILE`,
     /// `FACTLINE_KEYS_*`; see `factline_keystore::config`).
     pub keys: KeyConfig,
+    /// Whether fields the schemas mark personal are encrypted with their subject's data key
+    /// before producing. `WRITE_SIDE_ENCRYPT_PERSONAL_DATA`, default `true`. `false` produces
+    /// them in clear, with a warning at start: an erasure then cannot reach the log (only the
+    /// read models). For deployments without an erasure duty, and to measure what encryption
+    /// costs (`make bench`). Projectors read both.
+    pub encrypt_personal_data: bool,
 }
 
 impl Default for Config {
@@ -108,6 +114,7 @@ impl Default for Config {
             database_url: "postgres://factline@127.0.0.1:55432/factline".into(),
             keys: KeyConfig::default(),
             fingerprint_secret: SecretSource::Development(DEV_FINGERPRINT_SECRET_FILE.into()),
+            encrypt_personal_data: true,
         }
     }
 }
@@ -297,6 +304,8 @@ impl Config {
         }
         c.ready_timeout_ms = env.parse_or("WRITE_SIDE_READY_TIMEOUT_MS", c.ready_timeout_ms)?;
         c.shutdown_flush_ms = env.parse_or("WRITE_SIDE_SHUTDOWN_FLUSH_MS", c.shutdown_flush_ms)?;
+        c.encrypt_personal_data =
+            env.parse_or("WRITE_SIDE_ENCRYPT_PERSONAL_DATA", c.encrypt_personal_data)?;
         env.reject_unknown(&["WRITE_SIDE_", factline_keystore::config::ENV_PREFIX])?;
         c.kafka_properties = env.kafka_properties()?.into_iter().collect();
         c.validate()?;
@@ -443,6 +452,19 @@ mod tests {
         assert_eq!(config.max_body_bytes, 1024 * 1024);
         assert_eq!(config.max_batch_items, 10_000);
         assert!(config.api_keys.is_empty());
+        assert!(config.encrypt_personal_data);
+    }
+
+    #[test]
+    fn encryption_of_personal_data_can_be_turned_off_and_nothing_else_means_off() {
+        let off = |v: &str| {
+            Config::from_vars(vars(&[("WRITE_SIDE_ENCRYPT_PERSONAL_DATA", v)]))
+                .map(|c| c.encrypt_personal_data)
+        };
+        assert_eq!(off("false").ok(), Some(false));
+        assert_eq!(off("true").ok(), Some(true));
+        assert!(off("no").is_err());
+        assert!(off("0").is_err());
     }
 
     #[test]

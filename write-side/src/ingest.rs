@@ -147,11 +147,13 @@ async fn ingest(
         .erase(schema, &event.value)
         .await
         .map_err(key_store_unavailable)?;
-    state
-        .crypto
-        .seal(schema, &mut event.value)
-        .await
-        .map_err(key_store_unavailable)?;
+    if state.config.encrypt_personal_data {
+        state
+            .crypto
+            .seal(schema, &mut event.value)
+            .await
+            .map_err(key_store_unavailable)?;
+    }
 
     let envelope = Envelope {
         event_id,

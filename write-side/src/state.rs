@@ -119,6 +119,12 @@ impl AppState {
             config.idempotency_capacity,
             Duration::from_secs(config.idempotency_ttl_secs),
         );
+        if !config.encrypt_personal_data {
+            tracing::warn!(
+                "WRITE_SIDE_ENCRYPT_PERSONAL_DATA=false: personal fields are produced in clear; \
+                 an erasure cannot reach the log"
+            );
+        }
         let api_keys = ApiKeys::new(config.api_keys.clone());
         if !api_keys.enabled() {
             tracing::warn!(

@@ -150,3 +150,27 @@ async fn without_the_key_store_personal_commands_get_503_and_the_others_pass() {
         .await;
     assert_eq!(status, 202, "{answer}");
 }
+
+#[tokio::test]
+async fn with_encryption_turned_off_personal_fields_are_produced_in_clear() {
+    let app = TestApp::start(|config| config.encrypt_personal_data = false).await;
+    let id = factline_testkit::short_id(10);
+    let (status, _, answer) = app
+        .post(
+            "RegisterCustomer",
+            &json!({"customer_id": format!("c-{id}"), "email": "ada@example.com", "name": "Ada Lovelace"}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let record = read_at(
+        answer["topic"].as_str().unwrap(),
+        answer["partition"].as_i64().unwrap() as i32,
+        answer["offset"].as_i64().unwrap(),
+    )
+    .await;
+    let bytes = record.payload().unwrap();
+    assert!(contains(bytes, "ada@example.com"));
+    assert!(contains(bytes, "Ada Lovelace"));
+    assert!(!contains(bytes, "fl1:"));
+}

@@ -2,7 +2,8 @@
 //! against them in the same run: raw rdkafka produce and consume of the PostgreSQL backlog, Avro
 //! decode through the registry codec, raw PostgreSQL upserts of the rows `order_summary` writes,
 //! and raw Elasticsearch `_bulk` of the documents the search projectors write. It also produces
-//! both backlogs the projectors stage catches up.
+//! the backlogs the projectors stage catches up: the PostgreSQL one twice, in clear and with
+//! its personal fields encrypted (sealed) as the write side produces them by default.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use crate::error::BenchError;
 use crate::kafka::{self, EncodedRecord};
 use crate::pg;
 use crate::report::Row;
+use factline_keystore::FieldCrypto;
 
 /// The stage's name in the table.
 pub const STAGE: &str = "limits";
@@ -46,6 +48,7 @@ async fn encode_backlog(
     b: &Bench,
     prefix: &str,
     events: impl Iterator<Item = SampleEvent>,
+    crypto: Option<&FieldCrypto>,
 ) -> Result<Vec<EncodedRecord>, BenchError> {
     let mut out = Vec::new();
     let mut chunk = Vec::with_capacity(10_000);
@@ -53,7 +56,7 @@ async fn encode_backlog(
     while events.peek().is_some() {
         chunk.clear();
         chunk.extend(events.by_ref().take(10_000));
-        out.extend(kafka::encode(&b.codec, prefix, &chunk).await?);
+        out.extend(kafka::encode(&b.codec, prefix, &chunk, crypto).await?);
     }
     Ok(out)
 }
@@ -64,6 +67,14 @@ pub async fn run(b: &mut Bench) {
         return;
     };
     avro_decode(b, records).await;
+    if let Err(e) = produce_sealed_backlog(b).await {
+        b.fail(
+            STAGE,
+            "projector.order_summary_sealed",
+            "sealed backlog (personal fields encrypted)",
+            &e,
+        );
+    }
     kafka_consume(b).await;
     pg_upsert(b).await;
     // The Elasticsearch backlog: produced untimed (the projectors' input), then raw _bulk of the
@@ -91,7 +102,7 @@ async fn kafka_produce(b: &mut Bench) -> Option<Vec<EncodedRecord>> {
     const KEY: &str = "limit.kafka_produce";
     let prefix = b.prefix("p");
     let encode_started = Instant::now();
-    let records = match encode_backlog(b, &prefix, pg_backlog(b)).await {
+    let records = match encode_backlog(b, &prefix, pg_backlog(b), None).await {
         Ok(r) => r,
         Err(e) => {
             b.fail(STAGE, KEY, "kafka produce (raw rdkafka)", &e);
@@ -226,7 +237,7 @@ async fn pg_upsert(b: &mut Bench) {
 
 /// Produces the Elasticsearch backlog (untimed) and keeps its end offsets.
 async fn produce_es_backlog(b: &mut Bench, events: &[SampleEvent]) -> Result<(), BenchError> {
-    let records = encode_backlog(b, &b.prefix("e"), events.iter().cloned()).await?;
+    let records = encode_backlog(b, &b.prefix("e"), events.iter().cloned(), None).await?;
     let brokers = b.args.kafka_brokers.clone();
     let produced = kafka::blocking(move || kafka::produce_raw(&brokers, &records)).await?;
     b.es_ends = produced.ends;
@@ -324,4 +335,27 @@ async fn es_limits(b: &mut Bench, events: &[SampleEvent]) {
             Err(e) => b.fail(STAGE, key, label, &e.into()),
         }
     }
+}
+
+/// The PostgreSQL backlog again, under the `s` prefix, with every personal field encrypted
+/// through the key store (`FACTLINE_KEK*`, `FACTLINE_KEYS_*`, as the services read them):
+/// what `order_summary` decrypts in the projectors stage. Produced untimed.
+async fn produce_sealed_backlog(b: &mut Bench) -> Result<(), BenchError> {
+    let prefix = b.prefix("s");
+    let env = factline_service::Env::from_process();
+    let keys = factline_keystore::KeyConfig::from_env(&env)
+        .map_err(|e| BenchError::KeyStore(format!("settings: {e}")))?;
+    let pool = factline_service::postgres::pool(
+        &b.args.database_url,
+        &factline_service::postgres::PoolSettings::new("factline-bench-keys", 2),
+    )
+    .map_err(|e| BenchError::KeyStore(format!("database: {e}")))?;
+    let crypto = factline_keystore::field_crypto(&keys, pool)
+        .map_err(|e| BenchError::KeyStore(e.to_string()))?
+        .with_subject_prefix(&prefix);
+    let records = encode_backlog(b, &prefix, pg_backlog(b), Some(&crypto)).await?;
+    let brokers = b.args.kafka_brokers.clone();
+    let produced = kafka::blocking(move || kafka::produce_raw(&brokers, &records)).await?;
+    b.sealed_ends = produced.ends;
+    Ok(())
 }

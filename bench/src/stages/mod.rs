@@ -53,7 +53,8 @@ pub(crate) struct Launch<'a> {
 pub struct Bench {
     pub(crate) args: Args,
     pub(crate) s: Settings,
-    /// The run's name: prefix of its topics and indices, name of its schema.
+    /// The run's name: prefix of its topics and indices, name of its schema (and, with `_s`,
+    /// of the sealed backlog's).
     pub(crate) run: String,
     pub(crate) binaries: Binaries,
     pub(crate) cpu: CpuWatch,
@@ -71,6 +72,11 @@ pub struct Bench {
     pub(crate) pg_ends: HashMap<(String, i32), i64>,
     /// End offsets of the Elasticsearch backlog, per topic and partition.
     pub(crate) es_ends: HashMap<(String, i32), i64>,
+    /// The database URL of the schema the projector on the sealed backlog writes to.
+    pub(crate) sealed_db_url: String,
+    /// End offsets of the sealed backlog (the PostgreSQL backlog with its personal fields
+    /// encrypted), per topic and partition.
+    pub(crate) sealed_ends: HashMap<(String, i32), i64>,
     /// Kept running after the projectors stage for the read API and end-to-end stages.
     pub(crate) order_summary: Option<Service>,
     /// Kept running after the read API stage for the end-to-end stage.
@@ -109,6 +115,8 @@ impl Bench {
             ),
             pg_ends: HashMap::new(),
             es_ends: HashMap::new(),
+            sealed_db_url: args.database_url.clone(),
+            sealed_ends: HashMap::new(),
             order_summary: None,
             read_api: None,
             run,
@@ -117,7 +125,7 @@ impl Bench {
         }
     }
 
-    /// The prefix of the run's topics and indices for one backlog (`p`, `e`, `w`).
+    /// The prefix of the run's topics and indices for one backlog (`p`, `e`, `w`, `s`).
     pub(crate) fn prefix(&self, what: &str) -> String {
         format!("{}_{what}_", self.run)
     }

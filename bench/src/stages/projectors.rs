@@ -1,7 +1,9 @@
 //! The projectors catching up a backlog from process start: the two search projectors on the
 //! Elasticsearch backlog (each stopped once caught up), then `order_summary` on the PostgreSQL
 //! backlog, kept running for the read API and end-to-end stages. Each is judged against the
-//! slower of raw Kafka consume and its sink's raw write measured in the limits stage.
+//! slower of raw Kafka consume and its sink's raw write measured in the limits stage. Before
+//! that, `order_summary` catches up the same backlog with its personal fields encrypted (in
+//! its own schema), judged against the run in clear: what decrypting costs.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -25,8 +27,9 @@ async fn start_projector(
     name: &str,
     projector: &str,
     prefix: &str,
+    database_url: &str,
 ) -> Result<Service, BenchError> {
-    let mut extra_env = Vec::new();
+    let mut extra_env = vec![("DATABASE_URL".to_owned(), database_url.to_owned())];
     if projector != "order_summary" {
         extra_env.push(("PROJECTOR_INDEX_PREFIX".into(), prefix.to_owned()));
     }
@@ -50,6 +53,8 @@ struct CatchUpJob<'a> {
     binary: &'a str,
     projector: &'a str,
     prefix: &'a str,
+    /// Where it writes (the run's schema on the search path).
+    database_url: String,
     ends: HashMap<(String, i32), i64>,
     limit: Option<(&'a str, f64)>,
 }
@@ -63,6 +68,7 @@ async fn catch_up(b: &mut Bench, job: CatchUpJob<'_>) -> Option<Service> {
         binary,
         projector,
         prefix,
+        database_url,
         ends,
         limit,
     } = job;
@@ -73,7 +79,7 @@ async fn catch_up(b: &mut Bench, job: CatchUpJob<'_>) -> Option<Service> {
     let total: i64 = ends.values().sum();
     let cpu = b.cpu.snapshot();
     let started = Instant::now();
-    let mut service = match start_projector(b, binary, projector, prefix).await {
+    let mut service = match start_projector(b, binary, projector, prefix, &database_url).await {
         Ok(s) => s,
         Err(e) => {
             b.fail(STAGE, key, label, &e);
@@ -84,7 +90,7 @@ async fn catch_up(b: &mut Bench, job: CatchUpJob<'_>) -> Option<Service> {
     let timeout = Duration::from_secs(b.s.catch_up_timeout_secs);
     let pid = service.pid();
     let caught = pg::wait_caught_up(
-        &b.db_url,
+        &database_url,
         projector,
         1,
         &ends,
@@ -141,7 +147,21 @@ fn limit_of(b: &Bench, sink: &str, sink_name: &str) -> Option<(String, f64)> {
     })
 }
 
-/// Catches up the search projectors, then `order_summary` (left running).
+/// The row of `order_summary` on the sealed backlog.
+const SEALED_KEY: &str = "projector.order_summary_sealed";
+
+/// Gives the sealed run's row its ratio to the same backlog in clear.
+fn judge_sealed(b: &mut Bench) {
+    let plain = b.rate("projector.order_summary");
+    if let Some(row) = b.rows.iter_mut().find(|r| r.key == SEALED_KEY) {
+        *row = row
+            .clone()
+            .ratio(plain.map(|p| ("the same backlog in clear", p)));
+    }
+}
+
+/// Catches up the search projectors, then `order_summary` on the sealed backlog (stopped),
+/// then on the backlog in clear (left running).
 pub async fn run(b: &mut Bench) {
     // The search projectors first, stopped once caught up, so the PostgreSQL projector (kept
     // running for the read API and end-to-end stages) does not share the machine with them.
@@ -172,6 +192,7 @@ pub async fn run(b: &mut Bench) {
             binary,
             projector,
             prefix: &prefix,
+            database_url: b.db_url.clone(),
             ends: all_ends.clone(),
             limit: limit.as_ref().map(|(n, v)| (n.as_str(), *v)),
         };
@@ -179,6 +200,32 @@ pub async fn run(b: &mut Bench) {
             b.stop_service(binary, service).await;
         }
     }
+    // the same backlog with its personal fields encrypted, into its own schema; stopped once
+    // caught up, then judged against the run in clear below
+    let sealed_label = format!(
+        "order-summary (postgres), {} events backlog, personal fields encrypted",
+        b.sealed_ends.values().sum::<i64>()
+    );
+    let sealed = if b.sealed_ends.is_empty() {
+        None
+    } else {
+        let prefix = b.prefix("s");
+        let job = CatchUpJob {
+            key: SEALED_KEY,
+            label: &sealed_label,
+            binary: "order-summary",
+            projector: "order_summary",
+            prefix: &prefix,
+            database_url: b.sealed_db_url.clone(),
+            ends: b.sealed_ends.clone(),
+            limit: None,
+        };
+        catch_up(b, job).await
+    };
+    if let Some(service) = sealed {
+        b.stop_service("order-summary", service).await;
+    }
+
     let prefix = b.prefix("p");
     let ends = b.pg_ends.clone();
     let limit = limit_of(b, "limit.pg_upsert", "postgres upsert");
@@ -194,11 +241,13 @@ pub async fn run(b: &mut Bench) {
             binary: "order-summary",
             projector: "order_summary",
             prefix: &prefix,
+            database_url: b.db_url.clone(),
             ends,
             limit: limit.as_ref().map(|(n, v)| (n.as_str(), *v)),
         },
     )
     .await;
+    judge_sealed(b);
 
     if let Some(service) = b.order_summary.as_mut() {
         let kb = service.sample_memory();

@@ -6,7 +6,12 @@ use super::Bench;
 use crate::error::BenchError;
 use crate::{kafka, pg};
 
-/// Checks Elasticsearch answers, creates the run's schema and its three sets of topics.
+/// The schema of the projector reading the sealed backlog.
+fn sealed_schema(b: &Bench) -> String {
+    format!("{}_s", b.schema)
+}
+
+/// Checks Elasticsearch answers, creates the run's two schemas and its four sets of topics.
 pub async fn setup(b: &mut Bench) -> Result<(), BenchError> {
     if !b.es.ping().await {
         return Err(BenchError::EsUnreachable {
@@ -14,7 +19,8 @@ pub async fn setup(b: &mut Bench) -> Result<(), BenchError> {
         });
     }
     b.db_url = pg::fresh_schema(&b.args.database_url, &b.schema).await?;
-    for what in ["p", "e", "w"] {
+    b.sealed_db_url = pg::fresh_schema(&b.args.database_url, &sealed_schema(b)).await?;
+    for what in ["p", "e", "w", "s"] {
         let prefix = b.prefix(what);
         let topics =
             kafka::create_prefixed_topics(&b.args.kafka_brokers, &prefix, b.s.partitions).await?;
@@ -27,12 +33,16 @@ pub async fn setup(b: &mut Bench) -> Result<(), BenchError> {
 pub async fn cleanup(b: &Bench) {
     if b.args.keep {
         eprintln!(
-            "[bench] kept: topics {}_*, schema {}, indices {}_*",
-            b.run, b.schema, b.run
+            "[bench] kept: topics {}_*, schemas {} and {}, indices {}_*",
+            b.run,
+            b.schema,
+            sealed_schema(b),
+            b.run
         );
         return;
     }
     kafka::delete_topics(&b.args.kafka_brokers, &b.topics).await;
     pg::drop_schema(&b.args.database_url, &b.schema).await;
+    pg::drop_schema(&b.args.database_url, &sealed_schema(b)).await;
     b.es.delete_indices(&format!("{}_*", b.run)).await;
 }

@@ -1,7 +1,9 @@
 //! The write side under load: single commands (`POST /commands/PlaceOrder`) and batches
 //! (`POST /commands`) from closed-loop clients against a write side started for the stage, each
-//! judged against the raw producer measured in the limits stage. Also starts the write side
-//! the end-to-end stage drives.
+//! judged against the raw producer measured in the limits stage; then the same batches against
+//! a write side producing personal fields in clear (`WRITE_SIDE_ENCRYPT_PERSONAL_DATA=false`),
+//! which gives what encryption costs as a ratio. Also starts the write side the end-to-end
+//! stage drives.
 
 use std::sync::Arc;
 
@@ -42,6 +44,16 @@ pub(crate) async fn start_write_side(
     name: &str,
     prefix: &str,
 ) -> Result<Service, BenchError> {
+    start_write_side_with(b, name, prefix, Vec::new()).await
+}
+
+/// [`start_write_side`] with extra environment variables.
+async fn start_write_side_with(
+    b: &mut Bench,
+    name: &str,
+    prefix: &str,
+    extra_env: Vec<(String, String)>,
+) -> Result<Service, BenchError> {
     let service = b
         .start(Launch {
             name,
@@ -50,7 +62,7 @@ pub(crate) async fn start_write_side(
             env_prefix: "WRITE_SIDE",
             topic_prefix: prefix,
             health: "/readyz",
-            extra_env: Vec::new(),
+            extra_env,
         })
         .await?;
     b.cpu.add("write-side", service.pid(), false);
@@ -113,10 +125,66 @@ fn batch(b: &Bench, data: &Dataset) -> Measurement {
     }
 }
 
-/// Measures single commands, then batches.
+/// Measures single commands, then batches, then batches with encryption off.
 pub async fn run(b: &mut Bench) {
     let data = Dataset::new(&format!("{}w", b.run), 1000);
-    let measurements = [single(b, &data), batch(b, &data)];
+    measure_encryption_on(b, &data).await;
+    measure_encryption_off(b, &data).await;
+}
+
+/// The batches again against a write side that produces personal fields in clear; the row's
+/// ratio is the encrypting write side's batch rate to this one's.
+async fn measure_encryption_off(b: &mut Bench, data: &Dataset) {
+    const KEY: &str = "write.encryption";
+    const SHORT: &str = "POST /commands, encryption cost";
+    if let Some(reason) = b.not_built("factline-write-side") {
+        b.not_run_all(STAGE, [(KEY, SHORT)], State::Skipped, &reason);
+        return;
+    }
+    let Some(encrypted) = b.rate("write.batch") else {
+        return b.not_run_all(
+            STAGE,
+            [(KEY, SHORT)],
+            State::Skipped,
+            &"the batch row did not run",
+        );
+    };
+    let prefix = b.prefix("w");
+    let off = vec![("WRITE_SIDE_ENCRYPT_PERSONAL_DATA".into(), "false".into())];
+    let mut service = match start_write_side_with(b, "write-side", &prefix, off).await {
+        Ok(s) => s,
+        Err(e) => return b.not_run_all(STAGE, [(KEY, SHORT)], State::Failed, &e),
+    };
+    let m = batch(b, &Dataset::new(&format!("{}x", b.run), data.customers()));
+    let (result, cores) = b
+        .closed_loop(service.addr, m.clients, m.make, m.judge)
+        .await;
+    service.sample_memory();
+    match result {
+        Ok(r) => {
+            let plain = r.items_per_second();
+            let row = Row::ok(
+                STAGE,
+                KEY,
+                &format!("{}, encryption on vs off", m.label),
+                "commands/s",
+                encrypted,
+            )
+            .ratio(Some(("the same batches, encryption off", plain)))
+            .note(format!(
+                "encryption on {encrypted:.0} cmd/s (the batch row above), off {plain:.0} cmd/s \
+                 (WRITE_SIDE_ENCRYPT_PERSONAL_DATA=false); cpu and latency of the run without"
+            ));
+            b.push(under_load(row, r.items, r, cores));
+        }
+        Err(e) => b.fail(STAGE, KEY, SHORT, &e.into()),
+    }
+    b.stop_service("write-side", service).await;
+}
+
+/// Single commands, then batches, with personal fields encrypted (the default).
+async fn measure_encryption_on(b: &mut Bench, data: &Dataset) {
+    let measurements = [single(b, data), batch(b, data)];
     let not_run = measurements.each_ref().map(|m| (m.key, m.short_label));
     if let Some(reason) = b.not_built("factline-write-side") {
         b.not_run_all(STAGE, not_run, State::Skipped, &reason);

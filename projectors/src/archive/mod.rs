@@ -89,6 +89,7 @@ impl ArchiveSink {
                 // larger objects: a batch is cut into objects at its end
                 default_batch_wait: Duration::from_millis(500),
                 input: Input::Records,
+                sequenced: false,
             },
             bucket: Bucket::open(&archive.bucket)?,
             rules: archive.rules,

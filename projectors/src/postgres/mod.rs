@@ -79,6 +79,7 @@ impl<P: Projection> PostgresSink<P> {
             // latency
             default_batch_wait: Duration::from_millis(10),
             input: Input::Events,
+            sequenced: projection.sequenced_dead_letters(),
         };
         PostgresSink {
             projection,

@@ -155,6 +155,7 @@ pub async fn bootstrap(
     )
     .await?;
     tx.batch_execute(RUNTIME_TABLES).await?;
+    tx.batch_execute(super::sequence::BLOCKED_KEYS_DDL).await?;
     let version_i = version as i32;
     for migration in migrations {
         let done = tx

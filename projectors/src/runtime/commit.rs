@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use deadpool_postgres::Object;
 
+use super::sequence::{self, SequenceError};
 use super::sink::Sink;
 use super::triage::{partitions, Item, Outcome, Triage};
 use crate::dead_letter::{self, DeadLetterError, DeadLetterWriter};
@@ -58,11 +59,22 @@ pub async fn commit<K: Sink>(
     let mut tx = client.transaction().await?;
     let stored = positions::lock(&tx, projector, version, &partitions(items)).await?;
     let triage = Triage::new(items, &stored, high_watermarks);
-    let applied = sink
-        .apply(&mut tx, &triage.batch())
-        .await
-        .map_err(|e| BatchError::Sink(Box::new(e)))?;
-    let settled = triage.settle(applied);
+    let settled = if spec.sequenced {
+        let (applied, parked) =
+            sequence::apply(sink, &mut tx, &triage)
+                .await
+                .map_err(|e| match e {
+                    SequenceError::Postgres(e) => BatchError::Positions(e),
+                    SequenceError::Sink(e) => BatchError::Sink(Box::new(e)),
+                })?;
+        triage.settle_parked(applied, parked)
+    } else {
+        let applied = sink
+            .apply(&mut tx, &triage.batch())
+            .await
+            .map_err(|e| BatchError::Sink(Box::new(e)))?;
+        triage.settle(applied)
+    };
     for letter in &settled.letters {
         tracing::warn!(projector, topic = %letter.record.origin.topic,
             partition = letter.record.origin.partition, offset = letter.record.origin.offset,

@@ -5,6 +5,7 @@
 //! - [`group`]: the consumer group membership (instance slots, joining again, leaving);
 //! - [`consume`]: the consume loop, batching and retries;
 //! - [`triage`] and [`commit`]: each batch sorted once and committed through the sink;
+//! - [`sequence`]: sequenced dead-lettering for projections that opt in;
 //! - [`sink`]: the seam a store implements;
 //! - [`rebuild`]: progress of a rebuilding version and the swap;
 //! - [`history`]: history below the log start read from the event archive;
@@ -28,6 +29,7 @@ pub mod progress;
 pub mod rebuild;
 pub mod record;
 pub mod run;
+pub mod sequence;
 pub mod sink;
 pub mod startup;
 pub mod triage;

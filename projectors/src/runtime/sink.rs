@@ -53,6 +53,9 @@ pub struct SinkSpec {
     pub default_batch_wait: Duration,
     /// What the sink is handed.
     pub input: Input,
+    /// Sequenced dead-lettering ([`super::sequence`]): a dead-lettered event parks the later
+    /// events of its key. Only for a sink writing into the runtime's transaction.
+    pub sequenced: bool,
 }
 
 /// What a sink consumes.

@@ -37,8 +37,10 @@ pub struct Outcome {
     pub behind: u64,
     /// Ignored records per event type.
     pub ignored: BTreeMap<String, u64>,
-    /// Records dead-lettered.
+    /// Records dead-lettered (parked ones included).
     pub dead_lettered: u64,
+    /// Events parked behind a dead-lettered event of their key (sequenced dead letters).
+    pub parked: u64,
     /// The new next offset per partition.
     pub positions: HashMap<TopicPartition, i64>,
 }
@@ -151,23 +153,49 @@ impl<'a> Triage<'a> {
 
     /// What the sink is handed.
     pub fn batch(&self) -> Batch<'a> {
+        let records = self
+            .fenced_in
+            .iter()
+            .map(|&i| &self.items[i].record)
+            .collect();
+        Batch::new(self.events(), records, self.high_watermarks)
+    }
+
+    /// The events the sink is handed by [`batch`](Triage::batch), in log order.
+    pub fn events(&self) -> Vec<&'a Event> {
         let items = self.items;
-        let events = self
-            .events
+        self.events
             .iter()
             .filter_map(|&i| match &items[i].decoded {
                 Decoded::Event(event) => Some(&**event),
                 _ => None,
             })
-            .collect::<Vec<&'a Event>>();
-        let records = self.fenced_in.iter().map(|&i| &items[i].record).collect();
-        Batch::new(events, records, self.high_watermarks)
+            .collect()
+    }
+
+    /// A batch of only the events at `positions` (in [`events`](Triage::events)); a sink's
+    /// rejections then index `positions`.
+    pub fn batch_of(&self, positions: &[usize]) -> Batch<'a> {
+        let events = self.events();
+        let chosen = positions.iter().map(|&p| events[p]).collect();
+        let records = self
+            .fenced_in
+            .iter()
+            .map(|&i| &self.items[i].record)
+            .collect();
+        Batch::new(chosen, records, self.high_watermarks)
     }
 
     /// Combines the triage with what the sink did: the counts, the dead letters (poison
     /// records, rejected events, and later copies of a rejected event, which share its
     /// verdict) and the positions, each partition's moved past its last record.
     pub fn settle(self, applied: Applied) -> Settled {
+        self.settle_parked(applied, BTreeMap::new())
+    }
+
+    /// [`settle`](Triage::settle) with events parked by sequenced dead-lettering (positions in
+    /// [`events`](Triage::events), with their errors): dead-lettered like rejected ones.
+    pub fn settle_parked(self, applied: Applied, parked: BTreeMap<usize, String>) -> Settled {
         let items = self.items;
         let mut errors: BTreeMap<usize, String> = BTreeMap::new();
         for &i in &self.poison {
@@ -181,6 +209,13 @@ impl<'a> Triage<'a> {
                 let error = chain(&*r.error);
                 errors.insert(i, error.clone());
                 rejected.insert(r.event, error);
+            }
+        }
+        let parked_count = parked.len() as u64;
+        for (position, error) in parked {
+            if let Some(&i) = self.events.get(position) {
+                errors.insert(i, error.clone());
+                rejected.insert(position, error);
             }
         }
         let mut copies = 0;
@@ -203,6 +238,7 @@ impl<'a> Triage<'a> {
             applied: (self.events.len() as u64)
                 .saturating_sub(applied.duplicates)
                 .saturating_sub(rejected.len() as u64),
+            parked: parked_count,
             duplicates: applied.duplicates + copies,
             behind: self.behind,
             ignored: self.ignored,

@@ -121,6 +121,7 @@ impl<P: SearchProjection> SearchSink<P> {
             // longer: every batch ends in an index refresh, which is costly when frequent
             default_batch_wait: Duration::from_millis(100),
             input: Input::Events,
+            sequenced: false,
         };
         Ok(SearchSink {
             projection,

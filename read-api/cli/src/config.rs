@@ -12,6 +12,7 @@
 //! | read API key | | `FACTLINE_READ_API_KEY` | none |
 //! | write side key | | `FACTLINE_WRITE_SIDE_KEY` | none |
 //! | dedupe window | | `PROJECTOR_DEDUPE_WINDOW_SECS` (the projectors' own) | 7 days |
+//! | key store schema | | `FACTLINE_KEYS_DB_SCHEMA` (the services' own) | `factline_keys` |
 //!
 //! The CLI's own variables start with `FACTLINE_`, never `READ_API_` or `WRITE_SIDE_`: those
 //! services reject any unknown variable under their prefix, so a `READ_API_URL` exported in
@@ -77,6 +78,8 @@ pub struct Settings {
     pub write_side_key: Option<String>,
     /// The projectors' dedupe window, in seconds.
     pub dedupe_window_secs: u64,
+    /// The key store's PostgreSQL schema.
+    pub keys_db_schema: String,
 }
 
 impl Settings {
@@ -134,6 +137,11 @@ impl Settings {
             write_side_key: env.get("FACTLINE_WRITE_SIDE_KEY").map(str::to_owned),
             dedupe_window_secs: env
                 .parse_or("PROJECTOR_DEDUPE_WINDOW_SECS", DEFAULT_DEDUPE_WINDOW_SECS)?,
+            keys_db_schema: plain(
+                &None,
+                "FACTLINE_KEYS_DB_SCHEMA",
+                &factline_keystore::KeyConfig::default().db_schema,
+            ),
         };
         Ok(settings)
     }

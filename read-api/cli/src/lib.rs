@@ -1,16 +1,18 @@
 //! `factline`, the operator's command line: what every projector is doing (`status`), the
 //! event viewer (`events search|tail|show`), dead letters (`dlq list|show|redrive`), a
-//! rebuild's progress (`rebuild watch`), bulk sends (`send`) and replays from the event
-//! archive (`replay`). It talks to the read API and
+//! rebuild's progress (`rebuild watch`), bulk sends (`send`), replays from the event
+//! archive (`replay`) and the key store's erasures and lost keys (`keys`). It talks to the read API and
 //! the write side over HTTP, and for dead letters to PostgreSQL and Kafka, with the same
 //! environment variables as the services ([`config`]). Every failure is one line on stderr and
 //! a documented exit code ([`error`]).
 
 pub mod config;
+pub mod database;
 pub mod dlq;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod keys;
 pub mod output;
 pub mod rebuild;
 pub mod rebuild_feed;
@@ -70,6 +72,27 @@ pub enum Command {
     /// Recreate a topic's archived history in an empty topic, e.g. on a new cluster (dry run
     /// unless --yes)
     Restore(replay::RestoreOptions),
+    /// The key store: erasure records, lost data keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Erasure records (subject, time, destroyed data key; no personal data), newest first
+    Erasures {
+        /// Only this data subject's (as the key store names it: the topic prefix, if any,
+        /// then the customer id)
+        #[arg(long)]
+        subject: Option<String>,
+        /// At most this many
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Declare data keys lost, so their values read as the placeholder (dry run unless --yes)
+    #[command(long_about = keys::LOST_HELP)]
+    Lost(keys::LostOptions),
 }
 
 /// `events …`.
@@ -226,6 +249,11 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<u8, CliError> {
         }
         Command::Replay(options) => replay::run(&settings, &options, format).await,
         Command::Restore(options) => replay::run(&settings, &options.to_replay(), format).await,
+        Command::Keys(KeysCommand::Erasures { subject, limit }) => {
+            keys::list(&settings, subject.as_deref(), limit, format).await?;
+            Ok(EXIT_OK)
+        }
+        Command::Keys(KeysCommand::Lost(options)) => keys::lost(&settings, &options, format).await,
         Command::Send(options) => {
             let write_side = http::Service::new(
                 "write side",

@@ -162,7 +162,7 @@ pub async fn run(
             ),
         });
     }
-    let client = crate::dlq::store::connect(&settings.database_url).await?;
+    let client = crate::database::connect(&settings.database_url).await?;
     let (version, topics) = topics(&**client, projector).await?;
     let env = Env::from_process();
     let bucket = match env.get("ARCHIVE_S3_BUCKET") {

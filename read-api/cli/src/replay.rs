@@ -220,7 +220,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
     let archive = ArchiveConfig::from_env(&Env::from_process())
         .map_err(|e| CliError::Config(format!("the event archive: {e}")))?;
     let bucket = Bucket::open(&archive.bucket).map_err(archive_error)?;
-    let client = crate::dlq::store::connect(&settings.database_url).await?;
+    let client = crate::database::connect(&settings.database_url).await?;
     let target = options
         .to_topic
         .clone()

@@ -7,6 +7,20 @@ use crate::error::{CliError, EXIT_OK, EXIT_PROBLEM};
 use crate::http::Service;
 use crate::output::{self, Format, Table};
 
+/// The dead-letter column: pending of all, and how many of the pending are parked.
+fn dead_letters_cell(row: &Value) -> String {
+    let parked = row["dead_letters_parked"].as_i64().unwrap_or(0);
+    let mut cell = format!(
+        "{} pending / {}",
+        output::cell(&row["dead_letters_pending"]),
+        output::cell(&row["dead_lettered"])
+    );
+    if parked > 0 {
+        cell.push_str(&format!(" ({parked} parked)"));
+    }
+    cell
+}
+
 /// What counts as unhealthy (the help text of `status` says the same).
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Thresholds {
@@ -100,6 +114,7 @@ pub async fn run(read_api: &Service, limits: &Thresholds, format: Format) -> Res
                 "rebuild": version["rebuild"],
                 "dead_lettered": version["dead_lettered"],
                 "dead_letters_pending": version["dead_letters_pending"],
+                "dead_letters_parked": version["dead_letters_parked"],
                 "healthy": found.is_empty(),
                 "problems": found,
             }));
@@ -157,11 +172,7 @@ fn table(rows: &[Value]) -> Table {
             output::cell(&row["lag_events"]),
             lag,
             rebuild_cell(&row["rebuild"]),
-            format!(
-                "{} pending / {}",
-                output::cell(&row["dead_letters_pending"]),
-                output::cell(&row["dead_lettered"])
-            ),
+            dead_letters_cell(row),
             if row["healthy"] == true {
                 "ok".into()
             } else {

@@ -19,10 +19,10 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::Value;
 
+use crate::auth;
 use crate::error::ApiError;
 use crate::freshness::{Freshness, Wanted};
 use crate::state::AppState;
-use crate::{auth, telemetry};
 
 /// Every route of the read API.
 pub fn router(state: AppState) -> Router {
@@ -41,12 +41,16 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .merge(crate::console::routes())
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ))
-        .layer(middleware::from_fn(telemetry::record))
+        .layer(middleware::from_fn_with_state(
+            factline_service::metrics::READ_API_REQUESTS,
+            factline_service::metrics::record_requests,
+        ))
         .with_state(state)
 }
 

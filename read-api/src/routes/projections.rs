@@ -97,5 +97,6 @@ fn version(state: &AppState, v: &VersionStatus, serving: bool) -> Value {
         "events_total": v.events_total,
         "dead_lettered": v.dead_lettered,
         "dead_letters_pending": v.dead_letters_pending,
+        "dead_letters_parked": v.dead_letters_parked,
     })
 }

@@ -22,6 +22,23 @@ pub use factline_testkit::env;
 pub use factline_testkit::samples::{customer, order};
 pub use factline_testkit::unique;
 
+/// The local stack's archive bucket (`ARCHIVE_S3_ENDPOINT`, `ARCHIVE_S3_BUCKET`), under a
+/// key prefix of the test's own (`<ARCHIVE_S3_PREFIX><topic prefix>/`).
+pub fn archive_config(prefix: &str) -> factline_projectors::archive::ArchiveConfig {
+    let mut bucket = factline_archive::BucketConfig::local(
+        &env("ARCHIVE_S3_ENDPOINT"),
+        &env("ARCHIVE_S3_BUCKET"),
+    );
+    bucket.prefix = format!(
+        "{}{prefix}/",
+        std::env::var("ARCHIVE_S3_PREFIX").unwrap_or_default()
+    );
+    factline_projectors::archive::ArchiveConfig {
+        bucket,
+        rules: factline_archive::CutRules::default(),
+    }
+}
+
 /// Something running in this process that stops when asked.
 pub struct Running {
     stop: Option<oneshot::Sender<()>>,
@@ -59,6 +76,8 @@ pub enum Projector {
     EventIndex,
     CustomerDirectory,
     CustomerSearch,
+    /// The archiver, writing under the bucket prefix of [`archive_config`].
+    EventArchive,
 }
 
 impl Projector {
@@ -230,9 +249,10 @@ impl World {
                 }),
             ),
             Projector::CustomerSearch => {
-                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../projectors/config/customer_search.toml");
-                let file = DeclarativeConfig::load(&path.to_string_lossy()).unwrap();
+                let file = DeclarativeConfig::parse(include_str!(
+                    "../../../projectors/config/customer_search.toml"
+                ))
+                .unwrap();
                 (
                     "customer_search",
                     Running::spawn(|s| async move {
@@ -248,15 +268,32 @@ impl World {
                 )
             }
             Projector::CustomerDirectory => {
-                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../projectors/config/customer_directory.toml");
-                let file = DeclarativeConfig::load(&path.to_string_lossy()).unwrap();
+                let file = DeclarativeConfig::parse(include_str!(
+                    "../../../projectors/config/customer_directory.toml"
+                ))
+                .unwrap();
                 (
                     "customer_directory",
                     Running::spawn(|s| async move {
                         let _ = factline_projectors::run(
                             config,
                             DeclarativeProjection::new(file),
+                            async move {
+                                let _ = s.await;
+                            },
+                        )
+                        .await;
+                    }),
+                )
+            }
+            Projector::EventArchive => {
+                let archive = archive_config(&self.prefix);
+                (
+                    "event_archive",
+                    Running::spawn(|s| async move {
+                        let _ = factline_projectors::archive::run_archive(
+                            config,
+                            archive,
                             async move {
                                 let _ = s.await;
                             },

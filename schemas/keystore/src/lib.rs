@@ -9,10 +9,12 @@
 //! - [`sealed`]: the text form of one encrypted value (`fl1:<key id>:<base64url>`) and the
 //!   [`PLACEHOLDER`] an erased value reads as;
 //! - [`fields`]: encrypting and decrypting an event's personal fields;
+//! - [`erasures`]: the erasure records without the KEK: listing them, declaring lost keys;
 //! - [`config`]: the `FACTLINE_KEK*` / `FACTLINE_KEYS_*` settings every service reads the same
 //!   way.
 
 pub mod config;
+pub mod erasures;
 pub mod fields;
 pub mod kek;
 pub mod sealed;

@@ -384,26 +384,10 @@ impl KeyStore {
     /// Every erasure recorded for `subject`, oldest first.
     pub async fn erasures(&self, subject: &str) -> Result<Vec<Erasure>, KeyStoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT subject, key_id,
-                            to_char(erased_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
-                     FROM {} WHERE subject = $1 ORDER BY id",
-                    self.t("erasures")
-                ),
-                &[&subject.as_bytes()],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(rows
-            .iter()
-            .map(|r| Erasure {
-                subject: String::from_utf8_lossy(r.get::<_, &[u8]>(0)).into_owned(),
-                key_id: r.get(1),
-                erased_at: r.get(2),
-            })
-            .collect())
+        let mut erasures =
+            crate::erasures::list(&**client, &self.inner.schema, Some(subject), i64::MAX).await?;
+        erasures.reverse();
+        Ok(erasures)
     }
 
     /// KEK rotation: rewraps every data key still wrapped by another KEK than the current

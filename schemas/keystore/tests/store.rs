@@ -299,3 +299,107 @@ async fn any_string_is_a_subject_nul_and_non_ascii_included() {
         KeyState::Live(_)
     ));
 }
+
+#[tokio::test]
+async fn a_lost_key_declared_lost_reads_as_the_placeholder_and_a_present_key_is_never_declared_lost(
+) {
+    let schema = new_schema();
+    let kek = ring(&KekRing::generate_entry("k1"));
+    let store = store(&schema, &kek, 0);
+    let client = factline_testkit::connect(&env("DATABASE_URL")).await;
+    use factline_keystore::erasures::{self, KeyStatus};
+
+    // no key store yet: nothing listed, nothing to declare lost in
+    assert_eq!(
+        erasures::list(&client, &schema, None, 10).await.unwrap(),
+        Vec::<Erasure>::new()
+    );
+    assert!(
+        erasures::declare_lost(&client, &schema, uuid::Uuid::new_v4())
+            .await
+            .is_err()
+    );
+
+    let (kept, _) = store.key_for_subject("c-kept").await.unwrap();
+    let (erased, _) = store.key_for_subject("c-erased").await.unwrap();
+    store.erase("c-erased").await.unwrap();
+    let lost = uuid::Uuid::new_v4();
+
+    assert_eq!(
+        erasures::status(&client, &schema, kept).await.unwrap(),
+        KeyStatus::Present
+    );
+    assert!(matches!(
+        erasures::status(&client, &schema, erased).await.unwrap(),
+        KeyStatus::Erased(Erasure { ref subject, key_id: Some(id), .. }) if subject == "c-erased" && id == erased
+    ));
+    assert_eq!(
+        erasures::status(&client, &schema, lost).await.unwrap(),
+        KeyStatus::Unknown
+    );
+    assert!(matches!(
+        store.key_by_id(lost).await,
+        Err(KeyStoreError::UnknownKey(id)) if id == lost
+    ));
+
+    // a present or erased key is left alone
+    assert_eq!(
+        erasures::declare_lost(&client, &schema, kept)
+            .await
+            .unwrap(),
+        KeyStatus::Present
+    );
+    assert!(matches!(
+        store.key_by_id(kept).await.unwrap(),
+        KeyState::Live(_)
+    ));
+    assert!(matches!(
+        erasures::declare_lost(&client, &schema, erased)
+            .await
+            .unwrap(),
+        KeyStatus::Erased(_)
+    ));
+
+    // the unknown one is recorded once, with no subject, and reads as erased from then on
+    assert_eq!(
+        erasures::declare_lost(&client, &schema, lost)
+            .await
+            .unwrap(),
+        KeyStatus::Unknown
+    );
+    assert!(matches!(
+        erasures::declare_lost(&client, &schema, lost)
+            .await
+            .unwrap(),
+        KeyStatus::Erased(_)
+    ));
+    assert!(matches!(
+        store.key_by_id(lost).await.unwrap(),
+        KeyState::Erased
+    ));
+
+    let all = erasures::list(&client, &schema, None, 10).await.unwrap();
+    let listed: Vec<(String, Option<uuid::Uuid>)> =
+        all.iter().map(|e| (e.subject.clone(), e.key_id)).collect();
+    assert_eq!(
+        listed,
+        vec![
+            (erasures::LOST_SUBJECT.to_owned(), Some(lost)),
+            ("c-erased".to_owned(), Some(erased)),
+        ]
+    );
+    assert_eq!(
+        erasures::list(&client, &schema, Some("c-erased"), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        erasures::list(&client, &schema, None, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -16,10 +16,14 @@ const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
 type Answer = Result<Response, RegistryError>;
 
-/// The registry's routes.
+/// The registry's routes, with `/metrics` (Prometheus: requests by route and status, and
+/// their durations, as `factline_registry_*`).
 pub fn router(store: Store) -> Router {
+    // installed before the first request is counted
+    let _ = factline_service::metrics::prometheus();
     Router::new()
         .route("/", get(|| async { ok(json!({})) }))
+        .route("/metrics", get(metrics))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
         .route(
@@ -52,7 +56,20 @@ pub fn router(store: Store) -> Router {
             store.timeout(),
             deadline,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            factline_service::metrics::REGISTRY_REQUESTS,
+            factline_service::metrics::record_requests,
+        ))
         .with_state(store)
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        factline_service::metrics::prometheus().render(),
+    )
+        .into_response()
 }
 
 /// Bounds every request by the store's timeout: a database that does not answer gives a 503

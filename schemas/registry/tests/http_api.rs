@@ -424,3 +424,26 @@ async fn concurrent_registrations_of_one_schema_get_one_id_and_one_version() {
     assert_eq!(r.get("/subjects/race/versions").await.1, json!([1]));
     r.task.abort();
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let r = Registry::start(&unique_schema()).await;
+    assert_eq!(r.get("/subjects").await.0, StatusCode::OK);
+    assert_eq!(r.get("/no/such/route").await.0, StatusCode::NOT_FOUND);
+    let response = r
+        .http
+        .get(format!("{}/metrics", r.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    for line in [
+        r#"factline_registry_requests_total{route="/subjects",status="200"}"#,
+        r#"factline_registry_requests_total{route="unmatched",status="404"}"#,
+        r#"factline_registry_request_duration_seconds_bucket{route="/subjects",le="0.005"}"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    r.task.abort();
+}

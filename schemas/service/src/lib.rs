@@ -2,7 +2,8 @@
 //! settings read from the environment ([`env`]), logs ([`logging`]), the Prometheus recorder
 //! ([`metrics`]), the shutdown signal ([`shutdown`]) and the PostgreSQL pool ([`postgres`]).
 //!
-//! It knows nothing of Kafka consumers, projections or HTTP routes: the write side, the read
+//! It knows nothing of Kafka consumers, projections or HTTP routes (only the request-metrics
+//! middleware every HTTP service shares): the write side, the read
 //! API, the projectors, the registry and the tools all depend on it, and on nothing heavier
 //! for these jobs.
 

@@ -22,7 +22,7 @@ pub async fn list(
     include_redriven: bool,
     format: Format,
 ) -> Result<(), CliError> {
-    let client = store::connect(&settings.database_url).await?;
+    let client = crate::database::connect(&settings.database_url).await?;
     let letters = store::list(&client, selection, !include_redriven).await?;
     match format {
         Format::Json => output::print_json(&Value::Array(
@@ -80,7 +80,7 @@ pub async fn list(
 /// `dlq show ID`: one dead-lettered record: every projector's dead letter for it, and the
 /// record read back from the log with its headers and decoded payload.
 pub async fn show(settings: &Settings, id: &RecordId, format: Format) -> Result<(), CliError> {
-    let client = store::connect(&settings.database_url).await?;
+    let client = crate::database::connect(&settings.database_url).await?;
     let selection = Selection {
         ids: vec![id.clone()],
         ..Selection::default()

@@ -135,7 +135,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
                 .into(),
         ));
     }
-    let client = store::connect(&settings.database_url).await?;
+    let client = crate::database::connect(&settings.database_url).await?;
     if options.yes {
         store::prepare_redrives(&client).await?;
         if !store::lock(&client, LOCK_WAIT).await? {

@@ -105,18 +105,6 @@ impl Selection {
     }
 }
 
-/// Connects to PostgreSQL.
-pub async fn connect(database_url: &str) -> Result<deadpool_postgres::Object, CliError> {
-    let settings = factline_service::postgres::PoolSettings::new("factline-cli", 1);
-    let pool = factline_service::postgres::pool(database_url, &settings)
-        .map_err(|e| CliError::Config(e.to_string()))?;
-    let object = pool.get().await.map_err(|e| CliError::Unreachable {
-        service: "postgresql (DATABASE_URL)".into(),
-        message: e.to_string(),
-    })?;
-    Ok(object)
-}
-
 /// Whether the runtime's dead-letter table exists (no projector ran yet, otherwise).
 async fn has_table(client: &Client, table: &str) -> Result<bool, CliError> {
     Ok(client
