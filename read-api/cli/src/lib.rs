@@ -14,6 +14,7 @@ pub mod events;
 pub mod http;
 pub mod keys;
 pub mod output;
+pub mod progress;
 pub mod rebuild;
 pub mod rebuild_feed;
 pub mod replay;

@@ -40,6 +40,7 @@ use tokio_postgres::GenericClient;
 use crate::config::Settings;
 use crate::error::{CliError, EXIT_OK};
 use crate::output::{self, Format};
+use crate::progress::Progress;
 
 /// The long help of `replay`.
 pub const HELP: &str = "\
@@ -345,7 +346,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
         .set("linger.ms", "5")
         .create()
         .map_err(|e| CliError::kafka("producer", e))?;
-    let bar = output::bar(to_send, "records");
+    let mut progress = Progress::new(to_send, "records", format);
     let started = Instant::now();
     let mut sent = 0u64;
     let mut in_flight: VecDeque<(DeliveryFuture, i32, i64)> = VecDeque::new();
@@ -365,16 +366,16 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
             if in_flight.len() >= IN_FLIGHT {
                 if let Some(oldest) = in_flight.pop_front() {
                     acknowledged(source, oldest).await?;
-                    bar.inc(1);
+                    progress.inc();
                 }
             }
         }
     }
     while let Some(oldest) = in_flight.pop_front() {
         acknowledged(source, oldest).await?;
-        bar.inc(1);
+        progress.inc();
     }
-    bar.finish_and_clear();
+    progress.finish();
     let complete = sent == total;
     match format {
         Format::Json => output::print_json(&json!({
