@@ -38,11 +38,11 @@ trap cleanup EXIT
 scripts/stack.sh start
 eval "$(scripts/stack.sh env)"
 
-echo "[bench] building ($PROFILE): write side, projectors, read API, bench" >&2
+echo "[bench] building ($PROFILE): write side, projectors, read API, the factline CLI, bench" >&2
 cargo build -q "${CARGO_PROFILE_FLAG[@]}" -p factline-bench -p factline-write-side --bins
 # Crates other engineers are changing right now may not build: their stages are then
 # skipped (or run an older binary, as the log says), the rest of the bench still runs.
-for package in factline-projectors factline-read-api; do
+for package in factline-projectors factline-read-api factline-cli; do
     if ! cargo build -q "${CARGO_PROFILE_FLAG[@]}" -p "$package" --bins; then
         echo "[bench] warning: $package did not build; its stages use an existing binary or are skipped" >&2
     fi

@@ -1,5 +1,6 @@
 //! One bench run: set-up, then the stages in order (limits of the systems underneath, write
-//! side, projectors catching up a backlog, read API, end-to-end visibility), then cleanup, and
+//! side, the event archive (archiver and replay), projectors catching up a backlog, read API,
+//! end-to-end visibility), then cleanup, and
 //! the report with the targets judged. Each stage is a module of `stages`; a stage whose
 //! service binary is not built is skipped with the reason, a stage that fails is reported as
 //! failed and the run goes on.
@@ -28,6 +29,7 @@ pub async fn run(args: Args) -> Report {
         Ok(()) => {
             stages::limits::run(&mut bench).await;
             stages::write_side::run(&mut bench).await;
+            stages::archive::run(&mut bench).await;
             stages::projectors::run(&mut bench).await;
             stages::read_api::run(&mut bench).await;
             stages::end_to_end::run(&mut bench).await;

@@ -80,6 +80,8 @@ pub const TARGETS: &[TargetSpec] = &[
     TargetSpec::new("PG projector on encrypted personal data >= 90% of it in clear", "projector.order_summary_sealed", AllOf, &[RatioAtLeast(0.9)], RateAndLimit("ev/s")),
     TargetSpec::new("ES projector (order_search) >= 70% of its limit", "projector.order_search", AllOf, &[RatioAtLeast(0.7)], RateAndLimit("ev/s")),
     TargetSpec::new("ES projector (event_index) >= 70% of its limit", "projector.event_index", AllOf, &[RatioAtLeast(0.7)], RateAndLimit("ev/s")),
+    TargetSpec::new("archiver >= 70% of the raw consumer on the same backlog", "archive.archiver", AllOf, &[RatioAtLeast(0.7)], RateAndLimit("rec/s")),
+    TargetSpec::new("replay to a topic >= 50% of the raw producer", "archive.replay", AllOf, &[RatioAtLeast(0.5)], RateAndLimit("rec/s")),
     TargetSpec::new("read by id >= 15k requests/s with p99 < 10 ms", "read.by_id", AllOf, &[RateAtLeast(15_000.0), P99BelowMs(10.0)], RateAndP99("req/s")),
     TargetSpec::new("end-to-end p99 < 250 ms at 1k commands/s", "e2e.1000", AllOf, &[P99BelowMs(250.0)], Latency)
         .not_in_quick("quick mode offers other rates"),
@@ -272,6 +274,8 @@ mod tests {
                 "PG projector on encrypted personal data >= 90% of it in clear",
                 "ES projector (order_search) >= 70% of its limit",
                 "ES projector (event_index) >= 70% of its limit",
+                "archiver >= 70% of the raw consumer on the same backlog",
+                "replay to a topic >= 50% of the raw producer",
                 "read by id >= 15k requests/s with p99 < 10 ms",
                 "end-to-end p99 < 250 ms at 1k commands/s",
             ]

@@ -2,147 +2,23 @@
 //! record of every topic and dead-letter topic is in the archive exactly once, byte-identical
 //! to the log (compared record by record), including records no projection could decode; an
 //! object a crashed run wrote but never recorded is adopted, not duplicated; a restarted
-//! archiver continues the chain of objects without a gap.
+//! archiver continues the chain of objects without a gap; an object of another log is never
+//! adopted. The shipped binary killed with SIGKILL: `archive_kill.rs`; rebuilds past
+//! retention: `archive_retention.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
+use common::archive::{
+    assert_archive_equals_log, ends, read_log, start_archiver, test_bucket, written,
+};
 use common::dataset::shop;
 use common::{fresh_schema, wait_caught_up, Fixture};
-use factline_archive::{
-    naming, read_range, ArchiveObject, ArchivedRecord, Bucket, BucketConfig, CutRules, Manifest,
-};
+use factline_archive::{naming, ArchiveObject, ArchivedRecord, Bucket, CutRules, Manifest};
 use factline_projectors::archive::{ArchiveConfig, ArchiveSink, NAME, VERSION};
-use factline_projectors::projections::{order_summary, OrderSummaryProjection};
-use factline_testkit::stack::{ARCHIVE_S3_BUCKET, ARCHIVE_S3_ENDPOINT};
-use factline_testkit::{connect, env, short_id};
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-
-const TOPICS: [&str; 4] = ["orders", "orders.dlq", "customers", "customers.dlq"];
-
-/// Every record of `topic`'s `partition` below `end`, as the log holds it.
-fn read_log(brokers: &str, topic: &str, partition: i32, end: i64) -> Vec<ArchivedRecord> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("archive-check-{}", short_id(8)))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, partition, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&assignment).unwrap();
-    let mut records = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while records.len() < end as usize {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{topic}/{partition}: read {} of {end}",
-            records.len()
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message.unwrap();
-        records.push(ArchivedRecord {
-            topic: topic.to_owned(),
-            partition,
-            offset: message.offset(),
-            timestamp_ms: message.timestamp().to_millis(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            headers: message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        });
-    }
-    records
-}
-
-/// The ends of every partition of the test's topics (0 for partitions never written).
-fn ends(fixture: &Fixture, partitions: i32) -> HashMap<(String, i32), i64> {
-    let mut ends = HashMap::new();
-    for logical in TOPICS {
-        let topic = fixture.topic(logical);
-        let count = if logical.ends_with(".dlq") {
-            1
-        } else {
-            partitions
-        };
-        for partition in 0..count {
-            let end = fixture
-                .ends
-                .get(&(topic.clone(), partition))
-                .copied()
-                .unwrap_or(0);
-            ends.insert((topic.clone(), partition), end);
-        }
-    }
-    ends
-}
-
-/// The partitions that hold records (an empty partition never gets a position).
-fn written(ends: &HashMap<(String, i32), i64>) -> HashMap<(String, i32), i64> {
-    ends.iter()
-        .filter(|(_, end)| **end > 0)
-        .map(|(k, v)| (k.clone(), *v))
-        .collect()
-}
-
-async fn assert_archive_equals_log(
-    fixture: &Fixture,
-    url: &str,
-    bucket: &Bucket,
-    ends: &HashMap<(String, i32), i64>,
-) {
-    let client = connect(url).await;
-    let mut total = 0;
-    for ((topic, partition), end) in ends {
-        if *end == 0 {
-            continue;
-        }
-        let log = read_log(&fixture.brokers, topic, *partition, *end);
-        let archived = read_range(&client, bucket, topic, *partition, 0, end - 1)
-            .await
-            .unwrap_or_else(|e| panic!("{topic}/{partition}: {e}"));
-        assert_eq!(archived, log, "{topic}/{partition}");
-        total += archived.len();
-        // the bucket holds exactly the manifest's objects: no orphan, no second copy
-        let listed = bucket.list_partition(topic, *partition).await.unwrap();
-        let recorded: Vec<String> = client
-            .query(
-                "SELECT object_key FROM factline_archive_objects \
-                 WHERE topic = $1 AND partition = $2 ORDER BY first_offset",
-                &[topic, partition],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        assert_eq!(listed, recorded, "{topic}/{partition}");
-    }
-    assert_eq!(total as i64, ends.values().sum::<i64>());
-}
-
-fn start(fixture: &Fixture, url: &str, archive: &ArchiveConfig) -> common::Running {
-    let topics: Vec<String> = ["orders", "customers"].map(String::from).to_vec();
-    let sink = ArchiveSink::new(&topics, archive).unwrap();
-    common::start_sink(fixture.config(url), sink)
-}
+use factline_testkit::{connect, short_id};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_is_archived_once_byte_identical_across_a_crash_and_a_restart() {
@@ -167,8 +43,7 @@ async fn every_record_is_archived_once_byte_identical_across_a_crash_and_a_resta
         .await;
 
     let (_, url) = fresh_schema().await;
-    let mut bucket_config = BucketConfig::local(&env(ARCHIVE_S3_ENDPOINT), &env(ARCHIVE_S3_BUCKET));
-    bucket_config.prefix = format!("test-{}/", short_id(10));
+    let bucket_config = test_bucket();
     let archive = ArchiveConfig {
         bucket: bucket_config.clone(),
         rules: CutRules {
@@ -191,7 +66,7 @@ async fn every_record_is_archived_once_byte_identical_across_a_crash_and_a_resta
         .await
         .unwrap();
 
-    let archiver = start(&fixture, &url, &archive);
+    let archiver = start_archiver(&fixture, &url, &archive);
     let ends_now = ends(&fixture, 2);
     wait_caught_up(&url, NAME, VERSION, &written(&ends_now)).await;
     archiver.stop().await;
@@ -205,94 +80,11 @@ async fn every_record_is_archived_once_byte_identical_across_a_crash_and_a_resta
 
     // more traffic, and the archiver restarted: the chain continues where it ended
     fixture.produce_all(&shop(2, 5)).await;
-    let archiver = start(&fixture, &url, &archive);
+    let archiver = start_archiver(&fixture, &url, &archive);
     let ends_later = ends(&fixture, 2);
     wait_caught_up(&url, NAME, VERSION, &written(&ends_later)).await;
     archiver.stop().await;
     assert_archive_equals_log(&fixture, &url, &bucket, &ends_later).await;
-}
-
-/// Deletes the records below `before` of every partition of `logical` (Kafka's retention).
-async fn delete_below(fixture: &Fixture, logical: &str, partitions: i32, before: i64) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &fixture.brokers)
-        .create()
-        .unwrap();
-    let mut offsets = TopicPartitionList::new();
-    for partition in 0..partitions {
-        offsets
-            .add_partition_offset(&fixture.topic(logical), partition, Offset::Offset(before))
-            .unwrap();
-    }
-    admin
-        .delete_records(&offsets, &AdminOptions::new())
-        .await
-        .unwrap();
-}
-
-const ORDERS: &str = "SELECT * FROM order_summary ORDER BY order_id";
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_past_retention_reads_the_archive_and_a_hole_is_refused_by_name() {
-    let mut fixture = Fixture::new(2).await;
-    fixture.produce_all(&shop(4, 12)).await;
-    let projection = || OrderSummaryProjection;
-    let order_ends = fixture.ends_for(&projection());
-
-    // the reference: order_summary built from the whole log
-    let (_, whole) = fresh_schema().await;
-    let built = common::start(fixture.config(&whole), projection());
-    wait_caught_up(
-        &whole,
-        order_summary::NAME,
-        order_summary::VERSION,
-        &order_ends,
-    )
-    .await;
-    built.stop().await;
-    let reference = common::dump(&whole, ORDERS).await;
-    assert!(!reference.is_empty());
-
-    // the archive of everything, then Kafka's oldest records are deleted
-    let (_, url) = fresh_schema().await;
-    let mut bucket_config = BucketConfig::local(&env(ARCHIVE_S3_ENDPOINT), &env(ARCHIVE_S3_BUCKET));
-    bucket_config.prefix = format!("test-{}/", short_id(10));
-    let archive = ArchiveConfig {
-        bucket: bucket_config,
-        rules: CutRules::default(),
-    };
-    let archiver = start(&fixture, &url, &archive);
-    wait_caught_up(&url, NAME, VERSION, &written(&ends(&fixture, 2))).await;
-    archiver.stop().await;
-    delete_below(&fixture, "orders", 2, 5).await;
-
-    // without the archive's manifest the rebuild refuses, naming what is missing
-    let (_, bare) = fresh_schema().await;
-    let refused = tokio::time::timeout(
-        Duration::from_secs(120),
-        factline_projectors::run(fixture.config(&bare), projection(), std::future::pending()),
-    )
-    .await
-    .expect("the projector stops instead of building an incomplete read model")
-    .unwrap_err()
-    .to_string();
-    let orders = fixture.topic("orders");
-    assert!(
-        refused.contains(&format!("{orders}/0: offsets 0..=4")),
-        "{refused}"
-    );
-
-    // with it, the rebuild reads offsets 0..=4 from the archive and the rest from Kafka
-    let rebuilt = common::start(fixture.config(&url), projection());
-    wait_caught_up(
-        &url,
-        order_summary::NAME,
-        order_summary::VERSION,
-        &order_ends,
-    )
-    .await;
-    rebuilt.stop().await;
-    assert_eq!(common::dump(&url, ORDERS).await, reference);
 }
 
 /// The record at `offset` of `orders/0` as the test writes it, with `value`.
@@ -319,8 +111,7 @@ async fn an_object_of_another_log_at_the_same_key_is_never_adopted() {
     let (_, url) = fresh_schema().await;
     let mut client = connect(&url).await;
     Manifest::migrate(&client).await.unwrap();
-    let mut bucket_config = BucketConfig::local(&env(ARCHIVE_S3_ENDPOINT), &env(ARCHIVE_S3_BUCKET));
-    bucket_config.prefix = format!("test-{}/", short_id(10));
+    let bucket_config = test_bucket();
     let bucket = Bucket::open(&bucket_config).unwrap();
     let topic = format!("t{}_orders", short_id(8));
     // another cluster's log, archived under the same bucket and prefix

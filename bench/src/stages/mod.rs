@@ -3,6 +3,7 @@
 //! rows measured so far and the peak memory seen per service. Each stage is one module; a
 //! stage that cannot run records a skipped or failed row and the run goes on.
 
+pub mod archive;
 pub mod end_to_end;
 pub mod limits;
 pub mod projectors;

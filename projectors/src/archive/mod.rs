@@ -7,7 +7,9 @@
 //! objects per partition (at most `ARCHIVE_OBJECT_MAX_RECORDS` records or
 //! `ARCHIVE_OBJECT_MAX_BYTES` bytes each, and at the batch's end, so the newest records are
 //! archived without waiting for more traffic). An object starts where the manifest's chain of
-//! the partition ends and is named by that offset; it is written put-if-absent. After a crash
+//! the partition ends and is named by that offset; it is written put-if-absent (the batch's
+//! partitions concurrently), and the manifest rows are inserted once every object is in the
+//! bucket, in the runtime's transaction. After a crash
 //! the batch is read again from the last committed position: an object written before the
 //! crash is found at the same key and adopted (its bytes are what the manifest records, and
 //! the records it holds are not written again), so no record is archived twice and none is
@@ -20,7 +22,8 @@ use deadpool_postgres::Object;
 use factline_archive::manifest::MIGRATION;
 use factline_archive::segmenter::cut_len;
 use factline_archive::{
-    naming, ArchiveError, ArchiveObject, ArchivedRecord, Bucket, CutRules, Manifest, Stored,
+    naming, ArchiveError, ArchiveObject, ArchivedRecord, Bucket, CutRules, Manifest, ObjectMeta,
+    Stored,
 };
 use tokio_postgres::Transaction;
 
@@ -46,6 +49,9 @@ pub enum ArchiveSinkError {
     /// PostgreSQL failed.
     #[error("postgresql failed")]
     Postgres(#[from] tokio_postgres::Error),
+    /// A task writing a partition's objects failed to run.
+    #[error("an archive write task failed")]
+    Task(#[source] tokio::task::JoinError),
     /// The object at a key holds other records than the log's: another log is archived under
     /// the same bucket and prefix. Nothing is adopted or written; it is retried (and logged)
     /// until the configuration is fixed.
@@ -89,64 +95,63 @@ impl ArchiveSink {
             rules: archive.rules,
         })
     }
+}
 
-    /// Archives one partition's records of a batch (in offset order).
-    async fn archive_partition(
-        &self,
-        tx: &Transaction<'_>,
-        records: &[ArchivedRecord],
-    ) -> Result<(), ArchiveSinkError> {
-        let (topic, partition) = (&records[0].topic, records[0].partition);
-        let mut next = Manifest::next_offset(tx, topic, partition)
-            .await?
-            .unwrap_or(records[0].offset);
-        loop {
-            // records already archived (an object adopted, a batch read again) are skipped
-            let pending: Vec<ArchivedRecord> = records
-                .iter()
-                .filter(|r| r.offset >= next)
-                .cloned()
-                .collect();
-            if pending.is_empty() {
-                return Ok(());
-            }
-            let take = cut_len(&pending, self.rules);
-            let object = ArchiveObject::encode(next, &pending[..take])?;
-            let key = naming::object_key(self.bucket.prefix(), topic, partition, next);
-            let meta = match self
-                .bucket
-                .put_if_absent(&key, object.bytes.clone())
-                .await?
-            {
-                Stored::Created => {
-                    metrics::counter!("factline_projector_archive_objects_total").increment(1);
-                    metrics::counter!("factline_projector_archive_bytes_total")
-                        .increment(object.bytes.len() as u64);
-                    object.meta
-                }
-                Stored::AlreadyThere(existing) => {
-                    let (meta, theirs) = ArchiveObject::decode(&existing)?;
-                    // adopt only what is this log's: every record it holds that this batch
-                    // also holds must be the same, byte for byte
-                    let ours: BTreeMap<i64, &ArchivedRecord> =
-                        pending.iter().map(|r| (r.offset, r)).collect();
-                    if let Some(differs) = theirs
-                        .iter()
-                        .find(|r| ours.get(&r.offset).is_some_and(|o| *o != *r))
-                    {
-                        return Err(ArchiveSinkError::Foreign {
-                            key,
-                            offset: differs.offset,
-                        });
-                    }
-                    tracing::info!(%key, last_offset = meta.last_offset,
-                        "archive object already written (a retried batch): adopted");
-                    meta
-                }
-            };
-            Manifest::record(tx, &meta, &key).await?;
-            next = meta.last_offset + 1;
+/// Writes one partition's records of a batch (in offset order, none below `next`, where the
+/// manifest's chain of the partition ends) as objects starting at `next`: put-if-absent, an
+/// object already at a key adopted if its records are the log's. Returns what the manifest
+/// must record, in offset order. Touches no database: the batch's partitions are written
+/// concurrently, then recorded in the runtime's transaction.
+async fn write_partition(
+    bucket: Bucket,
+    rules: CutRules,
+    mut next: i64,
+    records: Vec<ArchivedRecord>,
+) -> Result<Vec<(ObjectMeta, String)>, ArchiveSinkError> {
+    let (topic, partition) = (&records[0].topic, records[0].partition);
+    let mut written = Vec::new();
+    loop {
+        // records already archived (an object adopted, a batch read again) are skipped
+        let pending: Vec<ArchivedRecord> = records
+            .iter()
+            .filter(|r| r.offset >= next)
+            .cloned()
+            .collect();
+        if pending.is_empty() {
+            return Ok(written);
         }
+        let take = cut_len(&pending, rules);
+        let object = ArchiveObject::encode(next, &pending[..take])?;
+        let key = naming::object_key(bucket.prefix(), topic, partition, next);
+        let meta = match bucket.put_if_absent(&key, object.bytes.clone()).await? {
+            Stored::Created => {
+                metrics::counter!("factline_projector_archive_objects_total").increment(1);
+                metrics::counter!("factline_projector_archive_bytes_total")
+                    .increment(object.bytes.len() as u64);
+                object.meta
+            }
+            Stored::AlreadyThere(existing) => {
+                let (meta, theirs) = ArchiveObject::decode(&existing)?;
+                // adopt only what is this log's: every record it holds that this batch also
+                // holds must be the same, byte for byte
+                let ours: BTreeMap<i64, &ArchivedRecord> =
+                    pending.iter().map(|r| (r.offset, r)).collect();
+                if let Some(differs) = theirs
+                    .iter()
+                    .find(|r| ours.get(&r.offset).is_some_and(|o| *o != *r))
+                {
+                    return Err(ArchiveSinkError::Foreign {
+                        key,
+                        offset: differs.offset,
+                    });
+                }
+                tracing::info!(%key, last_offset = meta.last_offset,
+                    "archive object already written (a retried batch): adopted");
+                meta
+            }
+        };
+        next = meta.last_offset + 1;
+        written.push((meta, key));
     }
 }
 
@@ -190,10 +195,26 @@ impl Sink for ArchiveSink {
                 .or_default()
                 .push(archived(record));
         }
-        for records in partitions.values_mut() {
+        // where each partition's chain ends (read in the transaction, whose position rows the
+        // runtime holds), then every partition's objects written at once
+        let mut writes = tokio::task::JoinSet::new();
+        for ((topic, partition), mut records) in partitions {
             records.sort_by_key(|r| r.offset);
             records.dedup_by_key(|r| r.offset);
-            self.archive_partition(tx, records).await?;
+            let next = Manifest::next_offset(&*tx, &topic, partition)
+                .await?
+                .unwrap_or(records[0].offset);
+            let write = write_partition(self.bucket.clone(), self.rules, next, records);
+            writes.spawn(async move { ((topic, partition), write.await) });
+        }
+        let mut written = BTreeMap::new();
+        while let Some(done) = writes.join_next().await {
+            let (at, objects) = done.map_err(ArchiveSinkError::Task)?;
+            written.insert(at, objects?);
+        }
+        // recorded in the runtime's transaction, with the positions
+        for (meta, key) in written.values().flatten() {
+            Manifest::record(&*tx, meta, key).await?;
         }
         Ok(Applied::default())
     }

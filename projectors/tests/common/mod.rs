@@ -13,6 +13,7 @@
     clippy::expect_used
 )]
 
+pub mod archive;
 pub mod dataset;
 pub mod harness;
 pub mod proxy;

@@ -21,7 +21,7 @@
 //! read model: the copies carry their original event ids, and projectors skip events they
 //! applied (within their dedupe window).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -30,8 +30,9 @@ use factline_archive::reader::{records_of, ReadError};
 use factline_archive::{ArchiveConfig, ArchivedRecord, Bucket};
 use factline_service::env::Env;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
 use tokio_postgres::GenericClient;
@@ -39,6 +40,7 @@ use tokio_postgres::GenericClient;
 use crate::config::Settings;
 use crate::error::{CliError, EXIT_OK};
 use crate::output::{self, Format};
+use crate::progress::Progress;
 
 /// The long help of `replay`.
 pub const HELP: &str = "\
@@ -47,7 +49,12 @@ topic, the same one by default: byte-identical (key, value, headers, timestamp, 
 number) plus the headers factline-replay-id, -topic, -partition and -offset. A dry run unless
 --yes: it prints how many records would be sent per partition. An interrupted replay resumes
 with --replay-id ID --yes and sends every selected record exactly once. Replaying into a topic
-the projectors consume changes no read model: the copies keep their event ids.";
+the projectors consume changes no read model: the copies keep their event ids.
+
+--into-rebuild NAME shows instead what a rebuild (a new version) of projector NAME reads: per
+topic and partition, the offsets and records from the archive (below Kafka's log start) and
+from Kafka, and any range neither holds. A rebuild starts when the new version runs; this is a
+dry run only.";
 
 /// The header naming the replay a copy belongs to.
 pub const HEADER_REPLAY_ID: &str = "factline-replay-id";
@@ -59,6 +66,8 @@ pub const HEADER_REPLAY_PARTITION: &str = "factline-replay-partition";
 pub const HEADER_REPLAY_OFFSET: &str = "factline-replay-offset";
 
 const WAIT: Duration = Duration::from_secs(30);
+/// Copies sent and not yet acknowledged, at most.
+const IN_FLIGHT: usize = 5_000;
 
 /// Where a replay's target partitions ended when it started.
 const TABLE: &str = "CREATE TABLE IF NOT EXISTS factline_replays (
@@ -75,8 +84,13 @@ const TABLE: &str = "CREATE TABLE IF NOT EXISTS factline_replays (
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
     /// The topic whose archived records are replayed (its full name)
-    #[arg(long)]
-    pub topic: String,
+    #[arg(long, required_unless_present = "into_rebuild")]
+    pub topic: Option<String>,
+    /// Instead of a topic, the feed of a rebuild of this projector: what a new version of it
+    /// reads from the archive (below each partition's log start) and from Kafka, per topic and
+    /// partition, and any range neither holds (see `rebuild_feed`)
+    #[arg(long, conflicts_with_all = ["topic", "to_topic", "replay_id", "rate", "limit"])]
+    pub into_rebuild: Option<String>,
     /// Only these partitions (repeatable)
     #[arg(long = "partition")]
     pub partitions: Vec<i32>,
@@ -139,7 +153,8 @@ impl RestoreOptions {
     /// what the target holds.
     pub fn to_replay(&self) -> Options {
         Options {
-            topic: self.topic.clone(),
+            topic: Some(self.topic.clone()),
+            into_rebuild: None,
             partitions: Vec::new(),
             from: None,
             until: None,
@@ -177,7 +192,7 @@ impl Options {
     }
 }
 
-fn kafka_config(settings: &Settings) -> ClientConfig {
+pub(crate) fn kafka_config(settings: &Settings) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &settings.kafka_brokers);
     for (key, value) in &settings.kafka_properties {
@@ -186,7 +201,7 @@ fn kafka_config(settings: &Settings) -> ClientConfig {
     config
 }
 
-fn archive_error(e: impl std::fmt::Display) -> CliError {
+pub(crate) fn archive_error(e: impl std::fmt::Display) -> CliError {
     CliError::Unreachable {
         service: "the event archive (ARCHIVE_S3_*)".into(),
         message: e.to_string(),
@@ -195,6 +210,14 @@ fn archive_error(e: impl std::fmt::Display) -> CliError {
 
 /// Runs `replay`; returns the exit code.
 pub async fn run(settings: &Settings, options: &Options, format: Format) -> Result<u8, CliError> {
+    if let Some(projector) = &options.into_rebuild {
+        return crate::rebuild_feed::run(settings, projector, options.yes, format).await;
+    }
+    let Some(source) = options.topic.as_deref() else {
+        return Err(CliError::Config(
+            "replay needs --topic (or --into-rebuild NAME)".into(),
+        ));
+    };
     let archive = ArchiveConfig::from_env(&Env::from_process())
         .map_err(|e| CliError::Config(format!("the event archive: {e}")))?;
     let bucket = Bucket::open(&archive.bucket).map_err(archive_error)?;
@@ -202,7 +225,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
     let target = options
         .to_topic
         .clone()
-        .unwrap_or_else(|| options.topic.clone());
+        .unwrap_or_else(|| source.to_owned());
     let replay_id = options
         .replay_id
         .clone()
@@ -213,7 +236,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
         .query(
             "SELECT partition, max(last_offset) FROM factline_archive_objects \
              WHERE topic = $1 GROUP BY partition ORDER BY partition",
-            &[&options.topic],
+            &[&source],
         )
         .await
         .map_err(CliError::postgres)?;
@@ -225,7 +248,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
     if archived.is_empty() {
         return Err(CliError::NotFound(format!(
             "archived records of topic {} (selected partitions)",
-            options.topic
+            source
         )));
     }
 
@@ -234,7 +257,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
     let done = if options.restore {
         HashMap::new()
     } else if options.yes || options.replay_id.is_some() {
-        sent_already(settings, &**client, &replay_id, &target, &options.topic).await?
+        sent_already(settings, &**client, &replay_id, &target, source).await?
     } else {
         HashMap::new()
     };
@@ -255,7 +278,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
     let mut plan: BTreeMap<i32, Vec<ArchivedRecord>> = BTreeMap::new();
     let mut holes = Vec::new();
     for (partition, last) in &archived {
-        let coverage = Manifest::coverage(&**client, &options.topic, *partition, 0, *last)
+        let coverage = Manifest::coverage(&**client, source, *partition, 0, *last)
             .await
             .map_err(archive_error)?;
         holes.extend(coverage.missing.iter().map(|(a, b)| (*partition, *a, *b)));
@@ -281,14 +304,14 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
             plan.iter().map(|(p, r)| (p.to_string(), r.len())).collect();
         match format {
             Format::Json => output::print_json(&json!({
-                "dry_run": true, "replay_id": replay_id, "topic": options.topic,
+                "dry_run": true, "replay_id": replay_id, "topic": source,
                 "to_topic": target, "records": to_send, "per_partition": per_partition,
                 "already_sent": done, "archive_holes": holes,
             })),
             Format::Table => {
                 println!(
                     "dry run: replay {replay_id} would send {to_send} records of {} to {target}",
-                    options.topic
+                    source
                 );
                 for (partition, count) in &per_partition {
                     println!("  partition {partition}: {count}");
@@ -308,18 +331,25 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
         &**client,
         &replay_id,
         &target,
-        &options.topic,
+        source,
         plan.keys(),
     )
     .await?;
+    // Up to IN_FLIGHT copies wait for their acknowledgement at once. With the gapless
+    // guarantee a failure that could leave a gap in a partition stops the producer, so what a
+    // target partition holds is always a prefix of what was sent to it, which is what resuming
+    // reads back.
     let producer: FutureProducer = kafka_config(settings)
         .set("enable.idempotence", "true")
+        .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
+        .set("linger.ms", "5")
         .create()
         .map_err(|e| CliError::kafka("producer", e))?;
-    let bar = output::bar(to_send, "records");
+    let mut progress = Progress::new(to_send, "records", format);
     let started = Instant::now();
     let mut sent = 0u64;
+    let mut in_flight: VecDeque<(DeliveryFuture, i32, i64)> = VecDeque::new();
     'partitions: for (partition, records) in &plan {
         for record in records {
             if sent >= to_send {
@@ -330,22 +360,32 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
                 tokio::time::sleep_until(due.into()).await;
             }
             let marked = (!options.restore).then_some(replay_id.as_str());
-            send(&producer, &target, *partition, record, marked).await?;
+            let delivery = enqueue(&producer, &target, *partition, record, marked).await?;
+            in_flight.push_back((delivery, record.partition, record.offset));
             sent += 1;
-            bar.inc(1);
+            if in_flight.len() >= IN_FLIGHT {
+                if let Some(oldest) = in_flight.pop_front() {
+                    acknowledged(source, oldest).await?;
+                    progress.inc();
+                }
+            }
         }
     }
-    bar.finish_and_clear();
+    while let Some(oldest) = in_flight.pop_front() {
+        acknowledged(source, oldest).await?;
+        progress.inc();
+    }
+    progress.finish();
     let complete = sent == total;
     match format {
         Format::Json => output::print_json(&json!({
-            "dry_run": false, "replay_id": replay_id, "topic": options.topic,
+            "dry_run": false, "replay_id": replay_id, "topic": source,
             "to_topic": target, "sent": sent, "complete": complete,
         })),
         Format::Table => {
             println!(
                 "replay {replay_id}: sent {sent} records of {} to {target}",
-                options.topic
+                source
             );
             if !complete {
                 println!(
@@ -358,14 +398,15 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
     Ok(EXIT_OK)
 }
 
-/// Produces one copy and waits for the broker's acknowledgement.
-async fn send(
+/// Hands one copy to the producer (waiting while its queue is full); the future resolves with
+/// the broker's acknowledgement.
+async fn enqueue(
     producer: &FutureProducer,
     target: &str,
     partition: i32,
     record: &ArchivedRecord,
     replay_id: Option<&str>,
-) -> Result<(), CliError> {
+) -> Result<DeliveryFuture, CliError> {
     let (partition_text, offset_text) = (record.partition.to_string(), record.offset.to_string());
     let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 4);
     for (key, value) in &record.headers {
@@ -400,16 +441,43 @@ async fn send(
     if let Some(timestamp) = record.timestamp_ms {
         out = out.timestamp(timestamp);
     }
-    producer.send(out, WAIT).await.map_err(|(e, _)| {
-        CliError::kafka(
-            &format!(
-                "sending {}/{}@{}",
-                record.topic, record.partition, record.offset
-            ),
-            e,
-        )
-    })?;
-    Ok(())
+    loop {
+        match producer.send_result(out) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                out = back;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err((e, _)) => {
+                return Err(CliError::kafka(
+                    &format!(
+                        "sending {}/{}@{}",
+                        record.topic, record.partition, record.offset
+                    ),
+                    e,
+                ))
+            }
+        }
+    }
+}
+
+/// Waits for the broker's acknowledgement of the copy of `source`'s record at
+/// (`partition`, `offset`).
+async fn acknowledged(
+    source: &str,
+    (delivery, partition, offset): (DeliveryFuture, i32, i64),
+) -> Result<(), CliError> {
+    let what = || format!("sending {source}/{partition}@{offset}");
+    match tokio::time::timeout(WAIT, delivery).await {
+        Ok(Ok(Ok(_))) => Ok(()),
+        Ok(Ok(Err((e, _)))) => Err(CliError::kafka(&what(), e)),
+        Ok(Err(_)) => Err(CliError::kafka(&what(), "the producer went away")),
+        Err(_) => Err(CliError::Timeout(format!(
+            "{}: no acknowledgement within {} s",
+            what(),
+            WAIT.as_secs()
+        ))),
+    }
 }
 
 /// Records where the target partitions end, the first time this replay sends.

@@ -77,13 +77,18 @@ fn read_topic(topic: &str) -> BTreeMap<(i32, i64), Copy> {
 }
 
 async fn replay(world: &World, prefix: &str, args: &[&str]) -> serde_json::Value {
+    replay_run(world, prefix, args).await.json()
+}
+
+/// `factline --output json replay ARGS`, which must succeed.
+async fn replay_run(world: &World, prefix: &str, args: &[&str]) -> Run {
     let mut full = vec!["--output", "json", "replay"];
     full.extend_from_slice(args);
     let mut command = command(world, &full);
     command.env("ARCHIVE_S3_PREFIX", prefix);
     let run = finish(command, &full).await;
     assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
-    run.json()
+    run
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +176,20 @@ async fn replay_and_restore_send_each_record_once_and_change_no_read_model() {
     let mut limited = base.to_vec();
     limited.extend(["--limit", "2"]);
     assert_eq!(replay(&world, &prefix, &limited).await["sent"], 2);
-    assert_eq!(replay(&world, &prefix, &base).await["sent"], 4);
+    let resumed = replay_run(&world, &prefix, &base).await;
+    assert_eq!(resumed.json()["sent"], 4);
+    // with --output json, progress goes to standard error as JSON lines, the last at the end
+    let last: serde_json::Value = resumed
+        .stderr
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l.get("progress").is_some())
+        .unwrap_or_else(|| panic!("no JSON progress line: {}", resumed.stderr));
+    assert_eq!(
+        (&last["progress"]["done"], &last["progress"]["total"]),
+        (&serde_json::json!(4), &serde_json::json!(4))
+    );
     assert_eq!(replay(&world, &prefix, &base).await["sent"], 0);
     let copies = read_topic(&target);
     assert_eq!(copies.len(), 6);
