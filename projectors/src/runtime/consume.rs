@@ -199,7 +199,26 @@ impl<K: Sink> Runner<K> {
         }
     }
 
+    /// Loads the data keys the batch's personal fields name in one go (otherwise one query
+    /// per key not cached); a failure only means the keys are looked up one by one.
+    async fn prefetch_keys(&self, records: &[Record]) {
+        let ids: Vec<uuid::Uuid> = records
+            .iter()
+            .filter_map(|r| r.payload.as_deref())
+            .flat_map(factline_keystore::sealed::key_ids_in)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(error) = self.crypto.store().prefetch(&ids).await {
+            tracing::debug!(%error, "prefetching the batch's data keys failed");
+        }
+    }
+
     async fn try_flush(&self, records: &[Record]) -> Result<Outcome, BatchError> {
+        if self.sink.spec().input == Input::Events {
+            self.prefetch_keys(records).await;
+        }
         let mut items = Vec::with_capacity(records.len());
         for record in records {
             let decoded = match self.sink.spec().input {

@@ -316,6 +316,70 @@ impl KeyStore {
         Ok(state)
     }
 
+    /// Loads the data keys of `key_ids` that are not cached, in two queries whatever their
+    /// number (keys, then erasures of the rest), so a batch's first look-ups hit the cache.
+    /// Ids the store does not know are left out (looked up, and refused, one by one later).
+    pub async fn prefetch(&self, key_ids: &[Uuid]) -> Result<(), KeyStoreError> {
+        let missing: Vec<Uuid> = {
+            let cache = lock(&self.inner.by_id);
+            let mut missing: Vec<Uuid> = key_ids
+                .iter()
+                .filter(|id| cache.get(id).is_none())
+                .copied()
+                .collect();
+            missing.sort_unstable();
+            missing.dedup();
+            missing
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT key_id, kek_id, wrapped FROM {} WHERE key_id = ANY($1)",
+                    self.t("data_keys")
+                ),
+                &[&missing],
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let key_id: Uuid = row.get(0);
+            let kek_id: String = row.get(1);
+            let wrapped: Vec<u8> = row.get(2);
+            let cipher = cipher_of(&self.inner.ring.unwrap_key(key_id, &kek_id, &wrapped)?);
+            found.push((key_id, KeyState::Live(cipher)));
+        }
+        let rest: Vec<Uuid> = missing
+            .iter()
+            .filter(|id| !found.iter().any(|(f, _)| f == *id))
+            .copied()
+            .collect();
+        if !rest.is_empty() {
+            for row in client
+                .query(
+                    &format!(
+                        "SELECT key_id FROM {} WHERE key_id = ANY($1)",
+                        self.t("erasures")
+                    ),
+                    &[&rest],
+                )
+                .await
+                .map_err(unavailable)?
+            {
+                found.push((row.get(0), KeyState::Erased));
+            }
+        }
+        let mut cache = lock(&self.inner.by_id);
+        for (key_id, state) in found {
+            cache.put(key_id, state);
+        }
+        Ok(())
+    }
+
     /// Destroys `subject`'s data key and records the erasure (idempotent: erasing again
     /// records nothing new unless a key was created since).
     pub async fn erase(&self, subject: &str) -> Result<Erasure, KeyStoreError> {

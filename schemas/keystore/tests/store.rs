@@ -403,3 +403,45 @@ async fn a_lost_key_declared_lost_reads_as_the_placeholder_and_a_present_key_is_
         1
     );
 }
+
+#[tokio::test]
+async fn prefetch_loads_a_batchs_keys_and_erasures_in_one_go() {
+    let schema = new_schema();
+    let kek = ring(&KekRing::generate_entry("k1"));
+    let writer = store(&schema, &kek, 60_000);
+    let (live, cipher) = writer.key_for_subject("c-live").await.unwrap();
+    let (erased, _) = writer.key_for_subject("c-erased").await.unwrap();
+    writer.erase("c-erased").await.unwrap();
+    let unknown = uuid::Uuid::new_v4();
+    let sealed = factline_keystore::sealed::seal(&cipher, live, "Grace");
+    let payload = format!(
+        "\u{2}\u{14}{sealed}\u{0}fl1:{}:x fl1:not-a-uuid fl1:{}:",
+        erased.simple(),
+        unknown.simple()
+    );
+    let ids = factline_keystore::sealed::key_ids_in(payload.as_bytes());
+    assert_eq!(ids, vec![live, erased, unknown]);
+
+    let reader = store(&schema, &kek, 60_000);
+    reader.prefetch(&ids).await.unwrap();
+    // the rows gone from the database: what the reader answers now comes from its cache
+    let client = factline_testkit::connect(&env("DATABASE_URL")).await;
+    client
+        .batch_execute(&format!(
+            "DELETE FROM {schema}.data_keys; DELETE FROM {schema}.erasures"
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(
+        reader.key_by_id(live).await.unwrap(),
+        KeyState::Live(_)
+    ));
+    assert!(matches!(
+        reader.key_by_id(erased).await.unwrap(),
+        KeyState::Erased
+    ));
+    assert_eq!(
+        reader.key_by_id(unknown).await.err(),
+        Some(KeyStoreError::UnknownKey(unknown))
+    );
+}
