@@ -111,6 +111,28 @@ pub fn seal(cipher: &Aes256Gcm, key_id: Uuid, plaintext: &str) -> String {
     )
 }
 
+/// The data key ids named by sealed values anywhere in `bytes` (a record's raw Avro value,
+/// where strings are stored as they are): for fetching a batch's keys at once. A false
+/// positive is harmless (an id the store does not know is skipped).
+pub fn key_ids_in(bytes: &[u8]) -> Vec<Uuid> {
+    const PREFIX: &[u8] = b"fl1:";
+    let mut ids = Vec::new();
+    let mut at = 0;
+    while let Some(found) = bytes[at..].windows(PREFIX.len()).position(|w| w == PREFIX) {
+        let start = at + found + PREFIX.len();
+        if let Some(id) = bytes
+            .get(start..start + 33)
+            .filter(|b| b[32] == b':')
+            .and_then(|b| std::str::from_utf8(&b[..32]).ok())
+            .and_then(|s| Uuid::try_parse(s).ok())
+        {
+            ids.push(id);
+        }
+        at = start;
+    }
+    ids
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,26 +197,4 @@ mod tests {
         assert!(Sealed::parse(&format!("fl1:{id}:!!")).is_err());
         assert!(Sealed::parse(&format!("fl1:{id}:AAAA")).is_err());
     }
-}
-
-/// The data key ids named by sealed values anywhere in `bytes` (a record's raw Avro value,
-/// where strings are stored as they are): for fetching a batch's keys at once. A false
-/// positive is harmless (an id the store does not know is skipped).
-pub fn key_ids_in(bytes: &[u8]) -> Vec<Uuid> {
-    const PREFIX: &[u8] = b"fl1:";
-    let mut ids = Vec::new();
-    let mut at = 0;
-    while let Some(found) = bytes[at..].windows(PREFIX.len()).position(|w| w == PREFIX) {
-        let start = at + found + PREFIX.len();
-        if let Some(id) = bytes
-            .get(start..start + 33)
-            .filter(|b| b[32] == b':')
-            .and_then(|b| std::str::from_utf8(&b[..32]).ok())
-            .and_then(|s| Uuid::try_parse(s).ok())
-        {
-            ids.push(id);
-        }
-        at = start;
-    }
-    ids
 }
