@@ -27,7 +27,7 @@ scripts/stack.sh start || exit 1
 eval "$(scripts/stack.sh env)"
 
 echo "== compose file and README checks"
-[ -x .dev/venv/bin/python ] && .dev/venv/bin/pip install -q pyyaml jsonschema schemathesis oteltap >/dev/null
+[ -x .dev/venv/bin/python ] && .dev/venv/bin/pip install -q pyyaml jsonschema schemathesis oteltap "confluent-kafka[avro]" >/dev/null
 # the web console's browser test: Debian's chromium and the playwright Python package
 scripts/console-test.sh --install || exit 1
 .dev/venv/bin/python scripts/check-compose.py || exit 1

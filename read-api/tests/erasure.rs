@@ -1,7 +1,8 @@
 //! Erasure by crypto-shredding, end to end against the real servers: before `ForgetCustomer`
 //! the customer's name, email and address are in clear in the read models (so the search
-//! below works); after it, reading every topic from the beginning (dead letters included)
-//! finds them in no record, no PostgreSQL table of the test (nor the key store) and no
+//! below works); after it, reading every topic from the beginning (dead letters included),
+//! with rdkafka and with Confluent's own Python client and Avro deserializer, finds them in
+//! no record, no PostgreSQL table of the test (nor the key store) and no
 //! Elasticsearch index holds them, no archived object holds them, the services' logs (captured
 //! at debug level, above what `make up` runs with) never held them, and rebuilding the
 //! projections from the log gives the same read models.
@@ -251,6 +252,39 @@ fn read_topic(topic: &str) -> Vec<Vec<u8>> {
     records
 }
 
+/// Every record of `topics` from their beginning as Confluent's Python client and its
+/// AvroDeserializer see them (`tests/erasure/confluent_read.py`), one JSON value each.
+fn read_with_confluent(topics: &[&str]) -> Vec<Value> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("../.dev/venv/bin/python");
+    let output = std::process::Command::new(&python)
+        .arg(root.join("tests/erasure/confluent_read.py"))
+        .arg(env("KAFKA_BROKERS"))
+        .arg(env("SCHEMA_REGISTRY_URL"))
+        .args(topics)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+    assert!(
+        output.status.success(),
+        "confluent_read.py failed ({}); `make test` installs confluent-kafka[avro] into \
+         .dev/venv: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn assert_no_needle(record: &Value, needles: &[&str]) {
+    let text = record.to_string();
+    for needle in needles {
+        assert!(!text.contains(needle), "{needle} in clear: {text}");
+    }
+}
+
 /// The read models of `url`'s schema (every table but the runtime's bookkeeping), as JSON
 /// rows sorted within each table.
 async fn read_models(url: &str) -> BTreeMap<String, Vec<String>> {
@@ -317,14 +351,28 @@ async fn after_forget_customer_the_personal_data_is_nowhere_and_a_rebuild_agrees
         found.iter().any(|f| f.ends_with(&street)).then_some(())
     })
     .await;
-    // and never on the log
+    // and never on the log: Confluent's client decodes every record and sees ciphertext
     for topic in ["customers", "orders"] {
-        for record in read_topic(&format!("{}{topic}", world.prefix)) {
-            let text = String::from_utf8_lossy(&record);
+        let topic = format!("{}{topic}", world.prefix);
+        let log = read_topic(&topic);
+        for record in &log {
+            let text = String::from_utf8_lossy(record);
             for needle in needles {
                 assert!(!text.contains(needle), "{topic}: {needle} in clear");
             }
         }
+        let confluent = read_with_confluent(&[&topic]);
+        assert_eq!(confluent.len(), log.len(), "{topic}: {confluent:?}");
+        for record in &confluent {
+            assert_eq!(record["decoded"], true, "{record}");
+            assert_no_needle(record, &needles);
+        }
+        assert!(
+            confluent
+                .iter()
+                .any(|r| r.to_string().contains(factline_keystore::sealed::PREFIX)),
+            "{topic}: no sealed field seen: {confluent:?}"
+        );
     }
 
     let forgotten = world
@@ -362,13 +410,22 @@ async fn after_forget_customer_the_personal_data_is_nowhere_and_a_rebuild_agrees
         found_in_postgres(&world.database_url, Some(&keys.db_schema), &needles).await,
         Vec::<String>::new()
     );
-    for topic in ["customers", "orders", "customers.dlq", "orders.dlq"] {
-        for record in read_topic(&format!("{}{topic}", world.prefix)) {
+    let topics = ["customers", "orders", "customers.dlq", "orders.dlq"]
+        .map(|topic| format!("{}{topic}", world.prefix));
+    let mut on_the_log = 0;
+    for topic in &topics {
+        for record in read_topic(topic) {
+            on_the_log += 1;
             let text = String::from_utf8_lossy(&record);
             for needle in needles {
                 assert!(!text.contains(needle), "{topic}: {needle} in clear");
             }
         }
+    }
+    let confluent = read_with_confluent(&topics.each_ref().map(String::as_str));
+    assert_eq!(confluent.len(), on_the_log, "{confluent:?}");
+    for record in &confluent {
+        assert_no_needle(record, &needles);
     }
 
     // the archive holds every record of the log, and none of them in clear

@@ -8,11 +8,8 @@
 mod support;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use factline_archive::{ArchiveConfig, BucketConfig, CutRules};
-use factline_projectors::archive::ArchiveSink;
-use factline_testkit::stack::{ARCHIVE_S3_BUCKET, ARCHIVE_S3_ENDPOINT};
+use factline_archive::CutRules;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -48,49 +45,15 @@ async fn the_feed_of_a_rebuild_counts_archive_and_kafka_and_names_a_hole() {
     let orders = format!("{}orders", world.prefix);
 
     // the archive of everything, by the archiver
-    let prefix = format!("test-{}/", factline_testkit::short_id(10));
-    let mut bucket = BucketConfig::local(&env(ARCHIVE_S3_ENDPOINT), &env(ARCHIVE_S3_BUCKET));
-    bucket.prefix = prefix.clone();
-    let archive = ArchiveConfig {
-        bucket,
-        rules: CutRules {
+    let prefix = archive::archive_orders(
+        &world,
+        CutRules {
             max_records: 1,
             max_bytes: 1 << 20,
         },
-    };
-    let topics = vec!["orders".to_owned(), "customers".to_owned()];
-    let sink = ArchiveSink::new(&topics, &archive).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let archiver = tokio::spawn(factline_projectors::run_sink(
-        world.projector_config(),
-        sink,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let db = factline_testkit::connect(&world.database_url).await;
-    factline_testkit::eventually(
-        "the archive holds every order",
-        Duration::from_secs(120),
-        || {
-            let (db, orders) = (&db, &orders);
-            async move {
-                let archived: i64 = db
-                    .query_one(
-                        "SELECT coalesce(sum(records), 0)::bigint FROM factline_archive_objects \
-                         WHERE topic = $1",
-                        &[orders],
-                    )
-                    .await
-                    .ok()?
-                    .get(0);
-                (archived == 6).then_some(())
-            }
-        },
+        6,
     )
     .await;
-    let _ = stop.send(());
-    archiver.await.unwrap().unwrap();
 
     // Kafka loses every record of orders, then one more order arrives
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -131,6 +94,7 @@ async fn the_feed_of_a_rebuild_counts_archive_and_kafka_and_names_a_hole() {
 
     // a hole: the object of orders/P offset 0 lost from the archive as well
     let (partition, _) = ends.iter().next().unwrap();
+    let db = factline_testkit::connect(&world.database_url).await;
     db.execute(
         "DELETE FROM factline_archive_objects WHERE topic = $1 AND partition = $2 \
          AND first_offset = 0",

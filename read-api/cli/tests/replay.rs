@@ -10,9 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use factline_archive::{ArchiveConfig, BucketConfig, CutRules};
-use factline_projectors::archive::ArchiveSink;
-use factline_testkit::stack::{ARCHIVE_S3_BUCKET, ARCHIVE_S3_ENDPOINT};
+use factline_archive::CutRules;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -105,46 +103,7 @@ async fn replay_and_restore_send_each_record_once_and_change_no_read_model() {
     assert_eq!(original.len(), 6);
 
     // the archive, written by the archiver
-    let prefix = format!("test-{}/", factline_testkit::short_id(10));
-    let mut bucket = BucketConfig::local(&env(ARCHIVE_S3_ENDPOINT), &env(ARCHIVE_S3_BUCKET));
-    bucket.prefix = prefix.clone();
-    let archive = ArchiveConfig {
-        bucket,
-        rules: CutRules::default(),
-    };
-    let topics = vec!["orders".to_owned(), "customers".to_owned()];
-    let sink = ArchiveSink::new(&topics, &archive).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let archiver = tokio::spawn(factline_projectors::run_sink(
-        world.projector_config(),
-        sink,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let db = factline_testkit::connect(&world.database_url).await;
-    factline_testkit::eventually(
-        "the archive holds every order",
-        Duration::from_secs(120),
-        || {
-            let (db, orders) = (&db, &orders);
-            async move {
-                let archived: i64 = db
-                    .query_one(
-                        "SELECT coalesce(sum(records), 0)::bigint FROM factline_archive_objects \
-                     WHERE topic = $1",
-                        &[orders],
-                    )
-                    .await
-                    .ok()?
-                    .get(0);
-                (archived == 6).then_some(())
-            }
-        },
-    )
-    .await;
-    let _ = stop.send(());
-    archiver.await.unwrap().unwrap();
+    let prefix = archive::archive_orders(&world, CutRules::default(), 6).await;
 
     // a dry run counts, sends nothing
     let target = format!("{}orders_replayed", world.prefix);
@@ -274,6 +233,7 @@ async fn replay_and_restore_send_each_record_once_and_change_no_read_model() {
     let sent = replay(&world, &prefix, &["--topic", &orders, "--yes"]).await;
     assert_eq!(sent["sent"], 6);
     assert_eq!(read_topic(&orders).len(), 12);
+    let db = factline_testkit::connect(&world.database_url).await;
     factline_testkit::eventually("order_summary read the copies", Duration::from_secs(120), || {
         let (db, orders) = (&db, &orders);
         async move {

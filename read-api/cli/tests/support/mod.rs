@@ -3,6 +3,7 @@
 //! the read API's tests use) and running the `factline` binary against it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod archive;
 #[path = "../../../tests/common/mod.rs"]
 pub mod common;
 pub mod tally;
