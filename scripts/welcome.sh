@@ -11,6 +11,7 @@ cat <<TXT
 factline is up.
   write side        http://$W   (/healthz /readyz /metrics /openapi.json)
   read API          http://$R   (/orders/{id} /customers/{id} /search/orders /events /projections)
+  web console       http://$R/console   (events, timelines, projections, read models)
   projectors        /metrics and /healthz on 127.0.0.1: ${PROJECTORS%, }
   schema registry   $SCHEMA_REGISTRY_URL
   Kafka             $KAFKA_BROKERS
@@ -37,4 +38,9 @@ Search, browse the events, see the projectors:
   curl -s "$R/search/orders?q=earl+grey"
   curl -s "$R/events?type=OrderPlaced"
   curl -s "$R/projections"
+
+The operator's CLI (README: "Operator's guide"):
+
+  cargo run -q -p factline-cli -- status
+  cargo run -q -p factline-cli -- events search --key o-1
 TXT
