@@ -114,6 +114,20 @@ note_started() { if [ -n "${STARTED_FILE:-}" ]; then echo "$1" >>"$STARTED_FILE"
 
 as_postgres() { su postgres -s /bin/sh -c "$1"; }
 
+# The server runs as the postgres user, which must be able to reach .dev/: a checkout under
+# a directory only root may enter (mktemp -d makes mode 700) gets search permission (o+x, no
+# listing) on each such parent, said in the log.
+let_postgres_reach() {
+    local dir="$1"
+    while [ "$dir" != "/" ]; do
+        if ! as_postgres "test -x '$dir'" 2>/dev/null; then
+            log "letting the postgres user pass through $dir (chmod o+x)"
+            chmod o+x "$dir" || die "cannot give the postgres user access to $dir"
+        fi
+        dir="$(dirname "$dir")"
+    done
+}
+
 # ---------------------------------------------------------------- postgres
 
 start_postgres() {
@@ -125,11 +139,13 @@ start_postgres() {
         return 0
     fi
     [ -x "$PG_BIN/initdb" ] || die "PostgreSQL server binaries not found in $PG_BIN (run: scripts/stack.sh install)"
+    let_postgres_reach "$DEV"
     if [ ! -f "$PG_DATA/PG_VERSION" ]; then
         log "initialising PostgreSQL cluster in .dev/postgres"
         mkdir -p "$PG_DATA"
         chown postgres:postgres "$PG_DATA"
-        as_postgres "$PG_BIN/initdb -D '$PG_DATA' -A trust -U postgres" >"$LOGS/postgres-initdb.log" 2>&1
+        as_postgres "$PG_BIN/initdb -D '$PG_DATA' -A trust -U postgres" >"$LOGS/postgres-initdb.log" 2>&1 \
+            || { tail -n 5 "$LOGS/postgres-initdb.log" >&2; die "initdb failed (log: $LOGS/postgres-initdb.log)"; }
     fi
     chown postgres:postgres "$LOGS" 2>/dev/null || true
     touch "$LOGS/postgres.log" && chown postgres:postgres "$LOGS/postgres.log"

@@ -278,10 +278,10 @@ fn read_with_confluent(topics: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-fn assert_no_needle(record: &Value, needles: &[&str]) {
-    let text = record.to_string();
+/// Fails naming `place` when `text` holds any of `needles`.
+fn assert_not_in_clear(place: &str, text: &str, needles: &[&str]) {
     for needle in needles {
-        assert!(!text.contains(needle), "{needle} in clear: {text}");
+        assert!(!text.contains(needle), "{place}: {needle} in clear");
     }
 }
 
@@ -356,16 +356,13 @@ async fn after_forget_customer_the_personal_data_is_nowhere_and_a_rebuild_agrees
         let topic = format!("{}{topic}", world.prefix);
         let log = read_topic(&topic);
         for record in &log {
-            let text = String::from_utf8_lossy(record);
-            for needle in needles {
-                assert!(!text.contains(needle), "{topic}: {needle} in clear");
-            }
+            assert_not_in_clear(&topic, &String::from_utf8_lossy(record), &needles);
         }
         let confluent = read_with_confluent(&[&topic]);
         assert_eq!(confluent.len(), log.len(), "{topic}: {confluent:?}");
         for record in &confluent {
             assert_eq!(record["decoded"], true, "{record}");
-            assert_no_needle(record, &needles);
+            assert_not_in_clear(&topic, &record.to_string(), &needles);
         }
         assert!(
             confluent
@@ -416,16 +413,13 @@ async fn after_forget_customer_the_personal_data_is_nowhere_and_a_rebuild_agrees
     for topic in &topics {
         for record in read_topic(topic) {
             on_the_log += 1;
-            let text = String::from_utf8_lossy(&record);
-            for needle in needles {
-                assert!(!text.contains(needle), "{topic}: {needle} in clear");
-            }
+            assert_not_in_clear(topic, &String::from_utf8_lossy(&record), &needles);
         }
     }
     let confluent = read_with_confluent(&topics.each_ref().map(String::as_str));
     assert_eq!(confluent.len(), on_the_log, "{confluent:?}");
     for record in &confluent {
-        assert_no_needle(record, &needles);
+        assert_not_in_clear("Confluent's client", &record.to_string(), &needles);
     }
 
     // the archive holds every record of the log, and none of them in clear
@@ -439,13 +433,11 @@ async fn after_forget_customer_the_personal_data_is_nowhere_and_a_rebuild_agrees
         .await;
         assert_eq!(archived.len(), log.len(), "{topic}");
         for record in archived {
-            let text = String::from_utf8_lossy(&record);
-            for needle in needles {
-                assert!(
-                    !text.contains(needle),
-                    "archive of {topic}: {needle} in clear"
-                );
-            }
+            assert_not_in_clear(
+                &format!("archive of {topic}"),
+                &String::from_utf8_lossy(&record),
+                &needles,
+            );
         }
     }
     world.stop_projector("event_archive").await;
@@ -454,9 +446,7 @@ async fn after_forget_customer_the_personal_data_is_nowhere_and_a_rebuild_agrees
     let text = logs.text();
     assert!(text.contains("data key destroyed"), "{text}");
     assert!(text.contains(&customer), "{text}");
-    for needle in needles {
-        assert!(!text.contains(needle), "logs: {needle} in clear");
-    }
+    assert_not_in_clear("logs", &text, &needles);
 
     // a rebuild from the beginning of the log, into a fresh schema and fresh indices, gives
     // the same read models: the erased values read as the placeholder, then forgetting
