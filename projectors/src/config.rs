@@ -64,6 +64,11 @@ pub struct Config {
     /// schema id, 5xx, timeouts, connection errors) is retried before it is dead-lettered
     /// (`PROJECTOR_REGISTRY_RETRY_MS`, default 300000; 0 dead-letters at once).
     pub registry_retry_ms: u64,
+    /// With nothing to read for a moment, the partitions are paused this long between short
+    /// probes, so an idle projector leaves the broker alone (`PROJECTOR_IDLE_PAUSE_MS`, default
+    /// 100; 0 never pauses). The first record after a quiet spell is seen up to this much later;
+    /// see [`crate::runtime::idle`].
+    pub idle_pause_ms: u64,
     // --- end of crash recovery and registry retries ---
     /// The key store that decrypts personal fields before `apply` (`FACTLINE_KEK`,
     /// `FACTLINE_KEK_FILE`, `FACTLINE_KEYS_*`; see `factline_keystore::config`).
@@ -111,6 +116,7 @@ impl Config {
             dedupe_window_secs: DEFAULT_DEDUPE_WINDOW_SECS,
             static_membership: true,
             registry_retry_ms: 300_000,
+            idle_pause_ms: 100,
             keys: factline_keystore::KeyConfig::default(),
         }
     }
@@ -152,6 +158,7 @@ impl Config {
             .flag("PROJECTOR_STATIC_MEMBERSHIP")?
             .unwrap_or(c.static_membership);
         c.registry_retry_ms = env.parse_or("PROJECTOR_REGISTRY_RETRY_MS", c.registry_retry_ms)?;
+        c.idle_pause_ms = env.parse_or("PROJECTOR_IDLE_PAUSE_MS", c.idle_pause_ms)?;
         c.keys =
             factline_keystore::KeyConfig::from_env(&env).map_err(|e| ConfigError::Invalid {
                 name: "FACTLINE_KEK*",

@@ -18,6 +18,9 @@ pub const DEAD_LETTERED: &str = "factline_projector_dead_lettered_total";
 pub const BATCH_SECONDS: &str = "factline_projector_batch_seconds";
 /// Retries after transient failures, by `stage` (decode, sink, dead_letter, bootstrap).
 pub const RETRIES: &str = "factline_projector_retries_total";
+/// Times the consumer paused its partitions for having nothing to read (see
+/// `runtime::idle`).
+pub const IDLE_PAUSES: &str = "factline_projector_idle_pauses_total";
 /// Records between the checkpoint and the high watermark, per `topic` and `partition`.
 pub const LAG_EVENTS: &str = "factline_projector_lag_events";
 /// Age of the last applied event when records are still waiting, per `topic` and `partition`.
@@ -82,6 +85,11 @@ impl Metrics {
     pub fn retry(&self, stage: &'static str) {
         let [a, b] = self.labels();
         counter!(RETRIES, &[a, b, ("stage", stage.to_owned())]).increment(1);
+    }
+
+    /// Counts a pause of an idle consumer.
+    pub fn idle_pause(&self) {
+        counter!(IDLE_PAUSES, &self.labels()).increment(1);
     }
 
     /// Sets the lag of one partition.

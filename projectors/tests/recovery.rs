@@ -1,6 +1,6 @@
 //! Recovery, against the real local stack: projector binaries started exactly as
 //! `scripts/services.sh` starts them come back after SIGKILL and share partitions when two run
-//! with the same defaults; registry answers that may heal (404, 401) delay records but never
+//! with the same defaults; an idle one pauses its fetches and misses nothing written meanwhile; registry answers that may heal (404, 401) delay records but never
 //! dead-letter them, and after the retry bound a record is dead-lettered without poisoning the
 //! ones that follow.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -287,6 +287,59 @@ async fn two_instances_started_with_the_same_defaults_both_get_partitions() {
     wait_caught_up(&url, order_summary::NAME, order_summary::VERSION, &ends).await;
     sigterm(&mut a);
     sigterm(&mut b);
+    let reference = reference(&fixture).await;
+    assert_eq!(dump(&url, ORDERS).await, dump(&reference, ORDERS).await);
+}
+
+/// The idle pauses the projector has counted (`factline_projector_idle_pauses_total`).
+async fn idle_pauses(addr: &str) -> f64 {
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("factline_projector_idle_pauses_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_projector_pauses_its_fetches_and_applies_what_is_written_meanwhile() {
+    let mut fixture = Fixture::new(3).await;
+    let events = dataset::shop(6, 60);
+    let (first, rest) = events.split_at(events.len() / 2);
+    fixture.produce_all(first).await;
+    let (_, url) = fresh_schema().await;
+    let addr = free_addr();
+    let mut child = spawn_like_services(&fixture, &url, &addr);
+    wait_caught_up(
+        &url,
+        order_summary::NAME,
+        order_summary::VERSION,
+        &fixture.ends_for(&OrderSummaryProjection),
+    )
+    .await;
+    // each round: the idle projector pauses (twice, so a whole pause-probe cycle ran), then
+    // records arrive while it is paused or probing, and all of them are applied
+    for chunk in rest.chunks(rest.len().div_ceil(3)) {
+        let seen = idle_pauses(&addr).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while idle_pauses(&addr).await < seen + 2.0 {
+            assert!(child.0.try_wait().unwrap().is_none(), "projector exited");
+            assert!(
+                Instant::now() < deadline,
+                "an idle projector never paused its partitions"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        fixture.produce_all(chunk).await;
+        let ends = fixture.ends_for(&OrderSummaryProjection);
+        wait_caught_up(&url, order_summary::NAME, order_summary::VERSION, &ends).await;
+    }
+    sigterm(&mut child);
     let reference = reference(&fixture).await;
     assert_eq!(dump(&url, ORDERS).await, dump(&reference, ORDERS).await);
 }

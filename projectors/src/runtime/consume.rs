@@ -3,6 +3,7 @@
 //! backoff on the same in-memory batch (nothing is skipped); rebalances discard the
 //! uncommitted records of revoked partitions. Once a second the loop exports lag, records
 //! high watermarks and, while a new version rebuilds, checks its progress ([`super::rebuild`]).
+//! With nothing to read, the partitions are paused between short probes ([`super::idle`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 
 use super::commit::{self, BatchError};
 use super::group::set_failure;
+use super::idle::IdleFetch;
 use super::sink::{Input, Sink};
 use super::triage::{Item, Outcome};
 use super::wait::{backoff_for, sleep_or_stop, sleep_until_opt, stopped};
@@ -60,8 +62,20 @@ pub(super) struct Runner<K: Sink> {
 }
 
 impl<K: Sink> Runner<K> {
-    /// Consumes until stopped, retired, or the membership is lost.
+    /// Consumes until stopped, retired, or the membership is lost; leaves every partition
+    /// resumed.
     pub(super) async fn consume(&mut self) {
+        let mut idle = IdleFetch::new(
+            self.config.idle_pause_ms,
+            self.consumer.clone(),
+            self.state.clone(),
+            self.metrics.clone(),
+        );
+        self.consume_loop(&mut idle).await;
+        idle.finish();
+    }
+
+    async fn consume_loop(&mut self, idle: &mut IdleFetch) {
         let mut batch: Vec<Record> = Vec::new();
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -87,6 +101,7 @@ impl<K: Sink> Runner<K> {
                 if !self.flush(records).await {
                     return; // stopped while retrying: the batch is discarded, nothing committed
                 }
+                idle.activity();
                 continue;
             }
             if self.retired {
@@ -110,6 +125,7 @@ impl<K: Sink> Runner<K> {
                         let record = Record::from_message(&message);
                         drop(message);
                         recv_backoff.reset();
+                        idle.activity();
                         // A rebalance may have run inside recv: drop what it revoked first.
                         self.drop_revoked(&mut batch);
                         batch.push(record);
@@ -117,6 +133,7 @@ impl<K: Sink> Runner<K> {
                             deadline = Some(tokio::time::Instant::now() + batch_wait);
                         }
                     }
+                    Err(KafkaError::PartitionEOF(_)) => idle.reached_end(),
                     Err(error) => {
                         if let KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset) = error {
                             // auto.offset.reset=error: a position is below the log start (or
@@ -137,6 +154,9 @@ impl<K: Sink> Runner<K> {
                         sleep_or_stop(&mut stop, recv_backoff.next_delay()).await;
                     }
                 },
+                // after recv: a record waiting to be read ends the idle state instead
+                _ = sleep_until_opt(idle.deadline(!batch.is_empty())),
+                    if idle.deadline(!batch.is_empty()).is_some() => idle.turn(),
             }
         }
     }

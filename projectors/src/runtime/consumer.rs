@@ -241,7 +241,8 @@ pub fn create(
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
+        // end-of-partition events end the idle cycle's probes early (see `crate::runtime::idle`)
+        .set("enable.partition.eof", "true");
     for (name, value) in CONSUMER_DEFAULTS {
         if client.get(name).is_none() {
             client.set(*name, *value);

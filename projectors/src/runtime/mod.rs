@@ -3,7 +3,7 @@
 //! - [`run`]: [`run::run`] / [`run::run_sink`], start to graceful stop;
 //! - [`startup`]: HTTP server, PostgreSQL pool, the sink's bootstrap, Kafka configurations;
 //! - [`group`]: the consumer group membership (instance slots, joining again, leaving);
-//! - [`consume`]: the consume loop, batching and retries;
+//! - [`consume`]: the consume loop, batching and retries; [`idle`]: pausing while idle;
 //! - [`triage`] and [`commit`]: each batch sorted once and committed through the sink;
 //! - [`sequence`]: sequenced dead-lettering for projections that opt in;
 //! - [`sink`]: the seam a store implements;
@@ -23,6 +23,7 @@ pub mod decode;
 pub mod group;
 pub mod history;
 pub mod http;
+pub mod idle;
 pub mod membership;
 pub mod positions;
 pub mod progress;

@@ -1,0 +1,236 @@
+//! Quiet when idle: a consumer with nothing to read pauses its partitions between short probes.
+//!
+//! librdkafka fetches continuously and relies on the broker to hold an empty fetch for
+//! `fetch.wait.max.ms`. A broker that answers every fetch at once (noida-db, the local stack's)
+//! turns each idle consumer into a busy loop on both sides: about 0.17 of a core per projector
+//! and 0.7 for the broker with the sample projectors running. So once no record has arrived for
+//! [`IDLE_AFTER`] and no batch is open, the consume loop pauses its assigned partitions for the
+//! configured pause (`PROJECTOR_IDLE_PAUSE_MS`, default 100 ms; 0 never pauses), then resumes
+//! them for a probe in which any new record ends the idle state, and pauses again. A probe ends
+//! as soon as every partition reported its end (librdkafka's end-of-partition event: one fetch
+//! answered with nothing new), or after [`PROBE`] at most.
+//!
+//! librdkafka does not wake its broker thread on a resume (it would fetch again only at its
+//! next wake-up, up to a second later), so each resume is followed by a seek to the partition's
+//! next position, which does. That position is the one after the last record the loop received,
+//! or, when none arrived since the partition was assigned, the stored position it was assigned
+//! at: the loop pauses only with no batch open, so both are committed and nothing is skipped.
+//!
+//! What it costs: the first record written after a quiet spell is seen up to one pause later.
+//! A busy stream never pauses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::time::Instant;
+
+use crate::consumer::{ProjectorConsumer, SharedState};
+use crate::telemetry::Metrics;
+
+/// How long the loop waits without a record before it pauses.
+pub const IDLE_AFTER: Duration = Duration::from_millis(250);
+
+/// The longest the partitions stay resumed between pauses, waiting for a record or the end.
+pub const PROBE: Duration = Duration::from_millis(50);
+
+/// Where the loop is in the pause cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Records flow, or did until recently.
+    Active,
+    /// Partitions paused.
+    Paused,
+    /// Partitions resumed after a pause, waiting for a record.
+    Probing,
+}
+
+/// The pause cycle of one consumer.
+pub struct IdleFetch {
+    consumer: Arc<ProjectorConsumer>,
+    state: SharedState,
+    metrics: Metrics,
+    pause: Option<Duration>,
+    phase: Phase,
+    /// When the current phase ends (in `Active`: when the loop counts as idle).
+    until: Instant,
+    /// End-of-partition events seen in the current probe.
+    ends: usize,
+}
+
+impl IdleFetch {
+    /// A cycle pausing for `pause_ms` (0: never pauses); `state` gives the committed positions.
+    pub fn new(
+        pause_ms: u64,
+        consumer: Arc<ProjectorConsumer>,
+        state: SharedState,
+        metrics: Metrics,
+    ) -> IdleFetch {
+        IdleFetch {
+            consumer,
+            state,
+            metrics,
+            pause: (pause_ms > 0).then(|| Duration::from_millis(pause_ms)),
+            phase: Phase::Active,
+            until: Instant::now() + IDLE_AFTER,
+            ends: 0,
+        }
+    }
+
+    /// When [`IdleFetch::turn`] must run next; none while pausing is off or a batch is open.
+    pub fn deadline(&self, batch_open: bool) -> Option<Instant> {
+        match (self.pause, self.phase) {
+            (None, _) => None,
+            (Some(_), Phase::Active) if batch_open => None,
+            (Some(_), _) => Some(self.until),
+        }
+    }
+
+    /// A record arrived or a batch was committed: the loop is busy. Resumes the partitions
+    /// if they were paused (a record from a partition assigned during the pause).
+    pub fn activity(&mut self) {
+        if self.phase == Phase::Paused {
+            self.resume();
+        }
+        self.phase = Phase::Active;
+        self.until = Instant::now() + IDLE_AFTER;
+    }
+
+    /// A partition reported its end: once all did, the probe found nothing and ends.
+    pub fn reached_end(&mut self) {
+        if self.phase != Phase::Probing {
+            return;
+        }
+        self.ends += 1;
+        let assigned = self.state.lock().assigned.len();
+        if self.ends >= assigned {
+            self.turn();
+        }
+    }
+
+    /// The deadline passed: pause, or resume for a probe.
+    pub fn turn(&mut self) {
+        let Some(pause) = self.pause else { return };
+        match self.phase {
+            Phase::Active | Phase::Probing => {
+                self.pause_all();
+                self.metrics.idle_pause();
+                self.phase = Phase::Paused;
+                self.until = Instant::now() + pause;
+            }
+            Phase::Paused => {
+                self.resume();
+                self.phase = Phase::Probing;
+                self.ends = 0;
+                self.until = Instant::now() + PROBE;
+            }
+        }
+    }
+
+    /// Leaves the cycle with every partition resumed (before the consumer is used elsewhere).
+    pub fn finish(&mut self) {
+        if self.phase == Phase::Paused {
+            self.resume();
+        }
+        self.phase = Phase::Active;
+    }
+
+    fn pause_all(&self) {
+        match self.consumer.assignment() {
+            Ok(assignment) if assignment.count() > 0 => {
+                if let Err(error) = self.consumer.pause(&assignment) {
+                    tracing::debug!(%error, "cannot pause idle partitions");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "cannot read the assignment to pause it"),
+        }
+    }
+
+    /// Resumes the current assignment (a partition revoked and assigned again during the pause
+    /// too; resuming one that is not paused does nothing) and seeks each partition to its next
+    /// position, which wakes librdkafka's fetcher.
+    fn resume(&self) {
+        let positions = match self.consumer.position() {
+            Ok(positions) if positions.count() > 0 => positions,
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the assignment to resume it");
+                return;
+            }
+        };
+        if let Err(error) = self.consumer.resume(&positions) {
+            tracing::warn!(%error, "cannot resume paused partitions");
+        }
+        let mut seek = TopicPartitionList::new();
+        {
+            let state = self.state.lock();
+            for e in positions.elements() {
+                let next = match e.offset() {
+                    Offset::Offset(next) => next,
+                    // nothing received since the assignment, which was at the stored position
+                    // (kept in `committed`) or, with none stored, at 0
+                    _ => state
+                        .committed
+                        .get(&(e.topic().to_owned(), e.partition()))
+                        .copied()
+                        .unwrap_or(0),
+                };
+                if let Err(error) =
+                    seek.add_partition_offset(e.topic(), e.partition(), Offset::Offset(next))
+                {
+                    tracing::warn!(%error, "cannot build the seek list");
+                }
+            }
+        }
+        // asynchronous (timeout 0): errors come back through the consumer
+        if let Err(error) = self.consumer.seek_partitions(seek, Duration::ZERO) {
+            tracing::warn!(%error, "cannot seek resumed partitions");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle(pause_ms: u64) -> IdleFetch {
+        let consumer: ProjectorConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("group.id", "idle-unit")
+            .create_with_context(crate::consumer::ProjectorContext::new(
+                "idle-unit",
+                1,
+                tokio_postgres::Config::new(),
+                SharedState::default(),
+            ))
+            .expect("a consumer is created without a broker");
+        IdleFetch::new(
+            pause_ms,
+            Arc::new(consumer),
+            SharedState::default(),
+            Metrics::new("idle-unit", 1),
+        )
+    }
+
+    #[tokio::test]
+    async fn zero_never_pauses() {
+        assert_eq!(idle(0).deadline(false), None);
+    }
+
+    #[tokio::test]
+    async fn an_open_batch_is_never_paused_and_an_idle_loop_cycles() {
+        let mut idle = idle(100);
+        assert_eq!(idle.deadline(true), None);
+        assert!(idle.deadline(false).is_some());
+        idle.turn();
+        assert_eq!(idle.phase, Phase::Paused);
+        // a paused loop keeps its deadline even with a batch (it cannot have one)
+        assert!(idle.deadline(true).is_some());
+        idle.turn();
+        assert_eq!(idle.phase, Phase::Probing);
+        idle.activity();
+        assert_eq!(idle.phase, Phase::Active);
+    }
+}
