@@ -3,6 +3,7 @@
 //! beyond Kafka's retention.
 //!
 //! - [`record`]: one archived record and its Avro schema;
+//! - [`container`]: Avro object container files, written and read directly for that schema;
 //! - [`object`]: a run of consecutive records of one partition as one Avro object container
 //!   file, byte-identical whenever the same records are written again;
 //! - [`naming`]: where an object lives in the bucket (topic, partition, first offset);
@@ -14,6 +15,7 @@
 //! The archiver projector writes through these; rebuilds, replay and restore read through them.
 
 pub mod config;
+pub mod container;
 pub mod error;
 pub mod manifest;
 pub mod naming;

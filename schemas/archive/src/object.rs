@@ -12,11 +12,11 @@
 //! partition and the first offset, so the same records always give the same bytes, and a
 //! retried write is byte-identical to the first.
 
-use apache_avro::{Codec, DeflateSettings, Reader, Writer};
 use sha2::{Digest, Sha256};
 
+use crate::container;
 use crate::error::ArchiveError;
-use crate::record::{schema, ArchivedRecord, SCHEMA_JSON};
+use crate::record::{ArchivedRecord, SCHEMA_JSON};
 
 const META_TOPIC: &str = "factline.topic";
 const META_PARTITION: &str = "factline.partition";
@@ -94,33 +94,19 @@ impl ArchiveObject {
             }
         }
         let (topic, partition) = (&first.topic, first.partition);
-        let fail = |e: apache_avro::Error| format_error(topic, partition, first_offset, e);
         let marker = sync_marker(topic, partition, first_offset);
-        // The header is written here, with its metadata in a fixed order (the Avro writer keeps
-        // metadata in a hash map, whose order changes from run to run).
-        let header = container_header(
+        // metadata in a fixed order, so the same records always give the same bytes
+        let bytes = container::write(
             &marker,
             &[
-                ("avro.codec", b"deflate".as_slice()),
                 ("avro.schema", schema_text().as_bytes()),
                 (META_FIRST, first_offset.to_string().as_bytes()),
                 (META_LAST, last.offset.to_string().as_bytes()),
                 (META_PARTITION, partition.to_string().as_bytes()),
                 (META_TOPIC, topic.as_bytes()),
             ],
+            records,
         );
-        let mut writer = Writer::builder()
-            .schema(schema())
-            .writer(header)
-            .codec(Codec::Deflate(DeflateSettings::default()))
-            .marker(marker)
-            .has_header(true)
-            .build()
-            .map_err(fail)?;
-        for record in records {
-            writer.append_value(record.to_avro()).map_err(fail)?;
-        }
-        let bytes = writer.into_inner().map_err(fail)?;
         let times = records.iter().filter_map(|r| r.timestamp_ms);
         let meta = ObjectMeta {
             topic: topic.clone(),
@@ -139,13 +125,12 @@ impl ArchiveObject {
     /// Decodes an object's bytes, checking that its records are the ones its metadata names.
     pub fn decode(bytes: &[u8]) -> Result<(ObjectMeta, Vec<ArchivedRecord>), ArchiveError> {
         let unknown = |reason: String| format_error("?", -1, -1, reason);
-        let reader = Reader::new(bytes).map_err(|e| unknown(e.to_string()))?;
+        let container = container::read(bytes).map_err(|e| unknown(e.to_string()))?;
         let text = |name: &str| -> Result<String, ArchiveError> {
-            let value = reader
-                .user_metadata()
-                .get(name)
+            let value = container
+                .meta(name)
                 .ok_or_else(|| unknown(format!("metadata {name} is missing")))?;
-            String::from_utf8(value.clone())
+            String::from_utf8(value.to_vec())
                 .map_err(|_| unknown(format!("metadata {name} is not text")))
         };
         let number = |name: &str| -> Result<i64, ArchiveError> {
@@ -157,24 +142,20 @@ impl ArchiveObject {
         let partition = number(META_PARTITION)? as i32;
         let (first_offset, last_offset) = (number(META_FIRST)?, number(META_LAST)?);
         let fail = |reason: String| format_error(&topic, partition, first_offset, reason);
-        let mut records: Vec<ArchivedRecord> = Vec::new();
-        for value in reader {
-            let value = value.map_err(|e| fail(e.to_string()))?;
-            let record = ArchivedRecord::from_avro(value)
-                .ok_or_else(|| fail("a record does not have the archive's shape".into()))?;
-            if record.topic != topic || record.partition != partition {
-                return Err(fail(format!(
-                    "holds a record of {}/{}",
-                    record.topic, record.partition
-                )));
-            }
-            if records
-                .last()
-                .is_some_and(|previous| previous.offset >= record.offset)
-            {
+        let records = container.records;
+        for pair in records.windows(2) {
+            if pair[1].offset <= pair[0].offset {
                 return Err(fail("offsets are not increasing".into()));
             }
-            records.push(record);
+        }
+        if let Some(record) = records
+            .iter()
+            .find(|r| r.topic != topic || r.partition != partition)
+        {
+            return Err(fail(format!(
+                "holds a record of {}/{}",
+                record.topic, record.partition
+            )));
         }
         match (records.first(), records.last()) {
             (Some(first), Some(last))
@@ -199,32 +180,6 @@ impl ArchiveObject {
         };
         Ok((meta, records))
     }
-}
-
-/// An Avro object container file's header: the magic, the metadata map (one block, entries
-/// in the order given) and the sync marker.
-fn container_header(marker: &[u8; 16], metadata: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = b"Obj\x01".to_vec();
-    long(&mut out, metadata.len() as i64);
-    for (key, value) in metadata {
-        long(&mut out, key.len() as i64);
-        out.extend_from_slice(key.as_bytes());
-        long(&mut out, value.len() as i64);
-        out.extend_from_slice(value);
-    }
-    long(&mut out, 0);
-    out.extend_from_slice(marker);
-    out
-}
-
-/// Appends `n` in Avro's zig-zag variable-length encoding.
-fn long(out: &mut Vec<u8>, n: i64) {
-    let mut z = ((n << 1) ^ (n >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
 }
 
 /// The record schema as compact JSON, for the container's header.
@@ -311,6 +266,40 @@ mod tests {
         let last = bytes.len() - 20;
         bytes[last] ^= 0xff;
         assert!(ArchiveObject::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn objects_are_avro_any_reader_reads_and_objects_avro_wrote_are_read() {
+        let records: Vec<_> = (0..3000).map(record).collect();
+        // what we write, apache-avro's generic reader reads (several blocks)
+        let object = ArchiveObject::encode(0, &records).unwrap();
+        let reader = apache_avro::Reader::new(object.bytes.as_slice()).unwrap();
+        let back: Vec<ArchivedRecord> = reader
+            .map(|v| ArchivedRecord::from_avro(v.unwrap()).unwrap())
+            .collect();
+        assert_eq!(back, records);
+        // what apache-avro's writer wrote (objects archived before this encoder) we read
+        let mut writer = apache_avro::Writer::with_codec(
+            crate::record::schema(),
+            Vec::new(),
+            apache_avro::Codec::Deflate(apache_avro::DeflateSettings::default()),
+        )
+        .unwrap();
+        for (key, value) in [
+            (META_TOPIC, "orders"),
+            (META_PARTITION, "1"),
+            (META_FIRST, "0"),
+            (META_LAST, "2999"),
+        ] {
+            writer.add_user_metadata(key.to_owned(), value).unwrap();
+        }
+        for r in &records {
+            writer.append_value(r.to_avro()).unwrap();
+        }
+        let bytes = writer.into_inner().unwrap();
+        let (meta, back) = ArchiveObject::decode(&bytes).unwrap();
+        assert_eq!(back, records);
+        assert_eq!((meta.first_offset, meta.last_offset), (0, 2999));
     }
 
     proptest! {

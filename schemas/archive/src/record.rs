@@ -1,9 +1,12 @@
 //! One archived Kafka record, exactly as it was on the log, and the Avro schema of the
 //! archive's object container files.
 
+#[cfg(test)]
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use std::sync::OnceLock;
+
+use crate::container::{write_bytes, write_long, ContainerError, Input};
 
 /// A record as it was on the log: nothing decoded, nothing dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +58,7 @@ pub fn schema() -> &'static Schema {
     })
 }
 
+#[cfg(test)]
 fn optional_bytes(value: &Option<Vec<u8>>) -> Value {
     match value {
         Some(bytes) => Value::Union(1, Box::new(Value::Bytes(bytes.clone()))),
@@ -62,8 +66,9 @@ fn optional_bytes(value: &Option<Vec<u8>>) -> Value {
     }
 }
 
+#[cfg(test)]
 impl ArchivedRecord {
-    /// The record as an Avro value of [`schema`].
+    /// The record as an Avro value of [`schema`] (tests: checks against apache-avro).
     pub fn to_avro(&self) -> Value {
         let timestamp = match self.timestamp_ms {
             Some(ms) => Value::Union(1, Box::new(Value::TimestampMillis(ms))),
@@ -143,12 +148,93 @@ impl ArchivedRecord {
 }
 
 /// `Some(None)` for null, `Some(Some(bytes))` for bytes, `None` for anything else.
+#[cfg(test)]
 fn bytes_of(value: Value) -> Option<Option<Vec<u8>>> {
     match value {
         Value::Null => Some(None),
         Value::Bytes(bytes) => Some(Some(bytes)),
         _ => None,
     }
+}
+
+impl ArchivedRecord {
+    /// Appends the record in Avro's binary encoding of [`schema`] (what [`crate::container`]
+    /// writes, without building a generic value first).
+    pub fn write_avro(&self, out: &mut Vec<u8>) {
+        write_bytes(out, self.topic.as_bytes());
+        write_long(out, i64::from(self.partition));
+        write_long(out, self.offset);
+        match self.timestamp_ms {
+            Some(ms) => {
+                write_long(out, 1);
+                write_long(out, ms);
+            }
+            None => write_long(out, 0),
+        }
+        write_optional_bytes(out, self.key.as_deref());
+        write_optional_bytes(out, self.value.as_deref());
+        if !self.headers.is_empty() {
+            write_long(out, self.headers.len() as i64);
+            for (key, value) in &self.headers {
+                write_bytes(out, key.as_bytes());
+                write_optional_bytes(out, value.as_deref());
+            }
+        }
+        write_long(out, 0);
+    }
+
+    /// Reads one record in Avro's binary encoding of [`schema`].
+    pub(crate) fn read_avro(input: &mut Input<'_>) -> Result<ArchivedRecord, ContainerError> {
+        let topic = input.string()?;
+        let partition = input.int()?;
+        let offset = input.long()?;
+        let timestamp_ms = match input.branch(2)? {
+            0 => None,
+            _ => Some(input.long()?),
+        };
+        let key = read_optional_bytes(input)?;
+        let value = read_optional_bytes(input)?;
+        let mut headers = Vec::new();
+        loop {
+            let count = input.long()?;
+            if count == 0 {
+                break;
+            }
+            if count < 0 {
+                input.long()?; // the block's byte size
+            }
+            for _ in 0..count.unsigned_abs() {
+                let key = input.string()?;
+                headers.push((key, read_optional_bytes(input)?));
+            }
+        }
+        Ok(ArchivedRecord {
+            topic,
+            partition,
+            offset,
+            timestamp_ms,
+            key,
+            value,
+            headers,
+        })
+    }
+}
+
+fn write_optional_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => {
+            write_long(out, 1);
+            write_bytes(out, bytes);
+        }
+        None => write_long(out, 0),
+    }
+}
+
+fn read_optional_bytes(input: &mut Input<'_>) -> Result<Option<Vec<u8>>, ContainerError> {
+    Ok(match input.branch(2)? {
+        0 => None,
+        _ => Some(input.bytes()?.to_vec()),
+    })
 }
 
 #[cfg(test)]
@@ -172,7 +258,24 @@ mod tests {
         };
         let value = record.to_avro();
         assert!(value.validate(schema()));
-        assert_eq!(ArchivedRecord::from_avro(value), Some(record));
+        assert_eq!(
+            ArchivedRecord::from_avro(value.clone()),
+            Some(record.clone())
+        );
+        // the direct binary encoding is the generic one's
+        let mut direct = Vec::new();
+        record.write_avro(&mut direct);
+        assert_eq!(
+            direct,
+            apache_avro::writer::datum::GenericDatumWriter::builder(schema())
+                .build()
+                .unwrap()
+                .write_value_to_vec(value)
+                .unwrap()
+        );
+        let mut input = Input::new(&direct);
+        assert_eq!(ArchivedRecord::read_avro(&mut input).unwrap(), record);
+        assert!(input.is_empty());
     }
 
     #[test]

@@ -1,0 +1,233 @@
+//! Avro object container files, written and read directly for the archive's one record schema.
+//!
+//! The layout is the Avro specification's: the magic `Obj\x01`, a metadata map (the schema, the
+//! codec and the archive's own entries), a 16-byte sync marker, then blocks of records (a
+//! count, a byte size, the records — deflated with the `deflate` codec — and the marker again).
+//! Any Avro reader reads these files; writing and reading them here, without a generic
+//! `Value` tree per record, is what lets the archiver and replay keep up with the log.
+//!
+//! Writing is deterministic: the same records with the same marker and metadata always give
+//! the same bytes (blocks are cut by size, never by time).
+
+use crate::record::ArchivedRecord;
+
+/// The Avro container magic.
+const MAGIC: &[u8; 4] = b"Obj\x01";
+
+/// A block is closed once its records take this many bytes before compression.
+const BLOCK_BYTES: usize = 64 * 1024;
+
+/// The deflate level: fast (1 of 10). Archive objects are written once per record and read
+/// rarely; the speed of writing them is what keeps the archiver up with the log.
+const DEFLATE_LEVEL: u8 = 1;
+
+/// Bytes that are not a container this module can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a readable avro container: {0}")]
+pub struct ContainerError(pub String);
+
+fn bad(reason: impl Into<String>) -> ContainerError {
+    ContainerError(reason.into())
+}
+
+/// Writes a container of `records` (encoded with [`ArchivedRecord::write_avro`]), with
+/// `metadata` in the given order (besides `avro.codec`, which is added first) and `marker`.
+pub fn write(marker: &[u8; 16], metadata: &[(&str, &[u8])], records: &[ArchivedRecord]) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    write_long(&mut out, metadata.len() as i64 + 1);
+    write_bytes(&mut out, b"avro.codec");
+    write_bytes(&mut out, b"deflate");
+    for (key, value) in metadata {
+        write_bytes(&mut out, key.as_bytes());
+        write_bytes(&mut out, value);
+    }
+    write_long(&mut out, 0);
+    out.extend_from_slice(marker);
+    let mut block = Vec::with_capacity(BLOCK_BYTES + 4096);
+    let mut count = 0i64;
+    for record in records {
+        record.write_avro(&mut block);
+        count += 1;
+        if block.len() >= BLOCK_BYTES {
+            write_block(&mut out, marker, count, &block);
+            block.clear();
+            count = 0;
+        }
+    }
+    if count > 0 {
+        write_block(&mut out, marker, count, &block);
+    }
+    out
+}
+
+fn write_block(out: &mut Vec<u8>, marker: &[u8; 16], count: i64, block: &[u8]) {
+    let deflated = miniz_oxide::deflate::compress_to_vec(block, DEFLATE_LEVEL);
+    write_long(out, count);
+    write_long(out, deflated.len() as i64);
+    out.extend_from_slice(&deflated);
+    out.extend_from_slice(marker);
+}
+
+/// A container read back: its metadata and its records.
+#[derive(Debug)]
+pub struct Container {
+    /// The metadata entries, in file order.
+    pub metadata: Vec<(String, Vec<u8>)>,
+    /// The records.
+    pub records: Vec<ArchivedRecord>,
+}
+
+impl Container {
+    /// The metadata entry `key`.
+    pub fn meta(&self, key: &str) -> Option<&[u8]> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// Reads a container of archive records (codec `null` or `deflate`), checking every block's
+/// sync marker.
+pub fn read(bytes: &[u8]) -> Result<Container, ContainerError> {
+    let mut input = Input::new(bytes);
+    if input.take(4)? != MAGIC {
+        return Err(bad("no avro magic"));
+    }
+    let mut metadata = Vec::new();
+    loop {
+        let count = input.long()?;
+        if count == 0 {
+            break;
+        }
+        if count < 0 {
+            input.long()?; // the block's byte size, not needed
+        }
+        for _ in 0..count.unsigned_abs() {
+            let key = String::from_utf8(input.bytes()?.to_vec())
+                .map_err(|_| bad("a metadata key is not utf-8"))?;
+            let value = input.bytes()?.to_vec();
+            metadata.push((key, value));
+        }
+    }
+    let marker = input.take(16)?;
+    let codec = metadata
+        .iter()
+        .find(|(k, _)| k == "avro.codec")
+        .map_or(&b"null"[..], |(_, v)| v.as_slice());
+    let deflate = match codec {
+        b"null" => false,
+        b"deflate" => true,
+        other => {
+            return Err(bad(format!(
+                "codec {} is not supported",
+                String::from_utf8_lossy(other)
+            )))
+        }
+    };
+    let mut records = Vec::new();
+    while !input.is_empty() {
+        let count = input.long()?;
+        let size = input.long()?;
+        if count < 0 || size < 0 {
+            return Err(bad("a block has a negative count or size"));
+        }
+        let data = input.take(size as usize)?;
+        if input.take(16)? != marker {
+            return Err(bad("a block does not end with the file's sync marker"));
+        }
+        let inflated;
+        let data = if deflate {
+            inflated = miniz_oxide::inflate::decompress_to_vec_with_limit(data, 1 << 30)
+                .map_err(|e| bad(format!("a block does not inflate: {e:?}")))?;
+            inflated.as_slice()
+        } else {
+            data
+        };
+        let mut block = Input::new(data);
+        for _ in 0..count {
+            records.push(ArchivedRecord::read_avro(&mut block)?);
+        }
+        if !block.is_empty() {
+            return Err(bad("a block holds more bytes than its records"));
+        }
+    }
+    Ok(Container { metadata, records })
+}
+
+/// Appends `n` in Avro's zig-zag variable-length encoding.
+pub(crate) fn write_long(out: &mut Vec<u8>, n: i64) {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// Appends Avro `bytes` (or a `string`'s UTF-8): the length, then the bytes.
+pub(crate) fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    write_long(out, bytes.len() as i64);
+    out.extend_from_slice(bytes);
+}
+
+/// Avro binary input, every read bounds-checked.
+pub(crate) struct Input<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Input<'a> {
+        Input { bytes }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], ContainerError> {
+        if n > self.bytes.len() {
+            return Err(bad("truncated"));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    /// A zig-zag `long` of at most 10 bytes.
+    pub(crate) fn long(&mut self) -> Result<i64, ContainerError> {
+        let mut z: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.take(1)?.first().ok_or_else(|| bad("truncated"))?;
+            z |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok((z >> 1) as i64 ^ -((z & 1) as i64));
+            }
+        }
+        Err(bad("a long takes more than 10 bytes"))
+    }
+
+    /// An `int`: a `long` in the range of `i32`.
+    pub(crate) fn int(&mut self) -> Result<i32, ContainerError> {
+        i32::try_from(self.long()?).map_err(|_| bad("an int is out of range"))
+    }
+
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], ContainerError> {
+        let len = self.long()?;
+        let len = usize::try_from(len).map_err(|_| bad("a negative length"))?;
+        self.take(len)
+    }
+
+    pub(crate) fn string(&mut self) -> Result<String, ContainerError> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| bad("a string is not utf-8"))
+    }
+
+    /// A union's branch index, which must be below `branches`.
+    pub(crate) fn branch(&mut self, branches: i64) -> Result<i64, ContainerError> {
+        let index = self.long()?;
+        if !(0..branches).contains(&index) {
+            return Err(bad("a union branch is out of range"));
+        }
+        Ok(index)
+    }
+}
