@@ -38,6 +38,9 @@ pub enum BenchError {
     /// The key store that encrypts the sealed backlog cannot be set up.
     #[error("key store: {0}")]
     KeyStore(String),
+    /// The stack at rest could not be started.
+    #[error("the stack at rest: {0}")]
+    Idle(String),
     /// A projector did not reach the end of its backlog; its log tail says why.
     #[error("{source}; log tail: {tail}")]
     CatchUp {

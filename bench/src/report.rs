@@ -219,9 +219,12 @@ impl Report {
             let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
             match row.state {
                 State::Ok => {
-                    let rate = row.rate.map_or("-".to_owned(), |r| {
-                        format!("{} {}", human(r), short_unit(&row.unit))
-                    });
+                    let rate = row
+                        .rate
+                        .map_or("-".to_owned(), |r| match row.unit.as_str() {
+                            "cores" => format!("{r:.2} cores"),
+                            unit => format!("{} {}", human(r), short_unit(unit)),
+                        });
                     let ratio = row
                         .ratio
                         .map_or("-".to_owned(), |r| format!("{:.0}%", r * 100.0));

@@ -1,4 +1,4 @@
-//! One bench run: set-up, then the stages in order (limits of the systems underneath, write
+//! One bench run: set-up, then the stages in order (the stack at rest, limits of the systems underneath, write
 //! side, the event archive (archiver and replay), projectors catching up a backlog, read API,
 //! end-to-end visibility), then cleanup, and
 //! the report with the targets judged. Each stage is a module of `stages`; a stage whose
@@ -27,6 +27,7 @@ pub async fn run(args: Args) -> Report {
     );
     match setup::setup(&mut bench).await {
         Ok(()) => {
+            stages::idle::run(&mut bench).await;
             stages::limits::run(&mut bench).await;
             stages::write_side::run(&mut bench).await;
             stages::archive::run(&mut bench).await;

@@ -255,7 +255,8 @@ pub struct CpuSnapshot {
 
 impl CpuWatch {
     /// Watches the bench itself and the stack's servers whose PID files exist in `run_dir`
-    /// (`noida.pid`: Kafka + Elasticsearch; `postgres.pid` and its backends; `registry.pid`).
+    /// (`noida.pid`: Kafka + Elasticsearch; `postgres.pid` and its backends; `registry.pid`;
+    /// `objects.pid`: the S3 server).
     pub fn new(run_dir: &Path) -> CpuWatch {
         let mut watch = CpuWatch::default();
         watch.add("bench", std::process::id(), false);
@@ -263,6 +264,7 @@ impl CpuWatch {
             ("noida (kafka+es)", "noida.pid", false),
             ("postgres", "postgres.pid", true),
             ("registry", "registry.pid", false),
+            ("object store", "objects.pid", false),
         ] {
             if let Some(pid) = std::fs::read_to_string(run_dir.join(file))
                 .ok()

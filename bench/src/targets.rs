@@ -5,14 +5,16 @@
 
 use crate::report::{human, Row, State, Target};
 use Combine::{AllOf, AnyOf};
-use Shown::{Latency, RateAndLimit, RateAndP99, RateAndRatio};
-use Threshold::{P99BelowMs, RateAtLeast, RatioAtLeast};
+use Shown::{Cores, Latency, RateAndLimit, RateAndP99, RateAndRatio};
+use Threshold::{P99BelowMs, RateAtLeast, RateAtMost, RatioAtLeast};
 
 /// One threshold a measured row is held to.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Threshold {
     /// Throughput at least this, in the row's unit.
     RateAtLeast(f64),
+    /// The measured value at most this, in the row's unit (the cores of the stack at rest).
+    RateAtMost(f64),
     /// Throughput at least this fraction of the row's limit; not met when no limit was measured.
     RatioAtLeast(f64),
     /// p99 latency below this many milliseconds; not met when no latency was measured.
@@ -24,6 +26,7 @@ impl Threshold {
     pub fn met_by(self, row: &Row) -> bool {
         match self {
             Threshold::RateAtLeast(rate) => row.rate.unwrap_or_default() >= rate,
+            Threshold::RateAtMost(most) => row.rate.is_some_and(|r| r <= most),
             Threshold::RatioAtLeast(ratio) => row.ratio.is_some_and(|r| r >= ratio),
             Threshold::P99BelowMs(ms) => row.p99_ms.unwrap_or(f64::MAX) < ms,
         }
@@ -50,6 +53,8 @@ pub enum Shown {
     RateAndLimit(&'static str),
     /// Latencies only: `p50 22 ms, p99 185 ms`.
     Latency,
+    /// Cores: `0.26 cores`.
+    Cores,
 }
 
 /// One target.
@@ -73,6 +78,7 @@ pub struct TargetSpec {
 /// combine, the thresholds, how the measurement is written.
 #[rustfmt::skip]
 pub const TARGETS: &[TargetSpec] = &[
+    TargetSpec::new("the whole stack at rest < 0.3 cores", "idle.stack", AllOf, &[RateAtMost(0.3)], Cores),
     TargetSpec::new("batch endpoint >= 100k commands/s or >= 80% of raw producer", "write.batch", AnyOf, &[RateAtLeast(100_000.0), RatioAtLeast(0.8)], RateAndRatio("cmd/s")),
     TargetSpec::new("encrypting personal data keeps >= 90% of the batch rate without it", "write.encryption", AllOf, &[RatioAtLeast(0.9)], RateAndLimit("cmd/s")),
     TargetSpec::new("single-command >= 20k commands/s with p99 < 25 ms", "write.single", AllOf, &[RateAtLeast(20_000.0), P99BelowMs(25.0)], RateAndP99("cmd/s")),
@@ -163,6 +169,7 @@ impl Shown {
                 pct(row.ratio),
                 row.ratio_to.clone().unwrap_or_default()
             ),
+            Shown::Cores => format!("{:.2} cores", row.rate.unwrap_or_default()),
             Shown::Latency => format!(
                 "p50 {:.0} ms, p99 {p99:.0} ms",
                 row.p50_ms.unwrap_or_default()
@@ -267,6 +274,7 @@ mod tests {
         assert_eq!(
             goals,
             [
+                "the whole stack at rest < 0.3 cores",
                 "batch endpoint >= 100k commands/s or >= 80% of raw producer",
                 "encrypting personal data keeps >= 90% of the batch rate without it",
                 "single-command >= 20k commands/s with p99 < 25 ms",
@@ -279,6 +287,21 @@ mod tests {
                 "read by id >= 15k requests/s with p99 < 10 ms",
                 "end-to-end p99 < 250 ms at 1k commands/s",
             ]
+        );
+    }
+
+    #[test]
+    fn the_stack_at_rest_is_judged_on_at_most_its_cores() {
+        let quiet = Row::ok("at rest", "idle.stack", "l", "cores", 0.26);
+        assert_eq!(
+            judged(&[quiet], false, "the whole stack at rest"),
+            owned("reached", "0.26 cores")
+        );
+        let busy = Row::ok("at rest", "idle.stack", "l", "cores", 2.01);
+        let (verdict, measured, _) = judged(&[busy], false, "the whole stack at rest");
+        assert_eq!(
+            (verdict.as_str(), measured.as_str()),
+            ("not reached", "2.01 cores")
         );
     }
 

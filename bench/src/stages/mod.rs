@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod end_to_end;
+pub mod idle;
 pub mod limits;
 pub mod projectors;
 pub mod read_api;
@@ -74,6 +75,8 @@ pub struct Bench {
     pub(crate) es_ends: HashMap<(String, i32), i64>,
     /// The database URL of the schema the projector on the sealed backlog writes to.
     pub(crate) sealed_db_url: String,
+    /// The database URL of the stack at rest (its own schema, `{schema}_i`).
+    pub(crate) idle_db_url: String,
     /// End offsets of the sealed backlog (the PostgreSQL backlog with its personal fields
     /// encrypted), per topic and partition.
     pub(crate) sealed_ends: HashMap<(String, i32), i64>,
@@ -116,6 +119,7 @@ impl Bench {
             pg_ends: HashMap::new(),
             es_ends: HashMap::new(),
             sealed_db_url: args.database_url.clone(),
+            idle_db_url: args.database_url.clone(),
             sealed_ends: HashMap::new(),
             order_summary: None,
             read_api: None,

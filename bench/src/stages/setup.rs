@@ -11,7 +11,12 @@ fn sealed_schema(b: &Bench) -> String {
     format!("{}_s", b.schema)
 }
 
-/// Checks Elasticsearch answers, creates the run's two schemas and its four sets of topics.
+/// The schema of the stack at rest.
+fn idle_schema(b: &Bench) -> String {
+    format!("{}_i", b.schema)
+}
+
+/// Checks Elasticsearch answers, creates the run's three schemas and its five sets of topics.
 pub async fn setup(b: &mut Bench) -> Result<(), BenchError> {
     if !b.es.ping().await {
         return Err(BenchError::EsUnreachable {
@@ -20,7 +25,8 @@ pub async fn setup(b: &mut Bench) -> Result<(), BenchError> {
     }
     b.db_url = pg::fresh_schema(&b.args.database_url, &b.schema).await?;
     b.sealed_db_url = pg::fresh_schema(&b.args.database_url, &sealed_schema(b)).await?;
-    for what in ["p", "e", "w", "s"] {
+    b.idle_db_url = pg::fresh_schema(&b.args.database_url, &idle_schema(b)).await?;
+    for what in ["p", "e", "w", "s", "i"] {
         let prefix = b.prefix(what);
         let topics =
             kafka::create_prefixed_topics(&b.args.kafka_brokers, &prefix, b.s.partitions).await?;
@@ -33,10 +39,11 @@ pub async fn setup(b: &mut Bench) -> Result<(), BenchError> {
 pub async fn cleanup(b: &Bench) {
     if b.args.keep {
         eprintln!(
-            "[bench] kept: topics {}_*, schemas {} and {}, indices {}_*",
+            "[bench] kept: topics {}_*, schemas {}, {} and {}, indices {}_*",
             b.run,
             b.schema,
             sealed_schema(b),
+            idle_schema(b),
             b.run
         );
         return;
@@ -44,5 +51,6 @@ pub async fn cleanup(b: &Bench) {
     kafka::delete_topics(&b.args.kafka_brokers, &b.topics).await;
     pg::drop_schema(&b.args.database_url, &b.schema).await;
     pg::drop_schema(&b.args.database_url, &sealed_schema(b)).await;
+    pg::drop_schema(&b.args.database_url, &idle_schema(b)).await;
     b.es.delete_indices(&format!("{}_*", b.run)).await;
 }

@@ -9,7 +9,7 @@ use factline_schemas::personal::top_level_string;
 use factline_schemas::EventSchema;
 use uuid::Uuid;
 
-use crate::sealed::{seal, Sealed, SealedError, PLACEHOLDER};
+use crate::sealed::{key_id_of, seal, Sealed, SealedError, PLACEHOLDER};
 use crate::store::{Erasure, KeyState, KeyStore, KeyStoreError};
 
 /// Decrypting an event failed.
@@ -97,13 +97,14 @@ impl FieldCrypto {
         let mut keys: HashMap<Uuid, KeyState> = HashMap::new();
         for (path, text) in personal.fields.iter().zip(personal.strings_by_path(value)) {
             let Some(text) = text else { continue };
-            let sealed = Sealed::parse(text).map_err(|error| OpenError::Sealed {
+            // only the key id here: the body is decoded once, below
+            let key_id = key_id_of(text).map_err(|error| OpenError::Sealed {
                 field: path.join("."),
                 error,
             })?;
-            if let Some(sealed) = sealed {
-                if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(sealed.key_id) {
-                    slot.insert(self.store.key_by_id(sealed.key_id).await?);
+            if let Some(key_id) = key_id {
+                if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(key_id) {
+                    slot.insert(self.store.key_by_id(key_id).await?);
                 }
             }
         }

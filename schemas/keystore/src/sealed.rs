@@ -46,20 +46,33 @@ pub struct Sealed<'a> {
     bytes: Vec<u8>,
 }
 
+/// The data key an encrypted value names, without decoding its body: `Ok(None)` for plaintext.
+pub fn key_id_of(text: &str) -> Result<Option<Uuid>, SealedError> {
+    Ok(split(text)?.map(|(key_id, _)| key_id))
+}
+
+/// The key id and the body of an encrypted value; `Ok(None)` for plaintext.
+fn split(text: &str) -> Result<Option<(Uuid, &str)>, SealedError> {
+    let Some(rest) = text.strip_prefix(PREFIX) else {
+        return Ok(None);
+    };
+    let (id, body) = rest
+        .split_once(':')
+        .ok_or(SealedError::Malformed("no key id"))?;
+    if id.len() != 32 {
+        return Err(SealedError::Malformed("the key id is not 32 hex digits"));
+    }
+    let key_id = Uuid::try_parse(id)
+        .map_err(|_| SealedError::Malformed("the key id is not 32 hex digits"))?;
+    Ok(Some((key_id, body)))
+}
+
 impl<'a> Sealed<'a> {
     /// `Ok(None)` for plaintext (no prefix); the parsed value otherwise.
     pub fn parse(text: &'a str) -> Result<Option<Sealed<'a>>, SealedError> {
-        let Some(rest) = text.strip_prefix(PREFIX) else {
+        let Some((key_id, body)) = split(text)? else {
             return Ok(None);
         };
-        let (id, body) = rest
-            .split_once(':')
-            .ok_or(SealedError::Malformed("no key id"))?;
-        if id.len() != 32 {
-            return Err(SealedError::Malformed("the key id is not 32 hex digits"));
-        }
-        let key_id = Uuid::try_parse(id)
-            .map_err(|_| SealedError::Malformed("the key id is not 32 hex digits"))?;
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| SealedError::Malformed("the body is not base64url"))?;
