@@ -3,12 +3,15 @@
 //! librdkafka fetches continuously and relies on the broker to hold an empty fetch for
 //! `fetch.wait.max.ms`. A broker that answers every fetch at once (noida-db, the local stack's)
 //! turns each idle consumer into a busy loop on both sides: about 0.17 of a core per projector
-//! and 0.7 for the broker with the sample projectors running. So once no record has arrived for
-//! [`IDLE_AFTER`] and no batch is open, the consume loop pauses its assigned partitions for the
-//! configured pause (`PROJECTOR_IDLE_PAUSE_MS`, default 100 ms; 0 never pauses), then resumes
-//! them for a probe in which any new record ends the idle state, and pauses again. A probe ends
-//! as soon as every partition reported its end (librdkafka's end-of-partition event: one fetch
-//! answered with nothing new), or after [`PROBE`] at most.
+//! and 0.7 for the broker with the sample projectors running. So the consume loop pauses its
+//! assigned partitions once it has nothing to read: no batch open, no record for
+//! [`IDLE_AFTER`], and every assigned partition caught up (its committed position at the high
+//! watermark of the client's last statistics). It stays paused for `PROJECTOR_IDLE_PAUSE_MS`
+//! (default 100 ms; 0 never pauses), then resumes the partitions for a probe, which ends with
+//! the first record (records flow again) or once every partition reported its end
+//! (librdkafka's end-of-partition event: a fetch answered with nothing new), and pauses again.
+//! A probe has no time limit: a fetch that takes long (a large backlog written meanwhile, a
+//! slow broker) is always waited for, never cut off and asked again.
 //!
 //! librdkafka does not wake its broker thread on a resume (it would fetch again only at its
 //! next wake-up, up to a second later), so each resume is followed by a seek to the partition's
@@ -17,7 +20,7 @@
 //! at: the loop pauses only with no batch open, so both are committed and nothing is skipped.
 //!
 //! What it costs: the first record written after a quiet spell is seen up to one pause later.
-//! A busy stream never pauses.
+//! A busy stream, or a consumer catching up, never pauses.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,9 +34,6 @@ use crate::telemetry::Metrics;
 
 /// How long the loop waits without a record before it pauses.
 pub const IDLE_AFTER: Duration = Duration::from_millis(250);
-
-/// The longest the partitions stay resumed between pauses, waiting for a record or the end.
-pub const PROBE: Duration = Duration::from_millis(50);
 
 /// Where the loop is in the pause cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,10 +78,11 @@ impl IdleFetch {
         }
     }
 
-    /// When [`IdleFetch::turn`] must run next; none while pausing is off or a batch is open.
+    /// When [`IdleFetch::turn`] must run next; none while pausing is off, a batch is open, or
+    /// a probe waits for its answer.
     pub fn deadline(&self, batch_open: bool) -> Option<Instant> {
         match (self.pause, self.phase) {
-            (None, _) => None,
+            (None, _) | (Some(_), Phase::Probing) => None,
             (Some(_), Phase::Active) if batch_open => None,
             (Some(_), _) => Some(self.until),
         }
@@ -109,10 +110,14 @@ impl IdleFetch {
         }
     }
 
-    /// The deadline passed: pause, or resume for a probe.
+    /// The deadline passed: pause if caught up, or resume for a probe.
     pub fn turn(&mut self) {
         let Some(pause) = self.pause else { return };
         match self.phase {
+            Phase::Active if !self.caught_up() => {
+                // records wait in the log (or the statistics do not know yet): look again later
+                self.until = Instant::now() + IDLE_AFTER;
+            }
             Phase::Active | Phase::Probing => {
                 self.pause_all();
                 self.metrics.idle_pause();
@@ -123,9 +128,21 @@ impl IdleFetch {
                 self.resume();
                 self.phase = Phase::Probing;
                 self.ends = 0;
-                self.until = Instant::now() + PROBE;
             }
         }
+    }
+
+    /// Whether every assigned partition's committed position is at its high watermark, as
+    /// the client's last statistics know it (a partition without one is not caught up).
+    fn caught_up(&self) -> bool {
+        let state = self.state.lock();
+        state.assigned.iter().all(|tp| {
+            let committed = state.committed.get(tp).copied().unwrap_or(0);
+            state
+                .high_watermarks
+                .get(tp)
+                .is_some_and(|&high| committed >= high)
+        })
     }
 
     /// Leaves the cycle with every partition resumed (before the consumer is used elsewhere).
@@ -230,7 +247,31 @@ mod tests {
         assert!(idle.deadline(true).is_some());
         idle.turn();
         assert_eq!(idle.phase, Phase::Probing);
+        // a probe has no deadline: it waits for a record or every partition's end
+        assert_eq!(idle.deadline(false), None);
+        idle.reached_end(); // no partition assigned: one end is all of them
+        assert_eq!(idle.phase, Phase::Paused);
+        idle.turn();
         idle.activity();
         assert_eq!(idle.phase, Phase::Active);
+    }
+
+    #[tokio::test]
+    async fn a_consumer_behind_its_high_watermark_never_pauses() {
+        let mut idle = idle(100);
+        let tp = ("orders".to_owned(), 0);
+        {
+            let mut state = idle.state.lock();
+            state.assigned.insert(tp.clone());
+            state.committed.insert(tp.clone(), 5);
+        }
+        idle.turn(); // no statistics yet: not known to be caught up
+        assert_eq!(idle.phase, Phase::Active);
+        idle.state.lock().high_watermarks.insert(tp.clone(), 10);
+        idle.turn();
+        assert_eq!(idle.phase, Phase::Active);
+        idle.state.lock().committed.insert(tp, 10);
+        idle.turn();
+        assert_eq!(idle.phase, Phase::Paused);
     }
 }
