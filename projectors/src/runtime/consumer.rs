@@ -13,7 +13,7 @@ use std::time::Duration;
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -175,6 +175,11 @@ impl ClientContext for ProjectorContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // end-of-partition events (enabled for the idle cycle, see `crate::runtime::idle`) are
+        // not errors; librdkafka hands some of them here as well
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
         tracing::warn!(projector = %self.projector, %error, reason, "kafka client error");
     }
 }
