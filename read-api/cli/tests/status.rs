@@ -57,6 +57,8 @@ async fn status_says_healthy_then_names_the_projector_that_lags() {
         status["problems"],
         serde_json::json!(["order_summary v1: lags 1 events (more than 0)"])
     );
+    // a second look: the same verdict (the count is pinned by the JSON above; a record the
+    // broker makes visible in between may raise it here)
     let table = factline(&world, &["status", "--max-lag-events", "0"]).await;
     println!("$ factline status --max-lag-events 0\n{}", table.stdout);
     assert_eq!(table.code, 1);
@@ -64,7 +66,7 @@ async fn status_says_healthy_then_names_the_projector_that_lags() {
     assert!(
         table
             .stdout
-            .contains("unhealthy:\n  order_summary v1: lags 1 events"),
+            .contains("unhealthy:\n  order_summary v1: lags "),
         "{}",
         table.stdout
     );
