@@ -156,16 +156,21 @@ async fn reference(fixture: &Fixture) -> String {
     url
 }
 
+/// The projector's `/metrics` text.
+async fn metrics(addr: &str) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Waits until `/metrics` reports a lag of 0 for each of `expected` partitions.
 async fn wait_lag_zero(addr: &str, expected: &BTreeSet<String>) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let metrics = reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics(addr).await;
         let lags: HashMap<String, f64> = metrics
             .lines()
             .filter(|l| l.starts_with("factline_projector_lag_events{"))
@@ -293,13 +298,8 @@ async fn two_instances_started_with_the_same_defaults_both_get_partitions() {
 
 /// The idle pauses the projector has counted (`factline_projector_idle_pauses_total`).
 async fn idle_pauses(addr: &str) -> f64 {
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+    metrics(addr)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
         .lines()
         .filter(|l| l.starts_with("factline_projector_idle_pauses_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

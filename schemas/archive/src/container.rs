@@ -96,14 +96,11 @@ pub fn read(bytes: &[u8]) -> Result<Container, ContainerError> {
     }
     let mut metadata = Vec::new();
     loop {
-        let count = input.long()?;
+        let count = input.block_count()?;
         if count == 0 {
             break;
         }
-        if count < 0 {
-            input.long()?; // the block's byte size, not needed
-        }
-        for _ in 0..count.unsigned_abs() {
+        for _ in 0..count {
             let key = String::from_utf8(input.bytes()?.to_vec())
                 .map_err(|_| bad("a metadata key is not utf-8"))?;
             let value = input.bytes()?.to_vec();
@@ -205,6 +202,16 @@ impl<'a> Input<'a> {
             }
         }
         Err(bad("a long takes more than 10 bytes"))
+    }
+
+    /// The item count of the next block of an Avro array or map (0: the end); a negative
+    /// count is followed by the block's byte size, which is skipped.
+    pub(crate) fn block_count(&mut self) -> Result<u64, ContainerError> {
+        let count = self.long()?;
+        if count < 0 {
+            self.long()?;
+        }
+        Ok(count.unsigned_abs())
     }
 
     /// An `int`: a `long` in the range of `i32`.

@@ -196,14 +196,11 @@ impl ArchivedRecord {
         let value = read_optional_bytes(input)?;
         let mut headers = Vec::new();
         loop {
-            let count = input.long()?;
+            let count = input.block_count()?;
             if count == 0 {
                 break;
             }
-            if count < 0 {
-                input.long()?; // the block's byte size
-            }
-            for _ in 0..count.unsigned_abs() {
+            for _ in 0..count {
                 let key = input.string()?;
                 headers.push((key, read_optional_bytes(input)?));
             }
