@@ -93,6 +93,51 @@ pub struct Args {
     /// Build profile of the binaries in `bin_dir`, for the report.
     #[arg(long, env = "BENCH_PROFILE", default_value = "release")]
     pub profile: String,
+    /// The stages to run, in their fixed order, comma-separated (default: all): at_rest,
+    /// limits, write_side, archive, projectors, read_api, end_to_end. The stages a selected
+    /// one needs run too: `limits` produces the backlogs of `archive` and `projectors`, and
+    /// `projectors` leaves the `order_summary` projector running for `read_api` and
+    /// `end_to_end`.
+    #[arg(long, env = "BENCH_STAGES", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(STAGES))]
+    pub stages: Vec<String>,
+}
+
+/// Every stage, in the order a run takes them.
+pub const STAGES: [&str; 7] = [
+    "at_rest",
+    "limits",
+    "write_side",
+    "archive",
+    "projectors",
+    "read_api",
+    "end_to_end",
+];
+
+/// The stages whose results `stage` needs.
+fn needs(stage: &str) -> &'static [&'static str] {
+    match stage {
+        "archive" | "projectors" => &["limits"],
+        "read_api" | "end_to_end" => &["projectors"],
+        _ => &[],
+    }
+}
+
+impl Args {
+    /// Whether `stage` (one of [`STAGES`]) is part of this run: selected, or needed by a
+    /// stage that is.
+    pub fn runs(&self, stage: &str) -> bool {
+        self.stages.is_empty()
+            || self
+                .stages
+                .iter()
+                .any(|selected| selected == stage || needs_transitively(selected, stage))
+    }
+}
+
+fn needs_transitively(stage: &str, other: &str) -> bool {
+    needs(stage)
+        .iter()
+        .any(|&n| n == other || needs_transitively(n, other))
 }
 
 /// The resolved settings of one run.
@@ -164,5 +209,54 @@ impl Args {
             es_bulk_docs: self.es_bulk_docs.max(1),
             catch_up_timeout_secs: self.catch_up_timeout_secs,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let required = [
+            "factline-bench",
+            "--kafka-brokers=k:9092",
+            "--schema-registry-url=http://r",
+            "--database-url=postgres://d",
+            "--elasticsearch-url=http://e",
+            "--bin-dir=target/release",
+        ];
+        Args::try_parse_from(required.iter().chain(extra)).expect("valid arguments")
+    }
+
+    #[test]
+    fn every_stage_runs_when_none_is_selected() {
+        let a = args(&[]);
+        assert!(STAGES.iter().all(|s| a.runs(s)));
+    }
+
+    #[test]
+    fn a_selected_stage_brings_the_stages_it_needs_and_no_other() {
+        let a = args(&["--stages=end_to_end"]);
+        let running: Vec<&str> = STAGES.into_iter().filter(|s| a.runs(s)).collect();
+        assert_eq!(running, ["limits", "projectors", "end_to_end"]);
+        let a = args(&["--stages", "at_rest,archive"]);
+        let running: Vec<&str> = STAGES.into_iter().filter(|s| a.runs(s)).collect();
+        assert_eq!(running, ["at_rest", "limits", "archive"]);
+    }
+
+    #[test]
+    fn an_unknown_stage_is_refused() {
+        let required = [
+            "factline-bench",
+            "--kafka-brokers=k:9092",
+            "--schema-registry-url=http://r",
+            "--database-url=postgres://d",
+            "--elasticsearch-url=http://e",
+            "--bin-dir=target/release",
+            "--stages=projector",
+        ];
+        assert!(Args::try_parse_from(required).is_err());
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::config::Args;
+use crate::config::{Args, STAGES};
 use crate::report::Report;
 use crate::stages::{self, setup, Bench};
 use crate::targets;
@@ -27,13 +27,30 @@ pub async fn run(args: Args) -> Report {
     );
     match setup::setup(&mut bench).await {
         Ok(()) => {
-            stages::idle::run(&mut bench).await;
-            stages::limits::run(&mut bench).await;
-            stages::write_side::run(&mut bench).await;
-            stages::archive::run(&mut bench).await;
-            stages::projectors::run(&mut bench).await;
-            stages::read_api::run(&mut bench).await;
-            stages::end_to_end::run(&mut bench).await;
+            let runs = |stage| bench.args.runs(stage);
+            let [at_rest, limits, write_side, archive, projectors, read_api, end_to_end] =
+                STAGES.map(runs);
+            if at_rest {
+                stages::idle::run(&mut bench).await;
+            }
+            if limits {
+                stages::limits::run(&mut bench).await;
+            }
+            if write_side {
+                stages::write_side::run(&mut bench).await;
+            }
+            if archive {
+                stages::archive::run(&mut bench).await;
+            }
+            if projectors {
+                stages::projectors::run(&mut bench).await;
+            }
+            if read_api {
+                stages::read_api::run(&mut bench).await;
+            }
+            if end_to_end {
+                stages::end_to_end::run(&mut bench).await;
+            }
         }
         Err(e) => bench.fail("setup", "setup", "topics, schema, index", &e),
     }

@@ -2,7 +2,7 @@
 //! write side started for the stage, and for a sample of the accepted ones one read of the
 //! order through the read API with the `202`'s position (`consistent_with`), timed from the
 //! `202` to the `200`. Needs the `order_summary` projector and the read API left running by the
-//! stages before.
+//! stages before (the read API is started here when its own stage was not selected).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +23,12 @@ pub async fn run(b: &mut Bench) {
     let rates = b.s.e2e_rates.clone();
     let key_of = |rate: f64| format!("e2e.{}", rate as u64);
     let label_of = |rate: f64| format!("202 -> GET /orders/{{id}} = 200 at {} cmd/s", rate as u64);
+    if b.read_api.is_none() && b.binaries.find("factline-read-api").is_some() {
+        // the read API stage was not selected (`--stages`)
+        if let Err(e) = super::read_api::start_read_api(b).await {
+            eprintln!("[bench] starting the read API for the end-to-end stage failed: {e}");
+        }
+    }
     let reason = if b.binaries.find("factline-write-side").is_none() {
         Some("factline-write-side not built".to_owned())
     } else if b.order_summary.is_none() {

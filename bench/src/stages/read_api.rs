@@ -25,29 +25,10 @@ pub async fn run(b: &mut Bench) {
         b.not_run_all(STAGE, checks, State::Skipped, &reason);
         return;
     }
-    let extra_env = vec![
-        ("READ_API_INDEX_PREFIX".into(), b.prefix("e")),
-        // the end-to-end stage waits up to 30 s per tracked command (wait_ms=30000)
-        ("READ_API_CONSISTENCY_TIMEOUT_MS".into(), "30000".into()),
-    ];
-    let launch = Launch {
-        name: "read-api",
-        binary: "factline-read-api",
-        args: Vec::new(),
-        env_prefix: "READ_API",
-        topic_prefix: &b.prefix("p"),
-        health: "/healthz",
-        extra_env,
-    };
-    let service = match b.start(launch).await {
-        Ok(s) => s,
-        Err(e) => {
-            b.not_run_all(STAGE, checks, State::Failed, &e);
-            return;
-        }
-    };
-    b.cpu.add("read-api", service.pid(), false);
-    b.read_api = Some(service);
+    if let Err(e) = start_read_api(b).await {
+        b.not_run_all(STAGE, checks, State::Failed, &e);
+        return;
+    }
     let pg_orders = (b.s.pg_events / data::EVENTS_PER_ORDER).max(1);
     let es_customers = b.es_data.customers();
     let pg_customers = b.pg_data.customers();
@@ -112,4 +93,27 @@ pub async fn run(b: &mut Bench) {
         let kb = service.sample_memory();
         b.remember_memory("read-api", kb);
     }
+}
+
+/// Starts the read API over the run's schema and indices and keeps it in `b.read_api` (for
+/// this stage and the end-to-end one).
+pub(crate) async fn start_read_api(b: &mut Bench) -> Result<(), String> {
+    let extra_env = vec![
+        ("READ_API_INDEX_PREFIX".into(), b.prefix("e")),
+        // the end-to-end stage waits up to 30 s per tracked command (wait_ms=30000)
+        ("READ_API_CONSISTENCY_TIMEOUT_MS".into(), "30000".into()),
+    ];
+    let launch = Launch {
+        name: "read-api",
+        binary: "factline-read-api",
+        args: Vec::new(),
+        env_prefix: "READ_API",
+        topic_prefix: &b.prefix("p"),
+        health: "/healthz",
+        extra_env,
+    };
+    let service = b.start(launch).await.map_err(|e| e.to_string())?;
+    b.cpu.add("read-api", service.pid(), false);
+    b.read_api = Some(service);
+    Ok(())
 }

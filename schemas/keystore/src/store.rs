@@ -19,7 +19,7 @@
 //! that bounds how long after an erasure another process may still encrypt with, or decrypt
 //! with, the destroyed key. The process that erases forgets the key at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -353,9 +353,10 @@ impl KeyStore {
             let cipher = cipher_of(&self.inner.ring.unwrap_key(key_id, &kek_id, &wrapped)?);
             found.push((key_id, KeyState::Live(cipher)));
         }
+        let live: HashSet<Uuid> = found.iter().map(|(id, _)| *id).collect();
         let rest: Vec<Uuid> = missing
             .iter()
-            .filter(|id| !found.iter().any(|(f, _)| f == *id))
+            .filter(|id| !live.contains(id))
             .copied()
             .collect();
         if !rest.is_empty() {
