@@ -88,8 +88,8 @@ async fn personal_fields_are_ciphertext_on_the_log_and_unreadable_once_forgotten
         .unwrap();
     assert_eq!(erasures.len(), 1, "{erasures:?}");
     assert!(erasures[0].key_id.is_some());
-    // this process cached the key when it opened a value: it honours the erasure within its
-    // cache lifetime (FACTLINE_KEYS_CACHE_TTL_MS)
+    // this process cached the key when it opened a value: it honours the erasure within
+    // FACTLINE_KEYS_CACHE_TTL_MS (its next erasure check)
     for (schema, decoded) in &records {
         let text = factline_testkit::eventually(
             "the placeholder instead of the values",

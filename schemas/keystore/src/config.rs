@@ -6,7 +6,7 @@
 //! | `FACTLINE_KEK` | unset | the KEK ring inline: `ID:BASE64KEY[,ID:BASE64KEY…]`, current first ([`crate::kek`]) |
 //! | `FACTLINE_KEK_FILE` | `.dev/factline-kek` | a file holding the ring, one entry per line |
 //! | `FACTLINE_KEYS_DB_SCHEMA` | `factline_keys` | the PostgreSQL schema of the key tables (`DATABASE_URL`'s database) |
-//! | `FACTLINE_KEYS_CACHE_TTL_MS` | 5000 | how long a key or an erasure is cached: the bound on how long after an erasure another process may still use the key |
+//! | `FACTLINE_KEYS_CACHE_TTL_MS` | 5000 | the bound on how long after an erasure another process may still use the key: a cached key stays usable while the erasure checks (at most every half of it) succeed, and this long after its read when they fail |
 //! | `FACTLINE_KEYS_CACHE_CAPACITY` | 100000 | keys cached per process at most |
 //!
 //! With neither `FACTLINE_KEK` nor `FACTLINE_KEK_FILE` set, the services use the development

@@ -5,7 +5,9 @@
 //!
 //! - [`kek`]: the key-encryption keys from configuration, with rotation;
 //! - [`store`]: the data keys in PostgreSQL (envelope encryption), created on first use,
-//!   cached with a bounded lifetime, destroyed on erasure with an erasure record;
+//!   destroyed on erasure with an erasure record;
+//! - `cache`: each process's cache of data keys, and how it learns of other processes'
+//!   erasures within the bound `FACTLINE_KEYS_CACHE_TTL_MS`;
 //! - [`sealed`]: the text form of one encrypted value (`fl1:<key id>:<base64url>`) and the
 //!   [`PLACEHOLDER`] an erased value reads as;
 //! - [`fields`]: encrypting and decrypting an event's personal fields;
@@ -13,6 +15,7 @@
 //! - [`config`]: the `FACTLINE_KEK*` / `FACTLINE_KEYS_*` settings every service reads the same
 //!   way.
 
+mod cache;
 pub mod config;
 pub mod erasures;
 pub mod fields;

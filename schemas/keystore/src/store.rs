@@ -15,14 +15,16 @@
 //! the same subject gets a new key (with a new id), and values under the destroyed id read as
 //! the placeholder forever.
 //!
-//! Keys are cached in each process for at most `FACTLINE_KEYS_CACHE_TTL_MS` (default 5000):
-//! that bounds how long after an erasure another process may still encrypt with, or decrypt
-//! with, the destroyed key. The process that erases forgets the key at once.
+//! Keys are cached in each process ([`crate::cache`]). `FACTLINE_KEYS_CACHE_TTL_MS` (default
+//! 5000) bounds how long after an erasure another process may still encrypt with, or decrypt
+//! with, the destroyed key: while keys are looked up, each process reads the erasures recorded
+//! since its last look (at most every half of that time, one indexed query) and evicts the
+//! destroyed keys, so the keys it keeps stay usable without being read again. The process that
+//! erases forgets the key at once.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::Hash;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use aes_gcm::aead::{KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Key};
@@ -30,6 +32,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
+use crate::cache::{KeyCache, Seen, CHECK_OVERLAP};
 use crate::kek::{KekRing, UnwrapError};
 
 /// A key-store operation failed.
@@ -86,44 +89,6 @@ pub struct StoreSettings {
     pub cache_capacity: usize,
 }
 
-struct Cache<K, V> {
-    entries: HashMap<K, (Instant, V)>,
-    ttl: Duration,
-    capacity: usize,
-}
-
-impl<K: Eq + Hash, V: Clone> Cache<K, V> {
-    fn new(ttl: Duration, capacity: usize) -> Mutex<Cache<K, V>> {
-        Mutex::new(Cache {
-            entries: HashMap::new(),
-            ttl,
-            capacity: capacity.max(1),
-        })
-    }
-
-    fn get(&self, key: &K) -> Option<V> {
-        self.entries
-            .get(key)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, v)| v.clone())
-    }
-
-    fn put(&mut self, key: K, value: V) {
-        if self.entries.len() >= self.capacity {
-            let ttl = self.ttl;
-            self.entries.retain(|_, (at, _)| at.elapsed() < ttl);
-            if self.entries.len() >= self.capacity {
-                self.entries.clear();
-            }
-        }
-        self.entries.insert(key, (Instant::now(), value));
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// The key store. Cheap to clone; Send + Sync.
 #[derive(Clone)]
 pub struct KeyStore {
@@ -135,8 +100,7 @@ struct Inner {
     schema: String,
     ring: KekRing,
     ready: OnceCell<()>,
-    by_subject: Mutex<Cache<String, (Uuid, Arc<Aes256Gcm>)>>,
-    by_id: Mutex<Cache<Uuid, KeyState>>,
+    cache: KeyCache,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -166,8 +130,7 @@ impl KeyStore {
                 schema: settings.db_schema.clone(),
                 ring,
                 ready: OnceCell::new(),
-                by_subject: Cache::new(settings.cache_ttl, settings.cache_capacity),
-                by_id: Cache::new(settings.cache_ttl, settings.cache_capacity),
+                cache: KeyCache::new(settings.cache_ttl, settings.cache_capacity),
             }),
         }
     }
@@ -189,7 +152,11 @@ impl KeyStore {
         let schema = &self.inner.schema;
         let exists = client
             .query_one(
-                &format!("SELECT to_regclass('{}') IS NOT NULL", self.t("erasures")),
+                // the newest object: older deployments get it (and nothing else changes)
+                &format!(
+                    "SELECT to_regclass('{}') IS NOT NULL",
+                    self.t("erasures_by_time")
+                ),
                 &[],
             )
             .await
@@ -213,6 +180,7 @@ impl KeyStore {
                  key_id uuid UNIQUE,
                  erased_at timestamptz NOT NULL DEFAULT now());
              CREATE INDEX IF NOT EXISTS erasures_by_subject ON {erasures} (subject);
+             CREATE INDEX IF NOT EXISTS erasures_by_time ON {erasures} (erased_at);
              COMMIT;",
             keys = self.t("data_keys"),
             erasures = self.t("erasures"),
@@ -226,14 +194,63 @@ impl KeyStore {
         }
     }
 
+    /// Evicts the keys other processes destroyed since the last check, when a check is due
+    /// (see [`crate::cache`]). A failed check is only logged: cached keys then expire with
+    /// their own age, and the look-up that follows reports the database's state.
+    async fn check_erasures(&self) {
+        let cache = &self.inner.cache;
+        if !cache.check_due() {
+            return;
+        }
+        let Some(mut state) = cache.start_check().await else {
+            return; // another task just checked
+        };
+        let started = Instant::now();
+        match self.erasures_since(state.since).await {
+            Ok((now, erasures)) => cache.checked(&mut state, started, now, &erasures),
+            Err(error) => tracing::warn!(%error, "checking for erasures failed"),
+        }
+    }
+
+    /// The database time and the erasures recorded since `since` less [`CHECK_OVERLAP`] (the
+    /// last few minutes on the first check).
+    async fn erasures_since(
+        &self,
+        since: Option<SystemTime>,
+    ) -> Result<(SystemTime, Vec<Seen>), KeyStoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT now(), e.subject, e.key_id FROM (SELECT 1) AS one
+                     LEFT JOIN {} e ON e.erased_at > coalesce($1, now()) - make_interval(secs => $2)",
+                    self.t("erasures")
+                ),
+                &[&since, &(CHECK_OVERLAP.as_secs_f64())],
+            )
+            .await
+            .map_err(unavailable)?;
+        let now = rows
+            .first()
+            .map(|r| r.get::<_, SystemTime>(0))
+            .ok_or_else(|| unavailable("the erasure check returned no row"))?;
+        let erasures = rows
+            .iter()
+            .filter_map(|r| Some((r.get::<_, Option<Vec<u8>>>(1)?, r.get(2))))
+            .collect();
+        Ok((now, erasures))
+    }
+
     /// The data key of `subject` for encryption, created on first use: (key id, cipher).
     pub async fn key_for_subject(
         &self,
         subject: &str,
     ) -> Result<(Uuid, Arc<Aes256Gcm>), KeyStoreError> {
-        if let Some(hit) = lock(&self.inner.by_subject).get(&subject.to_owned()) {
+        self.check_erasures().await;
+        if let Some(hit) = self.inner.cache.by_subject(subject) {
             return Ok(hit);
         }
+        let ticket = self.inner.cache.ticket();
         let client = self.client().await?;
         let select = format!(
             "SELECT key_id, kek_id, wrapped FROM {} WHERE subject = $1",
@@ -269,16 +286,22 @@ impl KeyStore {
         let kek_id: String = row.get(1);
         let wrapped: Vec<u8> = row.get(2);
         let cipher = cipher_of(&self.inner.ring.unwrap_key(key_id, &kek_id, &wrapped)?);
-        lock(&self.inner.by_subject).put(subject.to_owned(), (key_id, cipher.clone()));
-        lock(&self.inner.by_id).put(key_id, KeyState::Live(cipher.clone()));
+        self.inner.cache.put(
+            ticket,
+            Some(subject),
+            key_id,
+            KeyState::Live(cipher.clone()),
+        );
         Ok((key_id, cipher))
     }
 
     /// The data key `key_id` for decryption: live, or erased.
     pub async fn key_by_id(&self, key_id: Uuid) -> Result<KeyState, KeyStoreError> {
-        if let Some(hit) = lock(&self.inner.by_id).get(&key_id) {
+        self.check_erasures().await;
+        if let Some(hit) = self.inner.cache.by_id(&key_id) {
             return Ok(hit);
         }
+        let ticket = self.inner.cache.ticket();
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -312,7 +335,7 @@ impl KeyStore {
                 KeyState::Erased
             }
         };
-        lock(&self.inner.by_id).put(key_id, state.clone());
+        self.inner.cache.put(ticket, None, key_id, state.clone());
         Ok(state)
     }
 
@@ -320,11 +343,12 @@ impl KeyStore {
     /// number (keys, then erasures of the rest), so a batch's first look-ups hit the cache.
     /// Ids the store does not know are left out (looked up, and refused, one by one later).
     pub async fn prefetch(&self, key_ids: &[Uuid]) -> Result<(), KeyStoreError> {
+        self.check_erasures().await;
         let missing: Vec<Uuid> = {
-            let cache = lock(&self.inner.by_id);
+            let cache = &self.inner.cache;
             let mut missing: Vec<Uuid> = key_ids
                 .iter()
-                .filter(|id| cache.get(id).is_none())
+                .filter(|id| cache.by_id(id).is_none())
                 .copied()
                 .collect();
             missing.sort_unstable();
@@ -334,6 +358,7 @@ impl KeyStore {
         if missing.is_empty() {
             return Ok(());
         }
+        let ticket = self.inner.cache.ticket();
         let client = self.client().await?;
         let rows = client
             .query(
@@ -374,9 +399,8 @@ impl KeyStore {
                 found.push((row.get(0), KeyState::Erased));
             }
         }
-        let mut cache = lock(&self.inner.by_id);
         for (key_id, state) in found {
-            cache.put(key_id, state);
+            self.inner.cache.put(ticket, None, key_id, state);
         }
         Ok(())
     }
@@ -423,13 +447,7 @@ impl KeyStore {
                 .map_err(unavailable)?,
         };
         tx.commit().await.map_err(unavailable)?;
-        {
-            let mut by_subject = lock(&self.inner.by_subject);
-            by_subject.entries.remove(subject);
-        }
-        if let Some(id) = key_id {
-            lock(&self.inner.by_id).put(id, KeyState::Erased);
-        }
+        self.inner.cache.erased_here(subject, key_id);
         let erased_at = match recorded {
             Some(row) => row.get(0),
             None => self

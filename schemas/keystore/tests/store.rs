@@ -1,5 +1,6 @@
 //! The key store against the real PostgreSQL at DATABASE_URL, each test in its own key-store
-//! schema: concurrent first use, erasure and the caches' bound, KEK rotation, and the field
+//! schema: concurrent first use, erasure and the caches' bound (and the erasure checks that
+//! keep cached keys without reading them again), KEK rotation, and the field
 //! encryption of the sample events.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -123,6 +124,53 @@ async fn erasure_destroys_the_key_records_it_and_other_caches_follow_within_thei
             r#"{"column_name":"subject"}"#
         ]
     );
+}
+
+#[tokio::test]
+async fn a_cached_key_outlives_its_ttl_while_checks_find_no_erasure_of_it_and_an_erasure_elsewhere_is_honoured_within_it(
+) {
+    let schema = new_schema();
+    let kek = ring(&KekRing::generate_entry("k1"));
+    let writer = store(&schema, &kek, 60_000);
+    let ttl = Duration::from_millis(2000);
+    let reader = store(&schema, &kek, ttl.as_millis() as u64);
+    let (kept, _) = writer.key_for_subject("c-kept").await.unwrap();
+    let (erased, _) = writer.key_for_subject("c-erased").await.unwrap();
+    for id in [kept, erased] {
+        assert!(matches!(
+            reader.key_by_id(id).await.unwrap(),
+            KeyState::Live(_)
+        ));
+    }
+    // the stored copy of the kept key becomes unreadable: a reader that read it again would
+    // fail to unwrap it, so every later answer for it comes from the reader's cache
+    factline_testkit::connect(&env("DATABASE_URL"))
+        .await
+        .execute(
+            &format!("UPDATE {schema}.data_keys SET wrapped = '\\x00' WHERE key_id = $1"),
+            &[&kept],
+        )
+        .await
+        .unwrap();
+    writer.erase("c-erased").await.unwrap();
+    for round in 0..3 {
+        // a look-up that starts one bound after the erasure never gets the destroyed key
+        tokio::time::sleep(ttl).await;
+        assert!(
+            matches!(reader.key_by_id(erased).await.unwrap(), KeyState::Erased),
+            "round {round}"
+        );
+        assert!(
+            matches!(reader.key_by_id(kept).await.unwrap(), KeyState::Live(_)),
+            "round {round}: the kept key was read again"
+        );
+    }
+    // without the cache, the damaged copy is what the database has
+    let fresh = store(&schema, &kek, ttl.as_millis() as u64);
+    assert!(matches!(
+        fresh.key_by_id(kept).await,
+        Err(KeyStoreError::Unwrap(_))
+    ));
 }
 
 #[tokio::test]
