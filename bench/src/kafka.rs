@@ -147,7 +147,7 @@ pub async fn encode(
         }
         let topic = format!("{prefix}{}", event.topic);
         let payload = codec
-            .encode_value(&topic, event.event_type, value)
+            .encode_value(&topic, event.event_type, &value)
             .await
             .map_err(|e| KafkaBenchError::Encode {
                 event_type: event.event_type.into(),

@@ -16,6 +16,7 @@ use crate::catalog::Catalog;
 use crate::command::BuiltEvent;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
@@ -23,7 +24,8 @@ use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Why an event could not be encoded or decoded.
@@ -131,6 +133,8 @@ struct Inner {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     catalog: Catalog,
+    /// The registered schema id of each event type written to each topic, by topic.
+    schema_ids: RwLock<HashMap<String, HashMap<String, u32>>>,
 }
 
 impl std::fmt::Debug for EventCodec {
@@ -165,6 +169,7 @@ impl EventCodec {
                 encoder: AvroEncoder::new(settings.clone()),
                 decoder: AvroDecoder::new(settings),
                 catalog,
+                schema_ids: RwLock::default(),
             }),
         }
     }
@@ -176,45 +181,90 @@ impl EventCodec {
 
     /// Confluent wire format, subject {topic}-{full_name}, auto-registers the embedded schema.
     pub async fn encode(&self, event: &BuiltEvent) -> Result<Vec<u8>, CodecError> {
-        self.encode_value(&event.topic, &event.event_type, event.value.clone())
+        self.encode_value(&event.topic, &event.event_type, &event.value)
             .await
     }
 
     /// Encodes `value` as the event type `event_type` for `topic`.
+    ///
+    /// The first event of a type on a topic registers (or looks up) its schema through the
+    /// converter; its schema id is kept, and later events are written directly: one validation
+    /// and one pass over the value, no copy of it.
     pub async fn encode_value(
         &self,
         topic: &str,
         event_type: &str,
-        value: Value,
+        value: &Value,
     ) -> Result<Vec<u8>, CodecError> {
         let event = self
             .inner
             .catalog
             .event(event_type)
             .ok_or_else(|| CodecError::UnknownEventType(event_type.to_string()))?;
-        if !value.validate(&event.schema) {
-            return Err(CodecError::InvalidValue {
-                event_type: event_type.to_string(),
-            });
-        }
-        let strategy = SubjectNameStrategy::TopicRecordNameStrategyWithSchema(
-            topic.to_string(),
-            SuppliedSchema::new(
-                Some(event.full_name.clone()),
-                SchemaType::Avro,
-                event.schema_json.clone(),
-            ),
-        );
-        let result = self.inner.encoder.encode_value(value, &strategy).await;
-        result.map_err(|e| {
-            let error = registry_error(&e);
-            if error.is_transient() {
-                // The library caches non-retriable errors (a 500, say); a transient failure
-                // must not stick.
-                self.inner.encoder.remove_errors_from_cache();
+        let invalid = || CodecError::InvalidValue {
+            event_type: event_type.to_string(),
+        };
+        let Some(schema_id) = self.known_schema_id(topic, event_type) else {
+            if !value.validate(&event.schema) {
+                return Err(invalid());
             }
-            error
-        })
+            let strategy = SubjectNameStrategy::TopicRecordNameStrategyWithSchema(
+                topic.to_string(),
+                SuppliedSchema::new(
+                    Some(event.full_name.clone()),
+                    SchemaType::Avro,
+                    event.schema_json.clone(),
+                ),
+            );
+            let result = self
+                .inner
+                .encoder
+                .encode_value(value.clone(), &strategy)
+                .await;
+            let bytes = result.map_err(|e| {
+                let error = registry_error(&e);
+                if error.is_transient() {
+                    // The library caches non-retriable errors (a 500, say); a transient failure
+                    // must not stick.
+                    self.inner.encoder.remove_errors_from_cache();
+                }
+                error
+            })?;
+            if let Ok((schema_id, _)) = split_wire_format(&bytes) {
+                self.remember_schema_id(topic, event_type, schema_id);
+            }
+            return Ok(bytes);
+        };
+        let writer = GenericDatumWriter::builder(&event.schema)
+            .build()
+            .map_err(|_| invalid())?;
+        let mut bytes = Vec::with_capacity(128);
+        bytes.push(0);
+        bytes.extend_from_slice(&schema_id.to_be_bytes());
+        writer
+            .write_value_ref(&mut bytes, value)
+            .map_err(|_| invalid())?;
+        Ok(bytes)
+    }
+
+    fn known_schema_id(&self, topic: &str, event_type: &str) -> Option<u32> {
+        let ids = self
+            .inner
+            .schema_ids
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        ids.get(topic)?.get(event_type).copied()
+    }
+
+    fn remember_schema_id(&self, topic: &str, event_type: &str, schema_id: u32) {
+        let mut ids = self
+            .inner
+            .schema_ids
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        ids.entry(topic.to_string())
+            .or_default()
+            .insert(event_type.to_string(), schema_id);
     }
 
     /// Fetches the writer schema by id (cached), resolves to the embedded reader schema of that
@@ -478,13 +528,13 @@ mod tests {
     async fn unknown_event_type_and_invalid_value_are_permanent() {
         let codec = EventCodec::new("http://127.0.0.1:9");
         let e = codec
-            .encode_value("t", "Nope", Value::Null)
+            .encode_value("t", "Nope", &Value::Null)
             .await
             .unwrap_err();
         assert_eq!(e, CodecError::UnknownEventType("Nope".into()));
         assert!(!e.is_transient());
         let e = codec
-            .encode_value("t", "OrderDelivered", Value::Record(vec![]))
+            .encode_value("t", "OrderDelivered", &Value::Record(vec![]))
             .await
             .unwrap_err();
         assert!(matches!(e, CodecError::InvalidValue { .. }));

@@ -3,50 +3,69 @@
 
 use apache_avro::Schema;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
-/// The named types defined in one schema, by full name.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Names<'s>(HashMap<String, &'s Schema>);
+/// The named types defined in one schema, by full name. They are collected at the first
+/// `Schema::Ref` met, so walking a schema without references (the usual case, once per
+/// command or event) builds no table.
+#[derive(Debug, Clone)]
+pub(crate) struct Names<'s> {
+    root: &'s Schema,
+    by_name: OnceLock<HashMap<String, &'s Schema>>,
+}
 
 impl<'s> Names<'s> {
-    /// Collects every named type of `schema`.
+    /// The named types of `schema`.
     pub(crate) fn of(schema: &'s Schema) -> Names<'s> {
-        let mut names = Names::default();
-        names.collect(schema);
-        names
+        Names {
+            root: schema,
+            by_name: OnceLock::new(),
+        }
     }
 
-    fn collect(&mut self, schema: &'s Schema) {
-        match schema {
-            Schema::Record(record) => {
-                self.0.insert(record.name.fullname(None), schema);
-                for field in &record.fields {
-                    self.collect(&field.schema);
-                }
-            }
-            Schema::Enum(e) => {
-                self.0.insert(e.name.fullname(None), schema);
-            }
-            Schema::Fixed(f) => {
-                self.0.insert(f.name.fullname(None), schema);
-            }
-            Schema::Array(a) => self.collect(&a.items),
-            Schema::Map(m) => self.collect(&m.types),
-            Schema::Union(u) => {
-                for variant in u.variants() {
-                    self.collect(variant);
-                }
-            }
-            _ => {}
-        }
+    fn by_name(&self) -> &HashMap<String, &'s Schema> {
+        self.by_name.get_or_init(|| {
+            let mut by_name = HashMap::new();
+            collect(self.root, &mut by_name);
+            by_name
+        })
     }
 
     /// `schema` itself, or the named type it refers to.
     pub(crate) fn resolve<'a>(&'a self, schema: &'a Schema) -> &'a Schema {
         match schema {
-            Schema::Ref { name } => self.0.get(&name.fullname(None)).copied().unwrap_or(schema),
+            Schema::Ref { name } => self
+                .by_name()
+                .get(&name.fullname(None))
+                .copied()
+                .unwrap_or(schema),
             other => other,
         }
+    }
+}
+
+fn collect<'s>(schema: &'s Schema, by_name: &mut HashMap<String, &'s Schema>) {
+    match schema {
+        Schema::Record(record) => {
+            by_name.insert(record.name.fullname(None), schema);
+            for field in &record.fields {
+                collect(&field.schema, by_name);
+            }
+        }
+        Schema::Enum(e) => {
+            by_name.insert(e.name.fullname(None), schema);
+        }
+        Schema::Fixed(f) => {
+            by_name.insert(f.name.fullname(None), schema);
+        }
+        Schema::Array(a) => collect(&a.items, by_name),
+        Schema::Map(m) => collect(&m.types, by_name),
+        Schema::Union(u) => {
+            for variant in u.variants() {
+                collect(variant, by_name);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -107,34 +107,32 @@ impl<'a> IntoIterator for &'a Problems {
     }
 }
 
-/// A JSON path under construction, rendered as `$.a.b[0]`.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct JsonPath(Vec<Segment>);
-
-#[derive(Debug, Clone)]
-enum Segment {
-    Key(String),
-    Index(usize),
+/// A JSON path under construction, rendered as `$.a.b[0]` only when a problem names it. Each
+/// step borrows its parent, so walking a body allocates nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum JsonPath<'a> {
+    /// `$`.
+    Root,
+    /// The parent path followed by an object key.
+    Key(&'a JsonPath<'a>, &'a str),
+    /// The parent path followed by an array index.
+    Index(&'a JsonPath<'a>, usize),
 }
 
-impl JsonPath {
+impl<'a> JsonPath<'a> {
     /// The root, `$`.
-    pub(crate) fn root() -> JsonPath {
-        JsonPath(Vec::new())
+    pub(crate) fn root() -> JsonPath<'static> {
+        JsonPath::Root
     }
 
     /// This path followed by an object key.
-    pub(crate) fn key(&self, key: &str) -> JsonPath {
-        let mut next = self.clone();
-        next.0.push(Segment::Key(key.to_string()));
-        next
+    pub(crate) fn key<'b>(&'b self, key: &'b str) -> JsonPath<'b> {
+        JsonPath::Key(self, key)
     }
 
     /// This path followed by an array index.
-    pub(crate) fn index(&self, index: usize) -> JsonPath {
-        let mut next = self.clone();
-        next.0.push(Segment::Index(index));
-        next
+    pub(crate) fn index<'b>(&'b self, index: usize) -> JsonPath<'b> {
+        JsonPath::Index(self, index)
     }
 }
 
@@ -144,17 +142,20 @@ fn is_identifier(key: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-impl fmt::Display for JsonPath {
+impl fmt::Display for JsonPath<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "$")?;
-        for segment in &self.0 {
-            match segment {
-                Segment::Key(key) if is_identifier(key) => write!(f, ".{key}")?,
-                Segment::Key(key) => write!(f, "[{}]", serde_json::Value::String(key.clone()))?,
-                Segment::Index(i) => write!(f, "[{i}]")?,
+        match self {
+            JsonPath::Root => write!(f, "$"),
+            JsonPath::Key(parent, key) if is_identifier(key) => write!(f, "{parent}.{key}"),
+            JsonPath::Key(parent, key) => {
+                write!(
+                    f,
+                    "{parent}[{}]",
+                    serde_json::Value::String(key.to_string())
+                )
             }
+            JsonPath::Index(parent, i) => write!(f, "{parent}[{i}]"),
         }
-        Ok(())
     }
 }
 
@@ -184,7 +185,10 @@ mod tests {
 
     #[test]
     fn paths_render_like_json_path() {
-        let path = JsonPath::root().key("items").index(0).key("quantity");
+        let root = JsonPath::root();
+        let items = root.key("items");
+        let first = items.index(0);
+        let path = first.key("quantity");
         assert_eq!(path.to_string(), "$.items[0].quantity");
         assert_eq!(JsonPath::root().to_string(), "$");
         assert_eq!(JsonPath::root().key("a b").to_string(), "$[\"a b\"]");

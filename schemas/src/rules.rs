@@ -45,13 +45,13 @@ pub struct Rule {
     pub none_of: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Step {
-    Field(String),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step<'a> {
+    Field(&'a str),
     Each,
 }
 
-fn parse_path(path: &str) -> Result<Vec<Step>, String> {
+fn parse_path(path: &str) -> Result<Vec<Step<'_>>, String> {
     let mut steps = Vec::new();
     for part in path.split('.') {
         let (name, each) = match part.strip_suffix("[]") {
@@ -61,7 +61,7 @@ fn parse_path(path: &str) -> Result<Vec<Step>, String> {
         if name.is_empty() || name.contains(['[', ']']) {
             return Err(format!("invalid rule path {path:?}"));
         }
-        steps.push(Step::Field(name.to_string()));
+        steps.push(Step::Field(name));
         if each {
             steps.push(Step::Each);
         }
@@ -103,7 +103,7 @@ pub(crate) fn schema_at<'a>(
     let mut current = unwrap_optional(names, schema);
     for step in parse_path(path)? {
         current = match (step, current) {
-            (Step::Field(name), Schema::Record(r)) => match r.lookup.get(&name) {
+            (Step::Field(name), Schema::Record(r)) => match r.lookup.get(name) {
                 Some(&i) => unwrap_optional(names, &r.fields[i].schema),
                 None => {
                     return Err(format!(
@@ -208,11 +208,8 @@ impl Rule {
         let Ok(steps) = parse_path(&self.path) else {
             return;
         };
-        let mut targets = Vec::new();
-        collect_targets(body, JsonPath::root(), &steps, &mut targets);
-        for (path, value) in targets {
-            self.apply_one(&path, value, problems);
-        }
+        let mut apply = |path: &JsonPath, value: &Json| self.apply_one(path, value, problems);
+        visit_targets(body, &JsonPath::root(), &steps, &mut apply);
     }
 
     fn apply_one(&self, path: &JsonPath, value: &Json, problems: &mut Vec<Problem>) {
@@ -303,27 +300,28 @@ fn plural(n: usize, word: &str) -> String {
     }
 }
 
-fn collect_targets<'a>(
-    value: &'a Json,
-    path: JsonPath,
+/// Calls `visit` with every non-null value at `steps` under `value`, and its path.
+fn visit_targets(
+    value: &Json,
+    path: &JsonPath,
     steps: &[Step],
-    out: &mut Vec<(JsonPath, &'a Json)>,
+    visit: &mut dyn FnMut(&JsonPath, &Json),
 ) {
     let Some((step, rest)) = steps.split_first() else {
         if !value.is_null() {
-            out.push((path, value));
+            visit(path, value);
         }
         return;
     };
     match (step, value) {
         (Step::Field(name), Json::Object(object)) => {
-            if let Some(child) = object.get(name) {
-                collect_targets(child, path.key(name), rest, out);
+            if let Some(child) = object.get(*name) {
+                visit_targets(child, &path.key(name), rest, visit);
             }
         }
         (Step::Each, Json::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
-                collect_targets(item, path.index(i), rest, out);
+                visit_targets(item, &path.index(i), rest, visit);
             }
         }
         _ => {}

@@ -103,9 +103,19 @@ async fn encodes_and_decodes_every_sample_event() {
         );
         assert_eq!(decoded.value, event.value, "{command}");
         assert_eq!(decoded.to_json(), avro_to_json(&event.value));
-        // Encoding again uses the cached id: the same bytes.
+        // Encoding again uses the cached id and writes directly: the same bytes.
         assert_eq!(codec.encode(&event).await.unwrap(), bytes);
     }
+    // The direct path validates too: a value its schema does not accept is refused.
+    let error = codec
+        .encode_value(
+            &format!("{prefix}orders"),
+            "OrderPlaced",
+            &Value::Record(vec![]),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CodecError::InvalidValue { .. }), "{error}");
     // The subjects follow the topic-record-name strategy.
     let registry = RegistryClient::new(&env("SCHEMA_REGISTRY_URL")).unwrap();
     let subject = format!("{prefix}orders-factline.orders.OrderPlaced");

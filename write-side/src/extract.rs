@@ -75,7 +75,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// Rewrites every number with a zero fraction that fits an `i64` (`2.0`, `-1e3`) as that
 /// integer: JSON (and the JSON Schema of `/openapi.json`) does not tell `2.0` from `2`, so an
 /// integer field accepts both, and both bodies have the same idempotency fingerprint.
-pub fn integral_numbers_as_integers(value: serde_json::Value) -> serde_json::Value {
+pub fn integral_numbers_as_integers(value: &mut serde_json::Value) {
     use serde_json::Value;
     match value {
         Value::Number(n) if !n.is_i64() && !n.is_u64() => {
@@ -83,23 +83,14 @@ pub fn integral_numbers_as_integers(value: serde_json::Value) -> serde_json::Val
             const LIMIT: f64 = 9_223_372_036_854_775_808.0;
             match n.as_f64() {
                 Some(f) if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) => {
-                    Value::from(f as i64)
+                    *value = Value::from(f as i64);
                 }
-                _ => Value::Number(n),
+                _ => {}
             }
         }
-        Value::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .map(integral_numbers_as_integers)
-                .collect(),
-        ),
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (k, integral_numbers_as_integers(v)))
-                .collect(),
-        ),
-        other => other,
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
     }
 }
 
@@ -163,10 +154,10 @@ mod tests {
     #[test]
     fn integral_numbers_become_integers() {
         use serde_json::json;
-        let body: serde_json::Value =
+        let mut out: serde_json::Value =
             serde_json::from_str(r#"{"a": 2.0, "b": [-1e3, 2.5, 1e19, -0.0], "c": "2.0", "d": 7}"#)
                 .unwrap();
-        let out = integral_numbers_as_integers(body);
+        integral_numbers_as_integers(&mut out);
         assert_eq!(
             out,
             json!({"a": 2, "b": [-1000, 2.5, 1e19, 0], "c": "2.0", "d": 7})

@@ -82,10 +82,10 @@ async fn ingest(
 ) -> Result<Accepted, ApiError> {
     let Submission {
         command: name,
-        body,
+        mut body,
         meta,
     } = submission;
-    let body = integral_numbers_as_integers(body);
+    integral_numbers_as_integers(&mut body);
     let command = state
         .catalog
         .command(&name)

@@ -189,7 +189,7 @@ impl Fixture {
         let value = json_to_avro(schema, &event.body).unwrap();
         let payload = self
             .codec
-            .encode_value(&self.topic(event.topic), &event.event_type, value)
+            .encode_value(&self.topic(event.topic), &event.event_type, &value)
             .await
             .unwrap();
         let headers = event.envelope().to_headers();

@@ -12,7 +12,7 @@
 //!
 //! Once the data key is destroyed the value reads as [`PLACEHOLDER`].
 
-use aes_gcm::aead::{Aead, AeadCore, OsRng, Payload};
+use aes_gcm::aead::{Aead, AeadCore, AeadInPlace, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use uuid::Uuid;
@@ -104,24 +104,27 @@ impl<'a> Sealed<'a> {
 
 /// Encrypts `plaintext` with the data key `cipher` of `key_id`, in the text form above.
 pub fn seal(cipher: &Aes256Gcm, key_id: Uuid, plaintext: &str) -> String {
-    let aad = format!("{PREFIX}{}", key_id.simple());
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    // `fl1:{key id}` is both the text's start and the associated data.
+    let mut text = String::with_capacity(
+        PREFIX.len()
+            + 33
+            + base64::encoded_len(nonce.len() + plaintext.len() + 16, false).unwrap_or(0),
+    );
+    text.push_str(PREFIX);
+    text.push_str(key_id.simple().encode_lower(&mut Uuid::encode_buffer()));
+    let mut bytes = Vec::with_capacity(nonce.len() + plaintext.len() + 16);
+    bytes.extend_from_slice(&nonce);
+    bytes.extend_from_slice(plaintext.as_bytes());
     // Encryption with a valid key and nonce only fails past 64 GiB of plaintext.
-    let sealed = cipher
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: plaintext.as_bytes(),
-                aad: aad.as_bytes(),
-            },
-        )
-        .unwrap_or_default();
-    let mut bytes = nonce.to_vec();
-    bytes.extend_from_slice(&sealed);
-    format!(
-        "{aad}:{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    match cipher.encrypt_in_place_detached(&nonce, text.as_bytes(), &mut bytes[nonce.len()..]) {
+        Ok(tag) => bytes.extend_from_slice(&tag),
+        Err(_) => bytes.truncate(nonce.len()),
+    }
+    text.push(':');
+    engine.encode_string(&bytes, &mut text);
+    text
 }
 
 /// The data key ids named by sealed values anywhere in `bytes` (a record's raw Avro value,
