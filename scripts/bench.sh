@@ -39,14 +39,9 @@ scripts/stack.sh start
 eval "$(scripts/stack.sh env)"
 
 echo "[bench] building ($PROFILE): write side, projectors, read API, the factline CLI, bench" >&2
-cargo build -q "${CARGO_PROFILE_FLAG[@]}" -p factline-bench -p factline-write-side --bins
-# Crates other engineers are changing right now may not build: their stages are then
-# skipped (or run an older binary, as the log says), the rest of the bench still runs.
-for package in factline-projectors factline-read-api factline-cli; do
-    if ! cargo build -q "${CARGO_PROFILE_FLAG[@]}" -p "$package" --bins; then
-        echo "[bench] warning: $package did not build; its stages use an existing binary or are skipped" >&2
-    fi
-done
+# the whole workspace, as `make up` and `make test` build it: the same features, so the
+# debug build of `make test` is reused as it is and each profile is built once
+cargo build -q "${CARGO_PROFILE_FLAG[@]}" --workspace --bins
 
 export BENCH_QUICK="$QUICK" BENCH_PROFILE="$PROFILE" BENCH_REPO_ROOT="$ROOT"
 export BENCH_BIN_DIR="$TARGET_DIR/$PROFILE"

@@ -87,7 +87,7 @@ start() {
     local n
     n="$(instances "${1:-}")"
     log "building the services"
-    (cd "$ROOT" && cargo build -q -p factline-schemas -p factline-write-side -p factline-projectors -p factline-read-api --bins)
+    (cd "$ROOT" && cargo build -q --workspace --bins)
     log "creating topics and registering schemas"
     init_step create-topics
     init_step register

@@ -258,7 +258,9 @@ start_registry() {
     log "building the schema registry"
     local release=()
     [ "$CARGO_PROFILE" = "release" ] && release=(--release)
-    (cd "$ROOT" && cargo build -q "${release[@]}" -p factline-registry --bin factline-registry)
+    # the whole workspace, as every script builds it: one set of features, so each profile is
+    # built once (`-p` alone would build the shared dependencies again with other features)
+    (cd "$ROOT" && cargo build -q "${release[@]}" --workspace --bins)
     log "starting the schema registry on $SCHEMA_REGISTRY_URL"
     # REGISTRY_PORT is this script's, not a registry setting (the registry rejects unknown
     # REGISTRY_* variables)

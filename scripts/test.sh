@@ -32,26 +32,39 @@ echo "== compose file and README checks"
 scripts/console-test.sh --install || exit 1
 .dev/venv/bin/python scripts/check-compose.py || exit 1
 
+echo "== leftover test topics and indices"
+mkdir -p .dev/run
+exec 9>.dev/run/test.lock
+if flock -n 9; then
+    # held until this run ends (fd 9 is closed for the commands that may start servers, so
+    # none keeps it): a second `make test` meanwhile cleans nothing of this one's
+    .dev/venv/bin/python scripts/clean-test-data.py || echo "[test] could not clean leftovers; going on" >&2
+else
+    echo "[test] another make test is running: leftovers are left for later"
+fi
+
 if [ "${CI:-}" = "true" ]; then
     echo "== formatting and lints"
     cargo fmt --all -- --check || exit 1
     cargo clippy -q --workspace --all-targets -- -D warnings || exit 1
 fi
 
-echo "== schema compatibility of the working tree against the registry"
-cargo run -q -p factline-schemas -- check || exit 1
+echo "== building every binary (the chaos suite runs the services through scripts/services.sh, as make up does)"
+# `--workspace`, as every script builds: one feature set, so this build is reused as it is by
+# the tests, the services and the quick bench
+cargo build -q --workspace --bins || exit 1
 
-echo "== building the services (the chaos suite runs them through scripts/services.sh, as make up does)"
-cargo build -q -p factline-schemas -p factline-write-side -p factline-projectors -p factline-read-api --bins || exit 1
+echo "== schema compatibility of the working tree against the registry"
+"${CARGO_TARGET_DIR:-$ROOT/target}/debug/factline-schemas" check || exit 1
 scripts/compose.sh --check || exit 1
 
 echo "== tests"
-cargo test --workspace --no-fail-fast
+cargo test --workspace --no-fail-fast 9>&-
 status=$?
 
 echo "== benchmark harness, quick run (checks that it works; figures are not judged here)"
 BENCH_QUICK=1 BENCH_OUT="${CARGO_TARGET_DIR:-$ROOT/target}/bench/quick.json" scripts/bench.sh \
-    >"${TMPDIR:-/tmp}/factline-bench-quick.log" 2>&1 || {
+    >"${TMPDIR:-/tmp}/factline-bench-quick.log" 2>&1 9>&- || {
     echo "quick benchmark run failed; last lines of its log:" >&2
     tail -n 40 "${TMPDIR:-/tmp}/factline-bench-quick.log" >&2
     status=1

@@ -135,6 +135,8 @@ struct Inner {
     catalog: Catalog,
     /// The registered schema id of each event type written to each topic, by topic.
     schema_ids: RwLock<HashMap<String, HashMap<String, u32>>>,
+    /// Whether a writer schema (by id) is the reader schema of its event type.
+    same_as_reader: RwLock<HashMap<u32, bool>>,
 }
 
 impl std::fmt::Debug for EventCodec {
@@ -170,6 +172,7 @@ impl EventCodec {
                 decoder: AvroDecoder::new(settings),
                 catalog,
                 schema_ids: RwLock::default(),
+                same_as_reader: RwLock::default(),
             }),
         }
     }
@@ -290,12 +293,17 @@ impl EventCodec {
             .catalog
             .event_by_full_name(&full_name)
             .ok_or_else(|| CodecError::UnknownEventType(full_name.clone()))?;
-        let value = read_resolved(&writer.parsed, &event.schema, body).map_err(|message| {
-            CodecError::Resolution {
-                event_type: event.event_type.clone(),
-                schema_id,
-                message,
-            }
+        // A writer schema the same as the reader's (the usual case) is read directly: the same
+        // value as a resolution, without resolving every record.
+        let value = if self.same_as_reader(schema_id, &writer.parsed, &event.schema) {
+            read_resolved(&event.schema, None, body)
+        } else {
+            read_resolved(&writer.parsed, Some(&event.schema), body)
+        };
+        let value = value.map_err(|message| CodecError::Resolution {
+            event_type: event.event_type.clone(),
+            schema_id,
+            message,
         })?;
         Ok(DecodedEvent {
             event_type: event.event_type.clone(),
@@ -303,20 +311,44 @@ impl EventCodec {
             value,
         })
     }
+
+    /// Whether the writer schema `schema_id` is the reader schema (Avro's parsing canonical
+    /// form, so the same bytes), remembered per id.
+    fn same_as_reader(&self, schema_id: u32, writer: &Schema, reader: &Schema) -> bool {
+        let known = self
+            .inner
+            .same_as_reader
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(same) = known.get(&schema_id) {
+            return *same;
+        }
+        drop(known);
+        let same = writer == reader;
+        self.inner
+            .same_as_reader
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(schema_id, same);
+        same
+    }
 }
 
-/// Reads an Avro body written with `writer`, resolved to `reader` (Avro schema resolution:
+/// Reads an Avro body written with `writer`, resolved to `reader` if given (Avro schema resolution:
 /// fields only the writer has are skipped, fields only the reader has take their default, an
 /// enum symbol the reader does not know becomes the reader's enum default).
 pub(crate) fn read_resolved(
     writer: &Schema,
-    reader: &Schema,
+    reader: Option<&Schema>,
     body: &[u8],
 ) -> Result<Value, String> {
-    let datum_reader = GenericDatumReader::builder(writer)
-        .reader_schema(reader)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let datum_reader = match reader {
+        Some(reader) => GenericDatumReader::builder(writer)
+            .reader_schema(reader)
+            .build(),
+        None => GenericDatumReader::builder(writer).build(),
+    }
+    .map_err(|e| e.to_string())?;
     let mut cursor = body;
     let value = datum_reader
         .read_value(&mut cursor)
@@ -488,7 +520,7 @@ mod tests {
         };
         fields[2].1 = Value::Enum(0, "BRL".into());
         let bytes = write(&writer, value);
-        let read = read_resolved(&writer, reader, &bytes).unwrap();
+        let read = read_resolved(&writer, Some(reader), &bytes).unwrap();
         assert_eq!(
             avro_to_json(&read)["currency"],
             serde_json::json!("UNKNOWN")
@@ -505,9 +537,9 @@ mod tests {
                 ("delivered_at".into(), Value::TimestampMillis(1)),
             ]),
         );
-        assert!(read_resolved(schema, schema, &bytes).is_ok());
+        assert!(read_resolved(schema, Some(schema), &bytes).is_ok());
         bytes.push(0);
-        assert!(read_resolved(schema, schema, &bytes).is_err());
+        assert!(read_resolved(schema, Some(schema), &bytes).is_err());
     }
 
     #[tokio::test]

@@ -7,11 +7,13 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::cursor;
 use crate::error::ApiError;
-use crate::routes::{parse, row_by_key, segment, serve};
+use crate::routes::{parse, raw_json, row_by_key, segment, serve};
 use crate::state::AppState;
 
 /// The projector serving customers.
@@ -19,6 +21,13 @@ pub const PROJECTOR: &str = "customer_stats";
 
 /// Order statuses accepted by the `status` filter.
 pub const STATUSES: &[&str] = &["placed", "shipped", "delivered", "cancelled"];
+
+/// A page of rows, each passed through as PostgreSQL rendered it.
+#[derive(Serialize)]
+struct Page {
+    items: Vec<Box<RawValue>>,
+    next_cursor: Option<String>,
+}
 
 /// One customer.
 pub async fn by_id(
@@ -91,7 +100,7 @@ pub async fn orders(
             };
             let fetch = limit as i64 + 1;
             let sql = format!(
-                "SELECT to_jsonb(t), t.placed_at, t.order_id FROM {} t \
+                "SELECT row_to_json(t)::text, t.placed_at, t.order_id FROM {} t \
                  WHERE t.customer_id = $1 AND t.placed_at IS NOT NULL \
                    AND ($2::text IS NULL OR t.status = $2) \
                    AND ($3::timestamptz IS NULL OR t.placed_at >= $3) \
@@ -120,8 +129,14 @@ pub async fn orders(
                 }
                 _ => None,
             };
-            let items: Vec<Value> = page.iter().map(|r| r.get(0)).collect();
-            Ok(json!({"items": items, "next_cursor": next}))
+            let items = page
+                .iter()
+                .map(|r| raw_json(r.get(0)))
+                .collect::<Result<_, _>>()?;
+            Ok(Page {
+                items,
+                next_cursor: next,
+            })
         },
     )
     .await

@@ -17,7 +17,8 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde_json::Value;
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::auth;
 use crate::error::ApiError;
@@ -56,7 +57,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The body, or the error, with the freshness headers.
-pub fn respond(freshness: Freshness, body: Result<Value, ApiError>) -> Response {
+pub fn respond<T: Serialize>(freshness: Freshness, body: Result<T, ApiError>) -> Response {
     match body {
         Ok(body) => (freshness.headers(), axum::Json(body)).into_response(),
         Err(error) => (freshness.headers(), error).into_response(),
@@ -89,7 +90,7 @@ pub fn parse(
 /// table or index ([`AppState::table`], [`AppState::index`]). When that read model has gone
 /// meanwhile (a swap retired and dropped it), it reads the status again and answers from the
 /// version serving now, within the same overall wait.
-pub async fn serve<F, Fut>(
+pub async fn serve<F, Fut, T>(
     state: &AppState,
     projector: &str,
     wanted: Option<Wanted>,
@@ -97,7 +98,8 @@ pub async fn serve<F, Fut>(
 ) -> Result<Response, ApiError>
 where
     F: Fn(Option<i32>) -> Fut,
-    Fut: std::future::Future<Output = Result<Value, ApiError>>,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+    T: Serialize,
 {
     let deadline = wanted
         .as_ref()
@@ -144,16 +146,25 @@ pub async fn row_by_key(
         async move {
             let mut db = state.db().await?;
             let sql = format!(
-                "SELECT to_jsonb(t) FROM {} t WHERE {key} = $1",
+                "SELECT row_to_json(t)::text FROM {} t WHERE {key} = $1",
                 state.table(view, version)
             );
             let statement = db.prepare_cached(&sql).await?;
             let row = db.query_opt(&statement, &[&id]).await?;
-            row.map(|r| r.get(0))
-                .ok_or_else(|| ApiError::NotFound(format!("{key} {id}")))
+            match row {
+                Some(row) => raw_json(row.get(0)),
+                None => Err(ApiError::NotFound(format!("{key} {id}"))),
+            }
         }
     })
     .await
+}
+
+/// A row PostgreSQL rendered as JSON text (`row_to_json(t)::text`), passed through to the
+/// answer as it is: not parsed into a tree and written out again.
+pub fn raw_json(text: String) -> Result<Box<RawValue>, ApiError> {
+    RawValue::from_string(text)
+        .map_err(|e| ApiError::Internal(format!("PostgreSQL returned invalid JSON: {e}")))
 }
 
 /// An Elasticsearch `range` filter on `field` for an optional `[from, to)` window.

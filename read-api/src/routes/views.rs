@@ -32,7 +32,7 @@ async fn find(state: &AppState, name: &str) -> Result<View, Response> {
             // the projector is not known either: the headers name the view (declarative views
             // are usually named after their projector), with an unknown lag
             return Err(match crate::freshness::ensure(state, name, None).await {
-                Ok(freshness) => respond(freshness, Err(error)),
+                Ok(freshness) => respond::<()>(freshness, Err(error)),
                 Err(_) => error.into_response(),
             });
         }

@@ -38,6 +38,7 @@ pub(crate) struct Ticket {
 pub(crate) type Seen = (Vec<u8>, Option<Uuid>);
 
 /// Where the erasure checks have got to; held (as an async lock) by the one check running.
+#[derive(Default)]
 pub(crate) struct CheckState {
     /// The database time of the previous check's snapshot.
     pub since: Option<SystemTime>,
@@ -91,10 +92,7 @@ impl KeyCache {
                 checked_at: None,
                 epoch: 0,
             }),
-            check: tokio::sync::Mutex::new(CheckState {
-                since: None,
-                seen: HashMap::new(),
-            }),
+            check: tokio::sync::Mutex::new(CheckState::default()),
             ttl,
             capacity: capacity.max(1),
         }
@@ -245,10 +243,7 @@ mod tests {
             erased,
             KeyState::Live(cipher()),
         );
-        let mut state = CheckState {
-            since: None,
-            seen: HashMap::new(),
-        };
+        let mut state = CheckState::default();
         cache.checked(
             &mut state,
             Instant::now(),
@@ -267,10 +262,7 @@ mod tests {
         let cache = KeyCache::new(Duration::from_secs(3600), 10);
         let id = Uuid::new_v4();
         let ticket = cache.ticket();
-        let mut state = CheckState {
-            since: None,
-            seen: HashMap::new(),
-        };
+        let mut state = CheckState::default();
         cache.checked(
             &mut state,
             Instant::now(),
