@@ -103,7 +103,9 @@ pub use factline_schemas::read_model::versioned_table;
 /// and applying an event twice must not change the result. It uses no clocks, no randomness and
 /// calls no other service: everything it writes is derived from the event (its body and
 /// envelope) and the rows already in the read model. The runtime additionally skips events whose
-/// `event_id` was already applied, but a projection must not rely on that alone.
+/// `event_id` was already applied (or the projection does, in its rows: see
+/// [`remembers_applied_ids`](Projection::remembers_applied_ids)), but a projection must not rely
+/// on that alone.
 ///
 /// # Naming
 ///
@@ -153,6 +155,16 @@ pub trait Projection: Send + Sync + 'static {
     /// the earlier ones having been applied; leave it off when the projection is order-safe
     /// (each event stands alone, or guards by timestamp). See `runtime::sequence`.
     fn sequenced_dead_letters(&self) -> bool {
+        false
+    }
+
+    /// Whether the projection remembers the event ids it applied in its own rows (with
+    /// [`AppliedIds`](crate::postgres::AppliedIds), as `order_summary` does) and skips an event
+    /// whose id a row holds. Then the runtime keeps no row per event in
+    /// `factline_projector_applied`, which is most of PostgreSQL's work per event, and
+    /// `factline_projector_events_applied_total` also counts the duplicates the rows skipped.
+    /// Off by default: the runtime dedupes.
+    fn remembers_applied_ids(&self) -> bool {
         false
     }
 

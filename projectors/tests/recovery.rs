@@ -239,13 +239,12 @@ async fn a_projector_killed_with_sigkill_and_started_again_gets_its_partitions_b
 
     let reference = reference(&fixture).await;
     assert_eq!(dump(&url, ORDERS).await, dump(&reference, ORDERS).await);
+    // every event id remembered exactly once, in the rows
+    let applied_ids =
+        "SELECT coalesce(sum(length(applied_ids) / 16), 0)::bigint FROM order_summary";
     assert_eq!(
-        count(&url, "SELECT count(*) FROM factline_projector_applied").await,
-        count(
-            &reference,
-            "SELECT count(*) FROM factline_projector_applied"
-        )
-        .await,
+        count(&url, applied_ids).await,
+        count(&reference, applied_ids).await,
     );
 }
 

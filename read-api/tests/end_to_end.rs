@@ -55,6 +55,10 @@ async fn a_query_with_the_writes_position_reflects_it_on_the_first_try() {
     assert_eq!(body["status"], "placed");
     assert_eq!(body["total_cents"], 900);
     assert_eq!(body["customer_id"], c.as_str());
+    assert!(
+        body.get("applied_ids").is_none(),
+        "the projector's bookkeeping is served: {body}"
+    );
     assert_eq!(header(&headers, "factline-projection"), "order_summary/v1");
     let p = position_of(&placed);
     assert!(reported_next(&headers, &p.topic, p.partition) > p.offset);
@@ -248,11 +252,15 @@ async fn pagination_returns_every_order_exactly_once_while_orders_are_added() {
         ))
         .await;
     assert_eq!(status, 200);
-    world
+    let (_, _, page) = world
         .eventually(&format!("/customers/{c}/orders?limit=100"), |_, b| {
             b["items"].as_array().is_some_and(|i| i.len() == 24)
         })
         .await;
+    assert!(
+        page["items"][0].get("applied_ids").is_none() && page["items"][0]["order_id"].is_string(),
+        "an order of the list is not what /orders/{{id}} serves: {page}"
+    );
 
     let adder = {
         let write = world.write.clone();

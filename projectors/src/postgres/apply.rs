@@ -1,7 +1,9 @@
 //! A projection's events applied in the runtime's batch transaction: events whose id
 //! `factline_projector_applied` holds are skipped, the rest go to the projection at once in one
 //! savepoint, or, if it rejects the batch, one event at a time, each in its own savepoint, which
-//! isolates the offending event; the applied ids are recorded in the same transaction.
+//! isolates the offending event; the applied ids are recorded in the same transaction. A
+//! projection that remembers applied ids in its own rows gets every event, and no id is
+//! recorded here.
 
 use std::collections::HashSet;
 
@@ -21,9 +23,10 @@ pub(super) async fn apply<P: Projection>(
 ) -> Result<Applied, PostgresSinkError> {
     let projector = projection.name();
     let version = projection.version() as i32;
-    let ids: Vec<Uuid> = events.iter().map(|e| e.envelope.event_id).collect();
-    let seen: HashSet<Uuid> = tx
-        .query(
+    let runtime_dedupe = !projection.remembers_applied_ids();
+    let seen: HashSet<Uuid> = if runtime_dedupe {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.envelope.event_id).collect();
+        tx.query(
             "SELECT event_id FROM factline_projector_applied \
              WHERE projector = $1 AND version = $2 AND event_id = ANY($3)",
             &[&projector, &version, &ids],
@@ -31,7 +34,10 @@ pub(super) async fn apply<P: Projection>(
         .await?
         .into_iter()
         .map(|row| row.get(0))
-        .collect();
+        .collect()
+    } else {
+        HashSet::new()
+    };
     let fresh: Vec<(usize, &Event)> = events
         .iter()
         .enumerate()
@@ -79,7 +85,7 @@ pub(super) async fn apply<P: Projection>(
             }
         }
     }
-    if !applied_ids.is_empty() {
+    if runtime_dedupe && !applied_ids.is_empty() {
         tx.execute(
             "INSERT INTO factline_projector_applied (projector, version, event_id) \
              SELECT $1, $2, unnest($3::uuid[]) ON CONFLICT DO NOTHING",

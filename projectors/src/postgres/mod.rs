@@ -2,7 +2,10 @@
 //! transaction, so the read-model change, the applied event ids, the dead-letter rows and the
 //! positions commit together.
 
+mod applied_ids;
 mod apply;
+
+pub use applied_ids::{AppliedIds, APPLIED_IDS_MAX};
 
 use std::time::Duration;
 
@@ -31,7 +34,9 @@ pub enum PostgresSinkError {
 ///
 /// # The dedupe window
 ///
-/// An applied event id is remembered in `factline_projector_applied` for
+/// Unless the projection remembers applied ids in its own rows
+/// ([`Projection::remembers_applied_ids`]), an applied event id is remembered in
+/// `factline_projector_applied` for
 /// `PROJECTOR_DEDUPE_WINDOW_SECS` (default 7 days). After a committed batch, when a prune is
 /// due (once a minute, and after every batch while a backlog remains), up to
 /// [`bookkeeping::PRUNE_CHUNK`] older rows of this projector are deleted (of every version),

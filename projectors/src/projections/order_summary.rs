@@ -15,6 +15,11 @@
 //! a cancellation overrides `placed` and `shipped`. `item_count` is the number of units (sum of
 //! quantities). An `OrderPlaced` whose `total_cents` is not the sum of its lines, or with a
 //! non-positive quantity, is rejected (dead-lettered).
+//!
+//! Each row also remembers the ids of the events applied to it (`applied_ids`, see
+//! [`AppliedIds`]) and skips an event it already holds, so the runtime keeps no row per event in
+//! its applied-id table: most of PostgreSQL's work per event. The column is bookkeeping, not
+//! part of the read model: the read API does not serve it.
 
 use std::collections::HashMap;
 
@@ -24,6 +29,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Transaction};
 
 use crate::error::ProjectionError;
+use crate::postgres::AppliedIds;
 use crate::projection::{versioned_table, Event, Migration, Projection};
 
 /// The projector name.
@@ -414,6 +420,9 @@ fn names() -> String {
     COLUMNS.map(|c| c.name).join(", ")
 }
 
+/// The bookkeeping column after [`COLUMNS`]: the ids of the events applied to the row.
+const APPLIED_IDS: &str = "applied_ids";
+
 fn from_row(row: &Row) -> OrderSummary {
     let mut summary = OrderSummary::default();
     for (i, column) in COLUMNS.iter().enumerate() {
@@ -448,16 +457,29 @@ impl Projection for OrderSummaryProjection {
 
     fn migrations(&self) -> Vec<Migration> {
         let table = versioned_table(NAME, VERSION);
-        vec![Migration::new(
-            "001_create",
-            format!(
-                "CREATE TABLE {table} ({});
-                CREATE INDEX {table}_customer ON {table} (customer_id, placed_at);",
-                COLUMNS
-                    .map(|c| format!("{} {} {}", c.name, c.sql_type, c.constraint))
-                    .join(", ")
+        vec![
+            Migration::new(
+                "001_create",
+                format!(
+                    "CREATE TABLE {table} ({});
+                    CREATE INDEX {table}_customer ON {table} (customer_id, placed_at);",
+                    COLUMNS
+                        .map(|c| format!("{} {} {}", c.name, c.sql_type, c.constraint))
+                        .join(", ")
+                ),
             ),
-        )]
+            Migration::new(
+                "002_applied_ids",
+                format!(
+                    "ALTER TABLE {table} \
+                     ADD COLUMN IF NOT EXISTS {APPLIED_IDS} bytea NOT NULL DEFAULT '\\x'"
+                ),
+            ),
+        ]
+    }
+
+    fn remembers_applied_ids(&self) -> bool {
+        true
     }
 
     fn views(&self) -> Vec<String> {
@@ -476,7 +498,7 @@ impl Projection for OrderSummaryProjection {
     ) -> Result<(), ProjectionError> {
         let parsed = events
             .iter()
-            .map(|e| Ok((OrderEvent::from_event(e)?, e.envelope.occurred_at)))
+            .map(|e| Ok((OrderEvent::from_event(e)?, &e.envelope)))
             .collect::<Result<Vec<_>, ProjectionError>>()?;
         let mut ids: Vec<String> = parsed
             .iter()
@@ -488,10 +510,10 @@ impl Projection for OrderSummaryProjection {
             return Ok(());
         }
         let table = versioned_table(NAME, VERSION);
-        let mut rows: HashMap<String, OrderSummary> = tx
+        let mut rows: HashMap<String, (OrderSummary, AppliedIds)> = tx
             .query(
                 &format!(
-                    "SELECT {} FROM {table} WHERE order_id = ANY($1) \
+                    "SELECT {}, {APPLIED_IDS} FROM {table} WHERE order_id = ANY($1) \
                      ORDER BY order_id FOR UPDATE",
                     names()
                 ),
@@ -501,15 +523,37 @@ impl Projection for OrderSummaryProjection {
             .iter()
             .map(|row| {
                 let summary = from_row(row);
-                (summary.order_id.clone(), summary)
+                let applied: AppliedIds = row.get(COLUMNS.len());
+                (summary.order_id.clone(), (summary, applied))
             })
             .collect();
-        for (event, occurred_at) in &parsed {
-            let current = rows.remove(event.order_id());
-            let merged = merge(current, event, *occurred_at);
-            rows.insert(merged.order_id.clone(), merged);
+        let mut changed: Vec<&str> = Vec::with_capacity(ids.len());
+        for (event, envelope) in &parsed {
+            let (current, mut applied) = match rows.remove(event.order_id()) {
+                Some((row, applied)) => (Some(row), applied),
+                None => (None, AppliedIds::default()),
+            };
+            if applied.contains(&envelope.event_id) {
+                // a duplicate the row already holds: nothing to write for it
+                if let Some(row) = current {
+                    rows.insert(row.order_id.clone(), (row, applied));
+                }
+                continue;
+            }
+            applied.insert(envelope.event_id);
+            let merged = merge(current, event, envelope.occurred_at);
+            rows.insert(merged.order_id.clone(), (merged, applied));
+            changed.push(event.order_id());
         }
-        let rows: Vec<&OrderSummary> = ids.iter().filter_map(|id| rows.get(id)).collect();
+        changed.sort_unstable();
+        changed.dedup();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let (rows, applied): (Vec<&OrderSummary>, Vec<&AppliedIds>) = changed
+            .iter()
+            .filter_map(|id| rows.get(*id).map(|(row, applied)| (row, applied)))
+            .unzip();
         let unnest = COLUMNS
             .iter()
             .enumerate()
@@ -523,15 +567,19 @@ impl Projection for OrderSummaryProjection {
             .join(", ");
         let values: Vec<Box<dyn ToSql + Sync + Send>> =
             COLUMNS.iter().map(|c| (c.values)(&rows)).collect();
-        let params: Vec<&(dyn ToSql + Sync)> = values
+        let mut params: Vec<&(dyn ToSql + Sync)> = values
             .iter()
             .map(|v| v.as_ref() as &(dyn ToSql + Sync))
             .collect();
+        params.push(&applied);
         tx.execute(
             &format!(
-                "INSERT INTO {table} ({}) SELECT * FROM unnest({unnest}) \
-                 ON CONFLICT (order_id) DO UPDATE SET {update}",
-                names()
+                "INSERT INTO {table} ({names}, {APPLIED_IDS}) \
+                 SELECT * FROM unnest({unnest}, ${}::bytea[]) \
+                 ON CONFLICT (order_id) DO UPDATE SET {update}, \
+                   {APPLIED_IDS} = EXCLUDED.{APPLIED_IDS}",
+                COLUMNS.len() + 1,
+                names = names(),
             ),
             &params,
         )

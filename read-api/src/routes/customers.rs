@@ -42,7 +42,7 @@ pub async fn by_id(
         query.as_deref(),
         &headers,
         PROJECTOR,
-        ("customer_stats", "customer_id"),
+        ("customer_stats", "customer_id", "*"),
         id,
     )
     .await
@@ -100,13 +100,16 @@ pub async fn orders(
             };
             let fetch = limit as i64 + 1;
             let sql = format!(
-                "SELECT row_to_json(t)::text, t.placed_at, t.order_id FROM {} t \
-                 WHERE t.customer_id = $1 AND t.placed_at IS NOT NULL \
-                   AND ($2::text IS NULL OR t.status = $2) \
-                   AND ($3::timestamptz IS NULL OR t.placed_at >= $3) \
-                   AND ($4::timestamptz IS NULL OR t.placed_at < $4) \
-                   AND ($5::timestamptz IS NULL OR (t.placed_at, t.order_id) < ($5, $6::text)) \
-                 ORDER BY t.placed_at DESC, t.order_id DESC LIMIT $7",
+                "SELECT row_to_json(t)::text, t.placed_at, t.order_id FROM ( \
+                   SELECT {} FROM {} o \
+                   WHERE o.customer_id = $1 AND o.placed_at IS NOT NULL \
+                     AND ($2::text IS NULL OR o.status = $2) \
+                     AND ($3::timestamptz IS NULL OR o.placed_at >= $3) \
+                     AND ($4::timestamptz IS NULL OR o.placed_at < $4) \
+                     AND ($5::timestamptz IS NULL OR (o.placed_at, o.order_id) < ($5, $6::text)) \
+                   ORDER BY o.placed_at DESC, o.order_id DESC LIMIT $7) t \
+                 ORDER BY t.placed_at DESC, t.order_id DESC",
+                crate::routes::orders::COLUMNS,
                 state.table("order_summary", version)
             );
             let statement = db.prepare_cached(&sql).await?;

@@ -129,15 +129,16 @@ where
     }
 }
 
-/// One row of a PostgreSQL view by its key column, as JSON, with the freshness of
-/// `projector` (after the read-your-writes wait, if asked). `view` and `key` are constants
-/// of the calling route, never user input.
+/// One row of a PostgreSQL view by its key column, as JSON of the `columns` it serves (a
+/// comma-separated list: a table may hold bookkeeping columns that are not served), with the
+/// freshness of `projector` (after the read-your-writes wait, if asked). `view`, `key` and
+/// `columns` are constants of the calling route, never user input.
 pub async fn row_by_key(
     state: &AppState,
     query: Option<&str>,
     headers: &axum::http::HeaderMap,
     projector: &str,
-    (view, key): (&str, &str),
+    (view, key, columns): (&str, &str, &str),
     id: String,
 ) -> Result<Response, ApiError> {
     let (_, wanted) = parse(state, query, headers, &[])?;
@@ -146,7 +147,7 @@ pub async fn row_by_key(
         async move {
             let mut db = state.db().await?;
             let sql = format!(
-                "SELECT row_to_json(t)::text FROM {} t WHERE {key} = $1",
+                "SELECT row_to_json(t)::text FROM (SELECT {columns} FROM {} WHERE {key} = $1) t",
                 state.table(view, version)
             );
             let statement = db.prepare_cached(&sql).await?;

@@ -12,6 +12,12 @@ use crate::state::AppState;
 /// The projector serving orders.
 pub const PROJECTOR: &str = "order_summary";
 
+/// The columns of `order_summary` an order is made of (the table's `applied_ids` is the
+/// projector's bookkeeping, not served).
+pub const COLUMNS: &str = "order_id, customer_id, status, currency, total_cents, item_count, \
+    placed_at, shipped_at, delivered_at, cancelled_at, cancel_reason, carrier, tracking_id, \
+    updated_at";
+
 /// One order.
 pub async fn by_id(
     State(state): State<AppState>,
@@ -25,7 +31,7 @@ pub async fn by_id(
         query.as_deref(),
         &headers,
         PROJECTOR,
-        ("order_summary", "order_id"),
+        ("order_summary", "order_id", COLUMNS),
         id,
     )
     .await
