@@ -670,3 +670,50 @@ async fn a_projector_whose_slot_lock_is_lost_claims_it_again_and_goes_on() {
     let reference = reference(&fixture).await;
     assert_eq!(dump(&url, ORDERS).await, dump(&reference, ORDERS).await);
 }
+
+/// A stored position past a partition's end (the topic was deleted and created again, or the
+/// broker lost records) stops the projector with an error naming the partition and both
+/// offsets, instead of taking every record written from then on for an applied one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_position_past_the_log_end_stops_the_projector_naming_it() {
+    let mut fixture = Fixture::new(1).await;
+    fixture.produce(&placed("o-1", "c-1", 1, 100, 1)).await;
+    fixture.produce(&placed("o-2", "c-1", 1, 100, 2)).await;
+    let (_, url) = fresh_schema().await;
+    let ends = fixture.ends_for(&OrderSummaryProjection);
+    let running = start(fixture.config(&url), OrderSummaryProjection);
+    wait_caught_up(&url, order_summary::NAME, order_summary::VERSION, &ends).await;
+    running.stop().await;
+
+    // the log as this projector knew it is gone: its position is 5 past the end
+    let orders = fixture.topic("orders");
+    let end = ends[&(orders.clone(), 0)];
+    connect(&url)
+        .await
+        .execute(
+            "UPDATE factline_projector_positions SET next_offset = next_offset + 5 \
+             WHERE topic = $1",
+            &[&orders],
+        )
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(120),
+        factline_projectors::run(
+            fixture.config(&url),
+            OrderSummaryProjection,
+            std::future::pending(),
+        ),
+    )
+    .await
+    .expect("the projector stops")
+    .unwrap_err();
+    let message = format!("{refused}: {:?}", std::error::Error::source(&refused));
+    assert!(
+        message.contains(&format!(
+            "{orders}/0: this projector's stored position {} is past the end of the log ({end})",
+            end + 5
+        )),
+        "{message}"
+    );
+}

@@ -7,6 +7,11 @@
 //! an error naming the topic, partition and missing range: it never starts silently at the
 //! log start with part of history missing.
 //!
+//! The opposite is checked too: a stored position past a partition's end (the topic was
+//! deleted and created again, or the broker lost records it had acknowledged) stops the
+//! projector with an error naming both offsets. Consuming on would take every record written
+//! from then on, at offsets below the stored position, for one already applied.
+//!
 //! The archive is found through the `ARCHIVE_S3_*` variables (see
 //! [`factline_archive::ArchiveConfig`]) and its manifest in the projector's own database. While
 //! running, the consumer's `auto.offset.reset` is `error`: a position that falls below the
@@ -48,6 +53,24 @@ pub enum HistoryError {
         /// Why the archive cannot give them.
         why: String,
     },
+    /// A stored position past the partition's end: the log this projector read is gone.
+    #[error(
+        "{topic}/{partition}: this projector's stored position {stored} is past the end of the \
+         log ({end}): the topic was deleted and created again, or the broker lost records. \
+         Records written now would be taken for applied ones, so the projector stops. Rebuild \
+         the read model under a new version, or delete this version's positions if the log is \
+         really the same"
+    )]
+    Ahead {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The stored next offset.
+        stored: i64,
+        /// The partition's high watermark.
+        end: i64,
+    },
     /// Kafka, PostgreSQL or the object store failed: retried.
     #[error("reading history failed")]
     Transient(#[source] crate::error::Cause),
@@ -71,36 +94,62 @@ fn transient(e: impl std::error::Error + Send + Sync + 'static) -> HistoryError 
     HistoryError::Transient(Box::new(e))
 }
 
+/// The first partition (in order) whose stored position is past its high watermark, with both.
+fn ahead(
+    stored: &HashMap<TopicPartition, i64>,
+    watermarks: &HashMap<TopicPartition, (i64, i64)>,
+) -> Option<(TopicPartition, i64, i64)> {
+    let mut ahead: Vec<(TopicPartition, i64, i64)> = watermarks
+        .iter()
+        .filter_map(|(tp, (_, high))| {
+            let next = stored.get(tp).copied()?;
+            (*high >= 0 && next > *high).then(|| (tp.clone(), next, *high))
+        })
+        .collect();
+    ahead.sort();
+    ahead.into_iter().next()
+}
+
 impl<K: Sink> Runner<K> {
     /// Reads from the archive what every partition of `topics` needs below its log start.
     /// Returns false if stopped meanwhile.
     pub(super) async fn read_history(&mut self, topics: &[String]) -> Result<bool, HistoryError> {
+        let client = self.pool.get().await.map_err(transient)?;
+        // the positions first: the watermarks read after them are at least as far as any
+        // position stored before (another instance may store new ones meanwhile)
+        let stored = positions::load(&**client, &self.name, self.version)
+            .await
+            .map_err(transient)?;
         let consumer = self.consumer.clone();
         let topics = topics.to_vec();
-        let starts = tokio::task::spawn_blocking(move || {
-            let mut starts: HashMap<TopicPartition, i64> = HashMap::new();
+        let watermarks = tokio::task::spawn_blocking(move || {
+            let mut watermarks: HashMap<TopicPartition, (i64, i64)> = HashMap::new();
             for topic in topics {
                 let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
                 for t in metadata.topics() {
                     for p in t.partitions() {
-                        let (low, _) =
+                        let range =
                             consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
-                        starts.insert((topic.clone(), p.id()), low);
+                        watermarks.insert((topic.clone(), p.id()), range);
                     }
                 }
             }
-            Ok::<_, rdkafka::error::KafkaError>(starts)
+            Ok::<_, rdkafka::error::KafkaError>(watermarks)
         })
         .await
         .map_err(transient)?
         .map_err(transient)?;
-        let client = self.pool.get().await.map_err(transient)?;
-        let stored = positions::load(&**client, &self.name, self.version)
-            .await
-            .map_err(transient)?;
-        let mut gaps: Vec<(TopicPartition, i64, i64)> = starts
+        if let Some(((topic, partition), stored, end)) = ahead(&stored, &watermarks) {
+            return Err(HistoryError::Ahead {
+                topic,
+                partition,
+                stored,
+                end,
+            });
+        }
+        let mut gaps: Vec<(TopicPartition, i64, i64)> = watermarks
             .into_iter()
-            .filter_map(|(tp, low)| {
+            .filter_map(|(tp, (low, _))| {
                 let next = stored.get(&tp).copied().unwrap_or(0);
                 (next < low).then_some((tp, next, low - 1))
             })
@@ -174,5 +223,22 @@ impl<K: Sink> Runner<K> {
             }
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_past_the_end_is_found_and_one_at_the_end_is_not() {
+        let tp = |p: i32| ("orders".to_owned(), p);
+        let stored = HashMap::from([(tp(0), 10), (tp(1), 7), (tp(2), 3)]);
+        let watermarks = HashMap::from([(tp(0), (0, 10)), (tp(1), (0, 5)), (tp(2), (0, 2))]);
+        assert_eq!(ahead(&stored, &watermarks), Some((tp(1), 7, 5)));
+        let caught_up = HashMap::from([(tp(0), (0, 10)), (tp(1), (0, 7)), (tp(2), (4, 9))]);
+        assert_eq!(ahead(&stored, &caught_up), None);
+        // a partition with nothing stored is never ahead
+        assert_eq!(ahead(&HashMap::new(), &watermarks), None);
     }
 }

@@ -244,7 +244,7 @@ async fn read_history<K: Sink>(
     loop {
         match runner.read_history(topics).await {
             Ok(go_on) => return Ok(go_on),
-            Err(error @ HistoryError::Missing { .. }) => {
+            Err(error @ (HistoryError::Missing { .. } | HistoryError::Ahead { .. })) => {
                 http::update(&runner.health, |h| {
                     h.state = "failed";
                     h.last_error = Some(error.to_string());

@@ -140,4 +140,5 @@ const CONSUMER_ONLY: &[&str] = &[
     "max.partition.fetch.bytes",
     "queued.min.messages",
     "queued.max.messages.kbytes",
+    "fetch.queue.backoff.ms",
 ];
