@@ -13,6 +13,12 @@
 //! into an empty topic (a new cluster), byte-identical and without replay headers, partition by
 //! partition in offset order; run again, it continues after what the target holds.
 //!
+//! **Streamed.** A replay holds one archive object's records at a time (at most
+//! `ARCHIVE_OBJECT_MAX_RECORDS`), whatever the size of the history: it counts what it will
+//! send from the manifest (reading only the objects a selection must look into), then reads
+//! the objects again as it sends. Objects whose record times are all outside `--from`/`--until`
+//! are not read at all.
+//!
 //! **Resumable, never twice.** Each replay has an id (printed; `--replay-id` names it). Before
 //! sending, the replay records in `factline_replays` where the target partitions ended; a
 //! replay resumed with the same id first reads what it already sent there (the records
@@ -25,7 +31,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use factline_archive::manifest::Manifest;
+use factline_archive::manifest::{Manifest, ManifestEntry};
 use factline_archive::reader::{records_of, ReadError};
 use factline_archive::{ArchiveConfig, ArchivedRecord, Bucket};
 use factline_service::env::Env;
@@ -170,7 +176,79 @@ impl RestoreOptions {
     }
 }
 
+/// One partition's share of a replay: the archive objects holding its selected records, what
+/// an earlier run sent already, and how many records this run sends.
+struct PartitionPlan {
+    partition: i32,
+    /// The objects to read, in offset order.
+    objects: Vec<ManifestEntry>,
+    /// The last source offset sent already (-1: none).
+    after: i64,
+    /// The last archived offset.
+    last: i64,
+    /// Selected records the target holds already (a restore): skipped.
+    skip: u64,
+    /// Selected records to send.
+    records: u64,
+}
+
+impl PartitionPlan {
+    /// The selected records of one object, in offset order.
+    async fn selected(
+        &self,
+        bucket: &Bucket,
+        entry: &ManifestEntry,
+        options: &Options,
+    ) -> Result<Vec<ArchivedRecord>, CliError> {
+        let mut records = records_of(bucket, entry, self.after + 1, self.last)
+            .await
+            .map_err(|e: ReadError| archive_error(e))?;
+        records.retain(|r| options.selects(r));
+        Ok(records)
+    }
+
+    /// Counts the records to send: from the manifest for objects a selection takes whole,
+    /// by reading the others.
+    async fn count(&mut self, bucket: &Bucket, options: &Options) -> Result<(), CliError> {
+        let mut selected = 0u64;
+        for entry in &self.objects {
+            let whole = !options.filters_records() && entry.meta.first_offset > self.after;
+            selected += if whole {
+                entry.meta.records.max(0) as u64
+            } else {
+                self.selected(bucket, entry, options).await?.len() as u64
+            };
+        }
+        self.records = selected.saturating_sub(self.skip);
+        Ok(())
+    }
+}
+
 impl Options {
+    /// Whether the selection looks into records (a time range, a key, an event type), rather
+    /// than taking every record of the selected partitions.
+    fn filters_records(&self) -> bool {
+        self.from.is_some()
+            || self.until.is_some()
+            || self.key.is_some()
+            || self.event_type.is_some()
+    }
+
+    /// Whether an object may hold a record of the selected time range (records without a
+    /// timestamp are never in one).
+    fn may_select(&self, entry: &ManifestEntry) -> bool {
+        if self.from.is_none() && self.until.is_none() {
+            return true;
+        }
+        let (Some(first), Some(last)) = (entry.meta.first_time_ms, entry.meta.last_time_ms) else {
+            return false;
+        };
+        self.from.is_none_or(|from| last >= from.timestamp_millis())
+            && self
+                .until
+                .is_none_or(|until| first < until.timestamp_millis())
+    }
+
     fn selects(&self, record: &ArchivedRecord) -> bool {
         let at = record
             .timestamp_ms
@@ -274,8 +352,8 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
         HashMap::new()
     };
 
-    // the plan: every selected record not sent yet, partition by partition
-    let mut plan: BTreeMap<i32, Vec<ArchivedRecord>> = BTreeMap::new();
+    // the plan: per partition, the objects holding selected records not sent yet, counted
+    let mut plan: Vec<PartitionPlan> = Vec::new();
     let mut holes = Vec::new();
     for (partition, last) in &archived {
         let coverage = Manifest::coverage(&**client, source, *partition, 0, *last)
@@ -283,25 +361,29 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
             .map_err(archive_error)?;
         holes.extend(coverage.missing.iter().map(|(a, b)| (*partition, *a, *b)));
         let after = done.get(partition).copied().unwrap_or(-1);
-        let mut selected = Vec::new();
-        for entry in &coverage.objects {
-            if entry.meta.last_offset <= after {
-                continue;
-            }
-            let records = records_of(&bucket, entry, after + 1, *last)
-                .await
-                .map_err(|e: ReadError| archive_error(e))?;
-            selected.extend(records.into_iter().filter(|r| options.selects(r)));
-        }
-        let skip = restored.get(partition).copied().unwrap_or(0) as usize;
-        plan.insert(*partition, selected.split_off(skip.min(selected.len())));
+        let mut share = PartitionPlan {
+            partition: *partition,
+            objects: coverage
+                .objects
+                .into_iter()
+                .filter(|entry| entry.meta.last_offset > after && options.may_select(entry))
+                .collect(),
+            after,
+            last: *last,
+            skip: restored.get(partition).copied().unwrap_or(0).max(0) as u64,
+            records: 0,
+        };
+        share.count(&bucket, options).await?;
+        plan.push(share);
     }
-    let total: u64 = plan.values().map(|r| r.len() as u64).sum();
+    let total: u64 = plan.iter().map(|p| p.records).sum();
     let to_send = options.limit.map_or(total, |limit| limit.min(total));
 
     if !options.yes {
-        let per_partition: BTreeMap<String, usize> =
-            plan.iter().map(|(p, r)| (p.to_string(), r.len())).collect();
+        let per_partition: BTreeMap<String, u64> = plan
+            .iter()
+            .map(|p| (p.partition.to_string(), p.records))
+            .collect();
         match format {
             Format::Json => output::print_json(&json!({
                 "dry_run": true, "replay_id": replay_id, "topic": source,
@@ -332,7 +414,7 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
         &replay_id,
         &target,
         source,
-        plan.keys(),
+        plan.iter().map(|p| &p.partition),
     )
     .await?;
     // Up to IN_FLIGHT copies wait for their acknowledgement at once. With the gapless
@@ -356,23 +438,31 @@ pub async fn run(settings: &Settings, options: &Options, format: Format) -> Resu
     let started = Instant::now();
     let mut sent = 0u64;
     let mut in_flight: VecDeque<(DeliveryFuture, i32, i64)> = VecDeque::new();
-    'partitions: for (partition, records) in &plan {
-        for record in records {
-            if sent >= to_send {
-                break 'partitions;
-            }
-            if let Some(rate) = options.rate.filter(|r| *r > 0) {
-                let due = started + Duration::from_secs_f64(sent as f64 / f64::from(rate));
-                tokio::time::sleep_until(due.into()).await;
-            }
-            let marked = (!options.restore).then_some(replay_id.as_str());
-            let delivery = enqueue(&producer, &target, *partition, record, marked).await?;
-            in_flight.push_back((delivery, record.partition, record.offset));
-            sent += 1;
-            if in_flight.len() >= IN_FLIGHT {
-                if let Some(oldest) = in_flight.pop_front() {
-                    acknowledged(source, oldest).await?;
-                    progress.inc();
+    'partitions: for share in &plan {
+        let mut skip = share.skip;
+        for entry in &share.objects {
+            for record in share.selected(&bucket, entry, options).await? {
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                if sent >= to_send {
+                    break 'partitions;
+                }
+                if let Some(rate) = options.rate.filter(|r| *r > 0) {
+                    let due = started + Duration::from_secs_f64(sent as f64 / f64::from(rate));
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let marked = (!options.restore).then_some(replay_id.as_str());
+                let delivery =
+                    enqueue(&producer, &target, share.partition, &record, marked).await?;
+                in_flight.push_back((delivery, record.partition, record.offset));
+                sent += 1;
+                if in_flight.len() >= IN_FLIGHT {
+                    if let Some(oldest) = in_flight.pop_front() {
+                        acknowledged(source, oldest).await?;
+                        progress.inc();
+                    }
                 }
             }
         }
