@@ -97,9 +97,10 @@ impl ArchiveSink {
     }
 }
 
-/// Writes one partition's records of a batch (in offset order, none below `next`, where the
-/// manifest's chain of the partition ends) as objects starting at `next`: put-if-absent, an
-/// object already at a key adopted if its records are the log's. Returns what the manifest
+/// Writes one partition's records of a batch (in offset order, each offset once; those below
+/// `next`, where the manifest's chain of the partition ends, are archived already) as objects
+/// starting at `next`: put-if-absent, an object already at a key adopted if its records are
+/// the log's. Returns what the manifest
 /// must record, in offset order. Touches no database: the batch's partitions are written
 /// concurrently, then recorded in the runtime's transaction.
 async fn write_partition(
@@ -112,22 +113,18 @@ async fn write_partition(
     let mut written = Vec::new();
     loop {
         // records already archived (an object adopted, a batch read again) are skipped
-        let pending: Vec<ArchivedRecord> = records
-            .iter()
-            .filter(|r| r.offset >= next)
-            .cloned()
-            .collect();
+        let pending = &records[records.partition_point(|r| r.offset < next)..];
         if pending.is_empty() {
             return Ok(written);
         }
-        let take = cut_len(&pending, rules);
+        let take = cut_len(pending, rules);
         let object = ArchiveObject::encode(next, &pending[..take])?;
         let key = naming::object_key(bucket.prefix(), topic, partition, next);
-        let meta = match bucket.put_if_absent(&key, object.bytes.clone()).await? {
+        let size = object.bytes.len() as u64;
+        let meta = match bucket.put_if_absent(&key, object.bytes).await? {
             Stored::Created => {
                 metrics::counter!("factline_projector_archive_objects_total").increment(1);
-                metrics::counter!("factline_projector_archive_bytes_total")
-                    .increment(object.bytes.len() as u64);
+                metrics::counter!("factline_projector_archive_bytes_total").increment(size);
                 object.meta
             }
             Stored::AlreadyThere(existing) => {
