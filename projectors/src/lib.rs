@@ -31,7 +31,7 @@ pub use runtime::{
 
 pub use config::{Config, ConfigError};
 pub use error::{ProjectionError, RunError};
-pub use projection::{versioned_table, Event, Migration, Origin, Projection};
+pub use projection::{versioned_table, AppliedIdsColumn, Event, Migration, Origin, Projection};
 pub use runtime::run::{run, run_sink};
 pub use runtime::sink::{Applied, Batch, Input, Rejected, Sink, SinkSpec};
 pub use search::sink::run_search;

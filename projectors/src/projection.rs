@@ -94,6 +94,16 @@ impl Migration {
 /// `order_summary_v1` (the naming the read API shares, from the contract crate).
 pub use factline_schemas::read_model::versioned_table;
 
+/// The table whose rows keep the ids of the events applied to them
+/// ([`Projection::applied_ids_in_rows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppliedIdsColumn {
+    /// The read model: a view's base name (its table is the versioned one).
+    pub view: &'static str,
+    /// The row's key column, whose value is the Kafka key of the events applied to the row.
+    pub key: &'static str,
+}
+
 /// A read model built from the log.
 ///
 /// # Replay contract
@@ -104,7 +114,7 @@ pub use factline_schemas::read_model::versioned_table;
 /// calls no other service: everything it writes is derived from the event (its body and
 /// envelope) and the rows already in the read model. The runtime additionally skips events whose
 /// `event_id` was already applied (or the projection does, in its rows: see
-/// [`remembers_applied_ids`](Projection::remembers_applied_ids)), but a projection must not rely
+/// [`applied_ids_in_rows`](Projection::applied_ids_in_rows)), but a projection must not rely
 /// on that alone.
 ///
 /// # Naming
@@ -158,14 +168,16 @@ pub trait Projection: Send + Sync + 'static {
         false
     }
 
-    /// Whether the projection remembers the event ids it applied in its own rows (with
-    /// [`AppliedIds`](crate::postgres::AppliedIds), as `order_summary` does) and skips an event
-    /// whose id a row holds. Then the runtime keeps no row per event in
-    /// `factline_projector_applied`, which is most of PostgreSQL's work per event, and
-    /// `factline_projector_events_applied_total` also counts the duplicates the rows skipped.
-    /// Off by default: the runtime dedupes.
-    fn remembers_applied_ids(&self) -> bool {
-        false
+    /// Where the projection remembers the event ids it applied in its own rows, if it does
+    /// (with [`AppliedIds`](crate::postgres::AppliedIds) in an `applied_ids` column, as
+    /// `order_summary` does), skipping an event whose id a row holds. Then the runtime keeps no
+    /// row per event in `factline_projector_applied`, which is most of PostgreSQL's work per
+    /// event, and `factline_projector_events_applied_total` also counts the duplicates the
+    /// rows skipped. The place is recorded with the version, so the read API's trail of an
+    /// event (`/events/{id}/trail`) finds the id in the row. `None` by default: the runtime
+    /// dedupes.
+    fn applied_ids_in_rows(&self) -> Option<AppliedIdsColumn> {
+        None
     }
 
     /// Applies one event inside the batch transaction. See the replay contract above.

@@ -1,7 +1,7 @@
 //! [`AppliedIds`]: the event ids applied to one read-model row, kept in the row itself (a
 //! `bytea` column of sorted 16-byte ids), for projections that dedupe in their own rows instead
 //! of the runtime's `factline_projector_applied` table (see
-//! [`Projection::remembers_applied_ids`](crate::Projection::remembers_applied_ids)).
+//! [`Projection::applied_ids_in_rows`](crate::Projection::applied_ids_in_rows)).
 //!
 //! A row keeps the [`APPLIED_IDS_MAX`] largest ids applied to it. The set does not depend on
 //! the order the events arrived in, so a row is the same whatever the delivery order, and a

@@ -23,7 +23,7 @@ pub(super) async fn apply<P: Projection>(
 ) -> Result<Applied, PostgresSinkError> {
     let projector = projection.name();
     let version = projection.version() as i32;
-    let runtime_dedupe = !projection.remembers_applied_ids();
+    let runtime_dedupe = projection.applied_ids_in_rows().is_none();
     let seen: HashSet<Uuid> = if runtime_dedupe {
         let ids: Vec<Uuid> = events.iter().map(|e| e.envelope.event_id).collect();
         tx.query(

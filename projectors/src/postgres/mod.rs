@@ -35,7 +35,7 @@ pub enum PostgresSinkError {
 /// # The dedupe window
 ///
 /// Unless the projection remembers applied ids in its own rows
-/// ([`Projection::remembers_applied_ids`]), an applied event id is remembered in
+/// ([`Projection::applied_ids_in_rows`]), an applied event id is remembered in
 /// `factline_projector_applied` for
 /// `PROJECTOR_DEDUPE_WINDOW_SECS` (default 7 days). After a committed batch, when a prune is
 /// due (once a minute, and after every batch while a backlog remains), up to
@@ -110,14 +110,21 @@ impl<P: Projection> Sink for PostgresSink<P> {
         client: &mut Object,
         registration: &Registration,
     ) -> Result<Liveness, BootstrapError> {
-        bookkeeping::bootstrap(
+        let liveness = bookkeeping::bootstrap(
             client,
             registration,
             &self.projection.migrations(),
             &self.projection.views(),
             self.projection.declarative_config(),
         )
-        .await
+        .await?;
+        bookkeeping::record_applied_ids_in_rows(
+            &***client,
+            registration,
+            self.projection.applied_ids_in_rows(),
+        )
+        .await?;
+        Ok(liveness)
     }
 
     async fn apply(

@@ -30,7 +30,7 @@ use tokio_postgres::{Row, Transaction};
 
 use crate::error::ProjectionError;
 use crate::postgres::AppliedIds;
-use crate::projection::{versioned_table, Event, Migration, Projection};
+use crate::projection::{versioned_table, AppliedIdsColumn, Event, Migration, Projection};
 
 /// The projector name.
 pub const NAME: &str = "order_summary";
@@ -478,8 +478,11 @@ impl Projection for OrderSummaryProjection {
         ]
     }
 
-    fn remembers_applied_ids(&self) -> bool {
-        true
+    fn applied_ids_in_rows(&self) -> Option<AppliedIdsColumn> {
+        Some(AppliedIdsColumn {
+            view: NAME,
+            key: "order_id",
+        })
     }
 
     fn views(&self) -> Vec<String> {

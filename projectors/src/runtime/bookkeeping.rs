@@ -10,7 +10,8 @@
 //! - `factline_projector_rebuilds`: each version's state (`building`, `live`, `retired`), its sink,
 //!   topics and read models, the configuration of a declarative projection (the parsed
 //!   structure as JSON, `declarative_config`: the read API serves its views from it), and the
-//!   progress of a rebuild;
+//!   progress of a rebuild, and where a projection keeps applied ids in its own rows
+//!   (`applied_ids_in`: view and key column);
 //! - `factline_projector_dead_letters`: one row per dead-lettered record.
 
 use deadpool_postgres::Object;
@@ -66,7 +67,8 @@ ALTER TABLE factline_projector_rebuilds
     ADD COLUMN IF NOT EXISTS events_total bigint,
     ADD COLUMN IF NOT EXISTS eta_seconds  double precision,
     ADD COLUMN IF NOT EXISTS progress_at  timestamptz,
-    ADD COLUMN IF NOT EXISTS declarative_config jsonb;
+    ADD COLUMN IF NOT EXISTS declarative_config jsonb,
+    ADD COLUMN IF NOT EXISTS applied_ids_in text[];
 CREATE TABLE IF NOT EXISTS factline_projector_dead_letters (
     projector        text        NOT NULL,
     version          integer     NOT NULL,
@@ -350,6 +352,29 @@ where
     switch().await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// Records with the registered version where its projection keeps applied ids in its own rows
+/// (`applied_ids_in`: `{view, key column}`, or NULL), at every start, for the read API's trail
+/// of an event.
+pub async fn record_applied_ids_in_rows<C: tokio_postgres::GenericClient>(
+    client: &C,
+    registration: &Registration,
+    column: Option<crate::projection::AppliedIdsColumn>,
+) -> Result<(), BootstrapError> {
+    let place: Option<Vec<&str>> = column.map(|c| vec![c.view, c.key]);
+    client
+        .execute(
+            "UPDATE factline_projector_rebuilds SET applied_ids_in = $3 \
+             WHERE projector = $1 AND version = $2",
+            &[
+                &registration.projector,
+                &(registration.version as i32),
+                &place,
+            ],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Rows of `factline_projector_applied` deleted by one statement of [`prune_applied`] at most.

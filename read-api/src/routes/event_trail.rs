@@ -1,6 +1,7 @@
 //! `GET /events/{event_id}`: one event from the event viewer (`event_index`) with its trail,
 //! every projector version consuming its topic and what became of the event there:
-//! `applied` (its id is among the version's applied ids, kept for the dedupe window),
+//! `applied` (its id is among the version's applied ids, kept for the dedupe window, or in the
+//! row it changed, for a projection that keeps applied ids in its rows: `applied_ids_in`),
 //! `dead_lettered` (with the error, and where a redrive sent its copy), `passed` (the
 //! version's position is past the record: applied longer ago than the dedupe window, applied by
 //! a search sink, whose applied ids live in its documents, or a type it does not consume) or
@@ -67,7 +68,7 @@ async fn trail(state: &AppState, event: &Value, id: uuid::Uuid) -> Result<Vec<Va
         return Ok(Vec::new());
     }
     let mut db = state.db().await?;
-    let applied: Vec<(String, i32)> = db
+    let mut applied: Vec<(String, i32)> = db
         .query(
             "SELECT projector, version FROM factline_projector_applied WHERE event_id = $1",
             &[&id],
@@ -76,6 +77,9 @@ async fn trail(state: &AppState, event: &Value, id: uuid::Uuid) -> Result<Vec<Va
         .into_iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
+    if let Some(key) = event["key"].as_str() {
+        applied.extend(applied_in_rows(&mut db, topic, key, id).await?);
+    }
     let redrives: bool = db
         .query_one(
             "SELECT to_regclass($1) IS NOT NULL",
@@ -113,6 +117,59 @@ async fn trail(state: &AppState, event: &Value, id: uuid::Uuid) -> Result<Vec<Va
         &applied,
         &dead,
     ))
+}
+
+/// The versions consuming `topic` that keep applied ids in their rows and hold `id` in the row
+/// of `key` (`applied_ids_in` recorded by the projector: the view and its key column).
+async fn applied_in_rows(
+    db: &mut crate::db::Db,
+    topic: &str,
+    key: &str,
+    id: uuid::Uuid,
+) -> Result<Vec<(String, i32)>, ApiError> {
+    // `to_jsonb(r) -> …`: a table made by an older runtime, without the column, has none
+    let places = db
+        .query(
+            "SELECT projector, version, to_jsonb(r) -> 'applied_ids_in' \
+             FROM factline_projector_rebuilds r \
+             WHERE $1 = ANY(topics) AND jsonb_typeof(to_jsonb(r) -> 'applied_ids_in') = 'array'",
+            &[&topic],
+        )
+        .await?;
+    let mut found = Vec::new();
+    for row in places {
+        let (projector, version, place): (String, i32, Value) =
+            (row.get(0), row.get(1), row.get(2));
+        let (Some(view), Some(column)) = (place[0].as_str(), place[1].as_str()) else {
+            continue;
+        };
+        if ![view, column].iter().all(|name| is_identifier(name)) {
+            continue;
+        }
+        let table = factline_schemas::read_model::versioned_table(
+            view,
+            u32::try_from(version).unwrap_or(0),
+        );
+        let sql = format!("SELECT applied_ids FROM {table} WHERE {column} = $1");
+        // a version whose table is gone (dropped after its retirement) holds nothing
+        let Ok(Some(row)) = db.query_opt(&sql, &[&key]).await else {
+            continue;
+        };
+        let ids: Vec<u8> = row.try_get(0).unwrap_or_default();
+        if ids.chunks_exact(16).any(|chunk| chunk == id.as_bytes()) {
+            found.push((projector, version));
+        }
+    }
+    Ok(found)
+}
+
+/// A plain lower-case SQL identifier (what projectors name their tables and columns).
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// The trail entries, from what was read (pure, tested below).
