@@ -227,17 +227,12 @@ async fn a_hole_in_both_the_archive_and_kafka_is_refused_naming_the_range() {
         .unwrap();
     delete_below(&fixture, "orders", 1, 8).await;
 
-    let refused = tokio::time::timeout(
-        Duration::from_secs(120),
-        factline_projectors::run(
-            fixture.config(&url),
-            OrderSummaryProjection,
-            std::future::pending(),
-        ),
+    let refused = common::run_until_refused(
+        fixture.config(&url),
+        OrderSummaryProjection,
+        "it must stop instead of building an incomplete read model",
     )
     .await
-    .expect("the projector stops instead of building an incomplete read model")
-    .unwrap_err()
     .to_string();
     assert!(
         refused.contains(&format!("{orders}/0: offsets 0..=7"))

@@ -697,17 +697,12 @@ async fn a_stored_position_past_the_log_end_stops_the_projector_naming_it() {
         )
         .await
         .unwrap();
-    let refused = tokio::time::timeout(
-        Duration::from_secs(120),
-        factline_projectors::run(
-            fixture.config(&url),
-            OrderSummaryProjection,
-            std::future::pending(),
-        ),
+    let refused = common::run_until_refused(
+        fixture.config(&url),
+        OrderSummaryProjection,
+        "its stored position is past the log's end",
     )
-    .await
-    .expect("the projector stops")
-    .unwrap_err();
+    .await;
     let message = format!("{refused}: {:?}", std::error::Error::source(&refused));
     assert!(
         message.contains(&format!(

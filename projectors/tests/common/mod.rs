@@ -352,6 +352,22 @@ pub async fn dump(url: &str, query: &str) -> Vec<String> {
     factline_testkit::postgres::rows_as_json(url, query).await
 }
 
+/// Runs `projection` until it stops by itself, as it must when it refuses to go on, and
+/// returns its error; panics after 120 s (`why` says what should have stopped it).
+pub async fn run_until_refused<P: Projection>(
+    config: Config,
+    projection: P,
+    why: &str,
+) -> factline_projectors::RunError {
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        factline_projectors::run(config, projection, std::future::pending()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the projector did not stop: {why}"))
+    .expect_err("the projector stopped without an error")
+}
+
 /// A count.
 pub async fn count(url: &str, query: &str) -> i64 {
     factline_testkit::postgres::count(url, query).await
