@@ -13,10 +13,21 @@ async fn status_says_healthy_then_names_the_projector_that_lags() {
         World::start(&[Projector::OrderSummary, Projector::CustomerStats], |_| {}).await;
     let c = unique("c");
     world.command("RegisterCustomer", customer(&c, "Ada")).await;
-    world
-        .command("PlaceOrder", order(&unique("o"), &c, "Assam", 1, 300))
+    let o = unique("o");
+    let placed = world
+        .command("PlaceOrder", order(&o, &c, "Assam", 1, 300))
         .await;
     caught_up(&world).await;
+    // a lag of 0 is as fresh as the high watermarks the projectors last recorded: wait until
+    // order_summary really applied the order (read-your-writes), so it lags by exactly the
+    // next one once stopped
+    let (status, _, body) = world
+        .get(&format!(
+            "/orders/{o}?consistent_with={}",
+            placed["position"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
 
     let run = factline(&world, &["status", "--output", "json"]).await;
     assert_eq!(run.code, 0, "{run:?}");
