@@ -18,8 +18,9 @@ pub struct Config {
     pub database_url: String,
     /// Where `/healthz` and `/metrics` are served (`PROJECTOR_ADDR`); none: no HTTP server.
     pub http_addr: Option<SocketAddr>,
-    /// A batch is committed once it holds this many records (`PROJECTOR_BATCH_MAX_EVENTS`).
-    pub batch_max_events: usize,
+    /// A batch is committed once it holds this many records (`PROJECTOR_BATCH_MAX_EVENTS`);
+    /// none: the sink's default (2000; the archive's 20000, for larger objects).
+    pub batch_max_events: Option<usize>,
     /// …or once its first record waited this long (`PROJECTOR_BATCH_MAX_WAIT_MS`); none: the
     /// sink's default (PostgreSQL 10 ms, Elasticsearch 100 ms, whose every batch ends in a
     /// refresh).
@@ -102,7 +103,7 @@ impl Config {
             schema_registry_url: schema_registry_url.to_owned(),
             database_url: database_url.to_owned(),
             http_addr: None,
-            batch_max_events: 2000,
+            batch_max_events: None,
             batch_max_wait_ms: None,
             topic_prefix: String::new(),
             backoff_initial_ms: 100,
@@ -139,7 +140,7 @@ impl Config {
             &env.required("DATABASE_URL")?,
         );
         c.http_addr = env.parse("PROJECTOR_ADDR")?;
-        c.batch_max_events = env.parse_or("PROJECTOR_BATCH_MAX_EVENTS", c.batch_max_events)?;
+        c.batch_max_events = env.parse("PROJECTOR_BATCH_MAX_EVENTS")?;
         c.batch_max_wait_ms = env.parse("PROJECTOR_BATCH_MAX_WAIT_MS")?;
         c.topic_prefix = env.parse_or("PROJECTOR_TOPIC_PREFIX", c.topic_prefix)?;
         c.backoff_initial_ms =
@@ -191,7 +192,7 @@ impl Config {
         if let Err(e) = self.database_url.parse::<tokio_postgres::Config>() {
             return invalid("DATABASE_URL", &e.to_string());
         }
-        if self.batch_max_events == 0 {
+        if self.batch_max_events == Some(0) {
             return invalid("PROJECTOR_BATCH_MAX_EVENTS", "must be at least 1");
         }
         if self.batch_max_wait_ms == Some(0) {
@@ -236,6 +237,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The most records a batch holds before it is committed, given the sink's default.
+    pub fn batch_max(&self, sink_default: usize) -> usize {
+        self.batch_max_events.unwrap_or(sink_default).max(1)
     }
 
     /// The longest a batch waits before it is committed, given the sink's default.
@@ -292,7 +298,7 @@ mod tests {
         vars.push(("PROJECTOR_ADDR".into(), "127.0.0.1:9100".into()));
         vars.push(("KAFKA_PROPERTY_SECURITY_PROTOCOL".into(), "SSL".into()));
         let config = Config::from_vars(vars).unwrap();
-        assert_eq!(config.batch_max_events, 50);
+        assert_eq!(config.batch_max(2000), 50);
         assert_eq!(config.batch_max_wait_ms, None);
         let sink_default = Duration::from_millis(7);
         assert_eq!(config.batch_max_wait(sink_default), sink_default);
@@ -334,7 +340,8 @@ mod tests {
         vars.push(("PROJECTOR_STATIC_MEMBERSHIP".into(), "no".into()));
         let config = Config::from_vars(vars).unwrap();
         assert_eq!(config.http_addr, None);
-        assert_eq!(config.batch_max_events, 2000);
+        assert_eq!(config.batch_max_events, None);
+        assert_eq!(config.batch_max(2000), 2000);
         assert!(!config.static_membership);
         let mut vars = base();
         vars.push(("KAFKA_PROPERTY_".into(), "x".into()));

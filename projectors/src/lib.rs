@@ -33,6 +33,6 @@ pub use config::{Config, ConfigError};
 pub use error::{ProjectionError, RunError};
 pub use projection::{versioned_table, AppliedIdsColumn, Event, Migration, Origin, Projection};
 pub use runtime::run::{run, run_sink};
-pub use runtime::sink::{Applied, Batch, Input, Rejected, Sink, SinkSpec};
+pub use runtime::sink::{Applied, Batch, Input, Rejected, Sink, SinkSpec, DEFAULT_BATCH_MAX};
 pub use search::sink::run_search;
 pub use search::SearchProjection;

@@ -372,7 +372,7 @@ async fn the_projector_recovers_from_a_postgresql_outage() {
         proxy.addr
     );
     let mut config = fixture.config(&through_proxy);
-    config.batch_max_events = 5;
+    config.batch_max_events = Some(5);
     // a name of its own, so the retry metric below is this test's
     let name = format!("{}event_log", fixture.prefix);
     let running = start(config, EventLog::named(&name, 1));

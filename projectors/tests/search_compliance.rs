@@ -426,7 +426,7 @@ async fn an_elasticsearch_outage_is_retried_without_losing_documents() {
     let (_, url) = fresh_schema().await;
     let mut config = fixture.search_config(&url, "");
     config.elasticsearch_url = Some(format!("http://{}", proxy.addr));
-    config.batch_max_events = 5;
+    config.batch_max_events = Some(5);
     let name = format!("{}order_search", fixture.prefix);
     let projection = Renamed {
         name: name.clone(),

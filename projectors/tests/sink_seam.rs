@@ -74,6 +74,7 @@ where
             topics: vec!["orders".into()],
             event_types: vec!["OrderPlaced".into()],
             read_models: vec![],
+            default_batch_max: factline_projectors::DEFAULT_BATCH_MAX,
             default_batch_wait: Duration::from_millis(10),
             input,
             sequenced: false,

@@ -86,7 +86,9 @@ impl ArchiveSink {
                 topics: factline_schemas::topics::with_dead_letter_topics(topics),
                 event_types: Vec::new(),
                 read_models: Vec::new(),
-                // larger objects: a batch is cut into objects at its end
+                // larger objects (a batch is cut into objects at its end), fewer round trips
+                // to the bucket and PostgreSQL per record
+                default_batch_max: 20_000,
                 default_batch_wait: Duration::from_millis(500),
                 input: Input::Records,
                 sequenced: false,
@@ -185,24 +187,33 @@ impl Sink for ArchiveSink {
         tx: &mut Transaction<'_>,
         batch: &Batch<'_>,
     ) -> Result<Applied, ArchiveSinkError> {
-        let mut partitions: BTreeMap<(String, i32), Vec<ArchivedRecord>> = BTreeMap::new();
+        // the batch's records per partition (a batch spans a few partitions: a list is enough)
+        let mut partitions: Vec<((String, i32), Vec<ArchivedRecord>)> = Vec::new();
         for record in batch.records() {
-            partitions
-                .entry((record.origin.topic.clone(), record.origin.partition))
-                .or_default()
-                .push(archived(record));
+            let (topic, partition) = (record.origin.topic.as_str(), record.origin.partition);
+            let at = match partitions
+                .iter()
+                .position(|((t, p), _)| t == topic && *p == partition)
+            {
+                Some(at) => at,
+                None => {
+                    partitions.push(((topic.to_owned(), partition), Vec::new()));
+                    partitions.len() - 1
+                }
+            };
+            partitions[at].1.push(archived(record));
         }
         // where each partition's chain ends (read in the transaction, whose position rows the
         // runtime holds), then every partition's objects written at once
+        let keys: Vec<(String, i32)> = partitions.iter().map(|(at, _)| at.clone()).collect();
+        let chain_ends = Manifest::next_offsets(&*tx, &keys).await?;
         let mut writes = tokio::task::JoinSet::new();
-        for ((topic, partition), mut records) in partitions {
+        for (at, mut records) in partitions {
             records.sort_by_key(|r| r.offset);
             records.dedup_by_key(|r| r.offset);
-            let next = Manifest::next_offset(&*tx, &topic, partition)
-                .await?
-                .unwrap_or(records[0].offset);
+            let next = chain_ends.get(&at).copied().unwrap_or(records[0].offset);
             let write = write_partition(self.bucket.clone(), self.rules, next, records);
-            writes.spawn(async move { ((topic, partition), write.await) });
+            writes.spawn(async move { (at, write.await) });
         }
         let mut written = BTreeMap::new();
         while let Some(done) = writes.join_next().await {
@@ -210,9 +221,8 @@ impl Sink for ArchiveSink {
             written.insert(at, objects?);
         }
         // recorded in the runtime's transaction, with the positions
-        for (meta, key) in written.values().flatten() {
-            Manifest::record(&*tx, meta, key).await?;
-        }
+        let objects: Vec<(ObjectMeta, String)> = written.into_values().flatten().collect();
+        Manifest::record_all(&*tx, &objects).await?;
         Ok(Applied::default())
     }
 

@@ -82,6 +82,7 @@ impl<P: Projection> PostgresSink<P> {
             read_models: projection.views(),
             // short: a PostgreSQL commit is cheap, and the wait is most of a quiet stream's
             // latency
+            default_batch_max: crate::runtime::sink::DEFAULT_BATCH_MAX,
             default_batch_wait: Duration::from_millis(10),
             input: Input::Events,
             sequenced: projection.sequenced_dead_letters(),

@@ -1,5 +1,6 @@
 //! The consume loop: records are batched by count and time; each batch is decoded and
-//! committed through the sink ([`super::commit`]); transient failures are retried with capped
+//! committed through the sink ([`super::commit`]) while the next one is read (batches commit
+//! one after the other, in order); transient failures are retried with capped
 //! backoff on the same in-memory batch (nothing is skipped); rebalances discard the
 //! uncommitted records of revoked partitions. Once a second the loop exports lag, records
 //! high watermarks and, while a new version rebuilds, checks its progress ([`super::rebuild`]).
@@ -33,6 +34,35 @@ use crate::positions::{self, TopicPartition};
 use crate::progress::Estimator;
 use crate::record::Record;
 use crate::telemetry::Metrics;
+
+/// How often the loop exports lag, records high watermarks and checks a rebuild's progress.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+
+/// The batch being read while the previous one commits.
+struct NextBatch<'a> {
+    records: &'a mut Vec<Record>,
+    deadline: &'a mut Option<tokio::time::Instant>,
+    error: &'a mut Option<KafkaError>,
+    max: usize,
+    wait: Duration,
+}
+
+/// Removes from `batch` the records of partitions revoked since the last look.
+fn drop_revoked(state: &SharedState, batch: &mut Vec<Record>) {
+    let revoked: Vec<TopicPartition> = std::mem::take(&mut state.lock().revoked);
+    if revoked.is_empty() || batch.is_empty() {
+        return;
+    }
+    let revoked: HashSet<TopicPartition> = revoked.into_iter().collect();
+    let before = batch.len();
+    batch.retain(|r| !revoked.contains(&(r.origin.topic.clone(), r.origin.partition)));
+    if batch.len() != before {
+        tracing::info!(
+            discarded = before - batch.len(),
+            "uncommitted records of revoked partitions discarded"
+        );
+    }
+}
 
 /// What the loop works with; the membership parts are replaced when the instance joins again.
 pub(super) struct Runner<K: Sink> {
@@ -78,30 +108,56 @@ impl<K: Sink> Runner<K> {
     async fn consume_loop(&mut self, idle: &mut IdleFetch) {
         let mut batch: Vec<Record> = Vec::new();
         let mut deadline: Option<tokio::time::Instant> = None;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // a consume error met while a batch was being committed, handled next
+        let mut deferred: Option<KafkaError> = None;
+        let mut housekeeping_at = tokio::time::Instant::now();
         let mut recv_backoff = backoff_for(&self.config);
+        let batch_max = self.config.batch_max(self.sink.spec().default_batch_max);
         let batch_wait = self
             .config
             .batch_max_wait(self.sink.spec().default_batch_wait);
         let consumer = self.consumer.clone();
         let mut stop = self.stop.clone();
         loop {
-            self.drop_revoked(&mut batch);
+            drop_revoked(&self.state, &mut batch);
             if batch.is_empty() {
                 // A batch emptied by a revocation has no deadline: a past one would win the
                 // biased select below on every turn and starve `recv`, so the next assignment
                 // would never be served (seen as a projector stuck after a broker restart).
                 deadline = None;
             }
+            // a stop is served by the select below (which commits what the batch holds)
+            let stopping = *stop.borrow();
             let due = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
-            if !batch.is_empty() && (batch.len() >= self.config.batch_max_events || due) {
+            if !stopping && !batch.is_empty() && (batch.len() >= batch_max || due) {
+                // batches may follow each other without a turn of the select below (the next
+                // one fills while this one commits): housekeeping must not wait for a pause
+                if tokio::time::Instant::now() >= housekeeping_at {
+                    self.housekeeping().await;
+                    housekeeping_at = tokio::time::Instant::now() + HOUSEKEEPING_EVERY;
+                    if self.retired {
+                        return;
+                    }
+                }
                 let records = std::mem::take(&mut batch);
                 deadline = None;
-                if !self.flush(records).await {
+                let mut next = NextBatch {
+                    records: &mut batch,
+                    deadline: &mut deadline,
+                    error: &mut deferred,
+                    max: batch_max,
+                    wait: batch_wait,
+                };
+                if !self.flush_reading_next(records, &mut next, idle).await {
                     return; // stopped while retrying: the batch is discarded, nothing committed
                 }
                 idle.activity();
+                continue;
+            }
+            if let Some(error) = deferred.take() {
+                if !self.consume_failed(error, idle, &mut recv_backoff).await {
+                    return;
+                }
                 continue;
             }
             if self.retired {
@@ -110,7 +166,7 @@ impl<K: Sink> Runner<K> {
             tokio::select! {
                 biased;
                 _ = stopped(&mut stop) => {
-                    self.drop_revoked(&mut batch);
+                    drop_revoked(&self.state, &mut batch);
                     if !batch.is_empty() {
                         let records = std::mem::take(&mut batch);
                         self.flush(records).await;
@@ -119,7 +175,10 @@ impl<K: Sink> Runner<K> {
                 }
                 _ = sleep_until_opt(deadline), if deadline.is_some() => {}
                 // before recv: a busy stream must not starve lag metrics and the rebuild swap
-                _ = tick.tick() => self.housekeeping().await,
+                _ = tokio::time::sleep_until(housekeeping_at) => {
+                    self.housekeeping().await;
+                    housekeeping_at = tokio::time::Instant::now() + HOUSEKEEPING_EVERY;
+                }
                 message = consumer.recv() => match message {
                     Ok(message) => {
                         let record = Record::from_message(&message);
@@ -127,7 +186,7 @@ impl<K: Sink> Runner<K> {
                         recv_backoff.reset();
                         idle.activity();
                         // A rebalance may have run inside recv: drop what it revoked first.
-                        self.drop_revoked(&mut batch);
+                        drop_revoked(&self.state, &mut batch);
                         batch.push(record);
                         if deadline.is_none() {
                             deadline = Some(tokio::time::Instant::now() + batch_wait);
@@ -135,23 +194,9 @@ impl<K: Sink> Runner<K> {
                     }
                     Err(KafkaError::PartitionEOF(_)) => idle.reached_end(),
                     Err(error) => {
-                        if let KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset) = error {
-                            // auto.offset.reset=error: a position is below the log start (or
-                            // past the end); the instance joins again after reading the
-                            // history from the archive (never a silent jump to the log start)
-                            set_failure(&self.failure, format!(
-                                "a position is out of the log's range ({error}): reading history"));
+                        if !self.consume_failed(error, idle, &mut recv_backoff).await {
                             return;
                         }
-                        if let Some((code, reason)) = consumer.client().fatal_error() {
-                            // e.g. fenced: another member joined with this instance id
-                            set_failure(&self.failure, format!("fatal kafka error {code:?}: {reason}"));
-                            return;
-                        }
-                        self.metrics.retry("consume");
-                        tracing::warn!(%error, "consume failed, retrying");
-                        // a stop during the pause is handled (batch committed) on the next turn
-                        sleep_or_stop(&mut stop, recv_backoff.next_delay()).await;
                     }
                 },
                 // after recv: a record waiting to be read ends the idle state instead
@@ -161,26 +206,79 @@ impl<K: Sink> Runner<K> {
         }
     }
 
-    /// Leaves the consumer group, so this instance's partitions move to the others at once.
-    /// A static member's close never leaves (KIP-345: a restart is expected to come back), so
-    /// the runtime waits for a join in progress to finish (its statistics' join state
-    /// `steady`), unsubscribes and keeps polling until the revocation was served and
-    /// librdkafka sent its LeaveGroup — seen in its statistics as the join state going back
-    /// to `init` after the partitions were given up — before the consumer is closed.
-    /// Removes the records of partitions revoked since the last look.
-    fn drop_revoked(&self, batch: &mut Vec<Record>) {
-        let revoked: Vec<TopicPartition> = std::mem::take(&mut self.state.lock().revoked);
-        if revoked.is_empty() || batch.is_empty() {
-            return;
+    /// A consume error: false when the loop must end (a position out of the log's range, a
+    /// fatal client error), otherwise after a backoff pause (or a stop, served next turn).
+    async fn consume_failed(
+        &mut self,
+        error: KafkaError,
+        idle: &mut IdleFetch,
+        backoff: &mut super::backoff::Backoff,
+    ) -> bool {
+        if let KafkaError::PartitionEOF(_) = error {
+            idle.reached_end();
+            return true;
         }
-        let revoked: HashSet<TopicPartition> = revoked.into_iter().collect();
-        let before = batch.len();
-        batch.retain(|r| !revoked.contains(&(r.origin.topic.clone(), r.origin.partition)));
-        if batch.len() != before {
-            tracing::info!(
-                discarded = before - batch.len(),
-                "uncommitted records of revoked partitions discarded"
+        if let KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset) = error {
+            // auto.offset.reset=error: a position is below the log start (or past the end);
+            // the instance joins again after reading the history from the archive (never a
+            // silent jump to the log start)
+            set_failure(
+                &self.failure,
+                format!("a position is out of the log's range ({error}): reading history"),
             );
+            return false;
+        }
+        if let Some((code, reason)) = self.consumer.client().fatal_error() {
+            // e.g. fenced: another member joined with this instance id
+            set_failure(
+                &self.failure,
+                format!("fatal kafka error {code:?}: {reason}"),
+            );
+            return false;
+        }
+        self.metrics.retry("consume");
+        tracing::warn!(%error, "consume failed, retrying");
+        let mut stop = self.stop.clone();
+        sleep_or_stop(&mut stop, backoff.next_delay()).await;
+        true
+    }
+
+    /// Commits `records` ([`Self::flush`]) while the next batch is read: during the commit's
+    /// round trips (the database, the bucket, Elasticsearch) records keep arriving into
+    /// `next`, up to a full batch, so reading the log overlaps writing the sink. A revocation
+    /// met meanwhile drops the revoked partitions' records from `next` at once, as the loop
+    /// does; the batch being committed is fenced by the positions its transaction locks, like
+    /// any late batch of a partition that moved. A consume error ends the reading and is left
+    /// in `next` for the loop. Returns what [`Self::flush`] returns.
+    async fn flush_reading_next(
+        &mut self,
+        records: Vec<Record>,
+        next: &mut NextBatch<'_>,
+        idle: &mut IdleFetch,
+    ) -> bool {
+        let consumer = self.consumer.clone();
+        let state = self.state.clone();
+        let flush = self.flush(records);
+        tokio::pin!(flush);
+        loop {
+            let reading = next.error.is_none() && next.records.len() < next.max;
+            tokio::select! {
+                biased;
+                flushed = &mut flush => return flushed,
+                message = consumer.recv(), if reading => match message {
+                    Ok(message) => {
+                        let record = Record::from_message(&message);
+                        drop(message);
+                        idle.activity();
+                        drop_revoked(&state, next.records);
+                        next.records.push(record);
+                        next.deadline
+                            .get_or_insert_with(|| tokio::time::Instant::now() + next.wait);
+                    }
+                    Err(KafkaError::PartitionEOF(_)) => idle.reached_end(),
+                    Err(error) => *next.error = Some(error),
+                },
+            }
         }
     }
 
@@ -189,11 +287,19 @@ impl<K: Sink> Runner<K> {
     pub(super) async fn flush(&mut self, records: Vec<Record>) -> bool {
         let mut backoff = backoff_for(&self.config);
         let mut stop = self.stop.clone();
+        // the records move into the batch's items once; each attempt decodes them again
+        let mut items: Vec<Item> = records
+            .into_iter()
+            .map(|record| Item {
+                record,
+                decoded: Decoded::Raw,
+            })
+            .collect();
         loop {
             let started = Instant::now();
-            match self.try_flush(&records).await {
+            match self.try_flush(&mut items).await {
                 Ok(outcome) => {
-                    self.committed(&records, &outcome, started.elapsed());
+                    self.committed(&items, &outcome, started.elapsed());
                     return true;
                 }
                 Err(error) => {
@@ -221,10 +327,10 @@ impl<K: Sink> Runner<K> {
 
     /// Loads the data keys the batch's personal fields name in one go (otherwise one query
     /// per key not cached); a failure only means the keys are looked up one by one.
-    async fn prefetch_keys(&self, records: &[Record]) {
-        let ids: Vec<uuid::Uuid> = records
+    async fn prefetch_keys(&self, items: &[Item]) {
+        let ids: Vec<uuid::Uuid> = items
             .iter()
-            .filter_map(|r| r.payload.as_deref())
+            .filter_map(|item| item.record.payload.as_deref())
             .flat_map(factline_keystore::sealed::key_ids_in)
             .collect();
         if ids.is_empty() {
@@ -235,29 +341,19 @@ impl<K: Sink> Runner<K> {
         }
     }
 
-    async fn try_flush(&self, records: &[Record]) -> Result<Outcome, BatchError> {
+    async fn try_flush(&self, items: &mut [Item]) -> Result<Outcome, BatchError> {
         if self.sink.spec().input == Input::Events {
-            self.prefetch_keys(records).await;
-        }
-        let mut items = Vec::with_capacity(records.len());
-        for record in records {
-            let decoded = match self.sink.spec().input {
-                Input::Events => {
-                    decode(
-                        &self.codec,
-                        &self.crypto,
-                        &self.wanted,
-                        record,
-                        &self.registry_retry,
-                    )
-                    .await?
-                }
-                Input::Records => Decoded::Raw,
-            };
-            items.push(Item {
-                record: record.clone(),
-                decoded,
-            });
+            self.prefetch_keys(items).await;
+            for item in items.iter_mut() {
+                item.decoded = decode(
+                    &self.codec,
+                    &self.crypto,
+                    &self.wanted,
+                    &item.record,
+                    &self.registry_retry,
+                )
+                .await?;
+            }
         }
         let mut client = self.pool.get().await?;
         let high_watermarks = self.state.lock().high_watermarks.clone();
@@ -265,13 +361,13 @@ impl<K: Sink> Runner<K> {
             &self.sink,
             &mut client,
             &self.dead_letters,
-            &items,
+            items,
             &high_watermarks,
         )
         .await
     }
 
-    fn committed(&mut self, records: &[Record], outcome: &Outcome, took: Duration) {
+    fn committed(&mut self, items: &[Item], outcome: &Outcome, took: Duration) {
         self.metrics.batch(
             outcome.applied,
             outcome.duplicates,
@@ -281,14 +377,14 @@ impl<K: Sink> Runner<K> {
         for (event_type, count) in &outcome.ignored {
             self.metrics.ignored(event_type, *count);
         }
-        for record in records {
+        for Item { record, .. } in items {
             if let Some(ms) = record.timestamp_ms {
                 self.last_event_ms
                     .insert((record.origin.topic.clone(), record.origin.partition), ms);
             }
         }
         tracing::debug!(
-            records = records.len(),
+            records = items.len(),
             applied = outcome.applied,
             duplicates = outcome.duplicates,
             behind = outcome.behind,

@@ -215,7 +215,9 @@ impl<K: Sink> Runner<K> {
                         timestamp_ms: r.timestamp_ms,
                     })
                     .collect();
-                for chunk in records.chunks(self.config.batch_max_events.max(1)) {
+                for chunk in
+                    records.chunks(self.config.batch_max(self.sink.spec().default_batch_max))
+                {
                     if !self.flush(chunk.to_vec()).await {
                         return Ok(false);
                     }

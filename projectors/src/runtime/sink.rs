@@ -33,6 +33,9 @@ use crate::positions::TopicPartition;
 use crate::projection::Event;
 use crate::record::Record;
 
+/// The records of a batch at most, for a sink that names no other default.
+pub const DEFAULT_BATCH_MAX: usize = 2000;
+
 /// What a sink is, said once: the runtime takes the consumer group, checkpoint key, metrics
 /// label and registration from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +52,8 @@ pub struct SinkSpec {
     pub event_types: Vec<String>,
     /// The names readers query: PostgreSQL views or Elasticsearch aliases (with prefix).
     pub read_models: Vec<String>,
+    /// How many records a batch holds at most unless `PROJECTOR_BATCH_MAX_EVENTS` says.
+    pub default_batch_max: usize,
     /// How long a batch waits for more records unless `PROJECTOR_BATCH_MAX_WAIT_MS` says.
     pub default_batch_wait: Duration,
     /// What the sink is handed.

@@ -119,6 +119,7 @@ impl<P: SearchProjection> SearchSink<P> {
             event_types: projection.event_types(),
             read_models: vec![indices.alias()],
             // longer: every batch ends in an index refresh, which is costly when frequent
+            default_batch_max: crate::runtime::sink::DEFAULT_BATCH_MAX,
             default_batch_wait: Duration::from_millis(100),
             input: Input::Events,
             sequenced: false,

@@ -134,7 +134,7 @@ impl Fixture {
     pub fn config(&self, database_url: &str) -> Config {
         let mut config = Config::new(&self.brokers, &self.registry, database_url);
         config.topic_prefix = self.prefix.clone();
-        config.batch_max_events = 50;
+        config.batch_max_events = Some(50);
         config.batch_max_wait_ms = Some(50);
         config.backoff_initial_ms = 50;
         config.backoff_max_ms = 1000;

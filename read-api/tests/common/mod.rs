@@ -187,7 +187,7 @@ impl World {
         config.index_prefix = Some(self.projector_index_prefix.clone());
         config.keys = keys();
         config.elasticsearch_url = Some(env("ELASTICSEARCH_URL"));
-        config.batch_max_events = 200;
+        config.batch_max_events = Some(200);
         config.batch_max_wait_ms = Some(20);
         config.backoff_initial_ms = 50;
         config.backoff_max_ms = 1000;

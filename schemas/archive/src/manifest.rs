@@ -2,6 +2,8 @@
 //! the archiver's transaction with its positions, and the question readers ask of it: which
 //! objects cover these offsets, and which offsets does no object cover.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, TimeZone, Utc};
 use tokio_postgres::GenericClient;
 
@@ -64,41 +66,76 @@ impl Manifest {
         meta: &ObjectMeta,
         key: &str,
     ) -> Result<(), ArchiveError> {
+        Manifest::record_all(client, &[(meta.clone(), key.to_owned())]).await
+    }
+
+    /// Records every `(meta, key)` object in one statement, as [`Manifest::record`] does one.
+    pub async fn record_all(
+        client: &impl GenericClient,
+        objects: &[(ObjectMeta, String)],
+    ) -> Result<(), ArchiveError> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let metas = || objects.iter().map(|(meta, _)| meta);
+        let topics: Vec<&str> = metas().map(|m| m.topic.as_str()).collect();
+        let partitions: Vec<i32> = metas().map(|m| m.partition).collect();
+        let firsts: Vec<i64> = metas().map(|m| m.first_offset).collect();
+        let lasts: Vec<i64> = metas().map(|m| m.last_offset).collect();
+        let first_times: Vec<Option<DateTime<Utc>>> =
+            metas().map(|m| time(m.first_time_ms)).collect();
+        let last_times: Vec<Option<DateTime<Utc>>> =
+            metas().map(|m| time(m.last_time_ms)).collect();
+        let records: Vec<i64> = metas().map(|m| m.records).collect();
+        let bytes: Vec<i64> = metas().map(|m| m.bytes).collect();
+        let sha256s: Vec<&str> = metas().map(|m| m.sha256.as_str()).collect();
+        let keys: Vec<&str> = objects.iter().map(|(_, key)| key.as_str()).collect();
         let inserted = client
             .execute(
                 "INSERT INTO factline_archive_objects (topic, partition, first_offset, \
                  last_offset, first_time, last_time, records, bytes, sha256, object_key) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+                 SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], \
+                 $5::timestamptz[], $6::timestamptz[], $7::bigint[], $8::bigint[], $9::text[], \
+                 $10::text[]) ON CONFLICT DO NOTHING",
                 &[
-                    &meta.topic,
-                    &meta.partition,
-                    &meta.first_offset,
-                    &meta.last_offset,
-                    &time(meta.first_time_ms),
-                    &time(meta.last_time_ms),
-                    &meta.records,
-                    &meta.bytes,
-                    &meta.sha256,
-                    &key,
+                    &topics,
+                    &partitions,
+                    &firsts,
+                    &lasts,
+                    &first_times,
+                    &last_times,
+                    &records,
+                    &bytes,
+                    &sha256s,
+                    &keys,
                 ],
             )
             .await?;
-        if inserted == 1 {
+        if inserted == objects.len() as u64 {
             return Ok(());
         }
-        let row = client
-            .query_one(
-                "SELECT sha256 FROM factline_archive_objects \
-                 WHERE topic = $1 AND partition = $2 AND first_offset = $3",
-                &[&meta.topic, &meta.partition, &meta.first_offset],
+        // some were there already: each must be the same object
+        let rows = client
+            .query(
+                "SELECT o.topic, o.partition, o.first_offset, o.sha256 \
+                 FROM factline_archive_objects o \
+                 JOIN unnest($1::text[], $2::int[], $3::bigint[]) AS a(topic, partition, first_offset) \
+                 USING (topic, partition, first_offset)",
+                &[&topics, &partitions, &firsts],
             )
             .await?;
-        let recorded: String = row.get(0);
-        if recorded != meta.sha256 {
-            return Err(ArchiveError::Input(format!(
-                "the manifest already holds another object at {}/{}@{} (sha256 {recorded}, not {})",
-                meta.topic, meta.partition, meta.first_offset, meta.sha256
-            )));
+        for row in rows {
+            let (topic, partition, first): (String, i32, i64) =
+                (row.get(0), row.get(1), row.get(2));
+            let recorded: String = row.get(3);
+            let ours = metas()
+                .find(|m| m.topic == topic && m.partition == partition && m.first_offset == first);
+            if let Some(meta) = ours.filter(|m| m.sha256 != recorded) {
+                return Err(ArchiveError::Input(format!(
+                    "the manifest already holds another object at {}/{}@{} (sha256 {recorded}, not {})",
+                    meta.topic, meta.partition, meta.first_offset, meta.sha256
+                )));
+            }
         }
         Ok(())
     }
@@ -109,14 +146,32 @@ impl Manifest {
         topic: &str,
         partition: i32,
     ) -> Result<Option<i64>, ArchiveError> {
-        let row = client
-            .query_one(
-                "SELECT max(last_offset) + 1 FROM factline_archive_objects \
-                 WHERE topic = $1 AND partition = $2",
-                &[&topic, &partition],
+        let partitions = [(topic.to_owned(), partition)];
+        let mut next = Manifest::next_offsets(client, &partitions).await?;
+        Ok(next.remove(&partitions[0]))
+    }
+
+    /// [`Manifest::next_offset`] of each of `partitions` in one query; a partition with nothing
+    /// archived is absent.
+    pub async fn next_offsets(
+        client: &impl GenericClient,
+        partitions: &[(String, i32)],
+    ) -> Result<HashMap<(String, i32), i64>, ArchiveError> {
+        let topics: Vec<&str> = partitions.iter().map(|(t, _)| t.as_str()).collect();
+        let numbers: Vec<i32> = partitions.iter().map(|(_, p)| *p).collect();
+        let rows = client
+            .query(
+                "SELECT o.topic, o.partition, max(o.last_offset) + 1 \
+                 FROM factline_archive_objects o \
+                 JOIN unnest($1::text[], $2::int[]) AS a(topic, partition) USING (topic, partition) \
+                 GROUP BY o.topic, o.partition",
+                &[&topics, &numbers],
             )
             .await?;
-        Ok(row.get(0))
+        Ok(rows
+            .into_iter()
+            .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+            .collect())
     }
 
     /// The objects covering offsets `from..=to` of `topic`'s `partition`, and what none covers.

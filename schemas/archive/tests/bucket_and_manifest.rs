@@ -108,6 +108,7 @@ async fn the_manifest_records_objects_once_and_names_what_no_object_covers() {
         Manifest::next_offset(&client, "orders", 0).await.unwrap(),
         Some(10)
     );
+
     let coverage = Manifest::coverage(&client, "orders", 0, 0, 12)
         .await
         .unwrap();
@@ -130,6 +131,33 @@ async fn the_manifest_records_objects_once_and_names_what_no_object_covers() {
         .unwrap();
     assert_eq!(inside.objects.len(), 1);
     assert!(inside.missing.is_empty());
+
+    // several objects in one statement: one already there, one new, then one that disagrees
+    let d = ArchiveObject::encode(10, &records("orders", &[10, 11])).unwrap();
+    let elsewhere = ArchiveObject::encode(0, &records("customers", &[0])).unwrap();
+    let batch = [
+        (c.meta.clone(), "k/c".to_owned()),
+        (d.meta.clone(), "k/d".to_owned()),
+        (elsewhere.meta.clone(), "k/e".to_owned()),
+    ];
+    Manifest::record_all(&client, &batch).await.unwrap();
+    let disagreeing = [
+        (d.meta.clone(), "k/d".to_owned()),
+        (other.meta.clone(), "k/x".to_owned()),
+    ];
+    assert!(
+        Manifest::record_all(&client, &disagreeing).await.is_err(),
+        "a batch holding another object at a recorded start is refused"
+    );
+    let partitions = [
+        ("orders".to_owned(), 0),
+        ("customers".to_owned(), 0),
+        ("orders".to_owned(), 1),
+    ];
+    let next = Manifest::next_offsets(&client, &partitions).await.unwrap();
+    assert_eq!(next.get(&partitions[0]), Some(&12));
+    assert_eq!(next.get(&partitions[1]), Some(&1));
+    assert_eq!(next.get(&partitions[2]), None, "nothing archived there");
 }
 
 #[tokio::test]
