@@ -213,7 +213,8 @@ pub async fn run(b: &mut Bench) {
         let job = CatchUpJob {
             key: SEALED_KEY,
             label: &sealed_label,
-            binary: "order-summary",
+            // its own name: larger records than the run in clear, so its own peak memory
+            binary: "order-summary-encrypted",
             projector: "order_summary",
             prefix: &prefix,
             database_url: b.sealed_db_url.clone(),
@@ -223,7 +224,7 @@ pub async fn run(b: &mut Bench) {
         catch_up(b, job).await
     };
     if let Some(service) = sealed {
-        b.stop_service("order-summary", service).await;
+        b.stop_service("order-summary-encrypted", service).await;
     }
 
     let prefix = b.prefix("p");

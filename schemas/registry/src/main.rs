@@ -3,6 +3,9 @@
 
 use factline_registry::{run, Config};
 
+#[global_allocator]
+static ALLOCATOR: factline_service::Allocator = factline_service::Allocator;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     factline_service::logging::init();
