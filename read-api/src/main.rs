@@ -3,9 +3,6 @@
 
 use factline_read_api::{Config, Server};
 
-#[global_allocator]
-static ALLOCATOR: factline_service::Allocator = factline_service::Allocator;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     factline_service::logging::init();

@@ -3,9 +3,6 @@
 
 use factline_write_side::{run, Config};
 
-#[global_allocator]
-static ALLOCATOR: factline_service::Allocator = factline_service::Allocator;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     factline_service::logging::init();

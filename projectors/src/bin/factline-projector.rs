@@ -24,7 +24,6 @@ struct Args {
     list: bool,
 }
 
-// The system allocator, not `factline_service::Allocator`: see why in its doc.
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();

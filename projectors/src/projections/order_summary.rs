@@ -530,6 +530,8 @@ impl Projection for OrderSummaryProjection {
                 (summary.order_id.clone(), (summary, applied))
             })
             .collect();
+        // room for every order of the batch at once, not grown (and copied) insert by insert
+        rows.reserve(ids.len().saturating_sub(rows.len()));
         let mut changed: Vec<&str> = Vec::with_capacity(ids.len());
         for (event, envelope) in &parsed {
             let (current, mut applied) = match rows.remove(event.order_id()) {

@@ -89,6 +89,16 @@ pub enum BulkOp {
     },
 }
 
+impl BulkOp {
+    /// The document it writes (none for a delete).
+    pub fn into_doc(self) -> Option<Value> {
+        match self {
+            BulkOp::Create { doc, .. } | BulkOp::Replace { doc, .. } => Some(doc),
+            BulkOp::Delete { .. } => None,
+        }
+    }
+}
+
 /// The outcome of one bulk item.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ItemResult {

@@ -45,7 +45,9 @@ pub struct Computed {
 struct Planned {
     doc_ref: DocRef,
     stored: Option<Stored>,
-    new: Option<Value>,
+    /// Whether the document exists after the batch; its new state, when written, is in
+    /// `main` (moved there, not copied).
+    present: bool,
     applied: Vec<usize>,
     tombstone: Option<BulkOp>,
     main: Option<BulkOp>,
@@ -283,17 +285,14 @@ impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
             }
             _ => None,
         };
-        let main = match (&stored, &new) {
+        let present = new.is_some();
+        let main = match (&stored, new) {
             _ if applied.is_empty() => None,
-            (None, Some(doc)) => Some(BulkOp::Create {
+            (None, Some(doc)) => Some(BulkOp::Create { index, id, doc }),
+            (Some(s), Some(doc)) if doc != s.source => Some(BulkOp::Replace {
                 index,
                 id,
-                doc: doc.clone(),
-            }),
-            (Some(s), Some(doc)) if *doc != s.source => Some(BulkOp::Replace {
-                index,
-                id,
-                doc: doc.clone(),
+                doc,
                 seq_no: s.seq_no,
                 primary_term: s.primary_term,
             }),
@@ -308,7 +307,7 @@ impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
         Planned {
             doc_ref,
             stored,
-            new,
+            present,
             applied,
             tombstone,
             main,
@@ -375,7 +374,7 @@ impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
             if !deleted.is_empty() {
                 tombstones.extend(self.tombstones(&deleted).await?);
             }
-            let plans: Vec<Planned> = computed
+            let mut plans: Vec<Planned> = computed
                 .into_iter()
                 .map(|c| self.plan(c, &tombstones))
                 .collect();
@@ -416,25 +415,33 @@ impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
                 }
             }
 
-            let main_ops: Vec<BulkOp> = plans
-                .iter()
-                .filter(|p| !blocked.contains(&p.doc_ref))
-                .filter_map(|p| p.main.clone())
-                .collect();
+            // the documents move into the request and back out of it once written
+            let mut main_ops: Vec<BulkOp> = Vec::new();
+            let mut sent: Vec<bool> = Vec::with_capacity(plans.len());
+            for plan in &mut plans {
+                let op = plan
+                    .main
+                    .take()
+                    .filter(|_| !blocked.contains(&plan.doc_ref));
+                sent.push(op.is_some());
+                main_ops.extend(op);
+            }
             let mut results = self.bulk(&main_ops).await?.into_iter();
-            for plan in plans {
+            let mut written = main_ops.into_iter();
+            for (plan, sent) in plans.into_iter().zip(sent) {
                 if blocked.contains(&plan.doc_ref) {
                     continue;
                 }
                 let Planned {
                     doc_ref,
                     stored,
-                    new,
+                    present,
                     applied,
                     tombstone,
-                    main,
+                    main: _,
                 } = plan;
-                let result = match main {
+                let op = if sent { written.next() } else { None };
+                let result = match op {
                     Some(_) => results.next().ok_or(SearchSinkError::ShortBulk)?,
                     None if tombstone.is_some() => ItemResult::Done {
                         seq_no: 0,
@@ -444,7 +451,7 @@ impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
                         // nothing to write: unchanged, or only duplicates
                         newly.extend(applied);
                         pending.remove(&doc_ref);
-                        finals.insert(doc_ref, stored.filter(|_| new.is_some()));
+                        finals.insert(doc_ref, stored.filter(|_| present));
                         continue;
                     }
                 };
@@ -459,11 +466,14 @@ impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
                             continue; // one event at a time: read again for the next one
                         }
                         pending.remove(&doc_ref);
-                        let stored = new.map(|source| Stored {
-                            source,
-                            seq_no,
-                            primary_term,
-                        });
+                        let stored =
+                            op.and_then(BulkOp::into_doc)
+                                .filter(|_| present)
+                                .map(|source| Stored {
+                                    source,
+                                    seq_no,
+                                    primary_term,
+                                });
                         finals.insert(doc_ref, stored);
                     }
                     ItemResult::Conflict => {

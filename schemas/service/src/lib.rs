@@ -1,7 +1,7 @@
 //! What every factline process shares at start-up, so each binary's `main` is a few lines:
 //! settings read from the environment ([`env`]), logs ([`logging`]), the Prometheus recorder
 //! ([`metrics`]), traces ([`traces`], off unless an OTLP endpoint is configured), the shutdown
-//! signal ([`shutdown`]) and the PostgreSQL pool ([`postgres`]), and the services' allocator.
+//! signal ([`shutdown`]) and the PostgreSQL pool ([`postgres`]), and the allocator.
 //!
 //! It knows nothing of Kafka consumers, projections or HTTP routes (only the request-metrics
 //! middleware every HTTP service shares): the write side, the read
@@ -17,22 +17,15 @@ pub mod traces;
 
 pub use env::{Env, EnvError};
 
-/// The allocator of the HTTP services (write side, read API, registry) and the bench; each
-/// opts in in its `main.rs`:
-///
-/// ```ignore
-/// #[global_allocator]
-/// static ALLOCATOR: factline_service::Allocator = factline_service::Allocator;
-/// ```
-///
-/// Each command and request makes many small, short-lived allocations on several threads;
-/// glibc's allocator spent about a third of the write side's CPU on them (measured with `perf`
-/// under the batch bench), mimalloc a fraction of that. It is built without transparent huge
-/// pages (the `no_thp` feature, in the workspace's `Cargo.toml`): on a kernel that grants them
-/// on request, mimalloc asked for them, and the write side peaked at 151 MiB instead of 100
-/// under the same bench, for no gain in throughput. The projector keeps the system
-/// allocator: with mimalloc it caught up no faster (`make bench`, two runs each) and peaked
-/// 30–45 MiB higher (see the projectors' README).
-pub use mimalloc::MiMalloc as Allocator;
+/// Every process that links this crate allocates through mimalloc. Each command, event and
+/// request makes many small, short-lived allocations on several threads; glibc's allocator
+/// spent about a third of the write side's CPU on them (measured with `perf` under the batch
+/// bench), mimalloc a fraction of that, and the archiver catches up 10–40% faster with it. It
+/// is built without transparent huge pages (the `no_thp` feature, in the workspace's
+/// `Cargo.toml`): on a kernel that grants them on request, mimalloc asked for them, and the
+/// write side peaked at 151 MiB instead of 100 and the search projectors at 116–128 MiB
+/// instead of 80–84 under the same bench, for no gain in throughput.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub use shutdown::shutdown_signal;
