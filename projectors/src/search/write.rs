@@ -466,14 +466,12 @@ impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
                             continue; // one event at a time: read again for the next one
                         }
                         pending.remove(&doc_ref);
-                        let stored =
-                            op.and_then(BulkOp::into_doc)
-                                .filter(|_| present)
-                                .map(|source| Stored {
-                                    source,
-                                    seq_no,
-                                    primary_term,
-                                });
+                        // a create or replace carries the new state; a delete, none
+                        let stored = op.and_then(BulkOp::into_doc).map(|source| Stored {
+                            source,
+                            seq_no,
+                            primary_term,
+                        });
                         finals.insert(doc_ref, stored);
                     }
                     ItemResult::Conflict => {
