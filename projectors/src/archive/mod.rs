@@ -102,42 +102,99 @@ impl ArchiveSink {
 /// Writes one partition's records of a batch (in offset order, each offset once; those below
 /// `next`, where the manifest's chain of the partition ends, are archived already) as objects
 /// starting at `next`: put-if-absent, an object already at a key adopted if its records are
-/// the log's. Returns what the manifest
-/// must record, in offset order. Touches no database: the batch's partitions are written
-/// concurrently, then recorded in the runtime's transaction.
+/// the log's. Returns what the manifest must record, in offset order. Touches no database:
+/// the batch's partitions are written concurrently, then recorded in the runtime's
+/// transaction.
+///
+/// Each object is encoded while the one before is being put. The next object starts where
+/// the one in flight ends if it is created as encoded; if an object already at its key is
+/// adopted with other bounds, the next one is encoded again from where the adopted one ends.
 async fn write_partition(
     bucket: Bucket,
     rules: CutRules,
     mut next: i64,
     records: Vec<ArchivedRecord>,
 ) -> Result<Vec<(ObjectMeta, String)>, ArchiveSinkError> {
-    let (topic, partition) = (&records[0].topic, records[0].partition);
+    let (topic, partition) = (records[0].topic.clone(), records[0].partition);
+    // records already archived (an object adopted, a batch read again) are skipped
+    let from = |offset: i64| &records[records.partition_point(|r| r.offset < offset)..];
     let mut written = Vec::new();
+    let mut in_flight: Option<Put> = None;
     loop {
-        // records already archived (an object adopted, a batch read again) are skipped
-        let pending = &records[records.partition_point(|r| r.offset < next)..];
-        if pending.is_empty() {
-            return Ok(written);
+        let planned = in_flight
+            .as_ref()
+            .map_or(next, |put| put.meta.last_offset + 1);
+        let pending = from(planned);
+        let encoded = match pending.is_empty() {
+            true => None,
+            false => Some(ArchiveObject::encode(
+                planned,
+                &pending[..cut_len(pending, rules)],
+            )?),
+        };
+        if let Some(put) = in_flight.take() {
+            let (meta, key) = put.finish(&records).await?;
+            next = meta.last_offset + 1;
+            written.push((meta, key));
         }
-        let take = cut_len(pending, rules);
-        let object = ArchiveObject::encode(next, &pending[..take])?;
-        let key = naming::object_key(bucket.prefix(), topic, partition, next);
+        match encoded {
+            Some(object) if object.meta.first_offset == next => {
+                in_flight = Some(Put::start(&bucket, &topic, partition, object));
+            }
+            // encoded past an object adopted with other bounds: encoded again from `next`
+            _ if !from(next).is_empty() => {}
+            _ => return Ok(written),
+        }
+    }
+}
+
+/// An object being put, in a task of its own.
+struct Put {
+    key: String,
+    meta: ObjectMeta,
+    size: u64,
+    task: tokio::task::JoinHandle<Result<Stored, ArchiveError>>,
+}
+
+impl Put {
+    fn start(bucket: &Bucket, topic: &str, partition: i32, object: ArchiveObject) -> Put {
+        let key = naming::object_key(bucket.prefix(), topic, partition, object.meta.first_offset);
         let size = object.bytes.len() as u64;
-        let meta = match bucket.put_if_absent(&key, object.bytes).await? {
+        let (bucket, at) = (bucket.clone(), key.clone());
+        let task = tokio::spawn(async move { bucket.put_if_absent(&at, object.bytes).await });
+        Put {
+            key,
+            meta: object.meta,
+            size,
+            task,
+        }
+    }
+
+    /// What the manifest records once the put is done: the object as encoded, or the one
+    /// already at its key if every record it holds that `records` (the partition's, in offset
+    /// order) also holds is the same, byte for byte.
+    async fn finish(
+        self,
+        records: &[ArchivedRecord],
+    ) -> Result<(ObjectMeta, String), ArchiveSinkError> {
+        let key = self.key;
+        match self.task.await.map_err(ArchiveSinkError::Task)?? {
             Stored::Created => {
                 metrics::counter!("factline_projector_archive_objects_total").increment(1);
-                metrics::counter!("factline_projector_archive_bytes_total").increment(size);
-                object.meta
+                metrics::counter!("factline_projector_archive_bytes_total").increment(self.size);
+                Ok((self.meta, key))
             }
             Stored::AlreadyThere(existing) => {
                 let (meta, theirs) = ArchiveObject::decode(&existing)?;
-                // adopt only what is this log's: every record it holds that this batch also
-                // holds must be the same, byte for byte
-                let ours: BTreeMap<i64, &ArchivedRecord> =
-                    pending.iter().map(|r| (r.offset, r)).collect();
+                let ours = |offset: i64| {
+                    records
+                        .binary_search_by_key(&offset, |r| r.offset)
+                        .ok()
+                        .map(|at| &records[at])
+                };
                 if let Some(differs) = theirs
                     .iter()
-                    .find(|r| ours.get(&r.offset).is_some_and(|o| *o != *r))
+                    .find(|r| ours(r.offset).is_some_and(|o| o != *r))
                 {
                     return Err(ArchiveSinkError::Foreign {
                         key,
@@ -146,11 +203,9 @@ async fn write_partition(
                 }
                 tracing::info!(%key, last_offset = meta.last_offset,
                     "archive object already written (a retried batch): adopted");
-                meta
+                Ok((meta, key))
             }
-        };
-        next = meta.last_offset + 1;
-        written.push((meta, key));
+        }
     }
 }
 

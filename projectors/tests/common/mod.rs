@@ -85,10 +85,13 @@ impl Fixture {
         {
             result.unwrap();
         }
+        // compressed as other clients may (the write side uses lz4): the projectors read
+        // zstd record batches
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            .set("compression.type", "zstd")
             .create()
             .unwrap();
         Fixture {

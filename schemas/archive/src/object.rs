@@ -1,5 +1,5 @@
 //! One archive object: consecutive records of one topic partition, in offset order, as an Avro
-//! object container file (deflate) whose metadata names the topic, the partition and the
+//! object container file (zstandard) whose metadata names the topic, the partition and the
 //! offsets it covers.
 //!
 //! An object covers the offsets `first_offset..=last_offset`: every record of the partition in
@@ -106,7 +106,8 @@ impl ArchiveObject {
                 (META_TOPIC, topic.as_bytes()),
             ],
             records,
-        );
+        )
+        .map_err(|e| format_error(topic, partition, first_offset, e))?;
         let times = records.iter().filter_map(|r| r.timestamp_ms);
         let meta = ObjectMeta {
             topic: topic.clone(),
@@ -278,28 +279,41 @@ mod tests {
             .map(|v| ArchivedRecord::from_avro(v.unwrap()).unwrap())
             .collect();
         assert_eq!(back, records);
-        // what apache-avro's writer wrote (objects archived before this encoder) we read
-        let mut writer = apache_avro::Writer::with_codec(
-            crate::record::schema(),
-            Vec::new(),
+        // what apache-avro's writer wrote (objects archived before this encoder, with deflate)
+        // and what other Avro writers write, we read
+        for codec in [
             apache_avro::Codec::Deflate(apache_avro::DeflateSettings::default()),
-        )
-        .unwrap();
-        for (key, value) in [
-            (META_TOPIC, "orders"),
-            (META_PARTITION, "1"),
-            (META_FIRST, "0"),
-            (META_LAST, "2999"),
+            apache_avro::Codec::Zstandard(apache_avro::ZstandardSettings::default()),
+            apache_avro::Codec::Null,
         ] {
-            writer.add_user_metadata(key.to_owned(), value).unwrap();
+            let mut writer =
+                apache_avro::Writer::with_codec(crate::record::schema(), Vec::new(), codec)
+                    .unwrap();
+            for (key, value) in [
+                (META_TOPIC, "orders"),
+                (META_PARTITION, "1"),
+                (META_FIRST, "0"),
+                (META_LAST, "2999"),
+            ] {
+                writer.add_user_metadata(key.to_owned(), value).unwrap();
+            }
+            for r in &records {
+                writer.append_value(r.to_avro()).unwrap();
+            }
+            let bytes = writer.into_inner().unwrap();
+            let (meta, back) = ArchiveObject::decode(&bytes).unwrap();
+            assert_eq!(back, records, "{codec:?}");
+            assert_eq!((meta.first_offset, meta.last_offset), (0, 2999));
         }
-        for r in &records {
-            writer.append_value(r.to_avro()).unwrap();
-        }
-        let bytes = writer.into_inner().unwrap();
-        let (meta, back) = ArchiveObject::decode(&bytes).unwrap();
-        assert_eq!(back, records);
-        assert_eq!((meta.first_offset, meta.last_offset), (0, 2999));
+    }
+
+    #[test]
+    fn objects_are_written_with_zstandard() {
+        let records: Vec<_> = (0..100).map(record).collect();
+        let object = ArchiveObject::encode(0, &records).unwrap();
+        let container = container::read(&object.bytes).unwrap();
+        assert_eq!(container.meta("avro.codec"), Some(&b"zstandard"[..]));
+        assert_eq!(container.records, records);
     }
 
     proptest! {
