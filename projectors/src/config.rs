@@ -43,6 +43,10 @@ pub struct Config {
     /// Prepended to every Elasticsearch index and alias name (`PROJECTOR_INDEX_PREFIX`);
     /// defaults to the topic prefix.
     pub index_prefix: Option<String>,
+    /// The event archive (`ARCHIVE_*`, see [`factline_archive::ArchiveConfig`]), when
+    /// `ARCHIVE_S3_BUCKET` is set: where the archiver writes, and where every projector reads
+    /// history past Kafka's retention. Read and checked at start.
+    pub archive: Option<factline_archive::ArchiveConfig>,
     /// Raw librdkafka properties (`KAFKA_PROPERTY_SECURITY_PROTOCOL=SSL` ->
     /// `security.protocol=SSL`), applied to the consumer and the dead-letter producer.
     pub kafka_properties: BTreeMap<String, String>,
@@ -119,6 +123,7 @@ impl Config {
             registry_retry_ms: 300_000,
             idle_pause_ms: 100,
             keys: factline_keystore::KeyConfig::default(),
+            archive: None,
         }
     }
 
@@ -165,6 +170,17 @@ impl Config {
                 name: "FACTLINE_KEK*",
                 reason: e.to_string(),
             })?;
+        c.archive = match env.get("ARCHIVE_S3_BUCKET") {
+            Some(_) => Some(
+                factline_archive::ArchiveConfig::from_env(&env).map_err(|e| {
+                    ConfigError::Invalid {
+                        name: "ARCHIVE_*",
+                        reason: e.to_string(),
+                    }
+                })?,
+            ),
+            None => None,
+        };
         // the declarative file, read by the binary's command line (`--config`)
         env.get("PROJECTOR_CONFIG");
         env.reject_unknown(&["PROJECTOR_", factline_keystore::config::ENV_PREFIX])?;
@@ -348,6 +364,25 @@ mod tests {
         assert!(matches!(
             Config::from_vars(vars),
             Err(ConfigError::Env(EnvError::Invalid { .. }))
+        ));
+    }
+
+    #[test]
+    fn the_archive_is_read_and_checked_at_start() {
+        assert_eq!(Config::from_vars(base()).unwrap().archive, None);
+        let mut vars = base();
+        vars.push(("ARCHIVE_S3_BUCKET".into(), "factline-archive".into()));
+        vars.push(("ARCHIVE_S3_ENDPOINT".into(), "http://127.0.0.1:8333".into()));
+        let archive = Config::from_vars(vars.clone()).unwrap().archive.unwrap();
+        assert_eq!(archive.bucket.bucket, "factline-archive");
+        // a bad archive setting stops the start, for every projector (not only the archiver)
+        vars.push(("ARCHIVE_OBJECT_MAX_RECORDS".into(), "0".into()));
+        assert!(matches!(
+            Config::from_vars(vars),
+            Err(ConfigError::Invalid {
+                name: "ARCHIVE_*",
+                ..
+            })
         ));
     }
 

@@ -214,13 +214,11 @@ impl Registered {
             Build::Code { start, .. } => start(config, shutdown).await,
             Build::Declarative(toml) => run_declarative(config, self.parse(toml)?, shutdown).await,
             Build::Archive => {
-                let env = factline_service::env::Env::from_process();
-                let archive = crate::archive::ArchiveConfig::from_env(&env).map_err(|e| {
-                    StartError::Run(RunError::Config(crate::ConfigError::Invalid {
-                        name: "ARCHIVE_*",
-                        reason: e.to_string(),
-                    }))
-                })?;
+                let Some(archive) = config.archive.clone() else {
+                    return Err(StartError::Run(RunError::Config(
+                        crate::ConfigError::Missing("ARCHIVE_S3_BUCKET"),
+                    )));
+                };
                 Ok(crate::archive::run_archive(config, archive, shutdown).await?)
             }
         }

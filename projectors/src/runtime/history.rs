@@ -13,7 +13,7 @@
 //! from then on, at offsets below the stored position, for one already applied.
 //!
 //! The archive is found through the `ARCHIVE_S3_*` variables (see
-//! [`factline_archive::ArchiveConfig`]) and its manifest in the projector's own database. While
+//! [`factline_archive::ArchiveConfig`], read at start into [`crate::Config::archive`]) and its manifest in the projector's own database. While
 //! running, the consumer's `auto.offset.reset` is `error`: a position that falls below the
 //! log start stops consumption, and the instance reads that history here before joining again.
 
@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use factline_archive::reader::{objects_for, records_of, ReadError};
 use factline_archive::{ArchiveError, Bucket, BucketConfig};
-use factline_service::env::Env;
 use rdkafka::consumer::Consumer;
 use tokio_postgres::error::SqlState;
 
@@ -31,7 +30,6 @@ use super::sink::Sink;
 use crate::positions::{self, TopicPartition};
 use crate::projection::Origin;
 use crate::record::Record;
-use factline_archive::ArchiveConfig;
 
 /// History that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -74,16 +72,6 @@ pub enum HistoryError {
     /// Kafka, PostgreSQL or the object store failed: retried.
     #[error("reading history failed")]
     Transient(#[source] crate::error::Cause),
-}
-
-/// The archive's bucket, when `ARCHIVE_S3_BUCKET` is set.
-fn bucket() -> Result<Option<Bucket>, HistoryError> {
-    let env = Env::from_process();
-    if env.get("ARCHIVE_S3_BUCKET").is_none() {
-        return Ok(None);
-    }
-    let config = ArchiveConfig::from_env(&env).map_err(|e| HistoryError::Transient(Box::new(e)))?;
-    open(&config.bucket).map(Some)
 }
 
 fn open(config: &BucketConfig) -> Result<Bucket, HistoryError> {
@@ -158,7 +146,12 @@ impl<K: Sink> Runner<K> {
             return Ok(true);
         }
         gaps.sort();
-        let bucket = bucket()?;
+        let bucket = self
+            .config
+            .archive
+            .as_ref()
+            .map(|a| open(&a.bucket))
+            .transpose()?;
         for ((topic, partition), first, last) in gaps {
             let missing = |why: String| HistoryError::Missing {
                 topic: topic.clone(),

@@ -137,6 +137,12 @@ impl Fixture {
     pub fn config(&self, database_url: &str) -> Config {
         let mut config = Config::new(&self.brokers, &self.registry, database_url);
         config.topic_prefix = self.prefix.clone();
+        // history past retention is read from the local stack's bucket (the manifest, in the
+        // projector's database, names the objects)
+        config.archive = Some(factline_projectors::archive::ArchiveConfig {
+            bucket: archive::test_bucket(),
+            rules: Default::default(),
+        });
         config.batch_max_events = Some(50);
         config.batch_max_wait_ms = Some(50);
         config.backoff_initial_ms = 50;

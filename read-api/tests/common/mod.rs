@@ -187,6 +187,8 @@ impl World {
         config.index_prefix = Some(self.projector_index_prefix.clone());
         config.keys = keys();
         config.elasticsearch_url = Some(env("ELASTICSEARCH_URL"));
+        // history past retention is read from the local stack's bucket
+        config.archive = Some(archive_config(&self.prefix));
         config.batch_max_events = Some(200);
         config.batch_max_wait_ms = Some(20);
         config.backoff_initial_ms = 50;

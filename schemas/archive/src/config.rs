@@ -84,6 +84,18 @@ mod tests {
     }
 
     #[test]
+    fn the_secret_is_not_in_debug_output() {
+        let env = Env::from_vars([
+            ("ARCHIVE_S3_BUCKET", "b"),
+            ("ARCHIVE_S3_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+            ("ARCHIVE_S3_SECRET_ACCESS_KEY", "very-secret"),
+        ]);
+        let shown = format!("{:?}", ArchiveConfig::from_env(&env).unwrap());
+        assert!(shown.contains("AKIAEXAMPLE") && shown.contains("<redacted>"));
+        assert!(!shown.contains("very-secret"));
+    }
+
+    #[test]
     fn unknown_and_bad_settings_are_named() {
         let error = |vars: &[(&str, &str)]| {
             ArchiveConfig::from_env(&Env::from_vars(vars.iter().copied()))

@@ -16,8 +16,8 @@ use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use crate::error::ArchiveError;
 use crate::naming;
 
-/// Where the archive is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the archive is. Its `Debug` shows the secret as `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct BucketConfig {
     /// The S3 endpoint (`http://127.0.0.1:8333` locally); `None` for AWS itself.
     pub endpoint: Option<String>,
@@ -31,6 +31,22 @@ pub struct BucketConfig {
     pub access_key_id: Option<String>,
     /// The secret of `access_key_id`.
     pub secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for BucketConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BucketConfig")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl BucketConfig {
