@@ -286,20 +286,36 @@ impl Sink for ArchiveSink {
     }
 }
 
-/// Runs the archiver until `shutdown` resolves: the runtime's configuration, the archive's
-/// own (`ARCHIVE_*`), every topic of the built-in catalog.
-pub async fn run_archive<S>(
-    config: Config,
-    archive: ArchiveConfig,
-    shutdown: S,
-) -> Result<(), crate::RunError>
+/// Runs the archiver until `shutdown` resolves: the runtime's configuration, with the archive's
+/// (`config.archive`, from `ARCHIVE_*`), every topic of the built-in catalog.
+pub async fn run_archive<S>(config: Config, shutdown: S) -> Result<(), crate::RunError>
 where
     S: std::future::Future<Output = ()> + Send + 'static,
 {
+    let archive = config
+        .archive
+        .clone()
+        .ok_or(crate::ConfigError::Missing("ARCHIVE_S3_BUCKET"))?;
     let topics = factline_schemas::Catalog::builtin().topics();
     let sink = ArchiveSink::new(&topics, &archive).map_err(|e| crate::ConfigError::Invalid {
         name: "ARCHIVE_S3_*",
         reason: e.to_string(),
     })?;
     crate::runtime::run::run_sink(config, sink, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_archiver_without_a_bucket_names_the_missing_variable() {
+        let config = Config::new(
+            "127.0.0.1:9092",
+            "http://127.0.0.1:8081",
+            "postgres://factline@127.0.0.1:55432/factline",
+        );
+        let error = run_archive(config, async {}).await.unwrap_err();
+        assert!(error.to_string().contains("ARCHIVE_S3_BUCKET"), "{error}");
+    }
 }

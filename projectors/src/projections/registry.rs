@@ -213,14 +213,7 @@ impl Registered {
         match &self.build {
             Build::Code { start, .. } => start(config, shutdown).await,
             Build::Declarative(toml) => run_declarative(config, self.parse(toml)?, shutdown).await,
-            Build::Archive => {
-                let Some(archive) = config.archive.clone() else {
-                    return Err(StartError::Run(RunError::Config(
-                        crate::ConfigError::Missing("ARCHIVE_S3_BUCKET"),
-                    )));
-                };
-                Ok(crate::archive::run_archive(config, archive, shutdown).await?)
-            }
+            Build::Archive => Ok(crate::archive::run_archive(config, shutdown).await?),
         }
     }
 }

@@ -13,9 +13,10 @@
 //! from then on, at offsets below the stored position, for one already applied.
 //!
 //! The archive is found through the `ARCHIVE_S3_*` variables (see
-//! [`factline_archive::ArchiveConfig`], read at start into [`crate::Config::archive`]) and its manifest in the projector's own database. While
-//! running, the consumer's `auto.offset.reset` is `error`: a position that falls below the
-//! log start stops consumption, and the instance reads that history here before joining again.
+//! [`factline_archive::ArchiveConfig`], read at start into [`crate::Config::archive`]) and its
+//! manifest in the projector's own database. While running, the consumer's
+//! `auto.offset.reset` is `error`: a position that falls below the log start stops
+//! consumption, and the instance reads that history here before joining again.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -289,17 +289,13 @@ impl World {
                 )
             }
             Projector::EventArchive => {
-                let archive = archive_config(&self.prefix);
                 (
                     "event_archive",
                     Running::spawn(|s| async move {
-                        let _ = factline_projectors::archive::run_archive(
-                            config,
-                            archive,
-                            async move {
-                                let _ = s.await;
-                            },
-                        )
+                        // the archive is `config.archive`, this world's prefix of the bucket
+                        let _ = factline_projectors::archive::run_archive(config, async move {
+                            let _ = s.await;
+                        })
                         .await;
                     }),
                 )

@@ -163,8 +163,8 @@ impl Container {
     }
 }
 
-/// Reads a container of archive records (codec `null`, `deflate` or `zstandard`), checking every block's
-/// sync marker.
+/// Reads a container of archive records (codec `null`, `deflate` or `zstandard`), checking
+/// every block's sync marker.
 pub fn read(bytes: &[u8]) -> Result<Container, ContainerError> {
     let mut input = Input::new(bytes);
     if input.take(4)? != MAGIC {
