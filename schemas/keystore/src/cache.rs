@@ -8,6 +8,9 @@
 //! start of the last successful check. While checks succeed (at most one every `ttl / 2`, and
 //! only while keys are looked up), a subject's key is read from PostgreSQL once instead of once
 //! per `ttl`; when they fail, entries expire `ttl` after their read, as without checks.
+//! A look-up waits for a check only when the last one is a whole `ttl` old
+//! ([`KeyCache::check_overdue`]); before that, the store runs the check in a task of its own,
+//! so a slow database holds up no look-up of a cached key.
 //!
 //! A key read just before its erasure and cached just after the check that saw the erasure
 //! would outlive it: every read takes a [`Ticket`] first, and a live key is cached only when
@@ -58,7 +61,7 @@ struct Entries {
 /// The data keys of one process, by subject (encryption) and by id (decryption).
 pub(crate) struct KeyCache {
     entries: Mutex<Entries>,
-    check: tokio::sync::Mutex<CheckState>,
+    check: Arc<tokio::sync::Mutex<CheckState>>,
     ttl: Duration,
     capacity: usize,
 }
@@ -92,7 +95,7 @@ impl KeyCache {
                 checked_at: None,
                 epoch: 0,
             }),
-            check: tokio::sync::Mutex::new(CheckState::default()),
+            check: Arc::new(tokio::sync::Mutex::new(CheckState::default())),
             ttl,
             capacity: capacity.max(1),
         }
@@ -165,9 +168,24 @@ impl KeyCache {
             .is_none_or(|c| c.elapsed() >= self.ttl / 2)
     }
 
-    /// The right to run the one check; `None` once another task has just run it.
-    pub async fn start_check(&self) -> Option<tokio::sync::MutexGuard<'_, CheckState>> {
-        let guard = self.check.lock().await;
+    /// Whether the last successful check is so old that the entries it kept usable are not
+    /// any more: a look-up then waits for the next check rather than read its key again.
+    pub fn check_overdue(&self) -> bool {
+        self.lock()
+            .checked_at
+            .is_none_or(|c| c.elapsed() >= self.ttl)
+    }
+
+    /// The right to run the one check, waiting for a check already running; `None` once
+    /// another task has just run it.
+    pub async fn start_check(&self) -> Option<tokio::sync::OwnedMutexGuard<CheckState>> {
+        let guard = self.check.clone().lock_owned().await;
+        self.check_due().then_some(guard)
+    }
+
+    /// The right to run the one check, if no check is running and one is due.
+    pub fn try_start_check(&self) -> Option<tokio::sync::OwnedMutexGuard<CheckState>> {
+        let guard = self.check.clone().try_lock_owned().ok()?;
         self.check_due().then_some(guard)
     }
 
@@ -255,6 +273,19 @@ mod tests {
         assert!(cache.by_id(&erased).is_none());
         assert!(cache.by_subject("c-2").is_none());
         assert!(!cache.check_due());
+    }
+
+    #[test]
+    fn one_check_runs_at_a_time_and_is_overdue_only_a_whole_lifetime_after_the_last() {
+        let cache = KeyCache::new(Duration::from_secs(3600), 10);
+        assert!(cache.check_overdue(), "never checked");
+        let mut running = cache.try_start_check().expect("a first check is due");
+        assert!(cache.try_start_check().is_none(), "one check at a time");
+        cache.checked(&mut running, Instant::now(), SystemTime::now(), &[]);
+        drop(running);
+        assert!(!cache.check_due());
+        assert!(!cache.check_overdue());
+        assert!(cache.try_start_check().is_none(), "nothing due");
     }
 
     #[test]

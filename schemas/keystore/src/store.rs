@@ -32,7 +32,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use crate::cache::{KeyCache, Seen, CHECK_OVERLAP};
+use crate::cache::{CheckState, KeyCache, Seen, CHECK_OVERLAP};
 use crate::kek::{KekRing, UnwrapError};
 
 /// A key-store operation failed.
@@ -195,19 +195,34 @@ impl KeyStore {
     }
 
     /// Evicts the keys other processes destroyed since the last check, when a check is due
-    /// (see [`crate::cache`]). A failed check is only logged: cached keys then expire with
-    /// their own age, and the look-up that follows reports the database's state.
+    /// (see [`crate::cache`]). While the cached keys are still usable without it, the check
+    /// runs in a task of its own and no look-up waits for it (a slow database would otherwise
+    /// hold up every command behind one query); once they are not, the look-up waits for it,
+    /// which is cheaper than reading each key again. A failed check is only logged: cached
+    /// keys then expire with their own age, and the look-up that follows reports the
+    /// database's state.
     async fn check_erasures(&self) {
         let cache = &self.inner.cache;
         if !cache.check_due() {
             return;
         }
-        let Some(mut state) = cache.start_check().await else {
-            return; // another task just checked
-        };
+        if cache.check_overdue() {
+            if let Some(mut state) = cache.start_check().await {
+                self.run_check(&mut state).await;
+            }
+            return;
+        }
+        if let Some(mut state) = cache.try_start_check() {
+            let store = self.clone();
+            tokio::spawn(async move { store.run_check(&mut state).await });
+        }
+    }
+
+    /// One erasure check, its result applied to the cache.
+    async fn run_check(&self, state: &mut CheckState) {
         let started = Instant::now();
         match self.erasures_since(state.since).await {
-            Ok((now, erasures)) => cache.checked(&mut state, started, now, &erasures),
+            Ok((now, erasures)) => self.inner.cache.checked(state, started, now, &erasures),
             Err(error) => tracing::warn!(%error, "checking for erasures failed"),
         }
     }

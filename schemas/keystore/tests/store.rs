@@ -175,6 +175,40 @@ async fn a_cached_key_outlives_its_ttl_while_checks_find_no_erasure_of_it_and_an
     ));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_up_of_a_cached_key_does_not_wait_for_a_slow_erasure_check() {
+    let schema = new_schema();
+    let kek = ring(&KekRing::generate_entry("k1"));
+    let ttl = Duration::from_secs(20);
+    let reader = store(&schema, &kek, ttl.as_millis() as u64);
+    // the first look-up runs the first check itself and caches the key
+    let (key_id, _) = reader.key_for_subject("c-slow").await.unwrap();
+    // half the lifetime later a check is due, but the cached key is still usable without it
+    tokio::time::sleep(ttl / 2 + Duration::from_millis(200)).await;
+    let mut blocker = factline_testkit::connect(&env("DATABASE_URL")).await;
+    let lock = blocker.transaction().await.unwrap();
+    lock.batch_execute(&format!(
+        "LOCK TABLE {schema}.erasures IN ACCESS EXCLUSIVE MODE"
+    ))
+    .await
+    .unwrap();
+    // the check now blocks on the lock; look-ups of cached keys answer all the same (before
+    // this, every look-up waited for the check, so one slow query held up every command)
+    for _ in 0..3 {
+        let answer = tokio::time::timeout(ttl / 4, reader.key_for_subject("c-slow")).await;
+        assert_eq!(
+            answer.expect("the look-up waited for the check").unwrap().0,
+            key_id
+        );
+        let answer = tokio::time::timeout(ttl / 4, reader.key_by_id(key_id)).await;
+        assert!(matches!(
+            answer.expect("the look-up waited for the check").unwrap(),
+            KeyState::Live(_)
+        ));
+    }
+    lock.rollback().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_key_id_the_store_never_had_is_an_error_not_a_placeholder() {
     let store = store(&new_schema(), &ring(&KekRing::generate_entry("k")), 1000);
