@@ -59,6 +59,7 @@ pub async fn run(b: &mut Bench) {
         return;
     }
     replay(b, replay_label, &env).await;
+    b.delete_topics_now(&b.prefix("r")).await;
 }
 
 /// The archiver from process start to the end of the backlog; whether it got there.

@@ -217,6 +217,18 @@ impl Bench {
         *entry = (*entry).max(kb);
     }
 
+    /// Deletes the run's topics under `prefix` now instead of at the end of the run: once no
+    /// later stage reads them. A broker that snapshots its whole state while it is written to
+    /// (noida-db) would otherwise pay for their records in every later stage (measured: the
+    /// write side's records left in place took the next stage's `202` p99 from 20 to 420 ms).
+    pub(crate) async fn delete_topics_now(&mut self, prefix: &str) {
+        let (done, kept): (Vec<String>, Vec<String>) = std::mem::take(&mut self.topics)
+            .into_iter()
+            .partition(|t| t.starts_with(prefix));
+        self.topics = kept;
+        crate::kafka::delete_topics(&self.args.kafka_brokers, &done).await;
+    }
+
     /// Stops a service, stops watching its CPU and keeps its peak memory, both under `name`.
     pub(crate) async fn stop_service(&mut self, name: &str, service: Service) {
         self.cpu.remove(name);

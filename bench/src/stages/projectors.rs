@@ -226,6 +226,7 @@ pub async fn run(b: &mut Bench) {
     if let Some(service) = sealed {
         b.stop_service("order-summary-encrypted", service).await;
     }
+    b.delete_topics_now(&b.prefix("s")).await;
 
     let prefix = b.prefix("p");
     let ends = b.pg_ends.clone();

@@ -3,7 +3,7 @@
 //! judged against the raw producer measured in the limits stage; then the same batches against
 //! a write side producing personal fields in clear (`WRITE_SIDE_ENCRYPT_PERSONAL_DATA=false`),
 //! which gives what encryption costs as a ratio. Also starts the write side the end-to-end
-//! stage drives.
+//! stage drives. The stage's topics are deleted when it ends ([`Bench::delete_topics_now`]).
 
 use std::sync::Arc;
 
@@ -130,6 +130,7 @@ pub async fn run(b: &mut Bench) {
     let data = Dataset::new(&format!("{}w", b.run), 1000);
     measure_encryption_on(b, &data).await;
     measure_encryption_off(b, &data).await;
+    b.delete_topics_now(&b.prefix("w")).await;
 }
 
 /// The batches again against a write side that produces personal fields in clear; the row's
