@@ -66,21 +66,40 @@ async fn run_until<F>(fixture: &Fixture, url: &str, name: &str, input: Input, en
 where
     F: Fn(&Batch<'_>) -> Applied + Send + Sync + 'static,
 {
-    let sink = MemorySink {
-        spec: SinkSpec {
-            kind: "memory",
-            name: name.into(),
-            version: 1,
-            topics: vec!["orders".into()],
-            event_types: vec!["OrderPlaced".into()],
-            read_models: vec![],
-            default_batch_max: factline_projectors::DEFAULT_BATCH_MAX,
-            default_batch_wait: Duration::from_millis(10),
-            input,
-            sequenced: false,
-        },
-        apply,
-    };
+    let spec = spec(name, &["orders"], input);
+    let ends = HashMap::from([((fixture.topic("orders"), 0), end)]);
+    run_sink_until(fixture, url, spec, ends, apply).await;
+}
+
+/// The spec of a memory sink consuming `OrderPlaced` from `topics`.
+fn spec(name: &str, topics: &[&str], input: Input) -> SinkSpec {
+    SinkSpec {
+        kind: "memory",
+        name: name.into(),
+        version: 1,
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        lead_topics: Vec::new(),
+        event_types: vec!["OrderPlaced".into()],
+        read_models: vec![],
+        default_batch_max: factline_projectors::DEFAULT_BATCH_MAX,
+        default_batch_wait: Duration::from_millis(10),
+        input,
+        sequenced: false,
+    }
+}
+
+/// Runs `apply` as the sink `spec` until it stored the positions `ends`.
+async fn run_sink_until<F>(
+    fixture: &Fixture,
+    url: &str,
+    spec: SinkSpec,
+    ends: HashMap<(String, i32), i64>,
+    apply: F,
+) where
+    F: Fn(&Batch<'_>) -> Applied + Send + Sync + 'static,
+{
+    let name = spec.name.clone();
+    let sink = MemorySink { spec, apply };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(factline_projectors::run_sink(
         fixture.config(url),
@@ -89,8 +108,7 @@ where
             let _ = stopped.await;
         },
     ));
-    let ends = HashMap::from([((fixture.topic("orders"), 0), end)]);
-    wait_caught_up(url, name, 1, &ends).await;
+    wait_caught_up(url, &name, 1, &ends).await;
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 }
@@ -262,4 +280,57 @@ async fn a_sink_of_records_gets_every_record_as_read_and_nothing_is_dead_lettere
     )
     .await;
     assert!(letters.is_empty(), "{letters:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_topic_is_read_to_its_end_before_the_others() {
+    let mut fixture = Fixture::new(1).await;
+    let mut ends = HashMap::new();
+    // the other topic's records are older: without a lead, reading starts with both
+    for i in 0..200 {
+        let (_, offset) = fixture
+            .produce_raw("orders", &format!("o-{i}"), b"order", &[])
+            .await;
+        ends.insert((fixture.topic("orders"), 0), offset + 1);
+    }
+    for i in 0..50 {
+        let (_, offset) = fixture
+            .produce_raw("customers", &format!("c-{i}"), b"customer", &[])
+            .await;
+        ends.insert((fixture.topic("customers"), 0), offset + 1);
+    }
+
+    let (_, url) = fresh_schema().await;
+    let read: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+    let memory = read.clone();
+    let apply = move |batch: &Batch<'_>| {
+        let mut read = memory.lock().unwrap();
+        for record in batch.records() {
+            read.push((record.origin.topic.clone(), record.origin.offset));
+        }
+        Applied::default()
+    };
+    let mut spec = spec("leading_sink", &["orders", "customers"], Input::Records);
+    spec.lead_topics = vec!["customers".into()];
+    run_sink_until(&fixture, &url, spec, ends, apply).await;
+
+    let read = read.lock().unwrap().clone();
+    let customers = fixture.topic("customers");
+    let first_order = read.iter().position(|(t, _)| *t != customers).unwrap();
+    let last_customer = read.iter().rposition(|(t, _)| *t == customers).unwrap();
+    assert!(
+        last_customer < first_order,
+        "customer records after the first order record: {read:?}"
+    );
+    let mut orders: Vec<i64> = read
+        .iter()
+        .filter(|(t, _)| *t != customers)
+        .map(|(_, o)| *o)
+        .collect();
+    orders.dedup();
+    assert_eq!(
+        orders,
+        (0..200).collect::<Vec<_>>(),
+        "every order record, in order"
+    );
 }

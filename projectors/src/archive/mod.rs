@@ -84,6 +84,7 @@ impl ArchiveSink {
                 name: NAME.to_owned(),
                 version: VERSION,
                 topics: factline_schemas::topics::with_dead_letter_topics(topics),
+                lead_topics: Vec::new(),
                 event_types: Vec::new(),
                 read_models: Vec::new(),
                 // larger objects (a batch is cut into objects at its end), fewer round trips

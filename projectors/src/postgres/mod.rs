@@ -78,6 +78,7 @@ impl<P: Projection> PostgresSink<P> {
             name: projection.name().to_owned(),
             version: projection.version(),
             topics: projection.topics(),
+            lead_topics: Vec::new(),
             event_types: projection.event_types(),
             read_models: projection.views(),
             // short: a PostgreSQL commit is cheap, and the wait is most of a quiet stream's

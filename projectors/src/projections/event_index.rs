@@ -190,6 +190,7 @@ impl SearchProjection for EventIndexProjection {
             field: "customer_id".into(),
             id_field: "event_id".into(),
             side: FORGOTTEN.into(),
+            side_topics: vec!["customers".into()],
         })
     }
 

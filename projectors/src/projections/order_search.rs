@@ -288,6 +288,7 @@ impl SearchProjection for OrderSearchProjection {
             field: "customer_id".into(),
             id_field: "order_id".into(),
             side: CUSTOMERS.into(),
+            side_topics: vec!["customers".into()],
         })
     }
 

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use super::commit::{self, BatchError};
 use super::group::set_failure;
 use super::idle::IdleFetch;
+use super::lead;
 use super::sink::{Input, Sink};
 use super::triage::{Item, Outcome};
 use super::wait::{backoff_for, sleep_or_stop, sleep_until_opt, stopped};
@@ -184,6 +185,9 @@ impl<K: Sink> Runner<K> {
                         let record = Record::from_message(&message);
                         drop(message);
                         recv_backoff.reset();
+                        if !lead::record_read(&consumer, &self.state, &record.origin) {
+                            continue; // read again once the lead topics are read
+                        }
                         idle.activity();
                         // A rebalance may have run inside recv: drop what it revoked first.
                         drop_revoked(&self.state, &mut batch);
@@ -192,7 +196,10 @@ impl<K: Sink> Runner<K> {
                             deadline = Some(tokio::time::Instant::now() + batch_wait);
                         }
                     }
-                    Err(KafkaError::PartitionEOF(_)) => idle.reached_end(),
+                    Err(KafkaError::PartitionEOF(partition)) => {
+                        lead::partition_ended(&consumer, &self.state, partition);
+                        idle.reached_end();
+                    }
                     Err(error) => {
                         if !self.consume_failed(error, idle, &mut recv_backoff).await {
                             return;
@@ -214,7 +221,8 @@ impl<K: Sink> Runner<K> {
         idle: &mut IdleFetch,
         backoff: &mut super::backoff::Backoff,
     ) -> bool {
-        if let KafkaError::PartitionEOF(_) = error {
+        if let KafkaError::PartitionEOF(partition) = error {
+            lead::partition_ended(&self.consumer, &self.state, partition);
             idle.reached_end();
             return true;
         }
@@ -269,13 +277,19 @@ impl<K: Sink> Runner<K> {
                     Ok(message) => {
                         let record = Record::from_message(&message);
                         drop(message);
+                        if !lead::record_read(&consumer, &state, &record.origin) {
+                            continue; // read again once the lead topics are read
+                        }
                         idle.activity();
                         drop_revoked(&state, next.records);
                         next.records.push(record);
                         next.deadline
                             .get_or_insert_with(|| tokio::time::Instant::now() + next.wait);
                     }
-                    Err(KafkaError::PartitionEOF(_)) => idle.reached_end(),
+                    Err(KafkaError::PartitionEOF(partition)) => {
+                        lead::partition_ended(&consumer, &state, partition);
+                        idle.reached_end();
+                    }
                     Err(error) => *next.error = Some(error),
                 },
             }
@@ -447,6 +461,7 @@ impl<K: Sink> Runner<K> {
 
     /// Once a second: lag metrics, high watermarks for readers, and the rebuild swap.
     async fn housekeeping(&mut self) {
+        lead::check(&self.consumer, &self.state);
         self.update_lag();
         let mut partitions: Vec<String> = self
             .state

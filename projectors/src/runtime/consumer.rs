@@ -20,6 +20,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext};
 
 use crate::positions::{load_blocking, TopicPartition};
+use crate::runtime::lead::{hold_for_leads, Leads};
 
 /// What the rebalance callback tells the consume loop.
 #[derive(Debug, Default)]
@@ -38,6 +39,9 @@ pub struct RebalanceState {
     pub stats_samples: u64,
     /// See `stats_samples`.
     pub join_state: Option<String>,
+    /// Lead partitions being read first and the partitions paused meanwhile
+    /// ([`crate::runtime::lead`]).
+    pub leads: Leads,
 }
 
 /// The shared rebalance state.
@@ -60,6 +64,7 @@ pub struct ProjectorContext {
     version: u32,
     pg: tokio_postgres::Config,
     state: SharedState,
+    lead_topics: HashSet<String>,
 }
 
 impl ProjectorContext {
@@ -75,7 +80,14 @@ impl ProjectorContext {
             version,
             pg,
             state,
+            lead_topics: HashSet::new(),
         }
+    }
+
+    /// Reads these (prefixed) topics first on every assignment ([`crate::runtime::lead`]).
+    pub fn with_lead_topics(mut self, topics: impl IntoIterator<Item = String>) -> Self {
+        self.lead_topics = topics.into_iter().collect();
+        self
     }
 
     fn assign_at_stored_positions(
@@ -88,6 +100,7 @@ impl ProjectorContext {
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
+        let mut starts = Vec::with_capacity(partitions.len());
         let stored = match load_blocking(
             self.pg.clone(),
             self.projector.clone(),
@@ -104,12 +117,14 @@ impl ProjectorContext {
             }
         };
         for (topic, partition) in &partitions {
-            let offset = match stored.get(&(topic.clone(), *partition)) {
-                Some(next) => Offset::Offset(*next),
-                // offset 0, not "beginning": if the oldest records were deleted this is out of
-                // range and the runtime reads them from the archive instead of skipping them
-                None => Offset::Offset(0),
-            };
+            // offset 0, not "beginning": if the oldest records were deleted this is out of
+            // range and the runtime reads them from the archive instead of skipping them
+            let start = stored
+                .get(&(topic.clone(), *partition))
+                .copied()
+                .unwrap_or(0);
+            starts.push(((topic.clone(), *partition), start));
+            let offset = Offset::Offset(start);
             if let Err(error) = tpl.set_partition_offset(topic, *partition, offset) {
                 tracing::error!(projector = %self.projector, topic, partition, %error,
                     "cannot set assignment offset");
@@ -124,14 +139,17 @@ impl ProjectorContext {
             tracing::error!(projector = %self.projector, %error, "assignment failed");
             return;
         }
-        let mut state = self.state.lock();
-        for tp in &partitions {
-            if let Some(next) = stored.get(tp) {
-                let known = state.committed.entry(tp.clone()).or_insert(*next);
-                *known = (*known).max(*next);
+        {
+            let mut state = self.state.lock();
+            for tp in &partitions {
+                if let Some(next) = stored.get(tp) {
+                    let known = state.committed.entry(tp.clone()).or_insert(*next);
+                    *known = (*known).max(*next);
+                }
             }
+            state.assigned.extend(partitions);
         }
-        state.assigned.extend(partitions);
+        hold_for_leads(consumer, &self.lead_topics, &starts, &self.state);
     }
 
     fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
@@ -145,6 +163,7 @@ impl ProjectorContext {
             for p in &partitions {
                 state.assigned.remove(p);
             }
+            state.leads.revoke(&partitions);
             state.revoked.extend(partitions.iter().cloned());
         }
         tracing::info!(projector = %self.projector, partitions = ?partitions, "partitions revoked");

@@ -34,6 +34,8 @@ pub struct Joiner {
     pub pg: tokio_postgres::Config,
     /// The prefixed topics.
     pub topics: Vec<String>,
+    /// The prefixed topics read first on every assignment ([`crate::runtime::lead`]).
+    pub lead_topics: Vec<String>,
 }
 
 /// One membership: the slot claim, the consumer created under it, and the signal that stops
@@ -98,7 +100,8 @@ impl Joiner {
         };
         let state = SharedState::default();
         let context =
-            ProjectorContext::new(&self.name, self.version, self.pg.clone(), state.clone());
+            ProjectorContext::new(&self.name, self.version, self.pg.clone(), state.clone())
+                .with_lead_topics(self.lead_topics.clone());
         let consumer = Arc::new(consumer::create(
             self.kafka.clone(),
             &self.group,

@@ -166,45 +166,54 @@ impl IdleFetch {
     }
 
     /// Resumes the current assignment (a partition revoked and assigned again during the pause
-    /// too; resuming one that is not paused does nothing) and seeks each partition to its next
-    /// position, which wakes librdkafka's fetcher.
+    /// too; resuming one that is not paused does nothing).
     fn resume(&self) {
-        let positions = match self.consumer.position() {
-            Ok(positions) if positions.count() > 0 => positions,
-            Ok(_) => return,
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the assignment to resume it");
-                return;
+        resume_at_positions(&self.consumer, &self.state);
+    }
+}
+
+/// Resumes the assigned partitions and seeks each to its next position, which wakes
+/// librdkafka's fetcher (see the module docs). A partition held while lead topics are read
+/// stays paused: its records read meanwhile were discarded, so its position is not where it
+/// resumes ([`super::lead`] resumes it).
+fn resume_at_positions(consumer: &ProjectorConsumer, state: &SharedState) {
+    let positions = match consumer.position() {
+        Ok(positions) => positions,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the assignment to resume it");
+            return;
+        }
+    };
+    let mut resumed = TopicPartitionList::new();
+    {
+        let state = state.lock();
+        for e in positions.elements() {
+            let tp = (e.topic().to_owned(), e.partition());
+            if state.leads.held.contains_key(&tp) {
+                continue;
             }
-        };
-        if let Err(error) = self.consumer.resume(&positions) {
-            tracing::warn!(%error, "cannot resume paused partitions");
-        }
-        let mut seek = TopicPartitionList::new();
-        {
-            let state = self.state.lock();
-            for e in positions.elements() {
-                let next = match e.offset() {
-                    Offset::Offset(next) => next,
-                    // nothing received since the assignment, which was at the stored position
-                    // (kept in `committed`) or, with none stored, at 0
-                    _ => state
-                        .committed
-                        .get(&(e.topic().to_owned(), e.partition()))
-                        .copied()
-                        .unwrap_or(0),
-                };
-                if let Err(error) =
-                    seek.add_partition_offset(e.topic(), e.partition(), Offset::Offset(next))
-                {
-                    tracing::warn!(%error, "cannot build the seek list");
-                }
+            let next = match e.offset() {
+                Offset::Offset(next) => next,
+                // nothing received since the assignment, which was at the stored position
+                // (kept in `committed`) or, with none stored, at 0
+                _ => state.committed.get(&tp).copied().unwrap_or(0),
+            };
+            if let Err(error) =
+                resumed.add_partition_offset(e.topic(), e.partition(), Offset::Offset(next))
+            {
+                tracing::warn!(%error, "cannot build the list of partitions to resume");
             }
         }
-        // asynchronous (timeout 0): errors come back through the consumer
-        if let Err(error) = self.consumer.seek_partitions(seek, Duration::ZERO) {
-            tracing::warn!(%error, "cannot seek resumed partitions");
-        }
+    }
+    if resumed.count() == 0 {
+        return;
+    }
+    if let Err(error) = consumer.resume(&resumed) {
+        tracing::warn!(%error, "cannot resume paused partitions");
+    }
+    // asynchronous (timeout 0): errors come back through the consumer
+    if let Err(error) = consumer.seek_partitions(resumed, Duration::ZERO) {
+        tracing::warn!(%error, "cannot seek resumed partitions");
     }
 }
 

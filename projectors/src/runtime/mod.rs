@@ -4,6 +4,7 @@
 //! - [`startup`]: HTTP server, PostgreSQL pool, the sink's bootstrap, Kafka configurations;
 //! - [`group`]: the consumer group membership (instance slots, joining again, leaving);
 //! - [`consume`]: the consume loop, batching and retries; [`idle`]: pausing while idle;
+//!   [`lead`]: a join's side topics read before the others;
 //! - [`triage`] and [`commit`]: each batch sorted once and committed through the sink;
 //! - [`sequence`]: sequenced dead-lettering for projections that opt in;
 //! - [`sink`]: the seam a store implements;
@@ -24,6 +25,7 @@ pub mod group;
 pub mod history;
 pub mod http;
 pub mod idle;
+pub mod lead;
 pub mod membership;
 pub mod positions;
 pub mod progress;

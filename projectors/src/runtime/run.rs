@@ -129,6 +129,12 @@ async fn run_inner<K: Sink>(
         name: name.clone(),
         version,
         pg,
+        lead_topics: sink
+            .spec()
+            .lead_topics
+            .iter()
+            .map(|t| config.topic(t))
+            .collect(),
         topics,
     };
     let Some(member) = joiner.join(&metrics, &mut backoff, &mut stop).await? else {

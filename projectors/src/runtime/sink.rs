@@ -48,6 +48,9 @@ pub struct SinkSpec {
     pub version: u32,
     /// The topics consumed, without prefix.
     pub topics: Vec<String>,
+    /// Topics read before the others on every assignment, up to their end at that moment
+    /// ([`super::lead`]): a search join's side topics. Empty for most sinks.
+    pub lead_topics: Vec<String>,
     /// The event types applied; others are counted and skipped without decoding.
     pub event_types: Vec<String>,
     /// The names readers query: PostgreSQL views or Elasticsearch aliases (with prefix).

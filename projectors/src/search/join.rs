@@ -318,6 +318,7 @@ mod tests {
                 field: "customer_id".into(),
                 id_field: "order_id".into(),
                 side: "customers".into(),
+                side_topics: vec!["customers".into()],
             })
         }
         fn enrich(&self, mut doc: Value, side: Option<&Value>) -> Value {

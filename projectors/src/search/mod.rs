@@ -88,6 +88,11 @@ pub struct Join {
     pub id_field: String,
     /// Base name of the side index.
     pub side: String,
+    /// The topics whose events write the side documents (without prefix): read first, up to
+    /// their end, whenever partitions are assigned ([`crate::runtime::lead`]), so a main
+    /// document catching up is enriched when written rather than written again once its side
+    /// document arrives.
+    pub side_topics: Vec<String>,
 }
 
 /// A read model in Elasticsearch.

@@ -116,6 +116,7 @@ impl<P: SearchProjection> SearchSink<P> {
             name: projection.name().to_owned(),
             version: projection.version(),
             topics: projection.topics(),
+            lead_topics: projection.join().map(|j| j.side_topics).unwrap_or_default(),
             event_types: projection.event_types(),
             read_models: vec![indices.alias()],
             // longer: every batch ends in an index refresh, which is costly when frequent
