@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::write_side::{accepted_judge, start_write_side};
+use super::write_side::{accepted_judge, start_write_side, stop_write_side};
 use super::Bench;
 use crate::data::Dataset;
 use crate::load::{self, MakeRequest, OnAccepted, Spec};
@@ -202,5 +202,5 @@ pub async fn run(b: &mut Bench) {
             Err(e) => b.fail(STAGE, &key, &label, &e.into()),
         }
     }
-    b.stop_service("write-side", service).await;
+    stop_write_side(b, "write-side-e2e", service).await;
 }
