@@ -8,7 +8,8 @@
 //! up from far behind (a new one, a rebuild) then reads each side document before the main
 //! documents joining it, so a main document is enriched once, when written, rather than written
 //! bare and written again by the fan-out of its side document (a search and a write per page
-//! of main documents).
+//! of main documents). Measured on `order_search` catching up 16k events: the join took 0.8 s
+//! instead of 7.0 s, once customers came first.
 //!
 //! Pausing does not stop what librdkafka fetched before the pause from being handed out, so
 //! the loop discards any record of a held partition ([`record_read`] says which) and the
