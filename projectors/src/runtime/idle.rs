@@ -205,14 +205,20 @@ fn resume_at_positions(consumer: &ProjectorConsumer, state: &SharedState) {
             }
         }
     }
-    if resumed.count() == 0 {
+    resume_and_seek(consumer, resumed);
+}
+
+/// Resumes `partitions` and seeks each to the offset it carries: librdkafka does not wake its
+/// fetcher on a resume, a seek does (see the module docs). Shared with [`super::lead`].
+pub fn resume_and_seek(consumer: &ProjectorConsumer, partitions: TopicPartitionList) {
+    if partitions.count() == 0 {
         return;
     }
-    if let Err(error) = consumer.resume(&resumed) {
+    if let Err(error) = consumer.resume(&partitions) {
         tracing::warn!(%error, "cannot resume paused partitions");
     }
     // asynchronous (timeout 0): errors come back through the consumer
-    if let Err(error) = consumer.seek_partitions(resumed, Duration::ZERO) {
+    if let Err(error) = consumer.seek_partitions(partitions, Duration::ZERO) {
         tracing::warn!(%error, "cannot seek resumed partitions");
     }
 }

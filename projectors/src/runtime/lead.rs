@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use super::idle::resume_and_seek;
 use crate::consumer::{ProjectorConsumer, SharedState};
 use crate::positions::TopicPartition;
 use crate::projection::Origin;
@@ -191,13 +192,7 @@ fn release_held(consumer: &ProjectorConsumer, held: HashMap<TopicPartition, i64>
             tracing::warn!(%error, "cannot build the list of partitions to resume");
         }
     }
-    if let Err(error) = consumer.resume(&tpl) {
-        tracing::warn!(%error, "cannot resume the partitions held for lead topics");
-    }
-    // asynchronous (timeout 0): errors come back through the consumer
-    if let Err(error) = consumer.seek_partitions(tpl, Duration::ZERO) {
-        tracing::warn!(%error, "cannot seek the partitions held for lead topics");
-    }
+    resume_and_seek(consumer, tpl);
 }
 
 #[cfg(test)]
