@@ -34,8 +34,9 @@ pub struct Config {
     pub backoff_max_ms: u64,
     /// Size of the PostgreSQL connection pool (`PROJECTOR_DATABASE_POOL_SIZE`).
     pub database_pool_size: usize,
-    /// Also commit offsets to Kafka after each PostgreSQL commit, for tooling only; positions in
-    /// PostgreSQL stay the truth (`PROJECTOR_COMMIT_TO_KAFKA`).
+    /// Also commit offsets to Kafka, for tooling only: those of the batches committed in
+    /// PostgreSQL, sent by librdkafka's auto-commit every `auto.commit.interval.ms` (5 s) and on
+    /// revocation; positions in PostgreSQL stay the truth (`PROJECTOR_COMMIT_TO_KAFKA`).
     pub commit_to_kafka: bool,
     /// The Elasticsearch cluster of search projectors (`ELASTICSEARCH_URL`, may carry
     /// `user:password@`); required by [`crate::run_search`] only.

@@ -334,3 +334,38 @@ async fn a_lead_topic_is_read_to_its_end_before_the_others() {
         "every order record, in order"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committed_positions_reach_the_consumer_group_in_kafka_for_tools() {
+    let mut fixture = Fixture::new(1).await;
+    let mut last = 0;
+    for i in 0..120 {
+        (_, last) = fixture
+            .produce_raw("orders", &format!("o-{i}"), b"order", &[])
+            .await;
+    }
+    let (_, url) = fresh_schema().await;
+    let name = "informational_sink";
+    run_until(&fixture, &url, name, Input::Records, last + 1, |_| {
+        Applied::default()
+    })
+    .await;
+
+    // stopped: librdkafka's auto-commit sent the stored positions when the consumer closed
+    let config = fixture.config(&url);
+    let reader: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &fixture.brokers)
+        .set("group.id", config.group_id(name, 1))
+        .create()
+        .unwrap();
+    let mut asked = rdkafka::TopicPartitionList::new();
+    asked.add_partition(&fixture.topic("orders"), 0);
+    let committed = reader
+        .committed_offsets(asked, Duration::from_secs(10))
+        .unwrap();
+    let offset = committed
+        .find_partition(&fixture.topic("orders"), 0)
+        .unwrap()
+        .offset();
+    assert_eq!(offset, rdkafka::Offset::Offset(last + 1));
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use factline_schemas::EventCodec;
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -421,7 +421,8 @@ impl<K: Sink> Runner<K> {
         };
         self.update_lag();
         if self.config.commit_to_kafka {
-            // Informational only: positions in PostgreSQL are the truth.
+            // Informational only: positions in PostgreSQL are the truth. Stored here, sent by
+            // librdkafka's auto-commit (every `auto.commit.interval.ms`, and on revocation).
             let mut tpl = TopicPartitionList::new();
             for ((topic, partition), next) in &outcome.positions {
                 if assigned.contains(&(topic.clone(), *partition)) {
@@ -429,8 +430,8 @@ impl<K: Sink> Runner<K> {
                 }
             }
             if tpl.count() > 0 {
-                if let Err(error) = self.consumer.commit(&tpl, CommitMode::Async) {
-                    tracing::debug!(%error, "informational kafka commit failed");
+                if let Err(error) = self.consumer.store_offsets(&tpl) {
+                    tracing::debug!(%error, "storing the informational kafka offsets failed");
                 }
             }
         }

@@ -269,7 +269,8 @@ pub fn create(
     }
     client
         .set("group.id", group_id)
-        .set("enable.auto.commit", "false")
+        // offsets are stored by the loop once a batch is committed in PostgreSQL (the
+        // truth); `enable.auto.commit` (set from `PROJECTOR_COMMIT_TO_KAFKA`) sends them
         .set("enable.auto.offset.store", "false")
         // end-of-partition events end the idle cycle's probes early (see `crate::runtime::idle`)
         .set("enable.partition.eof", "true");

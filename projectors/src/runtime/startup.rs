@@ -115,6 +115,18 @@ pub fn kafka_configs(config: &Config) -> (ClientConfig, ClientConfig) {
     for (key, value) in &config.kafka_properties {
         kafka.set(key, value);
     }
+    // The informational commit: librdkafka commits the offsets the loop stores after each
+    // batch every `auto.commit.interval.ms` (5 s) and when partitions are revoked, instead of
+    // a commit per batch. A broker writes every commit (noida-db then saves its whole state:
+    // with a million records in it, a commit per batch kept it busy a full core).
+    kafka.set(
+        "enable.auto.commit",
+        if config.commit_to_kafka {
+            "true"
+        } else {
+            "false"
+        },
+    );
     let mut producer = ClientConfig::new();
     for (key, value) in kafka.config_map() {
         if !CONSUMER_ONLY.contains(&key) {
