@@ -71,6 +71,7 @@ async fn archiver(b: &mut Bench, label: &str, env: &[(String, String)]) -> bool 
     let ends = b.pg_ends.clone();
     let total: i64 = ends.values().sum();
     let prefix = b.prefix("p");
+    b.settle("the archiver").await;
     let cpu = b.cpu.snapshot();
     let started = Instant::now();
     let launched = b

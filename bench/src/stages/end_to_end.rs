@@ -145,6 +145,7 @@ pub async fn run(b: &mut Bench) {
             })
         };
         let connections = ((rate / 50.0).ceil() as usize).clamp(8, 256);
+        b.settle("end to end").await;
         let cpu = b.cpu.snapshot();
         let result = load::open_loop(
             service.addr,

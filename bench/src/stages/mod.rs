@@ -27,7 +27,7 @@ use crate::error::BenchError;
 use crate::es::Es;
 use crate::load::{self, Judge, LoadError, LoadResult, MakeRequest};
 use crate::report::{human, Row, State};
-use crate::services::{free_addr, Binaries, CpuWatch, Service};
+use crate::services::{free_addr, wait_quiet, Binaries, CpuWatch, Service};
 
 /// Cores used per watched process during a measurement (1.0 = one core).
 pub(crate) type Cores = BTreeMap<String, f64>;
@@ -272,8 +272,27 @@ impl Bench {
         Ok(service)
     }
 
-    /// Runs `work`; returns its output and the cores each watched process used meanwhile.
+    /// Waits for a quiet machine before a measurement ([`wait_quiet`]: below the at-rest
+    /// target of 0.3 cores, at most 30 s), and says so in the log when it waited or gave up.
+    pub(crate) async fn settle(&self, before: &str) {
+        let (waited, quiet) = wait_quiet(0.3, Duration::from_secs(30)).await;
+        if !quiet {
+            eprintln!(
+                "[bench] the machine was still busy after {:.0} s; measuring {before} anyway",
+                waited.as_secs_f64()
+            );
+        } else if waited > Duration::from_secs(1) {
+            eprintln!(
+                "[bench] waited {:.1} s for a quiet machine before {before}",
+                waited.as_secs_f64()
+            );
+        }
+    }
+
+    /// Runs `work` on a quiet machine ([`Self::settle`]); returns its output and the cores
+    /// each watched process used meanwhile.
     pub(crate) async fn with_cpu<T>(&self, work: impl Future<Output = T>) -> (T, Cores) {
+        self.settle("a measurement").await;
         let cpu = self.cpu.snapshot();
         let out = work.await;
         (out, cpu.cores_until(&self.cpu.snapshot()))

@@ -77,6 +77,7 @@ async fn catch_up(b: &mut Bench, job: CatchUpJob<'_>) -> Option<Service> {
         return None;
     }
     let total: i64 = ends.values().sum();
+    b.settle(key).await;
     let cpu = b.cpu.snapshot();
     let started = Instant::now();
     let mut service = match start_projector(b, binary, projector, prefix, &database_url).await {
