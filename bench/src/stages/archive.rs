@@ -183,6 +183,7 @@ async fn replay(b: &mut Bench, label: &str, env: &[(String, String)]) {
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     let timeout = Duration::from_secs(b.s.catch_up_timeout_secs);
+    b.settle("the replay").await;
     let started = Instant::now();
     let (output, cores) = b
         .with_cpu(tokio::time::timeout(timeout, command.output()))

@@ -289,10 +289,8 @@ impl Bench {
         }
     }
 
-    /// Runs `work` on a quiet machine ([`Self::settle`]); returns its output and the cores
-    /// each watched process used meanwhile.
+    /// Runs `work`; returns its output and the cores each watched process used meanwhile.
     pub(crate) async fn with_cpu<T>(&self, work: impl Future<Output = T>) -> (T, Cores) {
-        self.settle("a measurement").await;
         let cpu = self.cpu.snapshot();
         let out = work.await;
         (out, cpu.cores_until(&self.cpu.snapshot()))
@@ -309,6 +307,7 @@ impl Bench {
     ) -> (Result<LoadResult, LoadError>, Cores) {
         let warmup = Duration::from_secs_f64(self.s.warmup_seconds);
         let seconds = Duration::from_secs_f64(self.s.seconds);
+        self.settle("a closed loop").await;
         self.with_cpu(load::closed_loop(
             addr, clients, warmup, seconds, make, judge,
         ))
