@@ -274,7 +274,11 @@ impl Bench {
 
     /// Waits for a quiet machine before a measurement ([`wait_quiet`]: below the at-rest
     /// target of 0.3 cores, at most 30 s), and says so in the log when it waited or gave up.
+    /// A quick run (`make test`, whose figures are not judged) does not wait.
     pub(crate) async fn settle(&self, before: &str) {
+        if self.args.quick {
+            return;
+        }
         let (waited, quiet) = wait_quiet(0.3, Duration::from_secs(30)).await;
         if !quiet {
             eprintln!(
