@@ -101,7 +101,7 @@ fn orders_record(
         },
         key: Some(b"o-1".to_vec()),
         payload: Some(value.to_vec()),
-        headers: Vec::new(),
+        headers: Default::default(),
         timestamp_ms: Some(1_700_000_000_000),
     }
 }

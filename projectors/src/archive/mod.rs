@@ -218,7 +218,11 @@ fn archived(record: &Record) -> ArchivedRecord {
         timestamp_ms: record.timestamp_ms,
         key: record.key.clone(),
         value: record.payload.clone(),
-        headers: record.headers.clone(),
+        headers: record
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_owned(), value.map(<[u8]>::to_vec)))
+            .collect(),
     }
 }
 

@@ -76,11 +76,8 @@ impl DeadLetterWriter {
         let partition = record.origin.partition.to_string();
         let offset = record.origin.offset.to_string();
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 5);
-        for (key, value) in &record.headers {
-            headers = headers.insert(Header {
-                key,
-                value: value.as_deref(),
-            });
+        for (key, value) in record.headers.iter() {
+            headers = headers.insert(Header { key, value });
         }
         for (key, value) in [
             (HEADER_ERROR, letter.error.as_str()),

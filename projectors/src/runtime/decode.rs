@@ -106,12 +106,7 @@ pub async fn decode(
             });
         }
     }
-    let envelope = match Envelope::from_headers(
-        record
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_deref())),
-    ) {
+    let envelope = match Envelope::from_headers(record.headers.iter()) {
         Ok(envelope) => envelope,
         Err(e) => {
             return Ok(Decoded::Poison {
@@ -178,11 +173,8 @@ pub async fn decode(
             .headers
             .iter()
             .map(|(k, v)| {
-                let value = v
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default();
-                (k.clone(), value.into_owned())
+                let value = v.map(String::from_utf8_lossy).unwrap_or_default();
+                (k.to_owned(), value.into_owned())
             })
             .collect(),
     })))
@@ -222,22 +214,16 @@ mod tests {
             },
             key: None,
             payload: Some(payload.to_vec()),
-            headers: vec![
-                (
-                    "event_id".into(),
-                    Some(uuid::Uuid::new_v4().to_string().into_bytes()),
-                ),
-                ("event_type".into(), Some(b"OrderDelivered".to_vec())),
-                (
-                    "command_id".into(),
-                    Some(uuid::Uuid::new_v4().to_string().into_bytes()),
-                ),
-                ("correlation_id".into(), Some(b"c".to_vec())),
-                (
-                    "occurred_at".into(),
-                    Some(b"2026-01-01T00:00:00.000Z".to_vec()),
-                ),
-            ],
+            headers: [
+                ("event_id", Some(uuid::Uuid::new_v4().to_string())),
+                ("event_type", Some("OrderDelivered".to_owned())),
+                ("command_id", Some(uuid::Uuid::new_v4().to_string())),
+                ("correlation_id", Some("c".to_owned())),
+                ("occurred_at", Some("2026-01-01T00:00:00.000Z".to_owned())),
+            ]
+            .iter()
+            .map(|(name, value)| (*name, value.as_deref().map(str::as_bytes)))
+            .collect(),
             timestamp_ms: None,
         }
     }

@@ -205,7 +205,11 @@ impl<K: Sink> Runner<K> {
                         },
                         key: r.key,
                         payload: r.value,
-                        headers: r.headers,
+                        headers: r
+                            .headers
+                            .iter()
+                            .map(|(name, value)| (name.as_str(), value.as_deref()))
+                            .collect(),
                         timestamp_ms: r.timestamp_ms,
                     })
                     .collect();

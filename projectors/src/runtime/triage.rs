@@ -280,7 +280,7 @@ mod tests {
             },
             key: None,
             payload: None,
-            headers: Vec::new(),
+            headers: Default::default(),
             timestamp_ms: Some(1_700_000_000_000 + offset),
         }
     }
@@ -303,7 +303,7 @@ mod tests {
             key: None,
             origin: record.origin.clone(),
             timestamp: None,
-            headers: Vec::new(),
+            headers: Default::default(),
         };
         Item {
             record,
