@@ -22,8 +22,7 @@ use deadpool_postgres::Object;
 use factline_archive::manifest::MIGRATION;
 use factline_archive::segmenter::cut_len;
 use factline_archive::{
-    naming, ArchiveError, ArchiveObject, ArchivedRecord, Bucket, CutRules, Manifest, ObjectMeta,
-    Stored,
+    naming, ArchiveError, ArchiveObject, Bucket, CutRules, LogRecord, Manifest, ObjectMeta, Stored,
 };
 use tokio_postgres::Transaction;
 
@@ -114,11 +113,11 @@ async fn write_partition(
     bucket: Bucket,
     rules: CutRules,
     mut next: i64,
-    records: Vec<ArchivedRecord>,
+    records: Vec<Record>,
 ) -> Result<Vec<(ObjectMeta, String)>, ArchiveSinkError> {
-    let (topic, partition) = (records[0].topic.clone(), records[0].partition);
+    let (topic, partition) = (records[0].origin.topic.clone(), records[0].origin.partition);
     // records already archived (an object adopted, a batch read again) are skipped
-    let from = |offset: i64| &records[records.partition_point(|r| r.offset < offset)..];
+    let from = |offset: i64| &records[records.partition_point(|r| r.origin.offset < offset)..];
     let mut written = Vec::new();
     let mut in_flight: Option<Put> = None;
     loop {
@@ -174,10 +173,7 @@ impl Put {
     /// What the manifest records once the put is done: the object as encoded, or the one
     /// already at its key if every record it holds that `records` (the partition's, in offset
     /// order) also holds is the same, byte for byte.
-    async fn finish(
-        self,
-        records: &[ArchivedRecord],
-    ) -> Result<(ObjectMeta, String), ArchiveSinkError> {
+    async fn finish(self, records: &[Record]) -> Result<(ObjectMeta, String), ArchiveSinkError> {
         let key = self.key;
         match self.task.await.map_err(ArchiveSinkError::Task)?? {
             Stored::Created => {
@@ -189,13 +185,13 @@ impl Put {
                 let (meta, theirs) = ArchiveObject::decode(&existing)?;
                 let ours = |offset: i64| {
                     records
-                        .binary_search_by_key(&offset, |r| r.offset)
+                        .binary_search_by_key(&offset, |r| r.origin.offset)
                         .ok()
                         .map(|at| &records[at])
                 };
                 if let Some(differs) = theirs
                     .iter()
-                    .find(|r| ours(r.offset).is_some_and(|o| o != *r))
+                    .find(|r| ours(r.offset).is_some_and(|o| !o.same_as(*r)))
                 {
                     return Err(ArchiveSinkError::Foreign {
                         key,
@@ -210,19 +206,29 @@ impl Put {
     }
 }
 
-fn archived(record: &Record) -> ArchivedRecord {
-    ArchivedRecord {
-        topic: record.origin.topic.clone(),
-        partition: record.origin.partition,
-        offset: record.origin.offset,
-        timestamp_ms: record.timestamp_ms,
-        key: record.key.clone(),
-        value: record.payload.clone(),
-        headers: record
-            .headers
-            .iter()
-            .map(|(name, value)| (name.to_owned(), value.map(<[u8]>::to_vec)))
-            .collect(),
+/// A consumed record is written to the archive as it is, without a copy into an
+/// [`factline_archive::ArchivedRecord`] first.
+impl LogRecord for Record {
+    fn topic(&self) -> &str {
+        &self.origin.topic
+    }
+    fn partition(&self) -> i32 {
+        self.origin.partition
+    }
+    fn offset(&self) -> i64 {
+        self.origin.offset
+    }
+    fn timestamp_ms(&self) -> Option<i64> {
+        self.timestamp_ms
+    }
+    fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.payload.as_deref()
+    }
+    fn headers(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> + '_ {
+        self.headers.iter()
     }
 }
 
@@ -248,7 +254,7 @@ impl Sink for ArchiveSink {
         batch: &Batch<'_>,
     ) -> Result<Applied, ArchiveSinkError> {
         // the batch's records per partition (a batch spans a few partitions: a list is enough)
-        let mut partitions: Vec<((String, i32), Vec<ArchivedRecord>)> = Vec::new();
+        let mut partitions: Vec<((String, i32), Vec<Record>)> = Vec::new();
         for record in batch.records() {
             let (topic, partition) = (record.origin.topic.as_str(), record.origin.partition);
             let at = match partitions
@@ -261,7 +267,7 @@ impl Sink for ArchiveSink {
                     partitions.len() - 1
                 }
             };
-            partitions[at].1.push(archived(record));
+            partitions[at].1.push(Record::clone(record));
         }
         // where each partition's chain ends (read in the transaction, whose position rows the
         // runtime holds), then every partition's objects written at once
@@ -269,9 +275,12 @@ impl Sink for ArchiveSink {
         let chain_ends = Manifest::next_offsets(&*tx, &keys).await?;
         let mut writes = tokio::task::JoinSet::new();
         for (at, mut records) in partitions {
-            records.sort_by_key(|r| r.offset);
-            records.dedup_by_key(|r| r.offset);
-            let next = chain_ends.get(&at).copied().unwrap_or(records[0].offset);
+            records.sort_by_key(|r| r.origin.offset);
+            records.dedup_by_key(|r| r.origin.offset);
+            let next = chain_ends
+                .get(&at)
+                .copied()
+                .unwrap_or(records[0].origin.offset);
             let write = write_partition(self.bucket.clone(), self.rules, next, records);
             writes.spawn(async move { (at, write.await) });
         }

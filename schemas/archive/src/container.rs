@@ -15,7 +15,7 @@
 
 use std::io::Read;
 
-use crate::record::ArchivedRecord;
+use crate::record::{ArchivedRecord, LogRecord};
 
 /// The Avro container magic.
 const MAGIC: &[u8; 4] = b"Obj\x01";
@@ -41,12 +41,12 @@ fn bad(reason: impl Into<String>) -> ContainerError {
     ContainerError(reason.into())
 }
 
-/// Writes a container of `records` (encoded with [`ArchivedRecord::write_avro`]), with
+/// Writes a container of `records` (encoded with [`LogRecord::write_avro`]), with
 /// `metadata` in the given order (besides `avro.codec`, which is added first) and `marker`.
-pub fn write(
+pub fn write<R: LogRecord>(
     marker: &[u8; 16],
     metadata: &[(&str, &[u8])],
-    records: &[ArchivedRecord],
+    records: &[R],
 ) -> Result<Vec<u8>, ContainerError> {
     let mut zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL)
         .map_err(|e| bad(format!("zstd cannot start: {e}")))?;

@@ -30,6 +30,6 @@ pub use error::ArchiveError;
 pub use manifest::{Coverage, Manifest};
 pub use object::{ArchiveObject, ObjectMeta};
 pub use reader::{read_range, ReadError};
-pub use record::ArchivedRecord;
+pub use record::{ArchivedRecord, LogRecord};
 pub use segmenter::{cut_len, CutRules};
 pub use store::{Bucket, BucketConfig, Stored};

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::container;
 use crate::error::ArchiveError;
-use crate::record::{ArchivedRecord, SCHEMA_JSON};
+use crate::record::{ArchivedRecord, LogRecord, SCHEMA_JSON};
 
 const META_TOPIC: &str = "factline.topic";
 const META_PARTITION: &str = "factline.partition";
@@ -66,9 +66,9 @@ impl ArchiveObject {
     /// Encodes `records` as the object covering `first_offset` to the last record: at least one
     /// record, all of one topic partition, offsets strictly increasing from `first_offset` on
     /// (gaps are allowed: compaction and transaction markers leave them).
-    pub fn encode(
+    pub fn encode<R: LogRecord>(
         first_offset: i64,
-        records: &[ArchivedRecord],
+        records: &[R],
     ) -> Result<ArchiveObject, ArchiveError> {
         let (first, last) = match (records.first(), records.last()) {
             (Some(first), Some(last)) => (first, last),
@@ -78,22 +78,28 @@ impl ArchiveObject {
                 ))
             }
         };
-        if first.offset < first_offset {
+        if first.offset() < first_offset {
             return Err(ArchiveError::Input(format!(
                 "the object starts at offset {first_offset}, its first record is at {}",
-                first.offset
+                first.offset()
             )));
         }
         for pair in records.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
-            if b.topic != a.topic || b.partition != a.partition || b.offset <= a.offset {
+            if b.topic() != a.topic() || b.partition() != a.partition() || b.offset() <= a.offset()
+            {
                 return Err(ArchiveError::Input(format!(
                     "records must be of one partition in increasing offsets: {}/{}@{} then {}/{}@{}",
-                    a.topic, a.partition, a.offset, b.topic, b.partition, b.offset
+                    a.topic(),
+                    a.partition(),
+                    a.offset(),
+                    b.topic(),
+                    b.partition(),
+                    b.offset()
                 )));
             }
         }
-        let (topic, partition) = (&first.topic, first.partition);
+        let (topic, partition) = (first.topic(), first.partition());
         let marker = sync_marker(topic, partition, first_offset);
         // metadata in a fixed order, so the same records always give the same bytes
         let bytes = container::write(
@@ -101,19 +107,19 @@ impl ArchiveObject {
             &[
                 ("avro.schema", schema_text().as_bytes()),
                 (META_FIRST, first_offset.to_string().as_bytes()),
-                (META_LAST, last.offset.to_string().as_bytes()),
+                (META_LAST, last.offset().to_string().as_bytes()),
                 (META_PARTITION, partition.to_string().as_bytes()),
                 (META_TOPIC, topic.as_bytes()),
             ],
             records,
         )
         .map_err(|e| format_error(topic, partition, first_offset, e))?;
-        let times = records.iter().filter_map(|r| r.timestamp_ms);
+        let times = records.iter().filter_map(LogRecord::timestamp_ms);
         let meta = ObjectMeta {
-            topic: topic.clone(),
+            topic: topic.to_owned(),
             partition,
             first_offset,
-            last_offset: last.offset,
+            last_offset: last.offset(),
             first_time_ms: times.clone().min(),
             last_time_ms: times.max(),
             records: records.len() as i64,
@@ -167,7 +173,7 @@ impl ArchiveObject {
                 ))
             }
         }
-        let times = records.iter().filter_map(|r| r.timestamp_ms);
+        let times = records.iter().filter_map(LogRecord::timestamp_ms);
         let meta = ObjectMeta {
             topic,
             partition,
@@ -249,7 +255,7 @@ mod tests {
 
     #[test]
     fn records_out_of_order_or_of_two_partitions_are_refused() {
-        assert!(ArchiveObject::encode(0, &[]).is_err());
+        assert!(ArchiveObject::encode::<ArchivedRecord>(0, &[]).is_err());
         assert!(ArchiveObject::encode(0, &[record(2), record(2)]).is_err());
         assert!(ArchiveObject::encode(0, &[record(3), record(2)]).is_err());
         assert!(ArchiveObject::encode(4, &[record(3)]).is_err());

@@ -157,32 +157,90 @@ fn bytes_of(value: Value) -> Option<Option<Vec<u8>>> {
     }
 }
 
-impl ArchivedRecord {
+/// A Kafka record as the archive writes it, whoever holds it: an [`ArchivedRecord`], or a
+/// consumer's own record type (the archiver writes the records it read without copying them
+/// into [`ArchivedRecord`]s first).
+pub trait LogRecord {
+    /// The topic it was read from.
+    fn topic(&self) -> &str;
+    /// Its partition.
+    fn partition(&self) -> i32;
+    /// Its offset in the partition.
+    fn offset(&self) -> i64;
+    /// Its timestamp in milliseconds since the epoch, when it has one.
+    fn timestamp_ms(&self) -> Option<i64>;
+    /// The key's bytes, when it has a key.
+    fn key(&self) -> Option<&[u8]>;
+    /// The value's bytes, when it has a value.
+    fn value(&self) -> Option<&[u8]>;
+    /// The headers in their order.
+    fn headers(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> + '_;
+
     /// Appends the record in Avro's binary encoding of [`schema`] (what [`crate::container`]
     /// writes, without building a generic value first).
-    pub fn write_avro(&self, out: &mut Vec<u8>) {
-        write_bytes(out, self.topic.as_bytes());
-        write_long(out, i64::from(self.partition));
-        write_long(out, self.offset);
-        match self.timestamp_ms {
+    fn write_avro(&self, out: &mut Vec<u8>) {
+        write_bytes(out, self.topic().as_bytes());
+        write_long(out, i64::from(self.partition()));
+        write_long(out, self.offset());
+        match self.timestamp_ms() {
             Some(ms) => {
                 write_long(out, 1);
                 write_long(out, ms);
             }
             None => write_long(out, 0),
         }
-        write_optional_bytes(out, self.key.as_deref());
-        write_optional_bytes(out, self.value.as_deref());
-        if !self.headers.is_empty() {
-            write_long(out, self.headers.len() as i64);
-            for (key, value) in &self.headers {
+        write_optional_bytes(out, self.key());
+        write_optional_bytes(out, self.value());
+        let count = self.headers().count();
+        if count > 0 {
+            write_long(out, count as i64);
+            for (key, value) in self.headers() {
                 write_bytes(out, key.as_bytes());
-                write_optional_bytes(out, value.as_deref());
+                write_optional_bytes(out, value);
             }
         }
         write_long(out, 0);
     }
 
+    /// Whether `other` is the same record, byte for byte.
+    fn same_as(&self, other: &impl LogRecord) -> bool {
+        self.topic() == other.topic()
+            && self.partition() == other.partition()
+            && self.offset() == other.offset()
+            && self.timestamp_ms() == other.timestamp_ms()
+            && self.key() == other.key()
+            && self.value() == other.value()
+            && self.headers().eq(other.headers())
+    }
+}
+
+impl LogRecord for ArchivedRecord {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+    fn partition(&self) -> i32 {
+        self.partition
+    }
+    fn offset(&self) -> i64 {
+        self.offset
+    }
+    fn timestamp_ms(&self) -> Option<i64> {
+        self.timestamp_ms
+    }
+    fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+    fn headers(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> + '_ {
+        self.headers
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_deref()))
+    }
+}
+
+impl ArchivedRecord {
     /// Reads one record in Avro's binary encoding of [`schema`].
     pub(crate) fn read_avro(input: &mut Input<'_>) -> Result<ArchivedRecord, ContainerError> {
         let topic = input.string()?;

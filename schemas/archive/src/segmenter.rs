@@ -5,7 +5,7 @@
 //! a second copy: objects are named by their first offset and written put-if-absent, and the
 //! archiver adopts an object that is already there.
 
-use crate::record::ArchivedRecord;
+use crate::record::LogRecord;
 
 /// The cut rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,19 +27,18 @@ impl Default for CutRules {
 }
 
 /// The bytes of a record that count towards `max_bytes`.
-pub fn size(record: &ArchivedRecord) -> usize {
-    record.key.as_ref().map_or(0, Vec::len)
-        + record.value.as_ref().map_or(0, Vec::len)
+pub fn size(record: &impl LogRecord) -> usize {
+    record.key().map_or(0, <[u8]>::len)
+        + record.value().map_or(0, <[u8]>::len)
         + record
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .headers()
+            .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len))
             .sum::<usize>()
 }
 
 /// How many of `records` (in offset order) go into the next object: at least one when there
 /// is any, then as many as `rules` allow.
-pub fn cut_len(records: &[ArchivedRecord], rules: CutRules) -> usize {
+pub fn cut_len<R: LogRecord>(records: &[R], rules: CutRules) -> usize {
     let mut bytes = 0;
     for (i, record) in records.iter().enumerate() {
         bytes += size(record);
@@ -53,6 +52,7 @@ pub fn cut_len(records: &[ArchivedRecord], rules: CutRules) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ArchivedRecord;
 
     fn record(offset: i64, size: usize) -> ArchivedRecord {
         ArchivedRecord {
@@ -79,7 +79,7 @@ mod tests {
         assert_eq!(cut_len(&records, rules(3, 1 << 20)), 3);
         assert_eq!(cut_len(&records[6..], rules(3, 1 << 20)), 1);
         assert_eq!(cut_len(&records, rules(100, 4)), 4);
-        assert_eq!(cut_len(&[], rules(3, 3)), 0);
+        assert_eq!(cut_len::<ArchivedRecord>(&[], rules(3, 3)), 0);
     }
 
     #[test]
