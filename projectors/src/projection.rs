@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use tokio_postgres::Transaction;
 
 use crate::error::ProjectionError;
+use crate::record::Headers;
 
 /// Where a record came from in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -27,9 +28,8 @@ pub struct Origin {
 pub struct Event {
     /// The envelope read from the Kafka headers (event id, type, correlation, time…).
     pub envelope: Envelope,
-    /// The Avro value, resolved to the embedded reader schema of its event type.
-    pub value: apache_avro::types::Value,
-    /// The same value as JSON (timestamps as RFC 3339 strings, unions unwrapped).
+    /// The value as JSON, resolved to the embedded reader schema of its event type
+    /// (timestamps as RFC 3339 strings, unions unwrapped).
     pub data: serde_json::Value,
     /// The Kafka key (the aggregate id), when present and UTF-8.
     pub key: Option<String>,
@@ -37,8 +37,8 @@ pub struct Event {
     pub origin: Origin,
     /// The record's Kafka timestamp (producer or broker time), when it has one.
     pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
-    /// The record's headers as text (invalid UTF-8 replaced), in order.
-    pub headers: Vec<(String, String)>,
+    /// The record's headers as read, in order.
+    pub headers: Headers,
 }
 
 impl Event {
@@ -47,10 +47,10 @@ impl Event {
         &self.envelope.event_type
     }
 
-    /// Deserializes the event body into a typed struct; a mismatch is a permanent error (the
-    /// record goes to the dead-letter topic).
+    /// Deserializes the event body into a typed struct (read from [`Event::data`] in place, not
+    /// from a copy); a mismatch is a permanent error (the record goes to the dead-letter topic).
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ProjectionError> {
-        serde_json::from_value(self.data.clone()).map_err(|source| {
+        T::deserialize(&self.data).map_err(|source| {
             ProjectionError::permanent(ShapeError {
                 event_type: self.event_type().to_owned(),
                 source,

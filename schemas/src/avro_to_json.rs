@@ -71,6 +71,33 @@ pub fn avro_to_json(value: &Value) -> Json {
     }
 }
 
+/// [`avro_to_json`] of a value no longer needed: its strings, arrays and records move into the
+/// JSON instead of being copied (a consumer decoding every event keeps only the JSON).
+pub fn avro_into_json(value: Value) -> Json {
+    match value {
+        Value::String(s) | Value::Enum(_, s) => Json::String(s),
+        Value::Union(_, inner) => avro_into_json(*inner),
+        Value::Array(items) => Json::Array(items.into_iter().map(avro_into_json).collect()),
+        Value::Map(entries) => {
+            let mut entries: Vec<(String, Value)> = entries.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Json::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, v)| (key, avro_into_json(v)))
+                    .collect(),
+            )
+        }
+        Value::Record(fields) => Json::Object(
+            fields
+                .into_iter()
+                .map(|(name, v)| (name, avro_into_json(v)))
+                .collect(),
+        ),
+        other => avro_to_json(&other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +109,33 @@ mod tests {
             avro_to_json(&Value::TimestampMillis(1_795_341_600_123)),
             json!("2026-11-22T10:00:00.123Z")
         );
+    }
+
+    #[test]
+    fn converting_a_value_it_owns_gives_the_same_json_as_converting_a_borrowed_one() {
+        let v = Value::Record(vec![
+            (
+                "a".into(),
+                Value::Union(1, Box::new(Value::String("x".into()))),
+            ),
+            ("b".into(), Value::Enum(0, "EUR".into())),
+            (
+                "c".into(),
+                Value::Array(vec![Value::TimestampMillis(1), Value::Bytes(vec![1, 2])]),
+            ),
+            (
+                "d".into(),
+                Value::Map(
+                    [("z", Value::Int(1)), ("a", Value::Double(0.5))]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect(),
+                ),
+            ),
+        ]);
+        let borrowed = avro_to_json(&v);
+        assert_eq!(avro_into_json(v), borrowed);
+        assert_eq!(borrowed["a"], json!("x"));
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub mod registry;
 mod rules;
 pub mod topics;
 
-pub use avro_to_json::avro_to_json;
+pub use avro_to_json::{avro_into_json, avro_to_json};
 pub use catalog::{Catalog, CatalogError, EventSchema, BUILTIN_CATALOG_TOML};
 pub use codec::{CodecError, DecodedEvent, EventCodec};
 pub use command::{BuiltEvent, Command};

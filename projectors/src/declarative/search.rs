@@ -267,7 +267,6 @@ mod tests {
                 occurred_at: DateTime::from_timestamp(0, 0).unwrap(),
                 traceparent: None,
             },
-            value: apache_avro::types::Value::Null,
             data,
             key: None,
             origin: Origin {
@@ -276,7 +275,7 @@ mod tests {
                 offset: 0,
             },
             timestamp: None,
-            headers: Vec::new(),
+            headers: Default::default(),
         }
     }
 

@@ -83,7 +83,10 @@ pub fn document(event: &Event) -> Value {
     let headers: Map<String, Value> = event
         .headers
         .iter()
-        .map(|(k, v)| (k.clone(), json!(v)))
+        .map(|(k, v)| {
+            let text = v.map(String::from_utf8_lossy).unwrap_or_default();
+            (k.to_owned(), json!(text))
+        })
         .collect();
     json!({
         "event_id": event.envelope.event_id.to_string(),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use apache_avro::types::Value;
 use factline_keystore::FieldCrypto;
-use factline_schemas::{avro_to_json, Envelope, EventCodec};
+use factline_schemas::{avro_into_json, Envelope, EventCodec};
 
 use crate::projection::Event;
 use crate::record::Record;
@@ -159,24 +159,15 @@ pub async fn decode(
     if let Some(error) = open_personal_data(codec, crypto, &decoded.event_type, &mut value).await? {
         return Ok(Decoded::Poison { error });
     }
-    let data = avro_to_json(&value);
     Ok(Decoded::Event(Box::new(Event {
         envelope,
-        value,
-        data,
+        data: avro_into_json(value),
         key: record.key_str(),
         origin: record.origin.clone(),
         timestamp: record
             .timestamp_ms
             .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis),
-        headers: record
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                let value = v.map(String::from_utf8_lossy).unwrap_or_default();
-                (k.to_owned(), value.into_owned())
-            })
-            .collect(),
+        headers: record.headers.clone(),
     })))
 }
 

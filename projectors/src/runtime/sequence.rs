@@ -63,9 +63,8 @@ fn sequence(event: &Event) -> Option<Sequence> {
 fn redriven_from(event: &Event) -> Option<&str> {
     event
         .headers
-        .iter()
-        .find(|(k, _)| k == factline_schemas::redrive::HEADER_REDRIVEN_FROM)
-        .map(|(_, v)| v.as_str())
+        .get(factline_schemas::redrive::HEADER_REDRIVEN_FROM)
+        .and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// Which events of a batch go to the sink, which are parked, and how the blocks change.
@@ -262,7 +261,6 @@ mod tests {
                 occurred_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
                 traceparent: None,
             },
-            value: apache_avro::types::Value::Null,
             data: serde_json::Value::Null,
             key: Some(key.into()),
             origin: Origin {
@@ -272,8 +270,9 @@ mod tests {
             },
             timestamp: None,
             headers: redriven_from
-                .map(|r| vec![("redriven_from".to_owned(), r.to_owned())])
-                .unwrap_or_default(),
+                .map(|r| ("redriven_from", Some(r.as_bytes())))
+                .into_iter()
+                .collect(),
         }
     }
 

@@ -298,7 +298,6 @@ mod tests {
         };
         let event = Event {
             envelope,
-            value: apache_avro::types::Value::Null,
             data: serde_json::Value::Null,
             key: None,
             origin: record.origin.clone(),

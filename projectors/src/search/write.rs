@@ -586,7 +586,6 @@ pub(super) mod tests {
                 occurred_at: DateTime::from_timestamp(1_800_000_000 + id as i64, 0).unwrap(),
                 traceparent: None,
             },
-            value: apache_avro::types::Value::Null,
             data,
             key: Some(key.into()),
             origin: Origin {
@@ -595,7 +594,7 @@ pub(super) mod tests {
                 offset: id as i64,
             },
             timestamp: None,
-            headers: Vec::new(),
+            headers: Default::default(),
         }
     }
 

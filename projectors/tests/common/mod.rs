@@ -231,7 +231,6 @@ impl TestEvent {
     pub fn to_event(&self, offset: i64) -> factline_projectors::Event {
         factline_projectors::Event {
             envelope: self.envelope(),
-            value: apache_avro::types::Value::Null,
             data: self.body.clone(),
             key: Some(self.key.clone()),
             origin: factline_projectors::Origin {
@@ -240,7 +239,7 @@ impl TestEvent {
                 offset,
             },
             timestamp: Some(self.occurred_at),
-            headers: Vec::new(),
+            headers: Default::default(),
         }
     }
 
