@@ -15,7 +15,6 @@
 //! the records it holds are not written again), so no record is archived twice and none is
 //! skipped, whatever the batch boundaries were.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use deadpool_postgres::Object;
@@ -32,6 +31,7 @@ use crate::bookkeeping::{self, BootstrapError, Liveness, Registration};
 use crate::config::Config;
 use crate::projection::Migration;
 use crate::record::Record;
+use crate::runtime::partitions::PerPartition;
 use crate::runtime::sink::{Applied, Batch, Input, Sink, SinkSpec};
 
 /// The archive projector's name (consumer group, positions, `/projections`).
@@ -110,12 +110,15 @@ impl ArchiveSink {
 /// the one in flight ends if it is created as encoded; if an object already at its key is
 /// adopted with other bounds, the next one is encoded again from where the adopted one ends.
 async fn write_partition(
-    bucket: Bucket,
+    bucket: &Bucket,
     rules: CutRules,
     mut next: i64,
-    records: Vec<Record>,
+    records: &[&Record],
 ) -> Result<Vec<(ObjectMeta, String)>, ArchiveSinkError> {
-    let (topic, partition) = (records[0].origin.topic.clone(), records[0].origin.partition);
+    let (topic, partition) = (
+        records[0].origin.topic.as_str(),
+        records[0].origin.partition,
+    );
     // records already archived (an object adopted, a batch read again) are skipped
     let from = |offset: i64| &records[records.partition_point(|r| r.origin.offset < offset)..];
     let mut written = Vec::new();
@@ -133,13 +136,13 @@ async fn write_partition(
             )?),
         };
         if let Some(put) = in_flight.take() {
-            let (meta, key) = put.finish(&records).await?;
+            let (meta, key) = put.finish(records).await?;
             next = meta.last_offset + 1;
             written.push((meta, key));
         }
         match encoded {
             Some(object) if object.meta.first_offset == next => {
-                in_flight = Some(Put::start(&bucket, &topic, partition, object));
+                in_flight = Some(Put::start(bucket, topic, partition, object));
             }
             // encoded past an object adopted with other bounds: encoded again from `next`
             _ if !from(next).is_empty() => {}
@@ -173,7 +176,7 @@ impl Put {
     /// What the manifest records once the put is done: the object as encoded, or the one
     /// already at its key if every record it holds that `records` (the partition's, in offset
     /// order) also holds is the same, byte for byte.
-    async fn finish(self, records: &[Record]) -> Result<(ObjectMeta, String), ArchiveSinkError> {
+    async fn finish(self, records: &[&Record]) -> Result<(ObjectMeta, String), ArchiveSinkError> {
         let key = self.key;
         match self.task.await.map_err(ArchiveSinkError::Task)?? {
             Stored::Created => {
@@ -187,7 +190,7 @@ impl Put {
                     records
                         .binary_search_by_key(&offset, |r| r.origin.offset)
                         .ok()
-                        .map(|at| &records[at])
+                        .map(|at| records[at])
                 };
                 if let Some(differs) = theirs
                     .iter()
@@ -253,44 +256,34 @@ impl Sink for ArchiveSink {
         tx: &mut Transaction<'_>,
         batch: &Batch<'_>,
     ) -> Result<Applied, ArchiveSinkError> {
-        // the batch's records per partition (a batch spans a few partitions: a list is enough)
-        let mut partitions: Vec<((String, i32), Vec<Record>)> = Vec::new();
-        for record in batch.records() {
+        // the batch's records per partition, borrowed
+        let mut partitions: PerPartition<'_, Vec<&Record>> = PerPartition::default();
+        for &record in batch.records() {
             let (topic, partition) = (record.origin.topic.as_str(), record.origin.partition);
-            let at = match partitions
-                .iter()
-                .position(|((t, p), _)| t == topic && *p == partition)
-            {
-                Some(at) => at,
-                None => {
-                    partitions.push(((topic.to_owned(), partition), Vec::new()));
-                    partitions.len() - 1
-                }
-            };
-            partitions[at].1.push(Record::clone(record));
+            partitions.entry(topic, partition, Vec::new).push(record);
         }
         // where each partition's chain ends (read in the transaction, whose position rows the
-        // runtime holds), then every partition's objects written at once
-        let keys: Vec<(String, i32)> = partitions.iter().map(|(at, _)| at.clone()).collect();
+        // runtime holds), then every partition's objects written at once: each partition
+        // encodes its objects in turn while the one before is put, the puts run as tasks
+        let keys: Vec<(String, i32)> = partitions
+            .iter()
+            .map(|((t, p), _)| (t.to_owned(), p))
+            .collect();
         let chain_ends = Manifest::next_offsets(&*tx, &keys).await?;
-        let mut writes = tokio::task::JoinSet::new();
-        for (at, mut records) in partitions {
+        let mut partitions: Vec<_> = partitions.into_owned().collect();
+        partitions.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let writes = partitions.into_iter().map(|(at, mut records)| {
             records.sort_by_key(|r| r.origin.offset);
             records.dedup_by_key(|r| r.origin.offset);
             let next = chain_ends
                 .get(&at)
                 .copied()
                 .unwrap_or(records[0].origin.offset);
-            let write = write_partition(self.bucket.clone(), self.rules, next, records);
-            writes.spawn(async move { (at, write.await) });
-        }
-        let mut written = BTreeMap::new();
-        while let Some(done) = writes.join_next().await {
-            let (at, objects) = done.map_err(ArchiveSinkError::Task)?;
-            written.insert(at, objects?);
-        }
+            async move { write_partition(&self.bucket, self.rules, next, &records).await }
+        });
+        let written = futures::future::try_join_all(writes).await?;
         // recorded in the runtime's transaction, with the positions
-        let objects: Vec<(ObjectMeta, String)> = written.into_values().flatten().collect();
+        let objects: Vec<(ObjectMeta, String)> = written.into_iter().flatten().collect();
         Manifest::record_all(&*tx, &objects).await?;
         Ok(Applied::default())
     }

@@ -21,6 +21,7 @@ use super::commit::{self, BatchError};
 use super::group::set_failure;
 use super::idle::IdleFetch;
 use super::lead;
+use super::partitions::PerPartition;
 use super::sink::{Input, Sink};
 use super::triage::{Item, Outcome};
 use super::wait::{backoff_for, sleep_or_stop, sleep_until_opt, stopped};
@@ -391,12 +392,13 @@ impl<K: Sink> Runner<K> {
         for (event_type, count) in &outcome.ignored {
             self.metrics.ignored(event_type, *count);
         }
+        let mut last_ms: PerPartition<'_, i64> = PerPartition::default();
         for Item { record, .. } in items {
             if let Some(ms) = record.timestamp_ms {
-                self.last_event_ms
-                    .insert((record.origin.topic.clone(), record.origin.partition), ms);
+                *last_ms.entry(&record.origin.topic, record.origin.partition, || ms) = ms;
             }
         }
+        self.last_event_ms.extend(last_ms.into_owned());
         tracing::debug!(
             records = items.len(),
             applied = outcome.applied,

@@ -12,6 +12,7 @@
 //! - [`history`]: history below the log start read from the event archive;
 //! - the runtime's own pieces: [`consumer`] (rebalances, seeking to stored positions),
 //!   [`membership`] (slot locks), [`decode`], [`record`], [`dead_letter`], [`positions`],
+//!   [`partitions`] (a value per partition of a batch),
 //!   [`bookkeeping`] (its tables), [`progress`], [`http`], [`backoff`], [`wait`].
 
 pub mod backoff;
@@ -27,6 +28,7 @@ pub mod http;
 pub mod idle;
 pub mod lead;
 pub mod membership;
+pub mod partitions;
 pub mod positions;
 pub mod progress;
 pub mod rebuild;

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::partitions::PerPartition;
 use super::sink::{Applied, Batch};
 use crate::dead_letter::DeadLetter;
 use crate::decode::Decoded;
@@ -77,12 +78,16 @@ pub struct Settled {
 
 /// The partitions of a batch, sorted, each once.
 pub fn partitions(items: &[Item]) -> Vec<TopicPartition> {
-    let mut partitions: Vec<TopicPartition> = items
-        .iter()
-        .map(|i| (i.record.origin.topic.clone(), i.record.origin.partition))
-        .collect();
+    let mut seen: PerPartition<'_, ()> = PerPartition::default();
+    for item in items {
+        seen.entry(
+            &item.record.origin.topic,
+            item.record.origin.partition,
+            || (),
+        );
+    }
+    let mut partitions: Vec<TopicPartition> = seen.into_owned().map(|(at, ())| at).collect();
     partitions.sort();
-    partitions.dedup();
     partitions
 }
 
@@ -106,10 +111,16 @@ impl<'a> Triage<'a> {
             last: HashMap::new(),
         };
         let mut first: HashMap<Uuid, usize> = HashMap::new();
+        // per partition: its stored next offset, and its last record and when it occurred
+        type Last = Option<(i64, Option<DateTime<Utc>>)>;
+        let mut partitions: PerPartition<'a, (Option<i64>, Last)> = PerPartition::default();
         for (i, item) in items.iter().enumerate() {
             let origin = &item.record.origin;
-            let tp = (origin.topic.clone(), origin.partition);
-            if stored.get(&tp).is_some_and(|next| origin.offset < *next) {
+            let (next, last) = partitions.entry(&origin.topic, origin.partition, || {
+                let stored = stored.get(&(origin.topic.clone(), origin.partition));
+                (stored.copied(), None)
+            });
+            if next.is_some_and(|next| origin.offset < next) {
                 triage.behind += 1;
                 continue;
             }
@@ -140,14 +151,15 @@ impl<'a> Triage<'a> {
                     }
                 }
             }
-            let entry = triage
-                .last
-                .entry(tp)
-                .or_insert((origin.offset, occurred_at));
+            let entry = last.get_or_insert((origin.offset, occurred_at));
             if origin.offset >= entry.0 {
                 *entry = (origin.offset, occurred_at.or(entry.1));
             }
         }
+        triage.last = partitions
+            .into_owned()
+            .filter_map(|(at, (_, last))| Some((at, last?)))
+            .collect();
         triage
     }
 

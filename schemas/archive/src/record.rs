@@ -214,6 +214,31 @@ pub trait LogRecord {
     }
 }
 
+/// A borrowed record is written as the record it borrows.
+impl<R: LogRecord> LogRecord for &R {
+    fn topic(&self) -> &str {
+        (**self).topic()
+    }
+    fn partition(&self) -> i32 {
+        (**self).partition()
+    }
+    fn offset(&self) -> i64 {
+        (**self).offset()
+    }
+    fn timestamp_ms(&self) -> Option<i64> {
+        (**self).timestamp_ms()
+    }
+    fn key(&self) -> Option<&[u8]> {
+        (**self).key()
+    }
+    fn value(&self) -> Option<&[u8]> {
+        (**self).value()
+    }
+    fn headers(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> + '_ {
+        (**self).headers()
+    }
+}
+
 impl LogRecord for ArchivedRecord {
     fn topic(&self) -> &str {
         &self.topic
