@@ -4,6 +4,7 @@
 //! consumer, decoding, transactions, checkpoints, retries, dead-lettering, metrics and shutdown.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use factline_schemas::Envelope;
 use serde::de::DeserializeOwned;
@@ -15,8 +16,10 @@ use crate::record::Headers;
 /// Where a record came from in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
-    /// The Kafka topic as consumed (including any configured topic prefix).
-    pub topic: String,
+    /// The Kafka topic as consumed (including any configured topic prefix). Shared by the
+    /// records of a topic, not a copy per record; `&*origin.topic` is the `&str` (for a SQL
+    /// parameter, for example).
+    pub topic: Arc<str>,
     /// The partition.
     pub partition: i32,
     /// The offset of the record in its partition.

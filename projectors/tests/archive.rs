@@ -95,7 +95,7 @@ fn orders_record(
 ) -> factline_projectors::runtime::record::Record {
     factline_projectors::runtime::record::Record {
         origin: factline_projectors::Origin {
-            topic: topic.to_owned(),
+            topic: topic.into(),
             partition: 0,
             offset,
         },

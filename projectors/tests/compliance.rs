@@ -143,7 +143,7 @@ impl Projection for EventLog {
             ),
             &[
                 &event.envelope.event_id,
-                &event.origin.topic,
+                &&*event.origin.topic,
                 &event.origin.partition,
                 &event.origin.offset,
             ],

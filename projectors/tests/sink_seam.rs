@@ -306,7 +306,7 @@ async fn a_lead_topic_is_read_to_its_end_before_the_others() {
     let apply = move |batch: &Batch<'_>| {
         let mut read = memory.lock().unwrap();
         for record in batch.records() {
-            read.push((record.origin.topic.clone(), record.origin.offset));
+            read.push((record.origin.topic.to_string(), record.origin.offset));
         }
         Applied::default()
     };

@@ -115,10 +115,7 @@ async fn write_partition(
     mut next: i64,
     records: &[&Record],
 ) -> Result<Vec<(ObjectMeta, String)>, ArchiveSinkError> {
-    let (topic, partition) = (
-        records[0].origin.topic.as_str(),
-        records[0].origin.partition,
-    );
+    let (topic, partition) = (&*records[0].origin.topic, records[0].origin.partition);
     // records already archived (an object adopted, a batch read again) are skipped
     let from = |offset: i64| &records[records.partition_point(|r| r.origin.offset < offset)..];
     let mut written = Vec::new();
@@ -259,7 +256,7 @@ impl Sink for ArchiveSink {
         // the batch's records per partition, borrowed
         let mut partitions: PerPartition<'_, Vec<&Record>> = PerPartition::default();
         for &record in batch.records() {
-            let (topic, partition) = (record.origin.topic.as_str(), record.origin.partition);
+            let (topic, partition) = (&*record.origin.topic, record.origin.partition);
             partitions.entry(topic, partition, Vec::new).push(record);
         }
         // where each partition's chain ends (read in the transaction, whose position rows the

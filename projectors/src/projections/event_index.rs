@@ -92,7 +92,7 @@ pub fn document(event: &Event) -> Value {
         "event_id": event.envelope.event_id.to_string(),
         "event_type": event.envelope.event_type,
         "key": event.key,
-        "topic": event.origin.topic,
+        "topic": &*event.origin.topic,
         "partition": event.origin.partition,
         "offset": event.origin.offset,
         "timestamp": event.timestamp.map(at),

@@ -34,7 +34,7 @@ use crate::error::chain;
 use crate::http::{self, SharedHealth};
 use crate::positions::{self, TopicPartition};
 use crate::progress::Estimator;
-use crate::record::Record;
+use crate::record::{Record, TopicNames};
 use crate::telemetry::Metrics;
 
 /// How often the loop exports lag, records high watermarks and checks a rebuild's progress.
@@ -45,6 +45,7 @@ struct NextBatch<'a> {
     records: &'a mut Vec<Record>,
     deadline: &'a mut Option<tokio::time::Instant>,
     error: &'a mut Option<KafkaError>,
+    topics: &'a mut TopicNames,
     max: usize,
     wait: Duration,
 }
@@ -57,7 +58,7 @@ fn drop_revoked(state: &SharedState, batch: &mut Vec<Record>) {
     }
     let revoked: HashSet<TopicPartition> = revoked.into_iter().collect();
     let before = batch.len();
-    batch.retain(|r| !revoked.contains(&(r.origin.topic.clone(), r.origin.partition)));
+    batch.retain(|r| !revoked.contains(&(r.origin.topic.to_string(), r.origin.partition)));
     if batch.len() != before {
         tracing::info!(
             discarded = before - batch.len(),
@@ -112,6 +113,7 @@ impl<K: Sink> Runner<K> {
         let mut deadline: Option<tokio::time::Instant> = None;
         // a consume error met while a batch was being committed, handled next
         let mut deferred: Option<KafkaError> = None;
+        let mut topics = TopicNames::default();
         let mut housekeeping_at = tokio::time::Instant::now();
         let mut recv_backoff = backoff_for(&self.config);
         let batch_max = self.config.batch_max(self.sink.spec().default_batch_max);
@@ -147,6 +149,7 @@ impl<K: Sink> Runner<K> {
                     records: &mut batch,
                     deadline: &mut deadline,
                     error: &mut deferred,
+                    topics: &mut topics,
                     max: batch_max,
                     wait: batch_wait,
                 };
@@ -183,7 +186,7 @@ impl<K: Sink> Runner<K> {
                 }
                 message = consumer.recv() => match message {
                     Ok(message) => {
-                        let record = Record::from_message(&message);
+                        let record = Record::from_message(&message, &mut topics);
                         drop(message);
                         recv_backoff.reset();
                         if !lead::record_read(&consumer, &self.state, &record.origin) {
@@ -276,7 +279,7 @@ impl<K: Sink> Runner<K> {
                 flushed = &mut flush => return flushed,
                 message = consumer.recv(), if reading => match message {
                     Ok(message) => {
-                        let record = Record::from_message(&message);
+                        let record = Record::from_message(&message, next.topics);
                         drop(message);
                         if !lead::record_read(&consumer, &state, &record.origin) {
                             continue; // read again once the lead topics are read

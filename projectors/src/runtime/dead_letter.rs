@@ -82,7 +82,7 @@ impl DeadLetterWriter {
         for (key, value) in [
             (HEADER_ERROR, letter.error.as_str()),
             (HEADER_PROJECTOR, self.projector.as_str()),
-            (HEADER_ORIGIN_TOPIC, record.origin.topic.as_str()),
+            (HEADER_ORIGIN_TOPIC, &*record.origin.topic),
             (HEADER_ORIGIN_PARTITION, partition.as_str()),
             (HEADER_ORIGIN_OFFSET, offset.as_str()),
         ] {
@@ -126,7 +126,7 @@ pub async fn record_rows<C: tokio_postgres::GenericClient>(
                 &[
                     &projector,
                     &(version as i32),
-                    &origin.topic,
+                    &&*origin.topic,
                     &origin.partition,
                     &origin.offset,
                     &letter.error,

@@ -30,7 +30,7 @@ use super::consume::Runner;
 use super::sink::Sink;
 use crate::positions::{self, TopicPartition};
 use crate::projection::Origin;
-use crate::record::Record;
+use crate::record::{Record, TopicNames};
 
 /// History that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +153,7 @@ impl<K: Sink> Runner<K> {
             .as_ref()
             .map(|a| open(&a.bucket))
             .transpose()?;
+        let mut names = TopicNames::default();
         for ((topic, partition), first, last) in gaps {
             let missing = |why: String| HistoryError::Missing {
                 topic: topic.clone(),
@@ -199,7 +200,7 @@ impl<K: Sink> Runner<K> {
                     .into_iter()
                     .map(|r| Record {
                         origin: Origin {
-                            topic: r.topic,
+                            topic: names.get(&r.topic),
                             partition: r.partition,
                             offset: r.offset,
                         },

@@ -121,7 +121,7 @@ pub fn record_read(consumer: &ProjectorConsumer, state: &SharedState, origin: &O
         if state.leads.is_idle() {
             return true;
         }
-        let key = (origin.topic.clone(), origin.partition);
+        let key = (origin.topic.to_string(), origin.partition);
         if state.leads.held.contains_key(&key) {
             return false;
         }

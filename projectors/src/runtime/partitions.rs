@@ -24,7 +24,10 @@ impl<'a, T> Default for PerPartition<'a, T> {
 impl<'a, T> PerPartition<'a, T> {
     /// The value of `topic`'s `partition`, made by `init` the first time it is asked for.
     pub fn entry(&mut self, topic: &'a str, partition: i32, init: impl FnOnce() -> T) -> &mut T {
-        let is = |((t, p), _): &((&str, i32), T)| *p == partition && *t == topic;
+        // records share their topic's name (`record::TopicNames`): the address decides first
+        let is = |((t, p), _): &((&str, i32), T)| {
+            *p == partition && (std::ptr::eq(*t, topic) || *t == topic)
+        };
         if !self.entries.get(self.last).is_some_and(is) {
             self.last = match self.entries.iter().position(is) {
                 Some(at) => at,

@@ -1,5 +1,8 @@
-//! An owned copy of a consumed Kafka record, kept in a batch until it is committed, and its
-//! headers in a compact form ([`Headers`]).
+//! An owned copy of a consumed Kafka record, kept in a batch until it is committed, its
+//! headers in a compact form ([`Headers`]), and the topic names its records share
+//! ([`TopicNames`]).
+
+use std::sync::Arc;
 
 use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 
@@ -22,14 +25,14 @@ pub struct Record {
 
 impl Record {
     /// Copies a message out of the consumer's buffer.
-    pub fn from_message(message: &BorrowedMessage<'_>) -> Record {
+    pub fn from_message(message: &BorrowedMessage<'_>, topics: &mut TopicNames) -> Record {
         let headers = message
             .headers()
             .map(|headers| headers.iter().map(|h| (h.key, h.value)).collect())
             .unwrap_or_default();
         Record {
             origin: Origin {
-                topic: message.topic().to_owned(),
+                topic: topics.get(message.topic()),
                 partition: message.partition(),
                 offset: message.offset(),
             },
@@ -51,6 +54,28 @@ impl Record {
             .as_deref()
             .and_then(|k| std::str::from_utf8(k).ok())
             .map(str::to_owned)
+    }
+}
+
+/// The names of the topics a consumer reads, each held once: a record's [`Origin`] shares its
+/// topic's name instead of holding a copy (an allocation, a copy and a free per record), and
+/// records of one topic compare their topics by address first.
+#[derive(Debug, Default)]
+pub struct TopicNames {
+    names: Vec<Arc<str>>,
+}
+
+impl TopicNames {
+    /// The shared name `name`, kept from now on if it is new.
+    pub fn get(&mut self, name: &str) -> Arc<str> {
+        match self.names.iter().find(|known| ***known == *name) {
+            Some(known) => Arc::clone(known),
+            None => {
+                let known: Arc<str> = Arc::from(name);
+                self.names.push(Arc::clone(&known));
+                known
+            }
+        }
     }
 }
 
@@ -127,6 +152,18 @@ impl<'a> FromIterator<(&'a str, Option<&'a [u8]>)> for Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_of_one_topic_share_its_name_and_other_topics_keep_theirs() {
+        let mut names = TopicNames::default();
+        let orders = names.get("orders");
+        let again = names.get(&String::from("orders"));
+        let customers = names.get("customers");
+        assert!(Arc::ptr_eq(&orders, &again));
+        assert_eq!(&*customers, "customers");
+        assert!(!Arc::ptr_eq(&orders, &customers));
+        assert!(Arc::ptr_eq(&customers, &names.get("customers")));
+    }
 
     #[test]
     fn headers_keep_their_order_repeats_and_absent_values() {

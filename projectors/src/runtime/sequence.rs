@@ -57,7 +57,7 @@ fn record_id(event: &Event) -> String {
 }
 
 fn sequence(event: &Event) -> Option<Sequence> {
-    Some((event.origin.topic.clone(), event.key.clone()?))
+    Some((event.origin.topic.to_string(), event.key.clone()?))
 }
 
 fn redriven_from(event: &Event) -> Option<&str> {

@@ -117,7 +117,7 @@ impl<'a> Triage<'a> {
         for (i, item) in items.iter().enumerate() {
             let origin = &item.record.origin;
             let (next, last) = partitions.entry(&origin.topic, origin.partition, || {
-                let stored = stored.get(&(origin.topic.clone(), origin.partition));
+                let stored = stored.get(&(origin.topic.to_string(), origin.partition));
                 (stored.copied(), None)
             });
             if next.is_some_and(|next| origin.offset < next) {

@@ -234,7 +234,7 @@ impl TestEvent {
             data: self.body.clone(),
             key: Some(self.key.clone()),
             origin: factline_projectors::Origin {
-                topic: self.topic.to_owned(),
+                topic: self.topic.into(),
                 partition: 0,
                 offset,
             },
