@@ -274,9 +274,27 @@ start_registry() {
 
 ALL=(postgres noida objects registry)
 
+# Free space under .dev/. Below 1% free SeaweedFS marks every volume read-only and answers each
+# PUT with a bare 500; PostgreSQL and noida-db cannot save either. So a start on a nearly full
+# disk stops here with the reason, and a low one is pointed out.
+check_disk() {
+    mkdir -p "$DEV"
+    local size_kb avail_kb
+    read -r size_kb avail_kb < <(df -Pk "$DEV" | awk 'NR == 2 { print $2, $4 }')
+    [ -n "$avail_kb" ] && [ "$size_kb" -gt 0 ] || return 0
+    local avail_mib=$((avail_kb / 1024)) free_pct=$((avail_kb * 100 / size_kb))
+    if [ "$free_pct" -lt 2 ] || [ "$avail_mib" -lt 1024 ]; then
+        die "only ${avail_mib} MiB (${free_pct}%) free on the disk of $DEV: the object store turns read-only below 1% free (every PUT then fails with 500) and the databases cannot save; free some space first (a large target/debug/incremental is a common cause)"
+    fi
+    if [ "$avail_mib" -lt 5120 ]; then
+        log "warning: only ${avail_mib} MiB (${free_pct}%) free on the disk of $DEV; the object store turns read-only below 1% free"
+    fi
+}
+
 start() {
     local comps=("$@")
     [ ${#comps[@]} -gt 0 ] || comps=("${ALL[@]}")
+    check_disk
     for c in "${comps[@]}"; do
         case "$c" in
             postgres) start_postgres ;;
