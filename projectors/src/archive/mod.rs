@@ -262,13 +262,10 @@ impl Sink for ArchiveSink {
         // where each partition's chain ends (read in the transaction, whose position rows the
         // runtime holds), then every partition's objects written at once: each partition
         // encodes its objects in turn while the one before is put, the puts run as tasks
-        let keys: Vec<(String, i32)> = partitions
-            .iter()
-            .map(|((t, p), _)| (t.to_owned(), p))
-            .collect();
-        let chain_ends = Manifest::next_offsets(&*tx, &keys).await?;
         let mut partitions: Vec<_> = partitions.into_owned().collect();
         partitions.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let keys: Vec<(String, i32)> = partitions.iter().map(|(at, _)| at.clone()).collect();
+        let chain_ends = Manifest::next_offsets(&*tx, &keys).await?;
         let writes = partitions.into_iter().map(|(at, mut records)| {
             records.sort_by_key(|r| r.origin.offset);
             records.dedup_by_key(|r| r.origin.offset);

@@ -40,26 +40,11 @@ impl<'a, T> PerPartition<'a, T> {
         &mut self.entries[self.last].1
     }
 
-    /// The partitions and their values, in the order first met.
-    pub fn iter(&self) -> impl Iterator<Item = ((&'a str, i32), &T)> + '_ {
-        self.entries.iter().map(|(at, value)| (*at, value))
-    }
-
     /// The partitions (their names copied once each) and their values, in the order first met.
     pub fn into_owned(self) -> impl Iterator<Item = (TopicPartition, T)> + use<'a, T> {
         self.entries
             .into_iter()
             .map(|((topic, partition), value)| ((topic.to_owned(), partition), value))
-    }
-
-    /// How many partitions were met.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether none was.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 
@@ -101,6 +86,6 @@ mod tests {
             seen.entry(topic, partition, || made += 1);
         }
         assert_eq!(made, 3);
-        assert_eq!(seen.len(), 3);
+        assert_eq!(seen.into_owned().count(), 3);
     }
 }
