@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use factline_projectors::projections::order_summary::OrderSummary;
 use serde_json::Value;
 
-use super::Bench;
+use super::{Bench, Cores};
 use crate::data::{self, Dataset, SampleEvent};
 use crate::error::BenchError;
 use crate::kafka::{self, EncodedRecord};
@@ -160,38 +160,49 @@ async fn avro_decode(b: &mut Bench, mut records: Vec<EncodedRecord>) {
     ));
 }
 
-/// Kafka consume: the PostgreSQL backlog from the beginning.
+/// Kafka consume: the PostgreSQL backlog from the beginning, read twice; the limit is the
+/// faster read. noida-db serves a read at about half speed while it saves its state (which a
+/// produce starts): 394–432k against 708–829k records/s for reads of the same backlog in the
+/// same runs, whichever came first.
 async fn kafka_consume(b: &mut Bench) {
-    let brokers = b.args.kafka_brokers.clone();
-    let topic = format!("{}orders", b.prefix("p"));
-    let timeout = Duration::from_secs(b.s.catch_up_timeout_secs);
-    b.settle("kafka consume").await;
-    let (consumed, cores) = b
-        .with_cpu(kafka::blocking(move || {
-            kafka::consume_raw(&brokers, &topic, timeout)
-        }))
-        .await;
-    match consumed {
-        Ok(c) => {
-            let secs = c.elapsed.as_secs_f64();
-            let row = limit_row(
-                "limit.kafka_consume",
-                "kafka consume (raw rdkafka, same backlog)",
-                "records/s",
-                c.records,
-                secs,
-            )
-            .note(format!("{:.1} MB/s", c.bytes as f64 / secs / 1e6))
-            .cpu(cores);
-            b.push(row);
+    const KEY: &str = "limit.kafka_consume";
+    const LABEL: &str = "kafka consume (raw rdkafka, same backlog, best of 2)";
+    let mut best: Option<(kafka::Consumed, Cores)> = None;
+    let mut rates = Vec::new();
+    for _ in 0..2 {
+        let brokers = b.args.kafka_brokers.clone();
+        let topic = format!("{}orders", b.prefix("p"));
+        let timeout = Duration::from_secs(b.s.catch_up_timeout_secs);
+        b.settle("kafka consume").await;
+        let (consumed, cores) = b
+            .with_cpu(kafka::blocking(move || {
+                kafka::consume_raw(&brokers, &topic, timeout)
+            }))
+            .await;
+        match consumed {
+            Ok(c) => {
+                rates.push(c.records as f64 / c.elapsed.as_secs_f64());
+                if best.as_ref().is_none_or(|(b, _)| c.elapsed < b.elapsed) {
+                    best = Some((c, cores));
+                }
+            }
+            Err(e) => return b.fail(STAGE, KEY, LABEL, &e.into()),
         }
-        Err(e) => b.fail(
-            STAGE,
-            "limit.kafka_consume",
-            "kafka consume (raw rdkafka)",
-            &e.into(),
-        ),
     }
+    let Some((c, cores)) = best else { return };
+    let secs = c.elapsed.as_secs_f64();
+    let reads = rates
+        .iter()
+        .map(|r| format!("{:.1}k", r / 1e3))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let row = limit_row(KEY, LABEL, "records/s", c.records, secs)
+        .note(format!(
+            "{:.1} MB/s; reads at {reads} records/s",
+            c.bytes as f64 / secs / 1e6
+        ))
+        .cpu(cores);
+    b.push(row);
 }
 
 /// PostgreSQL: the order_summary row after every event, batched upserts. Rows are derived
