@@ -369,3 +369,74 @@ async fn the_committed_positions_reach_the_consumer_group_in_kafka_for_tools() {
         .offset();
     assert_eq!(offset, rdkafka::Offset::Offset(last + 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_committed_batch_notifies_the_positions_channel_from_the_projectors_connection() {
+    let mut fixture = Fixture::new(1).await;
+    let (_, last) = fixture.produce(&placed("o-1", "c-1", 1, 100, 1)).await;
+    let (_, schema_url) = fresh_schema().await;
+    // the projector's connections carry a name of this test's own, so its notifications can
+    // be told from those of the projectors of other tests sharing the database
+    let application = format!("notify_{}", Uuid::new_v4().simple());
+    let url = format!("{schema_url}&application_name={application}");
+
+    let (listener, mut connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (notified, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = notified.send((n.channel().to_owned(), n.process_id()));
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN factline_positions")
+        .await
+        .unwrap();
+
+    let name = "notifying_sink";
+    let sink = MemorySink {
+        spec: spec(name, &["orders"], Input::Events),
+        apply: |_: &Batch<'_>| Applied::default(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(factline_projectors::run_sink(
+        fixture.config(&url),
+        sink,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let ends = HashMap::from([((fixture.topic("orders"), 0), last + 1)]);
+    wait_caught_up(&url, name, 1, &ends).await;
+    // the projector's backends, and the one this test reads with (also named so)
+    let pids: HashSet<i32> = listener
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 \
+               AND pid <> pg_backend_pid()",
+            &[&application],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+
+    // notifications are delivered at commit: the one of the batch that stored the position
+    // has arrived by now, whatever else the channel carried
+    let mut received = Vec::new();
+    while let Ok(notification) = notifications.try_recv() {
+        received.push(notification);
+    }
+    assert!(
+        received
+            .iter()
+            .any(|(channel, pid)| channel == "factline_positions" && pids.contains(pid)),
+        "no notification from the projector's connections {pids:?}: {received:?}"
+    );
+}

@@ -83,9 +83,9 @@ pub async fn commit<K: Sink>(
         dead_letters.write(letter).await?;
     }
     dead_letter::record_rows(&*tx, projector, version, &settled.letters).await?;
+    // with the notification, delivered at commit: the read API reads the new positions at once
+    // (read-your-writes)
     positions::advance(&tx, projector, version, &settled.advances).await?;
-    // delivered at commit: the read API reads the new positions at once (read-your-writes)
-    tx.batch_execute(positions::NOTIFY).await?;
     tx.commit().await?;
     drop(spans);
     sink.committed(client).await;

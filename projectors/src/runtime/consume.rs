@@ -491,8 +491,7 @@ impl<K: Sink> Runner<K> {
             return;
         };
         if let Err(error) =
-            positions::record_high_watermarks(&**client, &self.name, self.version, &watermarks)
-                .await
+            positions::record_high_watermarks(&client, &self.name, self.version, &watermarks).await
         {
             tracing::debug!(%error, "cannot record high watermarks");
         }
