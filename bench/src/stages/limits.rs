@@ -161,9 +161,9 @@ async fn avro_decode(b: &mut Bench, mut records: Vec<EncodedRecord>) {
 }
 
 /// Kafka consume: the PostgreSQL backlog from the beginning, read twice; the limit is the
-/// faster read. noida-db serves a read at about half speed while it saves its state (which a
-/// produce starts): 394–432k against 708–829k records/s for reads of the same backlog in the
-/// same runs, whichever came first.
+/// faster read. Reads of the same backlog on noida-db take one of two speeds, about 400–440k
+/// or 710–830k records/s here, whichever read comes first and whether or not the broker is
+/// busy meanwhile; the slow ones leave both the client and the broker mostly idle.
 async fn kafka_consume(b: &mut Bench) {
     const KEY: &str = "limit.kafka_consume";
     const LABEL: &str = "kafka consume (raw rdkafka, same backlog, best of 2)";
