@@ -1,6 +1,8 @@
 //! Recovery, against the real local stack: projector binaries started exactly as
 //! `scripts/services.sh` starts them come back after SIGKILL and share partitions when two run
-//! with the same defaults; an idle one pauses its fetches and misses nothing written meanwhile; registry answers that may heal (404, 401) delay records but never
+//! with the same defaults; an idle one pauses its fetches and misses nothing written meanwhile,
+//! also when its partitions move in a rebalance; registry answers that may heal (404, 401)
+//! delay records but never
 //! dead-letter them, and after the retry bound a record is dead-lettered without poisoning the
 //! ones that follow.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -339,6 +341,59 @@ async fn an_idle_projector_pauses_its_fetches_and_applies_what_is_written_meanwh
         wait_caught_up(&url, order_summary::NAME, order_summary::VERSION, &ends).await;
     }
     sigterm(&mut child);
+    let reference = reference(&fixture).await;
+    assert_eq!(dump(&url, ORDERS).await, dump(&reference, ORDERS).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_projector_whose_partitions_move_in_a_rebalance_applies_what_is_written_after() {
+    let mut fixture = Fixture::new(4).await;
+    let events = dataset::shop(8, 60);
+    let (first, rest) = events.split_at(events.len() / 2);
+    fixture.produce_all(first).await;
+    let (_, url) = fresh_schema().await;
+    let (addr_a, addr_b) = (free_addr(), free_addr());
+    let mut a = spawn_like_services(&fixture, &url, &addr_a);
+    wait_caught_up(
+        &url,
+        order_summary::NAME,
+        order_summary::VERSION,
+        &fixture.ends_for(&OrderSummaryProjection),
+    )
+    .await;
+    // the first instance is in its pause cycle (paused or probing) when the second joins:
+    // its partitions are revoked paused and some come back to it
+    let seen = idle_pauses(&addr_a).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while idle_pauses(&addr_a).await < seen + 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "an idle projector never paused its partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut b = spawn_like_services(&fixture, &url, &addr_b);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (ha, hb) = (health(&addr_a).await, health(&addr_b).await);
+        if let (Some(ha), Some(hb)) = (&ha, &hb) {
+            let (pa, pb) = (partitions(ha), partitions(hb));
+            if !pa.is_empty() && !pb.is_empty() && pa.is_disjoint(&pb) && pa.len() + pb.len() == 4 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the partitions were never shared: {ha:?} {hb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // written to every partition: the ones the first instance got back included
+    fixture.produce_all(rest).await;
+    let ends = fixture.ends_for(&OrderSummaryProjection);
+    wait_caught_up(&url, order_summary::NAME, order_summary::VERSION, &ends).await;
+    sigterm(&mut a);
+    sigterm(&mut b);
     let reference = reference(&fixture).await;
     assert_eq!(dump(&url, ORDERS).await, dump(&reference, ORDERS).await);
 }

@@ -131,6 +131,16 @@ impl ProjectorContext {
             }
             tracing::info!(projector = %self.projector, topic, partition, ?offset, "partition assigned");
         }
+        // librdkafka keeps a partition paused by the application (the idle cycle, the lead
+        // topics) paused across unassign and assign. A partition paused before a rebalance
+        // and assigned again would never be fetched: the idle cycle, probing meanwhile on an
+        // empty assignment, waits for a record or an end that never comes (seen as
+        // `customer_stats` silent after a broker restart). So every assignment starts
+        // unpaused, resumed before it is assigned so the fetcher starts at once; the lead
+        // topics hold what they must below, the idle cycle pauses again when idle.
+        if let Err(error) = consumer.resume(tpl) {
+            tracing::error!(projector = %self.projector, %error, "cannot resume the assignment");
+        }
         let result = match consumer.rebalance_protocol() {
             RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
             _ => consumer.assign(tpl),
