@@ -250,6 +250,47 @@ async fn a_projector_killed_with_sigkill_and_started_again_gets_its_partitions_b
     );
 }
 
+/// Waits until both instances hold partitions of `orders`, disjoint and together all of them;
+/// returns their health answers.
+async fn wait_shared(fixture: &Fixture, addr_a: &str, addr_b: &str) -> (Value, Value) {
+    let all: BTreeSet<String> = (0..4)
+        .map(|p| format!("{}/{p}", fixture.topic("orders")))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (ha, hb) = (health(addr_a).await, health(addr_b).await);
+        if let (Some(ha), Some(hb)) = (&ha, &hb) {
+            let (pa, pb) = (partitions(ha), partitions(hb));
+            if !pa.is_empty()
+                && !pb.is_empty()
+                && pa.is_disjoint(&pb)
+                && pa.union(&pb).cloned().collect::<BTreeSet<_>>() == all
+            {
+                return (ha.clone(), hb.clone());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both instances never had partitions: {ha:?} {hb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the idle projector at `addr` paused twice more (a whole pause-probe cycle ran).
+async fn wait_idle_cycle(addr: &str, child: &mut KillOnDrop) {
+    let seen = idle_pauses(addr).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while idle_pauses(addr).await < seen + 2.0 {
+        assert!(child.0.try_wait().unwrap().is_none(), "projector exited");
+        assert!(
+            Instant::now() < deadline,
+            "an idle projector never paused its partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_started_with_the_same_defaults_both_get_partitions() {
     let mut fixture = Fixture::new(4).await;
@@ -258,28 +299,7 @@ async fn two_instances_started_with_the_same_defaults_both_get_partitions() {
     let (addr_a, addr_b) = (free_addr(), free_addr());
     let mut a = spawn_like_services(&fixture, &url, &addr_a);
     let mut b = spawn_like_services(&fixture, &url, &addr_b);
-    let all: BTreeSet<String> = (0..4)
-        .map(|p| format!("{}/{p}", fixture.topic("orders")))
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let (ha, hb) = loop {
-        let (ha, hb) = (health(&addr_a).await, health(&addr_b).await);
-        if let (Some(ha), Some(hb)) = (&ha, &hb) {
-            let (pa, pb) = (partitions(ha), partitions(hb));
-            if !pa.is_empty()
-                && !pb.is_empty()
-                && pa.is_disjoint(&pb)
-                && pa.union(&pb).cloned().collect::<BTreeSet<_>>() == all
-            {
-                break (ha.clone(), hb.clone());
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "both instances never had partitions: {ha:?} {hb:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (ha, hb) = wait_shared(&fixture, &addr_a, &addr_b).await;
     let (ia, ib) = (ha["instance_id"].as_str(), hb["instance_id"].as_str());
     assert!(
         ia.is_some() && ib.is_some(),
@@ -326,16 +346,7 @@ async fn an_idle_projector_pauses_its_fetches_and_applies_what_is_written_meanwh
     // each round: the idle projector pauses (twice, so a whole pause-probe cycle ran), then
     // records arrive while it is paused or probing, and all of them are applied
     for chunk in rest.chunks(rest.len().div_ceil(3)) {
-        let seen = idle_pauses(&addr).await;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while idle_pauses(&addr).await < seen + 2.0 {
-            assert!(child.0.try_wait().unwrap().is_none(), "projector exited");
-            assert!(
-                Instant::now() < deadline,
-                "an idle projector never paused its partitions"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_idle_cycle(&addr, &mut child).await;
         fixture.produce_all(chunk).await;
         let ends = fixture.ends_for(&OrderSummaryProjection);
         wait_caught_up(&url, order_summary::NAME, order_summary::VERSION, &ends).await;
@@ -363,31 +374,9 @@ async fn an_idle_projector_whose_partitions_move_in_a_rebalance_applies_what_is_
     .await;
     // the first instance is in its pause cycle (paused or probing) when the second joins:
     // its partitions are revoked paused and some come back to it
-    let seen = idle_pauses(&addr_a).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while idle_pauses(&addr_a).await < seen + 2.0 {
-        assert!(
-            Instant::now() < deadline,
-            "an idle projector never paused its partitions"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_idle_cycle(&addr_a, &mut a).await;
     let mut b = spawn_like_services(&fixture, &url, &addr_b);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (ha, hb) = (health(&addr_a).await, health(&addr_b).await);
-        if let (Some(ha), Some(hb)) = (&ha, &hb) {
-            let (pa, pb) = (partitions(ha), partitions(hb));
-            if !pa.is_empty() && !pb.is_empty() && pa.is_disjoint(&pb) && pa.len() + pb.len() == 4 {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the partitions were never shared: {ha:?} {hb:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_shared(&fixture, &addr_a, &addr_b).await;
     // written to every partition: the ones the first instance got back included
     fixture.produce_all(rest).await;
     let ends = fixture.ends_for(&OrderSummaryProjection);
