@@ -75,6 +75,12 @@ pub struct Config {
     /// 100; 0 never pauses). The first record after a quiet spell is seen up to this much later;
     /// see [`crate::runtime::idle`].
     pub idle_pause_ms: u64,
+    /// Once every partition is read to its end while records flow, the partitions are paused
+    /// this long before the next fetch, so a consumer keeping up with a steady stream does not
+    /// fetch again and again from a broker that answers an empty fetch at once
+    /// (`PROJECTOR_FETCH_PACE_MS`, default 10; 0 never paces). A record is seen up to this much
+    /// later; see [`crate::runtime::idle`].
+    pub fetch_pace_ms: u64,
     // --- end of crash recovery and registry retries ---
     /// The key store that decrypts personal fields before `apply` (`FACTLINE_KEK`,
     /// `FACTLINE_KEK_FILE`, `FACTLINE_KEYS_*`; see `factline_keystore::config`).
@@ -123,6 +129,7 @@ impl Config {
             static_membership: true,
             registry_retry_ms: 300_000,
             idle_pause_ms: 100,
+            fetch_pace_ms: 10,
             keys: factline_keystore::KeyConfig::default(),
             archive: None,
         }
@@ -166,6 +173,7 @@ impl Config {
             .unwrap_or(c.static_membership);
         c.registry_retry_ms = env.parse_or("PROJECTOR_REGISTRY_RETRY_MS", c.registry_retry_ms)?;
         c.idle_pause_ms = env.parse_or("PROJECTOR_IDLE_PAUSE_MS", c.idle_pause_ms)?;
+        c.fetch_pace_ms = env.parse_or("PROJECTOR_FETCH_PACE_MS", c.fetch_pace_ms)?;
         c.keys =
             factline_keystore::KeyConfig::from_env(&env).map_err(|e| ConfigError::Invalid {
                 name: "FACTLINE_KEK*",

@@ -21,6 +21,9 @@ pub const RETRIES: &str = "factline_projector_retries_total";
 /// Times the consumer paused its partitions for having nothing to read (see
 /// `runtime::idle`).
 pub const IDLE_PAUSES: &str = "factline_projector_idle_pauses_total";
+/// Times the consumer paused its partitions for one pace, every one read to its end while
+/// records flow (see `runtime::idle`).
+pub const FETCH_PACES: &str = "factline_projector_fetch_paces_total";
 /// Records between the checkpoint and the high watermark, per `topic` and `partition`.
 pub const LAG_EVENTS: &str = "factline_projector_lag_events";
 /// Age of the last applied event when records are still waiting, per `topic` and `partition`.
@@ -90,6 +93,11 @@ impl Metrics {
     /// Counts a pause of an idle consumer.
     pub fn idle_pause(&self) {
         counter!(IDLE_PAUSES, &self.labels()).increment(1);
+    }
+
+    /// Counts a pace of a consumer that read every partition to its end.
+    pub fn fetch_pace(&self) {
+        counter!(FETCH_PACES, &self.labels()).increment(1);
     }
 
     /// Sets the lag of one partition.

@@ -356,6 +356,54 @@ async fn an_idle_projector_pauses_its_fetches_and_applies_what_is_written_meanwh
     assert_eq!(dump(&url, ORDERS).await, dump(&reference, ORDERS).await);
 }
 
+/// The paces the projector has counted (`factline_projector_fetch_paces_total`).
+async fn fetch_paces(addr: &str) -> f64 {
+    metrics(addr)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("factline_projector_fetch_paces_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_keeping_up_paces_its_fetches_and_applies_what_is_written_meanwhile() {
+    let mut fixture = Fixture::new(3).await;
+    let events = dataset::shop(6, 60);
+    let (first, rest) = events.split_at(events.len() / 2);
+    fixture.produce_all(first).await;
+    let (_, url) = fresh_schema().await;
+    let addr = free_addr();
+    let mut child = spawn_like_services(&fixture, &url, &addr);
+    wait_caught_up(
+        &url,
+        order_summary::NAME,
+        order_summary::VERSION,
+        &fixture.ends_for(&OrderSummaryProjection),
+    )
+    .await;
+    // each round: records arrive, are applied, and the projector, having read every partition
+    // to its end, pauses its fetches for a pace (the defaults, as `make up` runs it)
+    for chunk in rest.chunks(rest.len().div_ceil(4)) {
+        let seen = fetch_paces(&addr).await;
+        fixture.produce_all(chunk).await;
+        let ends = fixture.ends_for(&OrderSummaryProjection);
+        wait_caught_up(&url, order_summary::NAME, order_summary::VERSION, &ends).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while fetch_paces(&addr).await <= seen {
+            assert!(child.0.try_wait().unwrap().is_none(), "projector exited");
+            assert!(
+                Instant::now() < deadline,
+                "a projector that read every partition to its end never paced its fetches"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    sigterm(&mut child);
+    let reference = reference(&fixture).await;
+    assert_eq!(dump(&url, ORDERS).await, dump(&reference, ORDERS).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_projector_whose_partitions_move_in_a_rebalance_applies_what_is_written_after() {
     let mut fixture = Fixture::new(4).await;

@@ -4,7 +4,9 @@
 //! backoff on the same in-memory batch (nothing is skipped); rebalances discard the
 //! uncommitted records of revoked partitions. Once a second the loop exports lag, records
 //! high watermarks and, while a new version rebuilds, checks its progress ([`super::rebuild`]).
-//! With nothing to read, the partitions are paused between short probes ([`super::idle`]).
+//! With nothing to read, the partitions are paused between short probes, and a consumer read
+//! to its end paces its fetches ([`super::idle`]); a batch that no record can join before the
+//! pace ends is committed at once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -48,6 +50,31 @@ struct NextBatch<'a> {
     topics: &'a mut TopicNames,
     max: usize,
     wait: Duration,
+}
+
+/// A partition reported its end. When that starts a pace, a batch due before the pace ends
+/// is committed now: no record can join it meanwhile, so waiting would only delay it.
+fn partition_ended(
+    idle: &mut IdleFetch,
+    partition: i32,
+    batch_deadline: &mut Option<tokio::time::Instant>,
+) {
+    let pace_end = idle.reached_end(partition);
+    commit_before_pace(pace_end, batch_deadline, tokio::time::Instant::now());
+}
+
+/// Brings the open batch's deadline forward to `now` if a pace ending at `pace_end` began and
+/// the batch would be due before it ends.
+fn commit_before_pace(
+    pace_end: Option<tokio::time::Instant>,
+    batch_deadline: &mut Option<tokio::time::Instant>,
+    now: tokio::time::Instant,
+) {
+    if let Some(pace_end) = pace_end {
+        if batch_deadline.is_some_and(|due| due <= pace_end) {
+            *batch_deadline = Some(now);
+        }
+    }
 }
 
 /// Removes from `batch` the records of partitions revoked since the last look.
@@ -100,6 +127,7 @@ impl<K: Sink> Runner<K> {
     pub(super) async fn consume(&mut self) {
         let mut idle = IdleFetch::new(
             self.config.idle_pause_ms,
+            self.config.fetch_pace_ms,
             self.consumer.clone(),
             self.state.clone(),
             self.metrics.clone(),
@@ -202,7 +230,7 @@ impl<K: Sink> Runner<K> {
                     }
                     Err(KafkaError::PartitionEOF(partition)) => {
                         lead::partition_ended(&consumer, &self.state, partition);
-                        idle.reached_end();
+                        partition_ended(idle, partition, &mut deadline);
                     }
                     Err(error) => {
                         if !self.consume_failed(error, idle, &mut recv_backoff).await {
@@ -227,7 +255,8 @@ impl<K: Sink> Runner<K> {
     ) -> bool {
         if let KafkaError::PartitionEOF(partition) = error {
             lead::partition_ended(&self.consumer, &self.state, partition);
-            idle.reached_end();
+            // (no batch here to commit early: the loops handle ends themselves)
+            let _pace_end = idle.reached_end(partition);
             return true;
         }
         if let KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset) = error {
@@ -277,6 +306,10 @@ impl<K: Sink> Runner<K> {
             tokio::select! {
                 biased;
                 flushed = &mut flush => return flushed,
+                // a pace ends on time while a batch commits
+                _ = sleep_until_opt(idle.deadline(true)), if idle.deadline(true).is_some() => {
+                    idle.turn();
+                }
                 message = consumer.recv(), if reading => match message {
                     Ok(message) => {
                         let record = Record::from_message(&message, next.topics);
@@ -292,7 +325,7 @@ impl<K: Sink> Runner<K> {
                     }
                     Err(KafkaError::PartitionEOF(partition)) => {
                         lead::partition_ended(&consumer, &state, partition);
-                        idle.reached_end();
+                        partition_ended(idle, partition, next.deadline);
                     }
                     Err(error) => *next.error = Some(error),
                 },
@@ -497,5 +530,33 @@ impl<K: Sink> Runner<K> {
         }
         drop(client);
         self.rebuild_turn().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_due_before_the_pace_ends_is_committed_at_once_and_a_later_one_waits() {
+        let now = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        let pace_end = Some(now + ms(10));
+        let mut due_within = Some(now + ms(4));
+        commit_before_pace(pace_end, &mut due_within, now);
+        assert_eq!(due_within, Some(now));
+        let mut due_after = Some(now + ms(100));
+        commit_before_pace(pace_end, &mut due_after, now);
+        assert_eq!(
+            due_after,
+            Some(now + ms(100)),
+            "records may still join it after the pace"
+        );
+        let mut no_batch = None;
+        commit_before_pace(pace_end, &mut no_batch, now);
+        assert_eq!(no_batch, None);
+        let mut no_pace = Some(now + ms(4));
+        commit_before_pace(None, &mut no_pace, now);
+        assert_eq!(no_pace, Some(now + ms(4)));
     }
 }

@@ -32,6 +32,10 @@ pub struct RebalanceState {
     /// Positions known to be committed (a lower bound of the stored ones), used when the
     /// database cannot be read during a rebalance.
     pub committed: HashMap<TopicPartition, i64>,
+    /// Where each assigned partition was last positioned: the offset it was assigned at, or
+    /// where the idle cycle last sought it ([`crate::runtime::idle`]). With no record received
+    /// since, it is the partition's next offset.
+    pub positioned: HashMap<TopicPartition, i64>,
     /// High watermarks from the client's statistics.
     pub high_watermarks: HashMap<TopicPartition, i64>,
     /// Statistics samples received so far, and the group join state of the last one
@@ -151,6 +155,9 @@ impl ProjectorContext {
         }
         {
             let mut state = self.state.lock();
+            for (tp, start) in &starts {
+                state.positioned.insert(tp.clone(), *start);
+            }
             for tp in &partitions {
                 if let Some(next) = stored.get(tp) {
                     let known = state.committed.entry(tp.clone()).or_insert(*next);
@@ -172,6 +179,7 @@ impl ProjectorContext {
             let mut state = self.state.lock();
             for p in &partitions {
                 state.assigned.remove(p);
+                state.positioned.remove(p);
             }
             state.leads.revoke(&partitions);
             state.revoked.extend(partitions.iter().cloned());
