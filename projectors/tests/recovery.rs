@@ -19,7 +19,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use common::dataset::{self, placed};
-use common::{connect, count, dump, fresh_schema, start, wait_caught_up, Fixture};
+use common::{connect, count, dump, fresh_schema, start, wait_caught_up, Fixture, TestEvent};
 use factline_projectors::projections::{order_summary, OrderSummaryProjection};
 use serde_json::Value;
 
@@ -317,25 +317,32 @@ async fn two_instances_started_with_the_same_defaults_both_get_partitions() {
     assert_eq!(dump(&url, ORDERS).await, dump(&reference, ORDERS).await);
 }
 
-/// The idle pauses the projector has counted (`factline_projector_idle_pauses_total`).
-async fn idle_pauses(addr: &str) -> f64 {
+/// A counter of the projector at `addr`, summed over its labels.
+async fn counted(addr: &str, counter: &str) -> f64 {
+    let prefix = format!("{counter}{{");
     metrics(addr)
         .await
         .lines()
-        .filter(|l| l.starts_with("factline_projector_idle_pauses_total{"))
+        .filter(|l| l.starts_with(&prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_projector_pauses_its_fetches_and_applies_what_is_written_meanwhile() {
-    let mut fixture = Fixture::new(3).await;
+/// The idle pauses the projector has counted.
+async fn idle_pauses(addr: &str) -> f64 {
+    counted(addr, "factline_projector_idle_pauses_total").await
+}
+
+/// Produces the first half of a small shop, starts `order_summary` as the services do and
+/// waits until it applied it; returns the second half, the database and the projector's
+/// address and process.
+async fn started_on_half(fixture: &mut Fixture) -> (Vec<TestEvent>, String, String, KillOnDrop) {
     let events = dataset::shop(6, 60);
     let (first, rest) = events.split_at(events.len() / 2);
     fixture.produce_all(first).await;
     let (_, url) = fresh_schema().await;
     let addr = free_addr();
-    let mut child = spawn_like_services(&fixture, &url, &addr);
+    let child = spawn_like_services(fixture, &url, &addr);
     wait_caught_up(
         &url,
         order_summary::NAME,
@@ -343,6 +350,13 @@ async fn an_idle_projector_pauses_its_fetches_and_applies_what_is_written_meanwh
         &fixture.ends_for(&OrderSummaryProjection),
     )
     .await;
+    (rest.to_vec(), url, addr, child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_projector_pauses_its_fetches_and_applies_what_is_written_meanwhile() {
+    let mut fixture = Fixture::new(3).await;
+    let (rest, url, addr, mut child) = started_on_half(&mut fixture).await;
     // each round: the idle projector pauses (twice, so a whole pause-probe cycle ran), then
     // records arrive while it is paused or probing, and all of them are applied
     for chunk in rest.chunks(rest.len().div_ceil(3)) {
@@ -356,32 +370,15 @@ async fn an_idle_projector_pauses_its_fetches_and_applies_what_is_written_meanwh
     assert_eq!(dump(&url, ORDERS).await, dump(&reference, ORDERS).await);
 }
 
-/// The paces the projector has counted (`factline_projector_fetch_paces_total`).
+/// The paces the projector has counted.
 async fn fetch_paces(addr: &str) -> f64 {
-    metrics(addr)
-        .await
-        .lines()
-        .filter(|l| l.starts_with("factline_projector_fetch_paces_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    counted(addr, "factline_projector_fetch_paces_total").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_keeping_up_paces_its_fetches_and_applies_what_is_written_meanwhile() {
     let mut fixture = Fixture::new(3).await;
-    let events = dataset::shop(6, 60);
-    let (first, rest) = events.split_at(events.len() / 2);
-    fixture.produce_all(first).await;
-    let (_, url) = fresh_schema().await;
-    let addr = free_addr();
-    let mut child = spawn_like_services(&fixture, &url, &addr);
-    wait_caught_up(
-        &url,
-        order_summary::NAME,
-        order_summary::VERSION,
-        &fixture.ends_for(&OrderSummaryProjection),
-    )
-    .await;
+    let (rest, url, addr, mut child) = started_on_half(&mut fixture).await;
     // each round: records arrive, are applied, and the projector, having read every partition
     // to its end, pauses its fetches for a pace (the defaults, as `make up` runs it)
     for chunk in rest.chunks(rest.len().div_ceil(4)) {
