@@ -18,6 +18,11 @@
 # (run/, logs/, noida/, objects/, postgres/) out of .dev/, and KAFKA_PORT, ES_PORT, PG_PORT,
 # S3_PORT, REGISTRY_PORT (or the address variables printed by `env`) choose the ports. The
 # installed tools stay in .dev/venv.
+#
+# BROKER chooses the local Kafka: `noida` (the default: noida-db, installed from PyPI in
+# seconds) or `nisshi` (a Kafka-protocol broker built from the Rust package registry, about
+# 13 minutes once, into .dev/nisshi; its log is kept in .dev/nisshi/kafka.db). Figures for both
+# are in README.md ("Choosing the local broker").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,6 +42,13 @@ PG_DATA="$DEV/postgres"
 NOIDA_VERSION="0.2.3"
 VENV="$ROOT/.dev/venv"
 NOIDA_BIN="$VENV/lib/python3.11/site-packages/noida_db/noida-db"
+BROKER="${BROKER:-noida}"
+NISSHI_VERSION="0.8.1"
+NISSHI_BIN="$ROOT/.dev/nisshi/bin/nisshi"
+case "$BROKER" in
+    noida | nisshi) ;;
+    *) printf '[stack] error: BROKER=%s: the local Kafka is noida or nisshi\n' "$BROKER" >&2; exit 2 ;;
+esac
 WEED_BIN="$VENV/bin/weed"
 CARGO_PROFILE="${CARGO_PROFILE:-debug}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -79,6 +91,16 @@ install() {
         log "installing noida-db $NOIDA_VERSION into .dev/venv"
         python3 -m venv "$VENV"
         "$VENV/bin/pip" install -q "noida-db==$NOIDA_VERSION"
+    fi
+    if [ "$BROKER" = nisshi ] && [ ! -x "$NISSHI_BIN" ]; then
+        command -v cargo >/dev/null || die "cargo is not installed: install Rust with rustup first"
+        log "building nisshi $NISSHI_VERSION (the Kafka broker of BROKER=nisshi) into .dev/nisshi: about 13 minutes, once"
+        # its own target directory, removed after: the workspace's target/ stays the workspace's
+        local build="$ROOT/.dev/nisshi-build"
+        CARGO_TARGET_DIR="$build" cargo install -q "nisshi@$NISSHI_VERSION" --locked \
+            --ignore-rust-version --no-default-features --features libsql --root "$ROOT/.dev/nisshi" \
+            || die "building nisshi failed"
+        rm -rf "$build"
     fi
     if [ ! -x "$WEED_BIN" ]; then
         log "installing SeaweedFS $SEAWEEDFS_VERSION (the S3 object store) into .dev/venv"
@@ -175,6 +197,10 @@ stop_postgres() {
 
 start_noida() {
     if pid_alive noida; then return 0; fi
+    if [ "$BROKER" = nisshi ]; then
+        start_noida_search
+        return
+    fi
     if port_open "$KAFKA_PORT" && port_open "$ES_PORT"; then
         log "ports $KAFKA_PORT and $ES_PORT are taken by processes this script did not start; using them as Kafka and Elasticsearch"
         return 0
@@ -187,9 +213,51 @@ start_noida() {
         --kafka-port "$KAFKA_PORT" --elasticsearch-port "$ES_PORT" --data-dir "$DEV/noida" \
         >>"$LOGS/noida.log" 2>&1 </dev/null &
     echo $! >"$RUN/noida.pid"
+    echo "kafka elasticsearch" >"$RUN/noida.services"
     wait_until 60 "Kafka (noida-db)" "$LOGS/noida.log" port_open "$KAFKA_PORT"
     wait_until 60 "Elasticsearch (noida-db)" "$LOGS/noida.log" curl -fsS "$ELASTICSEARCH_URL/"
     note_started noida
+}
+
+# BROKER=nisshi: noida-db serves Elasticsearch only.
+start_noida_search() {
+    if port_open "$ES_PORT"; then
+        log "port $ES_PORT is taken by a process this script did not start; using it as Elasticsearch"
+        return 0
+    fi
+    [ -x "$NOIDA_BIN" ] || die "noida-db not installed (run: scripts/stack.sh install)"
+    log "starting noida-db: Elasticsearch on 127.0.0.1:$ES_PORT (Kafka is nisshi's)"
+    mkdir -p "$DEV/noida"
+    setsid "$NOIDA_BIN" start --only elasticsearch --host 127.0.0.1 \
+        --elasticsearch-port "$ES_PORT" --data-dir "$DEV/noida" \
+        >>"$LOGS/noida.log" 2>&1 </dev/null &
+    echo $! >"$RUN/noida.pid"
+    echo "elasticsearch" >"$RUN/noida.services"
+    wait_until 60 "Elasticsearch (noida-db)" "$LOGS/noida.log" curl -fsS "$ELASTICSEARCH_URL/"
+    note_started noida
+}
+
+# ---------------------------------------------------------------- nisshi (Kafka, BROKER=nisshi)
+
+# A Kafka broker that holds a fetch for its MaxWaitMs while there is nothing to read (noida-db
+# answers at once) and keeps its log in SQLite. A new consumer group is assigned at once.
+start_nisshi() {
+    if pid_alive nisshi; then return 0; fi
+    if port_open "$KAFKA_PORT"; then
+        log "port $KAFKA_PORT is taken by a process this script did not start; using it as Kafka"
+        return 0
+    fi
+    [ -x "$NISSHI_BIN" ] || die "nisshi not installed (run: BROKER=nisshi scripts/stack.sh install)"
+    log "starting nisshi: Kafka on 127.0.0.1:$KAFKA_PORT"
+    mkdir -p "$DEV/nisshi"
+    (cd "$DEV/nisshi" && exec setsid "$NISSHI_BIN" broker \
+        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --storage-engine "sqlite://kafka.db" --group-initial-rebalance-delay 0s \
+        >>"$LOGS/nisshi.log" 2>&1 </dev/null) &
+    echo $! >"$RUN/nisshi.pid"
+    wait_until 60 "Kafka (nisshi)" "$LOGS/nisshi.log" port_open "$KAFKA_PORT"
+    note_started nisshi
 }
 
 # On SIGTERM noida-db saves a snapshot but still acknowledges produce requests that arrive
@@ -198,11 +266,15 @@ start_noida() {
 # is the process stopped.
 stop_noida() {
     if pid_alive noida; then
-        log "stopping noida-db's Kafka and Elasticsearch services (their data is saved)"
-        timeout 60 "$NOIDA_BIN" stop kafka elasticsearch --data-dir "$DEV/noida" >>"$LOGS/noida.log" 2>&1 ||
+        local services
+        services="$(cat "$RUN/noida.services" 2>/dev/null || echo kafka elasticsearch)"
+        log "stopping noida-db's services: $services (their data is saved)"
+        # shellcheck disable=SC2086 # the services it runs, one word each
+        timeout 60 "$NOIDA_BIN" stop $services --data-dir "$DEV/noida" >>"$LOGS/noida.log" 2>&1 ||
             log "noida-db did not stop its services itself; stopping the process"
     fi
     stop_pid noida
+    rm -f "$RUN/noida.services"
 }
 
 stop_pid() { # stop_pid NAME: SIGTERM, wait up to 20 s, then SIGKILL
@@ -273,6 +345,7 @@ start_registry() {
 # ---------------------------------------------------------------- commands
 
 ALL=(postgres noida objects registry)
+[ "$BROKER" = noida ] || ALL=(postgres nisshi noida objects registry)
 
 # Free space under .dev/. Below 1% free SeaweedFS marks every volume read-only and answers each
 # PUT with a bare 500; PostgreSQL and noida-db cannot save either. So a start on a nearly full
@@ -299,6 +372,7 @@ start() {
         case "$c" in
             postgres) start_postgres ;;
             noida) start_noida ;;
+            nisshi) start_nisshi ;;
             objects) start_objects ;;
             registry) start_registry ;;
             *) die "unknown component '$c' (known: ${ALL[*]})" ;;
@@ -308,13 +382,13 @@ start() {
 
 stop() {
     local comps=("$@")
-    [ ${#comps[@]} -gt 0 ] || comps=(registry objects noida postgres)
+    [ ${#comps[@]} -gt 0 ] || comps=(registry objects noida nisshi postgres)
     for c in "${comps[@]}"; do
         case "$c" in
             postgres) stop_postgres ;;
             noida) stop_noida ;;
-            registry | objects) stop_pid "$c" ;;
-            *) die "unknown component '$c' (known: ${ALL[*]})" ;;
+            registry | objects | nisshi) stop_pid "$c" ;;
+            *) die "unknown component '$c' (known: postgres noida nisshi objects registry)" ;;
         esac
     done
 }
@@ -328,7 +402,12 @@ status() {
         printf '%-20s %-8s %-8s %s\n' "$1" "$state" "$pid" "$2"
     }
     row postgres "$DATABASE_URL" "$PG_PORT"
-    row noida "kafka $KAFKA_BROKERS, elasticsearch $ELASTICSEARCH_URL" "$KAFKA_PORT"
+    if [ "$BROKER" = nisshi ] || pid_alive nisshi; then
+        row nisshi "kafka $KAFKA_BROKERS" "$KAFKA_PORT"
+        row noida "elasticsearch $ELASTICSEARCH_URL" "$ES_PORT"
+    else
+        row noida "kafka $KAFKA_BROKERS, elasticsearch $ELASTICSEARCH_URL" "$KAFKA_PORT"
+    fi
     row objects "s3 $ARCHIVE_S3_ENDPOINT, bucket $ARCHIVE_S3_BUCKET" "$S3_PORT"
     row registry "$SCHEMA_REGISTRY_URL" "$REGISTRY_PORT"
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: installs what is missing, starts the infrastructure the tests need if it is
-# not running (PostgreSQL, noida-db for Kafka and Elasticsearch, the schema registry), runs
+# not running (PostgreSQL, noida-db for Kafka and Elasticsearch or, with BROKER=nisshi, nisshi
+# for Kafka and noida-db for Elasticsearch, the object store, the schema registry), runs
 # the checks and every test with the addresses in the environment, stops what it started,
 # and exits with the tests' status.
 set -uo pipefail

@@ -255,13 +255,20 @@ pub struct CpuSnapshot {
 
 impl CpuWatch {
     /// Watches the bench itself and the stack's servers whose PID files exist in `run_dir`
-    /// (`noida.pid`: Kafka + Elasticsearch; `postgres.pid` and its backends; `registry.pid`;
-    /// `objects.pid`: the S3 server).
+    /// (`noida.pid`: Kafka + Elasticsearch, or Elasticsearch alone when `nisshi.pid` exists:
+    /// then nisshi is Kafka; `postgres.pid` and its backends; `registry.pid`; `objects.pid`:
+    /// the S3 server).
     pub fn new(run_dir: &Path) -> CpuWatch {
         let mut watch = CpuWatch::default();
         watch.add("bench", std::process::id(), false);
+        let noida = if run_dir.join("nisshi.pid").exists() {
+            "noida (es)"
+        } else {
+            "noida (kafka+es)"
+        };
         for (name, file, children) in [
-            ("noida (kafka+es)", "noida.pid", false),
+            ("nisshi (kafka)", "nisshi.pid", false),
+            (noida, "noida.pid", false),
             ("postgres", "postgres.pid", true),
             ("registry", "registry.pid", false),
             ("object store", "objects.pid", false),

@@ -62,9 +62,10 @@ impl Broker {
             .join(Uuid::new_v4().simple().to_string());
         std::fs::create_dir_all(&dir).unwrap();
         let (kafka, elasticsearch) = (free_port(), free_port());
-        // the variables scripts/stack.sh reads, naming this run's noida-db only
+        // the variables scripts/stack.sh reads, naming this run's noida-db only (a noida-db
+        // whatever the shared stack's BROKER is: the test stops its Kafka service)
         let stack = format!(
-            "env -u STARTED_FILE -u NOIDA_DATA_DIR -u KAFKA_BROKERS -u ELASTICSEARCH_URL FACTLINE_DEV_DIR='{}' KAFKA_PORT={kafka} \
+            "env -u STARTED_FILE -u NOIDA_DATA_DIR -u KAFKA_BROKERS -u ELASTICSEARCH_URL -u BROKER FACTLINE_DEV_DIR='{}' KAFKA_PORT={kafka} \
              ES_PORT={elasticsearch} '{}/scripts/stack.sh'",
             dir.display(),
             root.display()

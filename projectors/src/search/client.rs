@@ -165,6 +165,8 @@ impl EsClient {
             .base
             .join(path)
             .map_err(|e| EsError::Permanent(e.to_string()))?;
+        let started = std::time::Instant::now();
+        let bytes = body.as_ref().map_or(0, String::len);
         let mut request = self.http.request(method, url);
         if let Some((user, password)) = &self.auth {
             request = request.basic_auth(user, password.as_ref());
@@ -182,6 +184,8 @@ impl EsClient {
             .await
             .map_err(|e| EsError::Transient(e.to_string()))?;
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        tracing::trace!(path, bytes, %status, ms = started.elapsed().as_secs_f64() * 1e3,
+            "elasticsearch request");
         Ok((status, value))
     }
 

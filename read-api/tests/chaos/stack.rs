@@ -42,6 +42,9 @@ const OWN_NAMES: &[&str] = &[
     "NOIDA_DATA_DIR",
     "KAFKA_PORT",
     "ES_PORT",
+    // the run's broker is its own noida-db (Kafka and Elasticsearch), whatever the shared
+    // stack's BROKER is: the suite stops and starts it as `stack.sh stop|start noida`
+    "BROKER",
 ];
 
 /// A running isolated system.
