@@ -132,6 +132,14 @@ wait_until() { # wait_until SECONDS DESCRIPTION LOG COMMAND...
     done
 }
 
+# already_up NAME PORT WHAT: NAME runs (started here), or PORT answers: a server this script did
+# not start, used as WHAT.
+already_up() {
+    pid_alive "$1" && return 0
+    port_open "$2" || return 1
+    log "port $2 is taken by a process this script did not start; using it as $3"
+}
+
 note_started() { if [ -n "${STARTED_FILE:-}" ]; then echo "$1" >>"$STARTED_FILE"; fi; }
 
 as_postgres() { su postgres -s /bin/sh -c "$1"; }
@@ -221,10 +229,7 @@ start_noida() {
 
 # BROKER=nisshi: noida-db serves Elasticsearch only.
 start_noida_search() {
-    if port_open "$ES_PORT"; then
-        log "port $ES_PORT is taken by a process this script did not start; using it as Elasticsearch"
-        return 0
-    fi
+    already_up noida "$ES_PORT" Elasticsearch && return 0
     [ -x "$NOIDA_BIN" ] || die "noida-db not installed (run: scripts/stack.sh install)"
     log "starting noida-db: Elasticsearch on 127.0.0.1:$ES_PORT (Kafka is nisshi's)"
     mkdir -p "$DEV/noida"
@@ -242,11 +247,7 @@ start_noida_search() {
 # A Kafka broker that holds a fetch for its MaxWaitMs while there is nothing to read (noida-db
 # answers at once) and keeps its log in SQLite. A new consumer group is assigned at once.
 start_nisshi() {
-    if pid_alive nisshi; then return 0; fi
-    if port_open "$KAFKA_PORT"; then
-        log "port $KAFKA_PORT is taken by a process this script did not start; using it as Kafka"
-        return 0
-    fi
+    already_up nisshi "$KAFKA_PORT" Kafka && return 0
     [ -x "$NISSHI_BIN" ] || die "nisshi not installed (run: BROKER=nisshi scripts/stack.sh install)"
     log "starting nisshi: Kafka on 127.0.0.1:$KAFKA_PORT"
     mkdir -p "$DEV/nisshi"
@@ -299,11 +300,7 @@ stop_pid() { # stop_pid NAME: SIGTERM, wait up to 20 s, then SIGKILL
 # admin UI, Iceberg and Lance endpoints are off. Without an IAM configuration the gateway
 # accepts any credentials. The bucket is created at start.
 start_objects() {
-    if pid_alive objects; then return 0; fi
-    if port_open "$S3_PORT"; then
-        log "port $S3_PORT is taken by a process this script did not start; using it as the object store"
-        return 0
-    fi
+    already_up objects "$S3_PORT" "the object store" && return 0
     [ -x "$WEED_BIN" ] || die "SeaweedFS not installed (run: scripts/stack.sh install)"
     log "starting the object store (SeaweedFS S3) on $ARCHIVE_S3_ENDPOINT, bucket $ARCHIVE_S3_BUCKET"
     mkdir -p "$DEV/objects"
@@ -321,11 +318,7 @@ start_objects() {
 # ---------------------------------------------------------------- schema registry
 
 start_registry() {
-    if pid_alive registry; then return 0; fi
-    if port_open "$REGISTRY_PORT"; then
-        log "port $REGISTRY_PORT is taken by a process this script did not start; using it as the schema registry"
-        return 0
-    fi
+    already_up registry "$REGISTRY_PORT" "the schema registry" && return 0
     local bin="$TARGET_DIR/$CARGO_PROFILE/factline-registry"
     log "building the schema registry"
     local release=()
