@@ -22,6 +22,7 @@ use factline_archive::manifest::MIGRATION;
 use factline_archive::segmenter::cut_len;
 use factline_archive::{
     naming, ArchiveError, ArchiveObject, Bucket, CutRules, LogRecord, Manifest, ObjectMeta, Stored,
+    UnsealedObject,
 };
 use tokio_postgres::Transaction;
 
@@ -106,9 +107,11 @@ impl ArchiveSink {
 /// the batch's partitions are written concurrently, then recorded in the runtime's
 /// transaction.
 ///
-/// Each object is encoded while the one before is being put. The next object starts where
-/// the one in flight ends if it is created as encoded; if an object already at its key is
-/// adopted with other bounds, the next one is encoded again from where the adopted one ends.
+/// Each object's records are encoded here, then compressed and put by a task of its own (the
+/// compression on a blocking thread): the consumer reads the next batch meanwhile. The next
+/// object starts where the one in flight ends if it is created as encoded; if an object
+/// already at its key is adopted with other bounds, the next one is encoded again from where
+/// the adopted one ends.
 async fn write_partition(
     bucket: &Bucket,
     rules: CutRules,
@@ -121,13 +124,11 @@ async fn write_partition(
     let mut written = Vec::new();
     let mut in_flight: Option<Put> = None;
     loop {
-        let planned = in_flight
-            .as_ref()
-            .map_or(next, |put| put.meta.last_offset + 1);
+        let planned = in_flight.as_ref().map_or(next, |put| put.last_offset + 1);
         let pending = from(planned);
         let encoded = match pending.is_empty() {
             true => None,
-            false => Some(ArchiveObject::encode(
+            false => Some(ArchiveObject::unsealed(
                 planned,
                 &pending[..cut_len(pending, rules)],
             )?),
@@ -138,7 +139,7 @@ async fn write_partition(
             written.push((meta, key));
         }
         match encoded {
-            Some(object) if object.meta.first_offset == next => {
+            Some(object) if object.first_offset() == next => {
                 in_flight = Some(Put::start(bucket, topic, partition, object));
             }
             // encoded past an object adopted with other bounds: encoded again from `next`
@@ -148,24 +149,28 @@ async fn write_partition(
     }
 }
 
-/// An object being put, in a task of its own.
+/// An object being sealed and put, in a task of its own.
 struct Put {
     key: String,
-    meta: ObjectMeta,
-    size: u64,
-    task: tokio::task::JoinHandle<Result<Stored, ArchiveError>>,
+    last_offset: i64,
+    task: tokio::task::JoinHandle<Result<(ObjectMeta, Stored), ArchiveSinkError>>,
 }
 
 impl Put {
-    fn start(bucket: &Bucket, topic: &str, partition: i32, object: ArchiveObject) -> Put {
-        let key = naming::object_key(bucket.prefix(), topic, partition, object.meta.first_offset);
-        let size = object.bytes.len() as u64;
+    fn start(bucket: &Bucket, topic: &str, partition: i32, object: UnsealedObject) -> Put {
+        let key = naming::object_key(bucket.prefix(), topic, partition, object.first_offset());
+        let last_offset = object.last_offset();
         let (bucket, at) = (bucket.clone(), key.clone());
-        let task = tokio::spawn(async move { bucket.put_if_absent(&at, object.bytes).await });
+        let task = tokio::spawn(async move {
+            let sealed = tokio::task::spawn_blocking(move || object.seal())
+                .await
+                .map_err(ArchiveSinkError::Task)??;
+            let stored = bucket.put_if_absent(&at, sealed.bytes).await?;
+            Ok((sealed.meta, stored))
+        });
         Put {
             key,
-            meta: object.meta,
-            size,
+            last_offset,
             task,
         }
     }
@@ -175,11 +180,13 @@ impl Put {
     /// order) also holds is the same, byte for byte.
     async fn finish(self, records: &[&Record]) -> Result<(ObjectMeta, String), ArchiveSinkError> {
         let key = self.key;
-        match self.task.await.map_err(ArchiveSinkError::Task)?? {
+        let (meta, stored) = self.task.await.map_err(ArchiveSinkError::Task)??;
+        match stored {
             Stored::Created => {
                 metrics::counter!("factline_projector_archive_objects_total").increment(1);
-                metrics::counter!("factline_projector_archive_bytes_total").increment(self.size);
-                Ok((self.meta, key))
+                metrics::counter!("factline_projector_archive_bytes_total")
+                    .increment(meta.bytes as u64);
+                Ok((meta, key))
             }
             Stored::AlreadyThere(existing) => {
                 let (meta, theirs) = ArchiveObject::decode(&existing)?;

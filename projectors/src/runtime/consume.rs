@@ -1,4 +1,5 @@
-//! The consume loop: records are batched by count and time; each batch is decoded and
+//! The consume loop: records are batched by count and time (records librdkafka holds already
+//! are taken in one turn of the loop, up to [`READY_AT_ONCE`]); each batch is decoded and
 //! committed through the sink ([`super::commit`]) while the next one is read (batches commit
 //! one after the other, in order); transient failures are retried with capped
 //! backoff on the same in-memory batch (nothing is skipped); rebalances discard the
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use factline_schemas::EventCodec;
+use futures::FutureExt;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -92,6 +94,45 @@ fn drop_revoked(state: &SharedState, batch: &mut Vec<Record>) {
             "uncommitted records of revoked partitions discarded"
         );
     }
+}
+
+/// How many records one turn of a consume loop's select takes from librdkafka's queue when
+/// they are there already ([`ready`]): a turn per record (its futures, timers and wakers) cost
+/// more than copying the record; the bound keeps a commit in flight polled meanwhile.
+const READY_AT_ONCE: usize = 1024;
+
+/// The next event if librdkafka's queue holds one now, while the batch of `len` records is
+/// below `max` and this turn has taken fewer than [`READY_AT_ONCE`] (`taken` counts them).
+fn ready<'c>(
+    consumer: &'c ProjectorConsumer,
+    taken: &mut usize,
+    len: usize,
+    max: usize,
+) -> Option<rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'c>>> {
+    *taken += 1;
+    if len >= max || *taken >= READY_AT_ONCE {
+        return None;
+    }
+    consumer.recv().now_or_never()
+}
+
+/// Copies a received record into `batch`, unless it is to be read again once the lead topics
+/// are read; a rebalance run inside `recv` drops what it revoked from the batch first.
+fn take_record(
+    consumer: &ProjectorConsumer,
+    state: &SharedState,
+    topics: &mut TopicNames,
+    idle: &mut IdleFetch,
+    batch: &mut Vec<Record>,
+    message: &rdkafka::message::BorrowedMessage<'_>,
+) {
+    let record = Record::from_message(message, topics);
+    if !lead::record_read(consumer, state, &record.origin) {
+        return; // read again once the lead topics are read
+    }
+    idle.activity();
+    drop_revoked(state, batch);
+    batch.push(record);
 }
 
 /// What the loop works with; the membership parts are replaced when the instance joins again.
@@ -212,32 +253,36 @@ impl<K: Sink> Runner<K> {
                     self.housekeeping().await;
                     housekeeping_at = tokio::time::Instant::now() + HOUSEKEEPING_EVERY;
                 }
-                message = consumer.recv() => match message {
-                    Ok(message) => {
-                        let record = Record::from_message(&message, &mut topics);
-                        drop(message);
-                        recv_backoff.reset();
-                        if !lead::record_read(&consumer, &self.state, &record.origin) {
-                            continue; // read again once the lead topics are read
+                message = consumer.recv() => {
+                    let (mut message, mut taken) = (message, 0);
+                    loop {
+                        match message {
+                            Ok(message) => {
+                                recv_backoff.reset();
+                                take_record(&consumer, &self.state, &mut topics, idle,
+                                    &mut batch, &message);
+                                if deadline.is_none() {
+                                    deadline = Some(tokio::time::Instant::now() + batch_wait);
+                                }
+                            }
+                            Err(KafkaError::PartitionEOF(partition)) => {
+                                lead::partition_ended(&consumer, &self.state, partition);
+                                partition_ended(idle, partition, &mut deadline);
+                                break;
+                            }
+                            Err(error) => {
+                                if !self.consume_failed(error, idle, &mut recv_backoff).await {
+                                    return;
+                                }
+                                break;
+                            }
                         }
-                        idle.activity();
-                        // A rebalance may have run inside recv: drop what it revoked first.
-                        drop_revoked(&self.state, &mut batch);
-                        batch.push(record);
-                        if deadline.is_none() {
-                            deadline = Some(tokio::time::Instant::now() + batch_wait);
+                        match ready(&consumer, &mut taken, batch.len(), batch_max) {
+                            Some(next) => message = next,
+                            None => break,
                         }
                     }
-                    Err(KafkaError::PartitionEOF(partition)) => {
-                        lead::partition_ended(&consumer, &self.state, partition);
-                        partition_ended(idle, partition, &mut deadline);
-                    }
-                    Err(error) => {
-                        if !self.consume_failed(error, idle, &mut recv_backoff).await {
-                            return;
-                        }
-                    }
-                },
+                }
                 // after recv: a record waiting to be read ends the idle state instead
                 _ = sleep_until_opt(idle.deadline(!batch.is_empty())),
                     if idle.deadline(!batch.is_empty()).is_some() => idle.turn(),
@@ -310,25 +355,32 @@ impl<K: Sink> Runner<K> {
                 _ = sleep_until_opt(idle.deadline(true)), if idle.deadline(true).is_some() => {
                     idle.turn();
                 }
-                message = consumer.recv(), if reading => match message {
-                    Ok(message) => {
-                        let record = Record::from_message(&message, next.topics);
-                        drop(message);
-                        if !lead::record_read(&consumer, &state, &record.origin) {
-                            continue; // read again once the lead topics are read
+                message = consumer.recv(), if reading => {
+                    let (mut message, mut taken) = (message, 0);
+                    loop {
+                        match message {
+                            Ok(message) => {
+                                take_record(&consumer, &state, next.topics, idle, next.records,
+                                    &message);
+                                next.deadline
+                                    .get_or_insert_with(|| tokio::time::Instant::now() + next.wait);
+                            }
+                            Err(KafkaError::PartitionEOF(partition)) => {
+                                lead::partition_ended(&consumer, &state, partition);
+                                partition_ended(idle, partition, next.deadline);
+                                break;
+                            }
+                            Err(error) => {
+                                *next.error = Some(error);
+                                break;
+                            }
                         }
-                        idle.activity();
-                        drop_revoked(&state, next.records);
-                        next.records.push(record);
-                        next.deadline
-                            .get_or_insert_with(|| tokio::time::Instant::now() + next.wait);
+                        match ready(&consumer, &mut taken, next.records.len(), next.max) {
+                            Some(more) => message = more,
+                            None => break,
+                        }
                     }
-                    Err(KafkaError::PartitionEOF(partition)) => {
-                        lead::partition_ended(&consumer, &state, partition);
-                        partition_ended(idle, partition, next.deadline);
-                    }
-                    Err(error) => *next.error = Some(error),
-                },
+                }
             }
         }
     }

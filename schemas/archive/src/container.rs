@@ -41,40 +41,67 @@ fn bad(reason: impl Into<String>) -> ContainerError {
     ContainerError(reason.into())
 }
 
-/// Writes a container of `records` (encoded with [`LogRecord::write_avro`]), with
-/// `metadata` in the given order (besides `avro.codec`, which is added first) and `marker`.
-pub fn write<R: LogRecord>(
-    marker: &[u8; 16],
-    metadata: &[(&str, &[u8])],
-    records: &[R],
-) -> Result<Vec<u8>, ContainerError> {
-    let mut zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL)
-        .map_err(|e| bad(format!("zstd cannot start: {e}")))?;
-    let mut out = MAGIC.to_vec();
-    write_long(&mut out, metadata.len() as i64 + 1);
-    write_bytes(&mut out, b"avro.codec");
-    write_bytes(&mut out, b"zstandard");
-    for (key, value) in metadata {
-        write_bytes(&mut out, key.as_bytes());
-        write_bytes(&mut out, value);
-    }
-    write_long(&mut out, 0);
-    out.extend_from_slice(marker);
-    let mut block = Vec::with_capacity(BLOCK_BYTES + 4096);
-    let mut count = 0i64;
-    for record in records {
-        record.write_avro(&mut block);
-        count += 1;
-        if block.len() >= BLOCK_BYTES {
-            write_block(&mut zstd, &mut out, marker, count, &block)?;
-            block.clear();
-            count = 0;
+/// A container whose records are encoded but not yet compressed: the part of writing that
+/// reads the records ([`Unsealed::new`], cheap: their bytes copied once) apart from the part
+/// that does not ([`Unsealed::seal`]: compression and framing, most of the work), so the
+/// latter can run on another thread while the records' owner goes on.
+pub struct Unsealed {
+    header: Vec<u8>,
+    marker: [u8; 16],
+    /// Each block's record count and uncompressed bytes.
+    blocks: Vec<(i64, Vec<u8>)>,
+}
+
+impl Unsealed {
+    /// The container of `records` (encoded with [`LogRecord::write_avro`]), with `metadata`
+    /// in the given order (besides `avro.codec`, which is added first) and `marker`.
+    pub fn new<R: LogRecord>(
+        marker: &[u8; 16],
+        metadata: &[(&str, &[u8])],
+        records: &[R],
+    ) -> Unsealed {
+        let mut header = MAGIC.to_vec();
+        write_long(&mut header, metadata.len() as i64 + 1);
+        write_bytes(&mut header, b"avro.codec");
+        write_bytes(&mut header, b"zstandard");
+        for (key, value) in metadata {
+            write_bytes(&mut header, key.as_bytes());
+            write_bytes(&mut header, value);
+        }
+        write_long(&mut header, 0);
+        header.extend_from_slice(marker);
+        let mut blocks = Vec::new();
+        let mut block = Vec::with_capacity(BLOCK_BYTES + 4096);
+        let mut count = 0i64;
+        for record in records {
+            record.write_avro(&mut block);
+            count += 1;
+            if block.len() >= BLOCK_BYTES {
+                let full = std::mem::replace(&mut block, Vec::with_capacity(BLOCK_BYTES + 4096));
+                blocks.push((count, full));
+                count = 0;
+            }
+        }
+        if count > 0 {
+            blocks.push((count, block));
+        }
+        Unsealed {
+            header,
+            marker: *marker,
+            blocks,
         }
     }
-    if count > 0 {
-        write_block(&mut zstd, &mut out, marker, count, &block)?;
+
+    /// The container's bytes: every block compressed and framed.
+    pub fn seal(self) -> Result<Vec<u8>, ContainerError> {
+        let mut zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL)
+            .map_err(|e| bad(format!("zstd cannot start: {e}")))?;
+        let mut out = self.header;
+        for (count, block) in &self.blocks {
+            write_block(&mut zstd, &mut out, &self.marker, *count, block)?;
+        }
+        Ok(out)
     }
-    Ok(out)
 }
 
 fn write_block(

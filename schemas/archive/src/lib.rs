@@ -28,7 +28,7 @@ pub mod store;
 pub use config::ArchiveConfig;
 pub use error::ArchiveError;
 pub use manifest::{Coverage, Manifest};
-pub use object::{ArchiveObject, ObjectMeta};
+pub use object::{ArchiveObject, ObjectMeta, UnsealedObject};
 pub use reader::{read_range, ReadError};
 pub use record::{ArchivedRecord, LogRecord};
 pub use segmenter::{cut_len, CutRules};

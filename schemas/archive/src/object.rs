@@ -62,6 +62,40 @@ fn format_error(topic: &str, partition: i32, first: i64, reason: impl ToString) 
     }
 }
 
+/// An object whose records are encoded, not yet compressed ([`ArchiveObject::unsealed`]):
+/// owns everything it needs, so [`UnsealedObject::seal`], most of the work, can run on
+/// another thread than the one holding the records.
+pub struct UnsealedObject {
+    /// What it holds; `bytes` and `sha256` are set by [`UnsealedObject::seal`].
+    meta: ObjectMeta,
+    container: container::Unsealed,
+}
+
+impl UnsealedObject {
+    /// The first offset the object covers.
+    pub fn first_offset(&self) -> i64 {
+        self.meta.first_offset
+    }
+
+    /// The offset of its last record.
+    pub fn last_offset(&self) -> i64 {
+        self.meta.last_offset
+    }
+
+    /// The object: its records compressed into the container's bytes, their size and
+    /// checksum in its metadata.
+    pub fn seal(self) -> Result<ArchiveObject, ArchiveError> {
+        let mut meta = self.meta;
+        let bytes = self
+            .container
+            .seal()
+            .map_err(|e| format_error(&meta.topic, meta.partition, meta.first_offset, e))?;
+        meta.bytes = bytes.len() as i64;
+        meta.sha256 = hex::encode(Sha256::digest(&bytes));
+        Ok(ArchiveObject { meta, bytes })
+    }
+}
+
 impl ArchiveObject {
     /// Encodes `records` as the object covering `first_offset` to the last record: at least one
     /// record, all of one topic partition, offsets strictly increasing from `first_offset` on
@@ -70,6 +104,14 @@ impl ArchiveObject {
         first_offset: i64,
         records: &[R],
     ) -> Result<ArchiveObject, ArchiveError> {
+        Self::unsealed(first_offset, records)?.seal()
+    }
+
+    /// [`ArchiveObject::encode`] up to the compression, which [`UnsealedObject::seal`] does.
+    pub fn unsealed<R: LogRecord>(
+        first_offset: i64,
+        records: &[R],
+    ) -> Result<UnsealedObject, ArchiveError> {
         let (first, last) = match (records.first(), records.last()) {
             (Some(first), Some(last)) => (first, last),
             _ => {
@@ -102,7 +144,7 @@ impl ArchiveObject {
         let (topic, partition) = (first.topic(), first.partition());
         let marker = sync_marker(topic, partition, first_offset);
         // metadata in a fixed order, so the same records always give the same bytes
-        let bytes = container::write(
+        let container = container::Unsealed::new(
             &marker,
             &[
                 ("avro.schema", schema_text().as_bytes()),
@@ -112,8 +154,7 @@ impl ArchiveObject {
                 (META_TOPIC, topic.as_bytes()),
             ],
             records,
-        )
-        .map_err(|e| format_error(topic, partition, first_offset, e))?;
+        );
         let times = records.iter().filter_map(LogRecord::timestamp_ms);
         let meta = ObjectMeta {
             topic: topic.to_owned(),
@@ -123,10 +164,10 @@ impl ArchiveObject {
             first_time_ms: times.clone().min(),
             last_time_ms: times.max(),
             records: records.len() as i64,
-            bytes: bytes.len() as i64,
-            sha256: hex::encode(Sha256::digest(&bytes)),
+            bytes: 0,
+            sha256: String::new(),
         };
-        Ok(ArchiveObject { meta, bytes })
+        Ok(UnsealedObject { meta, container })
     }
 
     /// Decodes an object's bytes, checking that its records are the ones its metadata names.
