@@ -142,6 +142,16 @@ already_up() {
 
 note_started() { if [ -n "${STARTED_FILE:-}" ]; then echo "$1" >>"$STARTED_FILE"; fi; }
 
+# spawn NAME COMMAND...: runs a server in a session of its own (a Ctrl-C in the terminal does
+# not reach it), its output appended to .dev/logs/NAME.log, its PID in .dev/run/NAME.pid.
+# COMMAND must exec the server (`env` does), so that PID is the server's.
+spawn() {
+    local name="$1"
+    shift
+    setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+    echo $! >"$RUN/$name.pid"
+}
+
 as_postgres() { su postgres -s /bin/sh -c "$1"; }
 
 # The server runs as the postgres user, which must be able to reach .dev/: a checkout under
@@ -217,10 +227,8 @@ start_noida() {
     log "starting noida-db: Kafka on 127.0.0.1:$KAFKA_PORT, Elasticsearch on 127.0.0.1:$ES_PORT"
     mkdir -p "$DEV/noida"
     # The binary itself, not the Python wrapper: stopping the wrapper would orphan the server.
-    setsid "$NOIDA_BIN" start --only kafka,elasticsearch --host 127.0.0.1 \
-        --kafka-port "$KAFKA_PORT" --elasticsearch-port "$ES_PORT" --data-dir "$DEV/noida" \
-        >>"$LOGS/noida.log" 2>&1 </dev/null &
-    echo $! >"$RUN/noida.pid"
+    spawn noida "$NOIDA_BIN" start --only kafka,elasticsearch --host 127.0.0.1 \
+        --kafka-port "$KAFKA_PORT" --elasticsearch-port "$ES_PORT" --data-dir "$DEV/noida"
     echo "kafka elasticsearch" >"$RUN/noida.services"
     wait_until 60 "Kafka (noida-db)" "$LOGS/noida.log" port_open "$KAFKA_PORT"
     wait_until 60 "Elasticsearch (noida-db)" "$LOGS/noida.log" curl -fsS "$ELASTICSEARCH_URL/"
@@ -233,10 +241,8 @@ start_noida_search() {
     [ -x "$NOIDA_BIN" ] || die "noida-db not installed (run: scripts/stack.sh install)"
     log "starting noida-db: Elasticsearch on 127.0.0.1:$ES_PORT (Kafka is nisshi's)"
     mkdir -p "$DEV/noida"
-    setsid "$NOIDA_BIN" start --only elasticsearch --host 127.0.0.1 \
-        --elasticsearch-port "$ES_PORT" --data-dir "$DEV/noida" \
-        >>"$LOGS/noida.log" 2>&1 </dev/null &
-    echo $! >"$RUN/noida.pid"
+    spawn noida "$NOIDA_BIN" start --only elasticsearch --host 127.0.0.1 \
+        --elasticsearch-port "$ES_PORT" --data-dir "$DEV/noida"
     echo "elasticsearch" >"$RUN/noida.services"
     wait_until 60 "Elasticsearch (noida-db)" "$LOGS/noida.log" curl -fsS "$ELASTICSEARCH_URL/"
     note_started noida
@@ -251,12 +257,10 @@ start_nisshi() {
     [ -x "$NISSHI_BIN" ] || die "nisshi not installed (run: BROKER=nisshi scripts/stack.sh install)"
     log "starting nisshi: Kafka on 127.0.0.1:$KAFKA_PORT"
     mkdir -p "$DEV/nisshi"
-    (cd "$DEV/nisshi" && exec setsid "$NISSHI_BIN" broker \
+    spawn nisshi env -C "$DEV/nisshi" "$NISSHI_BIN" broker \
         --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
         --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --storage-engine "sqlite://kafka.db" --group-initial-rebalance-delay 0s \
-        >>"$LOGS/nisshi.log" 2>&1 </dev/null) &
-    echo $! >"$RUN/nisshi.pid"
+        --storage-engine "sqlite://kafka.db" --group-initial-rebalance-delay 0s
     wait_until 60 "Kafka (nisshi)" "$LOGS/nisshi.log" port_open "$KAFKA_PORT"
     note_started nisshi
 }
@@ -304,12 +308,11 @@ start_objects() {
     [ -x "$WEED_BIN" ] || die "SeaweedFS not installed (run: scripts/stack.sh install)"
     log "starting the object store (SeaweedFS S3) on $ARCHIVE_S3_ENDPOINT, bucket $ARCHIVE_S3_BUCKET"
     mkdir -p "$DEV/objects"
-    setsid "$WEED_BIN" mini -dir="$DEV/objects" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    spawn objects "$WEED_BIN" mini -dir="$DEV/objects" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -bucket="$ARCHIVE_S3_BUCKET" -s3.port="$S3_PORT" -master.port=$((S3_PORT + 1000)) \
         -volume.port=$((S3_PORT + 1007)) -filer.port=$((S3_PORT + 555)) \
         -admin.port=$((S3_PORT + 1001)) -admin.ui=false -webdav=false \
-        -s3.port.iceberg=0 -s3.port.lance=0 >>"$LOGS/objects.log" 2>&1 </dev/null &
-    echo $! >"$RUN/objects.pid"
+        -s3.port.iceberg=0 -s3.port.lance=0
     wait_until 60 "the object store (SeaweedFS)" "$LOGS/objects.log" \
         curl -fsS -o /dev/null "$ARCHIVE_S3_ENDPOINT/$ARCHIVE_S3_BUCKET/"
     note_started objects
@@ -329,8 +332,7 @@ start_registry() {
     log "starting the schema registry on $SCHEMA_REGISTRY_URL"
     # REGISTRY_PORT is this script's, not a registry setting (the registry rejects unknown
     # REGISTRY_* variables)
-    env -u REGISTRY_PORT REGISTRY_ADDR="127.0.0.1:$REGISTRY_PORT" setsid "$bin" >>"$LOGS/registry.log" 2>&1 </dev/null &
-    echo $! >"$RUN/registry.pid"
+    spawn registry env -u REGISTRY_PORT REGISTRY_ADDR="127.0.0.1:$REGISTRY_PORT" "$bin"
     wait_until 60 "the schema registry" "$LOGS/registry.log" curl -fsS "$SCHEMA_REGISTRY_URL/subjects"
     note_started registry
 }
