@@ -28,7 +28,19 @@ impl Record {
     pub fn from_message(message: &BorrowedMessage<'_>, topics: &mut TopicNames) -> Record {
         let headers = message
             .headers()
-            .map(|headers| headers.iter().map(|h| (h.key, h.value)).collect())
+            .map(|headers| {
+                // sized first, so the copy allocates each of its three parts once
+                let (mut names, mut values) = (0, 0);
+                for header in headers.iter() {
+                    names += header.key.len();
+                    values += header.value.map_or(0, <[u8]>::len);
+                }
+                let mut copy = Headers::with_capacity(headers.count(), names, values);
+                for header in headers.iter() {
+                    copy.push(header.key, header.value);
+                }
+                copy
+            })
             .unwrap_or_default();
         Record {
             origin: Origin {
@@ -98,6 +110,16 @@ struct HeaderAt {
 }
 
 impl Headers {
+    /// No headers yet, with room for `count` whose names take `names` bytes and whose values
+    /// take `values` bytes.
+    pub fn with_capacity(count: usize, names: usize, values: usize) -> Headers {
+        Headers {
+            names: String::with_capacity(names),
+            values: Vec::with_capacity(values),
+            at: Vec::with_capacity(count),
+        }
+    }
+
     /// Appends a header.
     pub fn push(&mut self, name: &str, value: Option<&[u8]>) {
         self.names.push_str(name);
@@ -187,5 +209,25 @@ mod tests {
         assert_eq!(headers.get("missing"), None);
         assert!(Headers::default().is_empty());
         assert_eq!(Headers::default().iter().count(), 0);
+    }
+
+    #[test]
+    fn headers_sized_up_front_hold_the_same_as_headers_grown() {
+        let pairs: [(&str, Option<&[u8]>); 3] = [
+            ("event_id", Some(b"0190")),
+            ("none", None),
+            ("trace", Some(b"00-ab")),
+        ];
+        let mut sized = Headers::with_capacity(3, 17, 9);
+        for (name, value) in pairs {
+            sized.push(name, value);
+        }
+        assert_eq!(sized, pairs.into_iter().collect::<Headers>());
+        // a wrong size is only a wrong guess: the copy grows as it would have
+        let mut small = Headers::with_capacity(0, 0, 0);
+        for (name, value) in pairs {
+            small.push(name, value);
+        }
+        assert_eq!(small, sized);
     }
 }
