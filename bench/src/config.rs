@@ -68,6 +68,10 @@ pub struct Args {
     /// Concurrent clients of the batch endpoint.
     #[arg(long, env = "BENCH_BATCH_CLIENTS", default_value_t = 4)]
     pub batch_clients: usize,
+    /// Single commands offered per second (open loop) in the write-side stage, judged on
+    /// their p99. Full 10000, quick 200.
+    #[arg(long, env = "BENCH_SINGLE_RATE")]
+    pub single_rate: Option<f64>,
     /// Offered loads of the end-to-end stage, commands/s. Full 1000,5000; quick 100,300.
     #[arg(long, env = "BENCH_E2E_RATES", value_delimiter = ',')]
     pub e2e_rates: Option<Vec<f64>>,
@@ -165,6 +169,8 @@ pub struct Settings {
     pub batch_items: usize,
     /// Batch clients.
     pub batch_clients: usize,
+    /// Single commands offered per second (open loop).
+    pub single_rate: f64,
     /// End-to-end offered loads.
     pub e2e_rates: Vec<f64>,
     /// Seconds per end-to-end load.
@@ -196,6 +202,10 @@ impl Args {
             warmup_seconds: if q { 0.3 } else { 2.0 },
             batch_items: self.batch_items.unwrap_or(if q { 50 } else { 1000 }).max(1),
             batch_clients: self.batch_clients.max(1),
+            single_rate: self
+                .single_rate
+                .unwrap_or(if q { 200.0 } else { 10_000.0 })
+                .max(1.0),
             e2e_rates: self.e2e_rates.clone().unwrap_or_else(|| {
                 if q {
                     vec![100.0, 300.0]

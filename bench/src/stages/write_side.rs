@@ -1,11 +1,13 @@
 //! The write side under load: single commands (`POST /commands/PlaceOrder`) and batches
 //! (`POST /commands`) from closed-loop clients against a write side started for the stage, each
-//! judged against the raw producer measured in the limits stage; then the same batches against
+//! judged against the raw producer measured in the limits stage; single commands offered at a
+//! fixed rate (open loop), judged on their p99; then the same batches against
 //! a write side producing personal fields in clear (`WRITE_SIDE_ENCRYPT_PERSONAL_DATA=false`),
 //! which gives what encryption costs as a ratio. Also starts the write side the end-to-end
 //! stage drives. The stage's topics are deleted when it ends ([`Bench::delete_topics_now`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -13,7 +15,7 @@ use serde_json::{json, Value};
 use super::{under_load, Bench, Launch};
 use crate::data::Dataset;
 use crate::error::BenchError;
-use crate::load::{Judge, MakeRequest, Spec};
+use crate::load::{self, Judge, MakeRequest, Spec};
 use crate::report::{Row, State};
 use crate::services::Service;
 
@@ -208,6 +210,10 @@ async fn measure_encryption_on(b: &mut Bench, data: &Dataset) {
             return;
         }
     };
+    // first, while the stage's topics are empty: noida-db saves its whole state after writes,
+    // so its stalls grow with the records it holds (p99 12 ms here first, 51-62 ms after the
+    // closed loops below had written ~700k records)
+    single_offered(b, &mut service).await;
     let produce = b.rate("limit.kafka_produce");
     for m in measurements {
         let (result, cores) = b
@@ -227,4 +233,59 @@ async fn measure_encryption_on(b: &mut Bench, data: &Dataset) {
         }
     }
     b.stop_service("write-side", service).await;
+}
+
+/// Single commands offered at a fixed rate (open loop), each its own order: the latency below
+/// saturation, where the closed loop measures it at saturation. Latency is counted from each
+/// command's scheduled time, so a command that waits for a free connection counts its wait.
+async fn single_offered(b: &mut Bench, service: &mut Service) {
+    const KEY: &str = "write.single_offered";
+    let rate = b.s.single_rate;
+    let label = format!("POST /commands/PlaceOrder at {rate:.0} commands/s offered");
+    // the same customers in the warm-up and the measured run (a customer's first command
+    // creates their data key: a write to PostgreSQL, once per customer), other orders: no
+    // command is sent twice
+    let data = Dataset::new(&format!("{}o", b.run), 1000);
+    let orders = |first: u64| -> MakeRequest {
+        let data = data.clone();
+        Arc::new(move |_, seq| {
+            Spec::post(
+                "/commands/PlaceOrder".into(),
+                data.place_order_command(first + seq)
+                    .to_string()
+                    .into_bytes(),
+            )
+        })
+    };
+    // as many connections as commands in flight at 20 ms each, as the end-to-end stage opens
+    let connections = ((rate / 50.0).ceil() as usize).clamp(8, 256);
+    let offer = |seconds: f64, make: MakeRequest| {
+        let addr = service.addr;
+        load::open_loop(
+            addr,
+            rate,
+            Duration::from_secs_f64(seconds),
+            connections,
+            make,
+            accepted_judge(),
+            Arc::new(|_, _, _| {}),
+        )
+    };
+    b.settle("single commands at an offered rate").await;
+    // the warm-up's answers are not counted: it creates the customers' data keys (1000 new
+    // customers at once took the first 0.4 s of answers to 55-60 ms each)
+    let _ = offer(b.s.warmup_seconds, orders(1 << 40)).await;
+    let (result, cores) = b.with_cpu(offer(b.s.seconds, orders(0))).await;
+    service.sample_memory();
+    match result {
+        Ok(r) => {
+            let row =
+                Row::ok(STAGE, KEY, &label, "commands/s", r.items_per_second()).note(format!(
+                    "open loop on {connections} connections; latency from each command's \
+                     scheduled time"
+                ));
+            b.push(under_load(row, r.items, r, cores));
+        }
+        Err(e) => b.fail(STAGE, KEY, &label, &e.into()),
+    }
 }
