@@ -111,6 +111,14 @@ pub trait Subject: Clone + Send + Sync + 'static {
     fn topics(&self) -> Vec<String>;
     /// The event types it applies.
     fn event_types(&self) -> Vec<String>;
+    /// Starts it in this process under `name` with `config` (the fixture's), writing to
+    /// `target`.
+    fn start_with(
+        &self,
+        name: &str,
+        config: factline_projectors::Config,
+        target: &Target,
+    ) -> Running;
     /// Starts it in this process under `name`, over the fixture's topics, writing to `target`,
     /// serving `/healthz` on `http_addr` when given.
     fn start_serving(
@@ -119,7 +127,11 @@ pub trait Subject: Clone + Send + Sync + 'static {
         fixture: &Fixture,
         target: &Target,
         http_addr: Option<std::net::SocketAddr>,
-    ) -> Running;
+    ) -> Running {
+        let mut config = fixture.config(&target.database_url);
+        config.http_addr = http_addr;
+        self.start_with(name, config, target)
+    }
     /// [`Subject::start_serving`] without HTTP.
     fn start(&self, name: &str, fixture: &Fixture, target: &Target) -> Running {
         self.start_serving(name, fixture, target, None)
@@ -147,17 +159,13 @@ impl<P: Projection + Clone> Subject for Postgres<P> {
     fn event_types(&self) -> Vec<String> {
         self.0.event_types()
     }
-    fn start_serving(
+    fn start_with(
         &self,
         name: &str,
-        fixture: &Fixture,
-        target: &Target,
-        http_addr: Option<std::net::SocketAddr>,
+        config: factline_projectors::Config,
+        _target: &Target,
     ) -> Running {
-        let mut config = fixture.config(&target.database_url);
-        config.http_addr = http_addr;
-        let projection = Renamed::new(name, self.0.version(), self.0.clone());
-        start(config, projection)
+        start(config, Renamed::new(name, self.0.version(), self.0.clone()))
     }
 }
 
@@ -174,19 +182,15 @@ impl<P: SearchProjection + Clone> Subject for Search<P> {
     fn event_types(&self) -> Vec<String> {
         self.0.event_types()
     }
-    fn start_serving(
+    fn start_with(
         &self,
         name: &str,
-        fixture: &Fixture,
+        mut config: factline_projectors::Config,
         target: &Target,
-        http_addr: Option<std::net::SocketAddr>,
     ) -> Running {
-        let mut config = fixture.config(&target.database_url);
-        config.http_addr = http_addr;
         config.elasticsearch_url = Some(super::search::es_url());
         config.index_prefix = Some(target.index_prefix.clone());
-        let projection = Renamed::new(name, self.0.version(), self.0.clone());
-        start_search(config, projection)
+        start_search(config, Renamed::new(name, self.0.version(), self.0.clone()))
     }
 }
 
