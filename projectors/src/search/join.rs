@@ -4,9 +4,10 @@
 //! one page (`search_after`) and one bounded bulk at a time. Writing before reading on both
 //! sides means two instances racing on a customer and an order never both miss the other's
 //! write. Before the write, [`Writer::pre_enrich`] enriches new main documents with the side
-//! documents as they are, so a new document is usually written once.
+//! documents as they are (or as this batch computes them), so a new document is usually
+//! written once.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::{json, Value};
 
@@ -17,12 +18,13 @@ use super::write::{Computed, Writer, MAX_ROUNDS};
 use super::{DocRef, Join, SearchProjection};
 
 /// Page size when looking up the main documents of a side document (the join's fan-out is
-/// enriched and written one page at a time, so memory and bulk size stay bounded).
-const PAGE: usize = 500;
+/// enriched and written one page at a time, so memory and bulk size stay bounded; each page
+/// is one search, whose cost on some servers grows with the index more than with the page).
+const PAGE: usize = 2000;
 
 impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
     /// Enriches the main documents about to be written with their side documents as they are
-    /// now, so a new document is usually written once (the join step after the write checks
+    /// now (or as this round computes them, when the batch writes them too), so a new document is usually written once (the join step after the write checks
     /// again with side documents read after the write, and writes only what changed since).
     pub async fn pre_enrich(&self, computed: &mut [Computed]) -> Result<(), SearchSinkError> {
         let Some(join) = self.projection.join() else {
@@ -46,7 +48,21 @@ impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let side_docs = self.side_docs(&join, &side_ids).await?;
+        // side documents this batch computes are used as they will be written (a customer
+        // and their orders in one batch: the orders are written once); the rest are read
+        let mut side_docs: HashMap<String, Value> = HashMap::new();
+        let mut in_batch: HashSet<&str> = HashSet::new();
+        for c in computed.iter().filter(|c| c.doc_ref.index == join.side) {
+            in_batch.insert(&c.doc_ref.id);
+            if let Some(doc) = &c.new {
+                side_docs.insert(c.doc_ref.id.clone(), doc.clone());
+            }
+        }
+        let to_read: Vec<String> = side_ids
+            .into_iter()
+            .filter(|id| !in_batch.contains(id.as_str()))
+            .collect();
+        side_docs.extend(self.side_docs(&join, &to_read).await?);
         for entry in computed.iter_mut() {
             if let Some(side_id) = wanted(entry) {
                 if let Some(doc) = entry.new.take() {
@@ -377,6 +393,29 @@ mod tests {
             apply(&Orders, &store, &events).await;
             assert_eq!(names(&store), vec![("o".to_owned(), json!("Ada"))]);
         }
+    }
+
+    #[tokio::test]
+    async fn orders_and_their_new_customer_in_one_batch_are_written_enriched_at_once() {
+        let store = MemoryStore::default();
+        let events = [
+            customer(1, "c", "Ada"),
+            order(2, "o1", "c"),
+            order(3, "o2", "c"),
+        ];
+        apply(&Orders, &store, &events).await;
+        assert_eq!(
+            names(&store),
+            vec![
+                ("o1".to_owned(), json!("Ada")),
+                ("o2".to_owned(), json!("Ada"))
+            ]
+        );
+        assert_eq!(
+            store.requests(),
+            vec![3],
+            "the customer and both orders in one write, no enrichment pass"
+        );
     }
 
     #[tokio::test]

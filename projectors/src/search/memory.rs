@@ -23,6 +23,8 @@ struct State {
     seq_no: i64,
     /// Operations sent, counted per request.
     requests: Vec<usize>,
+    /// Documents read, counted per `_mget` request.
+    reads: Vec<usize>,
     /// A request with more operations is refused as too large (413).
     max_ops: Option<usize>,
     /// Writes to apply just before the next `_bulk` request, as if another instance wrote.
@@ -79,6 +81,11 @@ impl MemoryStore {
     /// How many operations each `_bulk` request carried.
     pub fn requests(&self) -> Vec<usize> {
         self.lock().requests.clone()
+    }
+
+    /// How many documents each `_mget` request read.
+    pub fn reads(&self) -> Vec<usize> {
+        self.lock().reads.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -148,7 +155,8 @@ impl State {
 
 impl DocumentStore for MemoryStore {
     async fn mget(&self, docs: &[(String, String)]) -> Result<Vec<Option<Stored>>, EsError> {
-        let state = self.lock();
+        let mut state = self.lock();
+        state.reads.push(docs.len());
         Ok(docs
             .iter()
             .map(|key| state.docs.get(key).cloned())

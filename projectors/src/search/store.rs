@@ -1,7 +1,7 @@
 //! The document store the search sink reads and writes through: [`DocumentStore`] (the four
 //! calls it needs), implemented by [`EsClient`] and, in unit tests, by an in-memory store; and
 //! [`bulk`], which sends operations in bounded `_bulk` requests and splits a request refused
-//! for its contents.
+//! for its contents; [`mget`], which reads in bounded `_mget` requests.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +12,9 @@ use super::client::{splittable_status, BulkOp, EsClient, EsError, ItemResult, St
 
 /// Most operations in one `_bulk` request (a request refused as too large is split further).
 pub const BULK_MAX_OPS: usize = 500;
+
+/// Most documents in one `_mget` request.
+pub const MGET_MAX_DOCS: usize = 2000;
 
 /// What the search sink needs from Elasticsearch.
 pub trait DocumentStore: Send + Sync {
@@ -54,6 +57,18 @@ impl DocumentStore for EsClient {
     }
 }
 
+/// Reads documents in bounded `_mget` requests (realtime); one answer per document, in order.
+pub async fn mget<S: DocumentStore>(
+    store: &S,
+    docs: &[(String, String)],
+) -> Result<Vec<Option<Stored>>, EsError> {
+    let mut found = Vec::with_capacity(docs.len());
+    for chunk in docs.chunks(MGET_MAX_DOCS) {
+        found.extend(store.mget(chunk).await?);
+    }
+    Ok(found)
+}
+
 /// Sends operations in bounded `_bulk` requests; one result per operation, in order.
 pub async fn bulk<S: DocumentStore>(store: &S, ops: &[BulkOp]) -> Result<Vec<ItemResult>, EsError> {
     let mut results = Vec::with_capacity(ops.len());
@@ -91,4 +106,35 @@ fn bulk_split<'a, S: DocumentStore>(
             Err(e) => Err(e),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::search::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn many_documents_are_read_in_bounded_requests_and_answered_in_order() {
+        let store = MemoryStore::default();
+        let wanted = MGET_MAX_DOCS * 2 + 3;
+        for n in (0..wanted).step_by(7) {
+            store.put("orders", &n.to_string(), json!({ "n": n }));
+        }
+        let docs: Vec<(String, String)> = (0..wanted)
+            .map(|n| ("orders".to_owned(), n.to_string()))
+            .collect();
+        let found = mget(&store, &docs).await.unwrap();
+        assert_eq!(store.reads(), vec![MGET_MAX_DOCS, MGET_MAX_DOCS, 3]);
+        assert_eq!(found.len(), wanted);
+        for (n, doc) in found.iter().enumerate() {
+            let expected = (n % 7 == 0).then(|| json!({ "n": n }));
+            assert_eq!(
+                doc.as_ref().map(|d| d.source.clone()),
+                expected,
+                "document {n}"
+            );
+        }
+    }
 }

@@ -158,7 +158,7 @@ impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
             .iter()
             .map(|r| (self.indices.index(&r.index), r.id.clone()))
             .collect();
-        Ok(self.store.mget(&docs).await?)
+        Ok(store::mget(self.store, &docs).await?)
     }
 
     /// The tombstones of these documents, where there are some.
@@ -171,7 +171,7 @@ impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
             .iter()
             .map(|r| (index.clone(), tombstone_id(&r.index, &r.id)))
             .collect();
-        let found = self.store.mget(&docs).await?;
+        let found = store::mget(self.store, &docs).await?;
         Ok(refs
             .iter()
             .cloned()
