@@ -88,6 +88,31 @@ pub async fn delete_topics(brokers: &str, topics: &[String]) {
     }
 }
 
+/// Deletes every record of `topics` (`DeleteRecords` up to each partition's end, as retention
+/// would), keeping the topics and their offsets; returns how many records went. Blocking.
+pub fn delete_records_to_end(brokers: &str, topics: &[String]) -> Result<i64, KafkaBenchError> {
+    let mut ends = TopicPartitionList::new();
+    let mut deleted = 0;
+    for topic in topics {
+        for (partition, (low, high)) in watermarks(brokers, topic)? {
+            if high > low {
+                ends.add_partition_offset(topic, partition, Offset::Offset(high))?;
+                deleted += high - low;
+            }
+        }
+    }
+    if ends.count() == 0 {
+        return Ok(0);
+    }
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let done = futures::executor::block_on(admin.delete_records(&ends, &options))?;
+    for element in done.elements() {
+        element.error()?;
+    }
+    Ok(deleted)
+}
+
 /// One record ready to produce.
 #[derive(Debug, Clone)]
 pub struct EncodedRecord {
