@@ -142,21 +142,20 @@ impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
     pub async fn join(
         &self,
         join: &Join,
-        finals: &BTreeMap<DocRef, Option<Stored>>,
+        finals: BTreeMap<DocRef, Option<Stored>>,
     ) -> Result<u64, SearchSinkError> {
         let main = self.indices.main_base();
-        let written: BTreeMap<String, Stored> = finals
-            .iter()
-            .filter(|(r, _)| r.index == main)
-            .filter_map(|(r, s)| s.clone().map(|s| (r.id.clone(), s)))
-            .collect();
-        let sides: Vec<String> = finals
-            .keys()
-            .filter(|r| r.index == join.side)
-            .map(|r| r.id.clone())
-            .collect();
+        let mut written: Vec<(String, Stored)> = Vec::new();
+        let mut sides: Vec<String> = Vec::new();
+        for (doc_ref, stored) in finals {
+            if doc_ref.index == main {
+                written.extend(stored.map(|s| (doc_ref.id, s)));
+            } else if doc_ref.index == join.side {
+                sides.push(doc_ref.id);
+            }
+        }
         let mut enriched = 0;
-        for chunk in written.into_iter().collect::<Vec<_>>().chunks(PAGE) {
+        for chunk in written.chunks(PAGE) {
             enriched += self.enrich(join, chunk.iter().cloned().collect()).await?;
         }
         if sides.is_empty() {

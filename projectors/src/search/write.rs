@@ -125,13 +125,14 @@ impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
             )
             .await?;
         let write_ms = started.elapsed().as_millis() as u64;
+        let documents = finals.len();
         if let Some(join) = self.projection.join() {
-            let enriched = self.join(&join, &finals).await?;
+            let enriched = self.join(&join, finals).await?;
             main_written |= enriched > 0;
             tracing::debug!(enriched, "documents enriched");
         }
         tracing::debug!(
-            documents = finals.len(),
+            documents,
             write_ms,
             join_ms = started.elapsed().as_millis() as u64 - write_ms,
             "search batch written"
