@@ -98,7 +98,7 @@ pub struct Args {
     #[arg(long, env = "BENCH_PROFILE", default_value = "release")]
     pub profile: String,
     /// The stages to run, in their fixed order, comma-separated (default: all): at_rest,
-    /// limits, write_side, archive, projectors, read_api, end_to_end. The stages a selected
+    /// write_side, limits, archive, projectors, read_api, end_to_end. The stages a selected
     /// one needs run too: `limits` produces the backlogs of `archive` and `projectors`, and
     /// `projectors` leaves the `order_summary` projector running for `read_api` and
     /// `end_to_end`.
@@ -109,8 +109,8 @@ pub struct Args {
 /// Every stage, in the order a run takes them.
 pub const STAGES: [&str; 7] = [
     "at_rest",
-    "limits",
     "write_side",
+    "limits",
     "archive",
     "projectors",
     "read_api",

@@ -120,13 +120,18 @@ impl Row {
 
     /// Sets the ratio to a limit.
     pub fn ratio(mut self, limit: Option<(&str, f64)>) -> Row {
+        self.set_ratio(limit);
+        self
+    }
+
+    /// Sets the ratio to a limit measured after the row.
+    pub fn set_ratio(&mut self, limit: Option<(&str, f64)>) {
         if let (Some(rate), Some((name, limit))) = (self.rate, limit) {
             if limit > 0.0 {
                 self.ratio = Some(((rate / limit) * 1000.0).round() / 1000.0);
                 self.ratio_to = Some(name.to_owned());
             }
         }
-        self
     }
 
     /// Sets the cores each process used during the measurement.

@@ -1,6 +1,7 @@
 //! The write side under load: single commands (`POST /commands/PlaceOrder`) and batches
 //! (`POST /commands`) from closed-loop clients against a write side started for the stage, each
-//! judged against the raw producer measured in the limits stage; single commands offered at a
+//! judged against the raw producer measured in the limits stage (which runs after this one, so
+//! this stage's broker holds no backlog yet: [`judge_against_producer`]); single commands offered at a
 //! fixed rate (open loop), judged on their p99; then the same batches against
 //! a write side producing personal fields in clear (`WRITE_SIDE_ENCRYPT_PERSONAL_DATA=false`),
 //! which gives what encryption costs as a ratio. Also starts the write side the end-to-end
@@ -95,7 +96,7 @@ struct Measurement {
 fn single(b: &Bench, data: &Dataset) -> Measurement {
     let data = data.clone();
     Measurement {
-        key: "write.single",
+        key: CLOSED_LOOP_KEYS[0],
         short_label: "POST /commands/PlaceOrder",
         label: format!("POST /commands/PlaceOrder, {} clients", b.s.write_clients),
         clients: b.s.write_clients,
@@ -116,7 +117,7 @@ fn batch(b: &Bench, data: &Dataset) -> Measurement {
     let data = data.clone();
     let items = b.s.batch_items;
     Measurement {
-        key: "write.batch",
+        key: CLOSED_LOOP_KEYS[1],
         short_label: "POST /commands (batch)",
         label: format!("POST /commands, {} x {} commands", b.s.batch_clients, items),
         clients: b.s.batch_clients,
@@ -214,7 +215,6 @@ async fn measure_encryption_on(b: &mut Bench, data: &Dataset) {
     // so its stalls grow with the records it holds (p99 12 ms here first, 51-62 ms after the
     // closed loops below had written ~700k records)
     single_offered(b, &mut service).await;
-    let produce = b.rate("limit.kafka_produce");
     for m in measurements {
         let (result, cores) = b
             .closed_loop(service.addr, m.clients, m.make, m.judge)
@@ -222,8 +222,7 @@ async fn measure_encryption_on(b: &mut Bench, data: &Dataset) {
         service.sample_memory();
         match result {
             Ok(r) => {
-                let mut row = Row::ok(STAGE, m.key, &m.label, "commands/s", r.items_per_second())
-                    .ratio(produce.map(|p| ("kafka produce", p)));
+                let mut row = Row::ok(STAGE, m.key, &m.label, "commands/s", r.items_per_second());
                 if let Some(note) = m.note {
                     row = row.note(note);
                 }
@@ -234,6 +233,21 @@ async fn measure_encryption_on(b: &mut Bench, data: &Dataset) {
     }
     b.stop_service("write-side", service).await;
 }
+
+/// The closed-loop rows as a ratio of the raw producer, once the limits stage measured it.
+pub fn judge_against_producer(b: &mut Bench) {
+    let Some(produce) = b.rate("limit.kafka_produce") else {
+        return;
+    };
+    for row in b.rows.iter_mut() {
+        if row.stage == STAGE && CLOSED_LOOP_KEYS.contains(&row.key.as_str()) {
+            row.set_ratio(Some(("kafka produce", produce)));
+        }
+    }
+}
+
+/// The keys of the closed-loop rows, judged against the raw producer.
+const CLOSED_LOOP_KEYS: [&str; 2] = ["write.single", "write.batch"];
 
 /// Single commands offered at a fixed rate (open loop), each its own order: the latency below
 /// saturation, where the closed loop measures it at saturation. Latency is counted from each
