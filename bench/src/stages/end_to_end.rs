@@ -24,27 +24,6 @@ use crate::report::{Row, State};
 /// The stage's name in the table.
 pub const STAGE: &str = "end to end";
 
-/// Deletes the records of the `prefix` topics, which every catch-up stage has read by now
-/// (best effort: a failure is reported and the stage runs on the full log).
-async fn trim_backlog(b: &Bench, prefix: &str) {
-    let brokers = b.args.kafka_brokers.clone();
-    let topics: Vec<String> = b
-        .topics
-        .iter()
-        .filter(|t| t.starts_with(prefix))
-        .cloned()
-        .collect();
-    match crate::kafka::blocking(move || crate::kafka::delete_records_to_end(&brokers, &topics))
-        .await
-    {
-        Ok(deleted) => eprintln!(
-            "[bench] {deleted} records of the catch-up backlog deleted (DeleteRecords to the end, \
-             as retention would) before the end-to-end stage"
-        ),
-        Err(e) => eprintln!("[bench] deleting the catch-up backlog failed, running on it: {e}"),
-    }
-}
-
 /// Measures visibility at each offered rate.
 pub async fn run(b: &mut Bench) {
     let rates = b.s.e2e_rates.clone();
@@ -71,7 +50,12 @@ pub async fn run(b: &mut Bench) {
         return;
     }
     let prefix = b.prefix("p");
-    trim_backlog(b, &prefix).await;
+    if let Some(deleted) = b.delete_records(&prefix).await {
+        eprintln!(
+            "[bench] {deleted} records of the catch-up backlog deleted (DeleteRecords to the end, \
+             as retention would) before the end-to-end stage"
+        );
+    }
     let mut service = match start_write_side(b, "write-side-e2e", &prefix).await {
         Ok(s) => s,
         Err(e) => {

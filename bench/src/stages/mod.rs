@@ -229,6 +229,31 @@ impl Bench {
         crate::kafka::delete_topics(&self.args.kafka_brokers, &done).await;
     }
 
+    /// Deletes every record of the run's `prefix` topics (`DeleteRecords` up to each
+    /// partition's end, as retention would; the topics and offsets stay) and returns how many
+    /// went: noida-db saves its whole state after writes, so a measurement taken while the
+    /// broker holds records another one left would pay for them. Best effort: a failure is
+    /// reported and the run goes on with the records.
+    pub(crate) async fn delete_records(&self, prefix: &str) -> Option<i64> {
+        let brokers = self.args.kafka_brokers.clone();
+        let topics: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|t| t.starts_with(prefix))
+            .cloned()
+            .collect();
+        let deleted =
+            crate::kafka::blocking(move || crate::kafka::delete_records_to_end(&brokers, &topics))
+                .await;
+        match deleted {
+            Ok(deleted) => Some(deleted),
+            Err(e) => {
+                eprintln!("[bench] deleting the records of {prefix}* failed, going on: {e}");
+                None
+            }
+        }
+    }
+
     /// Stops a service, stops watching its CPU and keeps its peak memory, both under `name`.
     pub(crate) async fn stop_service(&mut self, name: &str, service: Service) {
         self.cpu.remove(name);

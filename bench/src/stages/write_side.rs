@@ -1,11 +1,13 @@
 //! The write side under load: single commands (`POST /commands/PlaceOrder`) and batches
 //! (`POST /commands`) from closed-loop clients against a write side started for the stage, each
-//! judged against the raw producer measured in the limits stage (which runs after this one, so
-//! this stage's broker holds no backlog yet: [`judge_against_producer`]); single commands offered at a
-//! fixed rate (open loop), judged on their p99; then the same batches against
-//! a write side producing personal fields in clear (`WRITE_SIDE_ENCRYPT_PERSONAL_DATA=false`),
-//! which gives what encryption costs as a ratio. Also starts the write side the end-to-end
-//! stage drives. The stage's topics are deleted when it ends ([`Bench::delete_topics_now`]).
+//! judged against the raw producer measured in the limits stage ([`judge_against_producer`]:
+//! that stage runs after this one, so this stage's broker holds no backlog yet); single
+//! commands offered at a fixed rate (open loop), judged on their p99; then the same batches
+//! against a write side producing personal fields in clear
+//! (`WRITE_SIDE_ENCRYPT_PERSONAL_DATA=false`), which gives what encryption costs as a ratio.
+//! Each measurement starts with the records of the one before deleted
+//! ([`Bench::delete_records`]). Also starts the write side the end-to-end stage drives. The
+//! stage's topics are deleted when it ends ([`Bench::delete_topics_now`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,6 +170,7 @@ async fn measure_encryption_off(b: &mut Bench, data: &Dataset) {
         Err(e) => return b.not_run_all(STAGE, [(KEY, SHORT)], State::Failed, &e),
     };
     let m = batch(b, &Dataset::new(&format!("{}x", b.run), data.customers()));
+    b.delete_records(&prefix).await;
     let (result, cores) = b
         .closed_loop(service.addr, m.clients, m.make, m.judge)
         .await;
@@ -211,11 +214,13 @@ async fn measure_encryption_on(b: &mut Bench, data: &Dataset) {
             return;
         }
     };
-    // first, while the stage's topics are empty: noida-db saves its whole state after writes,
-    // so its stalls grow with the records it holds (p99 12 ms here first, 51-62 ms after the
-    // closed loops below had written ~700k records)
+    // every measurement starts on empty topics (the closed loops after deleting the records
+    // of the one before): noida-db saves its whole state after writes, so its stalls grow with
+    // the records it holds (p99 12 ms here first, 51-62 ms after the closed loops had written
+    // ~700k records)
     single_offered(b, &mut service).await;
     for m in measurements {
+        b.delete_records(&prefix).await;
         let (result, cores) = b
             .closed_loop(service.addr, m.clients, m.make, m.judge)
             .await;
