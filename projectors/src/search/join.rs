@@ -24,8 +24,9 @@ const PAGE: usize = 2000;
 
 impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
     /// Enriches the main documents about to be written with their side documents as they are
-    /// now (or as this round computes them, when the batch writes them too), so a new document is usually written once (the join step after the write checks
-    /// again with side documents read after the write, and writes only what changed since).
+    /// now (or as this round computes them, when the batch writes them too), so a new document
+    /// is usually written once (the join step after the write checks again with side documents
+    /// read after the write, and writes only what changed since).
     pub async fn pre_enrich(&self, computed: &mut [Computed]) -> Result<(), SearchSinkError> {
         let Some(join) = self.projection.join() else {
             return Ok(());
