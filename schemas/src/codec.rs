@@ -12,6 +12,7 @@
 //! body the writer schema does not read) are permanent errors.
 
 use crate::avro_to_json::avro_to_json;
+use crate::avro_write;
 use crate::catalog::Catalog;
 use crate::command::BuiltEvent;
 use apache_avro::reader::datum::GenericDatumReader;
@@ -191,8 +192,8 @@ impl EventCodec {
     /// Encodes `value` as the event type `event_type` for `topic`.
     ///
     /// The first event of a type on a topic registers (or looks up) its schema through the
-    /// converter; its schema id is kept, and later events are written directly: one validation
-    /// and one pass over the value, no copy of it.
+    /// converter; its schema id is kept, and later events are written directly, checked as they
+    /// are written (`avro_write`), no copy of the value.
     pub async fn encode_value(
         &self,
         topic: &str,
@@ -238,12 +239,17 @@ impl EventCodec {
             }
             return Ok(bytes);
         };
+        let mut bytes = Vec::with_capacity(256);
+        bytes.push(0);
+        bytes.extend_from_slice(&schema_id.to_be_bytes());
+        if avro_write::write_value(&event.schema, value, &mut bytes).is_ok() {
+            return Ok(bytes);
+        }
+        // Not the usual case (or not valid): apache-avro validates and writes it, or says why not.
+        bytes.truncate(5);
         let writer = GenericDatumWriter::builder(&event.schema)
             .build()
             .map_err(|_| invalid())?;
-        let mut bytes = Vec::with_capacity(128);
-        bytes.push(0);
-        bytes.extend_from_slice(&schema_id.to_be_bytes());
         writer
             .write_value_ref(&mut bytes, value)
             .map_err(|_| invalid())?;

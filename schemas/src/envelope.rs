@@ -54,12 +54,13 @@ impl Envelope {
     /// Header names exactly: event_id, event_type, command_id, correlation_id, causation_id,
     /// occurred_at (RFC 3339, millisecond precision, UTC), traceparent; absent optionals omitted.
     pub fn to_headers(&self) -> Vec<(&'static str, String)> {
-        let mut headers = vec![
+        let mut headers = Vec::with_capacity(HEADER_NAMES.len());
+        headers.extend([
             ("event_id", self.event_id.to_string()),
             ("event_type", self.event_type.clone()),
             ("command_id", self.command_id.to_string()),
             ("correlation_id", self.correlation_id.clone()),
-        ];
+        ]);
         if let Some(causation_id) = &self.causation_id {
             headers.push(("causation_id", causation_id.clone()));
         }

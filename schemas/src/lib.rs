@@ -14,6 +14,7 @@
 //! ```
 
 mod avro_to_json;
+mod avro_write;
 mod catalog;
 mod codec;
 mod command;

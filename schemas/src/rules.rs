@@ -205,11 +205,8 @@ impl Rule {
     /// Applies the rule to a client body, appending a problem for every value that breaks it.
     /// Values of the wrong type are skipped: the schema check reports those.
     pub(crate) fn apply(&self, body: &Json, problems: &mut Vec<Problem>) {
-        let Ok(steps) = parse_path(&self.path) else {
-            return;
-        };
         let mut apply = |path: &JsonPath, value: &Json| self.apply_one(path, value, problems);
-        visit_targets(body, &JsonPath::root(), &steps, &mut apply);
+        visit_targets(body, &JsonPath::root(), steps(&self.path), &mut apply);
     }
 
     fn apply_one(&self, path: &JsonPath, value: &Json, problems: &mut Vec<Problem>) {
@@ -300,14 +297,25 @@ fn plural(n: usize, word: &str) -> String {
     }
 }
 
+/// The steps of a rule path, read as they are walked (a rule applies to every command, so its
+/// path is not parsed into a list each time; `parse_path` checked it when the catalog loaded).
+fn steps(path: &str) -> impl Iterator<Item = Step<'_>> + Clone {
+    path.split('.')
+        .flat_map(|part| match part.strip_suffix("[]") {
+            Some(name) => [Some(Step::Field(name)), Some(Step::Each)],
+            None => [Some(Step::Field(part)), None],
+        })
+        .flatten()
+}
+
 /// Calls `visit` with every non-null value at `steps` under `value`, and its path.
-fn visit_targets(
+fn visit_targets<'p>(
     value: &Json,
     path: &JsonPath,
-    steps: &[Step],
+    mut steps: impl Iterator<Item = Step<'p>> + Clone,
     visit: &mut dyn FnMut(&JsonPath, &Json),
 ) {
-    let Some((step, rest)) = steps.split_first() else {
+    let Some(step) = steps.next() else {
         if !value.is_null() {
             visit(path, value);
         }
@@ -315,13 +323,13 @@ fn visit_targets(
     };
     match (step, value) {
         (Step::Field(name), Json::Object(object)) => {
-            if let Some(child) = object.get(*name) {
-                visit_targets(child, &path.key(name), rest, visit);
+            if let Some(child) = object.get(name) {
+                visit_targets(child, &path.key(name), steps, visit);
             }
         }
         (Step::Each, Json::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
-                visit_targets(item, &path.index(i), rest, visit);
+                visit_targets(item, &path.index(i), steps.clone(), visit);
             }
         }
         _ => {}

@@ -10,6 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The shared budget of records and bytes in flight.
 #[derive(Debug, Clone)]
 pub struct Budget {
+    gauges: Arc<InFlightGauges>,
     records: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     max_records: usize,
@@ -20,6 +21,7 @@ pub struct Budget {
 /// One record's share of the budget; released when dropped.
 #[derive(Debug)]
 pub struct Permit {
+    gauges: Arc<InFlightGauges>,
     _record: OwnedSemaphorePermit,
     _bytes: OwnedSemaphorePermit,
     bytes: usize,
@@ -27,9 +29,16 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        metrics::gauge!("factline_write_side_in_flight_records").decrement(1.0);
-        metrics::gauge!("factline_write_side_in_flight_bytes").decrement(self.bytes as f64);
+        self.gauges.records.decrement(1.0);
+        self.gauges.bytes.decrement(self.bytes as f64);
     }
+}
+
+/// The in-flight gauges' handles, taken once (every command moves them twice).
+#[derive(Debug)]
+struct InFlightGauges {
+    records: metrics::Gauge,
+    bytes: metrics::Gauge,
 }
 
 /// Why no permit was given.
@@ -42,8 +51,13 @@ pub enum BudgetError {
 
 impl Budget {
     /// A budget of `max_records` records and `max_bytes` bytes; a request waits at most `timeout`.
+    /// Its gauges are those of the metrics recorder installed when it is made.
     pub fn new(max_records: usize, max_bytes: usize, timeout: Duration) -> Budget {
         Budget {
+            gauges: Arc::new(InFlightGauges {
+                records: metrics::gauge!("factline_write_side_in_flight_records"),
+                bytes: metrics::gauge!("factline_write_side_in_flight_bytes"),
+            }),
             records: Arc::new(Semaphore::new(max_records)),
             bytes: Arc::new(Semaphore::new(max_bytes)),
             max_records,
@@ -64,9 +78,10 @@ impl Budget {
         };
         match tokio::time::timeout(self.timeout, take).await {
             Ok(Some((record, byte_permit))) => {
-                metrics::gauge!("factline_write_side_in_flight_records").increment(1.0);
-                metrics::gauge!("factline_write_side_in_flight_bytes").increment(wanted as f64);
+                self.gauges.records.increment(1.0);
+                self.gauges.bytes.increment(wanted as f64);
                 Ok(Permit {
+                    gauges: self.gauges.clone(),
                     _record: record,
                     _bytes: byte_permit,
                     bytes: wanted as usize,

@@ -47,14 +47,13 @@ pub struct Submission {
 /// catalog, so clients cannot create unbounded label values).
 pub fn record(state: &AppState, command: &str, status: u16, started: Instant) {
     let label = if state.catalog.command(command).is_some() {
-        command.to_string()
+        command
     } else {
-        "unknown".to_string()
+        "unknown"
     };
-    metrics::counter!("factline_write_side_requests_total", "command" => label.clone(), "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!("factline_write_side_request_duration_seconds", "command" => label)
-        .record(started.elapsed().as_secs_f64());
+    state
+        .request_metrics
+        .record(label, status, started.elapsed());
 }
 
 /// Ingests one command in its own task, so a client that disconnects cannot cancel a produce

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::idempotency::IdempotencyStore;
 use crate::ingest::Accepted;
 use crate::producer::Kafka;
-use crate::telemetry;
+use crate::telemetry::{self, RequestMetrics};
 use factline_keystore::FieldCrypto;
 use factline_schemas::{Catalog, EventCodec};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -73,6 +73,8 @@ pub struct Shared {
     pub api_keys: ApiKeys,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The per-request metrics' handles.
+    pub request_metrics: RequestMetrics,
     /// HTTP client for the registry readiness check.
     pub http: reqwest::Client,
     /// `/openapi.json`.
@@ -110,6 +112,8 @@ impl AppState {
             crate::idempotency::FingerprintKey::new(config.fingerprint_secret.load()?.as_bytes());
         let crypto = factline_keystore::field_crypto(&config.keys, pool)?
             .with_subject_prefix(&config.topic_prefix);
+        // The recorder first: the budget keeps handles to its gauges.
+        let metrics = telemetry::metrics_handle();
         let budget = Budget::new(
             config.max_in_flight_records,
             config.max_in_flight_bytes,
@@ -152,7 +156,8 @@ impl AppState {
                 budget,
                 idempotency,
                 api_keys,
-                metrics: telemetry::metrics_handle(),
+                metrics,
+                request_metrics: RequestMetrics::default(),
                 http,
                 openapi,
             }),

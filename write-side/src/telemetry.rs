@@ -1,7 +1,11 @@
 //! The write side's metrics: their names and descriptions, on the process-wide recorder of
 //! `factline-service`.
 
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 /// The process-wide Prometheus recorder's handle (shared with every factline service), with
 /// the write side's metrics described.
@@ -47,4 +51,46 @@ fn describe() {
         "factline_write_side_idempotent_replays_total",
         "requests answered from the idempotency store"
     );
+}
+
+/// The handles of the per-request metrics, by command and status, so answering a command does
+/// not build label strings and look the series up in the registry each time. Bounded: commands
+/// outside the catalog are counted as `unknown`, and statuses are the API's own.
+#[derive(Debug, Default)]
+pub struct RequestMetrics {
+    by_command: Mutex<HashMap<String, HashMap<u16, Handles>>>,
+}
+
+/// One command and status's series: answers counted, and their durations.
+type Handles = (Counter, Histogram);
+
+impl RequestMetrics {
+    /// Counts one answered command (`command` as labelled: a catalog name or `unknown`).
+    pub fn record(&self, command: &str, status: u16, elapsed: Duration) {
+        let (counter, histogram) = {
+            let mut by_command = self
+                .by_command
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !by_command.contains_key(command) {
+                by_command.insert(command.to_string(), HashMap::new());
+            }
+            let Some(by_status) = by_command.get_mut(command) else {
+                return;
+            };
+            by_status
+                .entry(status)
+                .or_insert_with(|| {
+                    (
+                        metrics::counter!("factline_write_side_requests_total",
+                            "command" => command.to_string(), "status" => status.to_string()),
+                        metrics::histogram!("factline_write_side_request_duration_seconds",
+                            "command" => command.to_string()),
+                    )
+                })
+                .clone()
+        };
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64());
+    }
 }

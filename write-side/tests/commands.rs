@@ -499,6 +499,7 @@ async fn operational_endpoints() {
         "{metrics}"
     );
     assert!(metrics.contains("factline_write_side_request_duration_seconds_bucket"));
+    assert!(metrics.contains("factline_write_side_in_flight_records"));
     let openapi: Value = app
         .http
         .get(format!("{}/openapi.json", app.base))
