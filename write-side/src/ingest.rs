@@ -74,6 +74,57 @@ pub async fn submit(
     }
 }
 
+/// How many items of a batch one task ingests (concurrently, each on its own). A task per
+/// item spent about 5% of the batch endpoint's CPU spawning, scheduling and waking tasks; a
+/// task per 64 items still spreads a batch over the cores.
+const ITEMS_PER_TASK: usize = 64;
+
+/// Ingests a batch's items (or answers the error an item already has), in tasks of
+/// [`ITEMS_PER_TASK`] items, so a client that disconnects cannot cancel a produce half way.
+/// Every ingested item is counted in the metrics; the results come in the items' order.
+pub async fn submit_all(
+    state: &AppState,
+    caller: &Caller,
+    submissions: Vec<Result<Submission, ApiError>>,
+    started: Instant,
+) -> Vec<Result<Accepted, ApiError>> {
+    let total = submissions.len();
+    let mut submissions = submissions.into_iter().peekable();
+    let mut tasks = Vec::with_capacity(total.div_ceil(ITEMS_PER_TASK));
+    while submissions.peek().is_some() {
+        let chunk: Vec<_> = submissions.by_ref().take(ITEMS_PER_TASK).collect();
+        let (state, caller) = (state.clone(), caller.clone());
+        let len = chunk.len();
+        let task = tokio::spawn(async move {
+            let items = chunk.into_iter().map(|submission| {
+                let (state, caller) = (&state, &caller);
+                async move {
+                    let submission = submission?;
+                    let command = submission.command.clone();
+                    let result = ingest(state, caller, submission).await;
+                    let status = result
+                        .as_ref()
+                        .map_or_else(|e| e.status().as_u16(), |_| 202);
+                    record(state, &command, status, started);
+                    result
+                }
+            });
+            futures::future::join_all(items).await
+        });
+        tasks.push((len, task));
+    }
+    let mut results = Vec::with_capacity(total);
+    for (len, task) in tasks {
+        match task.await {
+            Ok(chunk) => results.extend(chunk),
+            Err(error) => results.extend(
+                (0..len).map(|_| Err(ApiError::Internal(format!("ingest task failed: {error}")))),
+            ),
+        }
+    }
+    results
+}
+
 async fn ingest(
     state: &AppState,
     caller: &Caller,

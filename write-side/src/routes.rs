@@ -5,7 +5,7 @@ use crate::auth::Caller;
 use crate::batch::{parse_batch, BatchResponse, ItemResult};
 use crate::error::ApiError;
 use crate::extract::{body_kind, parse_json, read_body, BodyKind};
-use crate::ingest::{record, submit, Accepted, Submission};
+use crate::ingest::{record, submit, submit_all, Accepted, Submission};
 use crate::request_meta::RequestMeta;
 use crate::state::AppState;
 use axum::extract::rejection::PathRejection;
@@ -128,33 +128,20 @@ async fn batch(
     let items = parse_batch(&bytes, kind, state.config.max_batch_items)?;
     drop(bytes);
     let started = Instant::now();
-    let tasks = items.into_iter().map(|item| {
-        let state = state.clone();
-        let caller = caller.clone();
-        let meta = meta.clone();
-        async move {
+    let submissions = items
+        .into_iter()
+        .map(|item| {
             let item = item?;
-            let mut meta = meta;
+            let mut meta = meta.clone();
             meta.idempotency_key = item.idempotency_key;
-            let command = item.command;
-            let result = submit(
-                &state,
-                &caller,
-                Submission {
-                    command: command.clone(),
-                    body: item.body,
-                    meta,
-                },
-            )
-            .await;
-            let status = result
-                .as_ref()
-                .map_or_else(|e| e.status().as_u16(), |_| 202);
-            record(&state, &command, status, started);
-            result
-        }
-    });
-    let results: Vec<ItemResult> = futures::future::join_all(tasks)
+            Ok(Submission {
+                command: item.command,
+                body: item.body,
+                meta,
+            })
+        })
+        .collect();
+    let results: Vec<ItemResult> = submit_all(&state, &caller, submissions, started)
         .await
         .into_iter()
         .enumerate()

@@ -326,6 +326,54 @@ async fn batch_answers_each_item_in_order_and_invalid_items_do_not_block_valid_o
 }
 
 #[tokio::test]
+async fn a_batch_of_many_items_is_answered_in_order_with_each_item_on_the_log() {
+    // more items than one ingest task takes, so the answer is put together from several
+    let app = TestApp::start(|_| {}).await;
+    let id = unique();
+    let items: Vec<Value> = (0..150)
+        .map(|i| {
+            if i % 10 == 3 {
+                json!({"command": "DeliverOrder", "body": {"order_id": 7}})
+            } else {
+                json!({"command": "DeliverOrder", "body": {"order_id": format!("o-{id}-{i}")}})
+            }
+        })
+        .collect();
+    let (status, answer) = app
+        .post_batch("application/json", json!(items).to_string(), &[])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["accepted"], 135, "{answer}");
+    assert_eq!(answer["failed"], 15);
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 150);
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result["index"], i);
+        if i % 10 == 3 {
+            assert_eq!(result["status"], 400, "{result}");
+            continue;
+        }
+        assert_eq!(result["status"], 202, "{result}");
+        if i % 10 != 0 && i != 149 {
+            continue; // one in ten is read back
+        }
+        let record = read_at(
+            result["topic"].as_str().unwrap(),
+            result["partition"].as_i64().unwrap() as i32,
+            result["offset"].as_i64().unwrap(),
+        )
+        .await;
+        assert_eq!(
+            envelope(&record).event_id.to_string(),
+            result["event_id"].as_str().unwrap()
+        );
+        let key = std::str::from_utf8(record.key().unwrap()).unwrap();
+        assert_eq!(key, format!("o-{id}-{i}"));
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn api_keys_authenticate_and_limit_commands() {
     let app = TestApp::start(|c| {
         c.api_keys = vec![
