@@ -255,6 +255,21 @@ fn app_prefix(customers_topic: &str) -> String {
     customers_topic.trim_end_matches("customers").to_string()
 }
 
+/// The record an accepted batch item's result points to, checked to carry its event id.
+async fn record_of(result: &Value) -> rdkafka::message::OwnedMessage {
+    let record = read_at(
+        result["topic"].as_str().unwrap(),
+        result["partition"].as_i64().unwrap() as i32,
+        result["offset"].as_i64().unwrap(),
+    )
+    .await;
+    assert_eq!(
+        envelope(&record).event_id.to_string(),
+        result["event_id"].as_str().unwrap()
+    );
+    record
+}
+
 #[tokio::test]
 async fn batch_answers_each_item_in_order_and_invalid_items_do_not_block_valid_ones() {
     let app = TestApp::start(|c| c.max_batch_items = 6).await;
@@ -287,16 +302,7 @@ async fn batch_answers_each_item_in_order_and_invalid_items_do_not_block_valid_o
     for (i, result) in results.iter().enumerate() {
         assert_eq!(result["index"], i);
         if result["status"] == 202 {
-            let record = read_at(
-                result["topic"].as_str().unwrap(),
-                result["partition"].as_i64().unwrap() as i32,
-                result["offset"].as_i64().unwrap(),
-            )
-            .await;
-            assert_eq!(
-                envelope(&record).event_id.to_string(),
-                result["event_id"].as_str().unwrap()
-            );
+            record_of(result).await;
         }
     }
 
@@ -357,16 +363,7 @@ async fn a_batch_of_many_items_is_answered_in_order_with_each_item_on_the_log() 
         if i % 10 != 0 && i != 149 {
             continue; // one in ten is read back
         }
-        let record = read_at(
-            result["topic"].as_str().unwrap(),
-            result["partition"].as_i64().unwrap() as i32,
-            result["offset"].as_i64().unwrap(),
-        )
-        .await;
-        assert_eq!(
-            envelope(&record).event_id.to_string(),
-            result["event_id"].as_str().unwrap()
-        );
+        let record = record_of(result).await;
         let key = std::str::from_utf8(record.key().unwrap()).unwrap();
         assert_eq!(key, format!("o-{id}-{i}"));
     }
