@@ -6,9 +6,9 @@
 //! ```
 //!
 //! `fl1` is the format version. The cipher is AES-256-GCM with a fresh random 96-bit nonce per
-//! value (from a CSPRNG), and the associated data is the prefix `fl1:<key id>`, so a value cannot be moved
-//! under another key id. A string without the `fl1:` prefix is plaintext (a record written
-//! before encryption existed) and is read as it is.
+//! value (from a CSPRNG), and the associated data is the prefix `fl1:<key id>`, so a value
+//! cannot be moved under another key id. A string without the `fl1:` prefix is plaintext (a
+//! record written before encryption existed) and is read as it is.
 //!
 //! Once the data key is destroyed the value reads as [`PLACEHOLDER`].
 
