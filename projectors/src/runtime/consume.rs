@@ -155,6 +155,8 @@ pub(super) struct Runner<K: Sink> {
     pub(super) stop: watch::Receiver<bool>,
     pub(super) liveness: Liveness,
     pub(super) last_event_ms: HashMap<TopicPartition, i64>,
+    /// The high watermarks last written for readers (only moved ones are written again).
+    pub(super) watermarks: positions::RecordedWatermarks,
     pub(super) estimator: Estimator,
     pub(super) retired: bool,
     /// Why the loop must stop and the membership be replaced (slot lock lost, fenced by the
@@ -509,6 +511,9 @@ impl<K: Sink> Runner<K> {
             }
             state.assigned.clone()
         };
+        // the commit wrote these rows (and may have created them): their watermarks are
+        // written again at the next housekeeping
+        self.watermarks.forget(outcome.positions.keys());
         self.update_lag();
         if self.config.commit_to_kafka {
             // Informational only: positions in PostgreSQL are the truth. Stored here, sent by
@@ -563,25 +568,34 @@ impl<K: Sink> Runner<K> {
             .collect();
         partitions.sort();
         http::update(&self.health, |h| h.partitions = partitions);
-        let watermarks: HashMap<TopicPartition, i64> = {
+        let (held, assignment) = {
             let state = self.state.lock();
-            state
+            let held: HashMap<TopicPartition, i64> = state
                 .high_watermarks
                 .iter()
                 .filter(|(tp, _)| state.assigned.contains(*tp))
                 .map(|(tp, h)| (tp.clone(), *h))
-                .collect()
+                .collect();
+            (held, state.assignments)
         };
+        let due = self
+            .watermarks
+            .due(held, assignment, std::time::Instant::now());
+        if !due.is_empty() {
+            self.record_high_watermarks(due).await;
+        }
+        self.rebuild_turn().await;
+    }
+
+    /// Writes `due` for readers ([`positions::record_high_watermarks`]); remembered once written.
+    async fn record_high_watermarks(&mut self, due: HashMap<TopicPartition, i64>) {
         let Ok(client) = self.pool.get().await else {
             return;
         };
-        if let Err(error) =
-            positions::record_high_watermarks(&client, &self.name, self.version, &watermarks).await
-        {
-            tracing::debug!(%error, "cannot record high watermarks");
+        match positions::record_high_watermarks(&client, &self.name, self.version, &due).await {
+            Ok(()) => self.watermarks.recorded(due),
+            Err(error) => tracing::debug!(%error, "cannot record high watermarks"),
         }
-        drop(client);
-        self.rebuild_turn().await;
     }
 }
 

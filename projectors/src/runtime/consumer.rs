@@ -38,6 +38,8 @@ pub struct RebalanceState {
     pub positioned: HashMap<TopicPartition, i64>,
     /// High watermarks from the client's statistics.
     pub high_watermarks: HashMap<TopicPartition, i64>,
+    /// Assignment changes seen (each assignment and each revocation counts one).
+    pub assignments: u64,
     /// Statistics samples received so far, and the group join state of the last one
     /// (`init` once a member left, or before it first joined).
     pub stats_samples: u64,
@@ -165,6 +167,7 @@ impl ProjectorContext {
                 }
             }
             state.assigned.extend(partitions);
+            state.assignments += 1;
         }
         hold_for_leads(consumer, &self.lead_topics, &starts, &self.state);
     }
@@ -183,6 +186,7 @@ impl ProjectorContext {
             }
             state.leads.revoke(&partitions);
             state.revoked.extend(partitions.iter().cloned());
+            state.assignments += 1;
         }
         tracing::info!(projector = %self.projector, partitions = ?partitions, "partitions revoked");
         let result = match consumer.rebalance_protocol() {

@@ -166,6 +166,67 @@ pub async fn record_high_watermarks(
     Ok(())
 }
 
+/// How often every held partition's high watermark is written again, moved or not: a row
+/// rewritten meanwhile by hand (a position reset) shows the true lag again within this time.
+const WATERMARKS_REFRESH_EVERY: Duration = Duration::from_secs(60);
+
+/// The high watermarks this instance last recorded (see [`record_high_watermarks`]), so the
+/// once-a-second housekeeping writes only those that moved or whose rows a commit wrote since:
+/// none at rest, where a statement per held partition each second was most of PostgreSQL's
+/// work (about 120 statements a second for the stack's seven projectors). Everything is
+/// written again after an assignment change (another instance may have written the rows
+/// meanwhile) and every [`WATERMARKS_REFRESH_EVERY`].
+#[derive(Debug)]
+pub struct RecordedWatermarks {
+    recorded: HashMap<TopicPartition, i64>,
+    assignment: u64,
+    refresh_at: std::time::Instant,
+}
+
+impl RecordedWatermarks {
+    /// Nothing recorded yet: the first housekeeping writes every held partition.
+    pub fn new(now: std::time::Instant) -> RecordedWatermarks {
+        RecordedWatermarks {
+            recorded: HashMap::new(),
+            assignment: 0,
+            refresh_at: now,
+        }
+    }
+
+    /// Of `current` (the held partitions' high watermarks), those to record now. `assignment`
+    /// counts the rebalances seen ([`crate::runtime::consumer::RebalanceState::assignments`]).
+    pub fn due(
+        &mut self,
+        current: HashMap<TopicPartition, i64>,
+        assignment: u64,
+        now: std::time::Instant,
+    ) -> HashMap<TopicPartition, i64> {
+        if assignment != self.assignment || now >= self.refresh_at {
+            self.recorded.clear();
+            self.assignment = assignment;
+            self.refresh_at = now + WATERMARKS_REFRESH_EVERY;
+        }
+        current
+            .into_iter()
+            .filter(|(tp, high)| self.recorded.get(tp) != Some(high))
+            .collect()
+    }
+
+    /// `written` is in PostgreSQL (or its row does not exist yet): not written again until it
+    /// moves or a commit writes the row.
+    pub fn recorded(&mut self, written: HashMap<TopicPartition, i64>) {
+        self.recorded.extend(written);
+    }
+
+    /// A commit wrote the rows of `partitions` (creating those that did not exist, with the
+    /// watermark known to the batch): their watermarks are due again.
+    pub fn forget<'a>(&mut self, partitions: impl IntoIterator<Item = &'a TopicPartition>) {
+        for tp in partitions {
+            self.recorded.remove(tp);
+        }
+    }
+}
+
 /// Loads positions from a synchronous context (the Kafka rebalance callback) on a helper thread
 /// with its own connection and runtime, bounded by `timeout`.
 pub fn load_blocking(
@@ -202,4 +263,75 @@ pub fn load_blocking(
     handle
         .join()
         .map_err(|_| "positions thread panicked".to_owned())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn marks(pairs: &[(i32, i64)]) -> HashMap<TopicPartition, i64> {
+        pairs
+            .iter()
+            .map(|(partition, high)| (("orders".to_owned(), *partition), *high))
+            .collect()
+    }
+
+    #[test]
+    fn only_moved_watermarks_are_written_again() {
+        let start = Instant::now();
+        let mut watermarks = RecordedWatermarks::new(start);
+        let first = watermarks.due(marks(&[(0, 10), (1, 20)]), 1, start);
+        assert_eq!(first, marks(&[(0, 10), (1, 20)]));
+        watermarks.recorded(first);
+        let at_rest = watermarks.due(
+            marks(&[(0, 10), (1, 20)]),
+            1,
+            start + Duration::from_secs(1),
+        );
+        assert!(at_rest.is_empty(), "{at_rest:?}");
+        let moved = watermarks.due(
+            marks(&[(0, 10), (1, 25)]),
+            1,
+            start + Duration::from_secs(2),
+        );
+        assert_eq!(moved, marks(&[(1, 25)]));
+        watermarks.recorded(moved);
+        // a commit wrote partition 0's row: its watermark is written again, unmoved
+        watermarks.forget([&("orders".to_owned(), 0)]);
+        let committed = watermarks.due(
+            marks(&[(0, 10), (1, 25)]),
+            1,
+            start + Duration::from_secs(3),
+        );
+        assert_eq!(committed, marks(&[(0, 10)]));
+    }
+
+    #[test]
+    fn a_watermark_not_written_is_due_again() {
+        let start = Instant::now();
+        let mut watermarks = RecordedWatermarks::new(start);
+        assert_eq!(watermarks.due(marks(&[(0, 10)]), 1, start).len(), 1);
+        // the write failed: nothing recorded
+        assert_eq!(
+            watermarks.due(marks(&[(0, 10)]), 1, start + Duration::from_secs(1)),
+            marks(&[(0, 10)])
+        );
+    }
+
+    #[test]
+    fn everything_is_written_again_after_a_rebalance_and_once_a_refresh_is_due() {
+        let start = Instant::now();
+        let mut watermarks = RecordedWatermarks::new(start);
+        let all = marks(&[(0, 10), (1, 20)]);
+        let first = watermarks.due(all.clone(), 1, start);
+        watermarks.recorded(first);
+        let after_rebalance = watermarks.due(all.clone(), 2, start + Duration::from_secs(1));
+        assert_eq!(after_rebalance, all);
+        watermarks.recorded(after_rebalance);
+        let quiet = start + WATERMARKS_REFRESH_EVERY;
+        assert!(watermarks.due(all.clone(), 2, quiet).is_empty());
+        let refresh = start + Duration::from_secs(1) + WATERMARKS_REFRESH_EVERY;
+        assert_eq!(watermarks.due(all.clone(), 2, refresh), all);
+    }
 }

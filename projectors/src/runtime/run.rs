@@ -26,6 +26,7 @@ use crate::dead_letter::DeadLetterWriter;
 use crate::decode::RegistryRetry;
 use crate::error::{chain, RunError};
 use crate::http::{self, Health, SharedHealth};
+use crate::positions::RecordedWatermarks;
 use crate::postgres::PostgresSink;
 use crate::progress::Estimator;
 use crate::projection::Projection;
@@ -161,6 +162,7 @@ async fn run_inner<K: Sink>(
         stop: member.halt.clone(),
         liveness,
         last_event_ms: HashMap::new(),
+        watermarks: RecordedWatermarks::new(std::time::Instant::now()),
         estimator: Estimator::default(),
         retired: false,
         failure: member.failure.clone(),
@@ -203,6 +205,8 @@ async fn run_inner<K: Sink>(
         // the old consumer closes here, before the new one joins with a possibly equal id
         runner.consumer = next.consumer.clone();
         runner.state = next.state.clone();
+        // a new state counts its assignments from 0: every watermark is written again
+        runner.watermarks = RecordedWatermarks::new(std::time::Instant::now());
         runner.stop = next.halt.clone();
         runner.failure = next.failure.clone();
         drop(std::mem::replace(&mut member, next));
