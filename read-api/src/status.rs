@@ -284,13 +284,17 @@ pub async fn load(
 ) -> Result<Snapshot, String> {
     let read_at = Utc::now(); // before any query: the snapshot is at least this fresh
     let mut client = db::connect(pool, limits).await.map_err(|e| e.to_string())?;
-    let row = client
-        .query_one(
+    // prepared once per connection: the board reads four times a second, at rest too
+    let exists = client
+        .prepare_cached(
             "SELECT to_regclass('factline_projector_rebuilds') IS NOT NULL \
              AND to_regclass('factline_projector_dead_letters') IS NOT NULL, \
              to_regclass($1) IS NOT NULL",
-            &[&REDRIVES_TABLE],
         )
+        .await
+        .map_err(|e| e.to_string())?;
+    let row = client
+        .query_one(&exists, &[&REDRIVES_TABLE])
         .await
         .map_err(|e| e.to_string())?;
     let (exists, redrives): (bool, bool) = (row.get(0), row.get(1));
@@ -322,26 +326,30 @@ pub async fn load(
     let pending = pending_where("");
     let parked = pending_where(" AND d.error LIKE 'parked:%'");
     let versions = client
-        .query(
-            &format!(
-                "SELECT r.projector, r.version, r.state, r.sink, coalesce(r.topics, '{{}}'), \
+        .prepare_cached(&format!(
+            "SELECT r.projector, r.version, r.state, r.sink, coalesce(r.topics, '{{}}'), \
                     coalesce(r.read_models, '{{}}'), r.events_done, r.events_total, \
                     r.eta_seconds, r.progress_at, \
                     (SELECT count(*) FROM factline_projector_dead_letters d \
                       WHERE d.projector = r.projector AND d.version = r.version), \
                     to_jsonb(r) -> 'declarative_config', {pending}, {parked} \
                  FROM factline_projector_rebuilds r ORDER BY r.projector, r.version"
-            ),
-            &[],
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let versions = client
+        .query(&versions, &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    let positions = client
+        .prepare_cached(
+            "SELECT projector, version, topic, partition, next_offset, updated_at \
+             FROM factline_projector_positions",
         )
         .await
         .map_err(|e| e.to_string())?;
     let positions = client
-        .query(
-            "SELECT projector, version, topic, partition, next_offset, updated_at \
-             FROM factline_projector_positions",
-            &[],
-        )
+        .query(&positions, &[])
         .await
         .map_err(|e| e.to_string())?;
     // `to_jsonb(r) -> 'declarative_config'` rather than the column: a table made by an older
