@@ -4,7 +4,8 @@
 //! one after the other, in order); transient failures are retried with capped
 //! backoff on the same in-memory batch (nothing is skipped); rebalances discard the
 //! uncommitted records of revoked partitions. Once a second the loop exports lag, records
-//! high watermarks and, while a new version rebuilds, checks its progress ([`super::rebuild`]).
+//! the high watermarks that moved (or whose rows a commit wrote) and, while a new version
+//! rebuilds, checks its progress ([`super::rebuild`]).
 //! With nothing to read, the partitions are paused between short probes, and a consumer read
 //! to its end paces its fetches ([`super::idle`]); a batch that no record can join before the
 //! pace ends is committed at once.
