@@ -2,6 +2,7 @@
 //! to `<topic>.dlq` with its key, value and headers, plus headers saying why and from where,
 //! and recorded as a row of `factline_projector_dead_letters` for the read API.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -47,14 +48,21 @@ pub struct DeadLetterError {
 }
 
 /// Writes dead letters (idempotent producer, `acks=all`).
+///
+/// The producer is created at the first dead letter, not at start: most projectors never
+/// write one, and an idle librdkafka producer still costs a client instance, its broker
+/// connection and threads (its polling thread alone took about a third of an idle
+/// projector's CPU).
 #[derive(Clone)]
 pub struct DeadLetterWriter {
-    producer: FutureProducer,
+    config: ClientConfig,
+    producer: Arc<Mutex<Option<FutureProducer>>>,
     projector: String,
 }
 
 impl DeadLetterWriter {
-    /// Builds the producer from the shared Kafka client configuration.
+    /// Checks the producer's configuration (the shared Kafka client configuration); the
+    /// producer itself is created at the first dead letter.
     pub fn new(
         mut client: ClientConfig,
         projector: &str,
@@ -63,16 +71,34 @@ impl DeadLetterWriter {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", "30000");
+        // every property is checked now, so a wrong one stops the projector at start
+        client.create_native_config()?;
         Ok(DeadLetterWriter {
-            producer: client.create()?,
+            config: client,
+            producer: Arc::default(),
             projector: projector.to_owned(),
         })
+    }
+
+    /// The producer, created on first use.
+    fn producer(&self) -> Result<FutureProducer, rdkafka::error::KafkaError> {
+        let mut slot = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(producer) = &*slot {
+            return Ok(producer.clone());
+        }
+        let producer: FutureProducer = self.config.create()?;
+        *slot = Some(producer.clone());
+        Ok(producer)
     }
 
     /// Writes one dead letter and waits for the broker's acknowledgement.
     pub async fn write(&self, letter: &DeadLetter) -> Result<(), DeadLetterError> {
         let record = &letter.record;
         let topic = dlq_topic(&record.origin.topic);
+        let producer = self.producer().map_err(|source| DeadLetterError {
+            topic: topic.clone(),
+            source,
+        })?;
         let partition = record.origin.partition.to_string();
         let offset = record.origin.offset.to_string();
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 5);
@@ -98,7 +124,7 @@ impl DeadLetterWriter {
         if let Some(payload) = record.payload.as_deref() {
             out = out.payload(payload);
         }
-        self.producer
+        producer
             .send(out, Duration::from_secs(30))
             .await
             .map(|_| ())
@@ -135,4 +161,36 @@ pub async fn record_rows<C: tokio_postgres::GenericClient>(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::producer::Producer;
+
+    fn config() -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", "127.0.0.1:9");
+        config
+    }
+
+    #[test]
+    fn a_wrong_producer_property_stops_the_projector_at_start() {
+        let mut wrong = config();
+        wrong.set("linger.ms", "soon");
+        let error = DeadLetterWriter::new(wrong, "p").err().expect("refused");
+        assert!(error.to_string().contains("linger.ms"), "{error}");
+    }
+
+    #[test]
+    fn no_producer_runs_before_the_first_dead_letter() {
+        let writer = DeadLetterWriter::new(config(), "p").unwrap();
+        assert!(writer.producer.lock().unwrap().is_none());
+        let first = writer.producer().unwrap();
+        let again = writer.producer().unwrap();
+        assert!(
+            std::ptr::eq(first.client(), again.client()),
+            "one producer, made once"
+        );
+    }
 }
