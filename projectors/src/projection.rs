@@ -196,8 +196,9 @@ pub trait Projection: Send + Sync + 'static {
     /// back and applies the batch event by event, each in its own savepoint, so only the
     /// offending record is dead-lettered.
     ///
-    /// Optional: a projection that reads every row a batch touches in one query and writes them
-    /// in one statement (see `order_summary`) is many times faster than one `apply` per event.
+    /// Optional: a projection that writes every row a batch touches in one statement (see
+    /// `order_summary`, which merges in SQL, reading first only the rows that need it) is many
+    /// times faster than one `apply` per event.
     fn apply_batch(
         &self,
         tx: &Transaction<'_>,

@@ -1,11 +1,12 @@
 //! [`AppliedIds`]: the event ids applied to one read-model row, kept in the row itself (a
-//! `bytea` column of sorted 16-byte ids), for projections that dedupe in their own rows instead
-//! of the runtime's `factline_projector_applied` table (see
+//! `bytea` column of 16-byte ids, in no particular order: written sorted from memory, appended
+//! to by a projection that merges in SQL, as `order_summary` does), for projections that dedupe
+//! in their own rows instead of the runtime's `factline_projector_applied` table (see
 //! [`Projection::applied_ids_in_rows`](crate::Projection::applied_ids_in_rows)).
 //!
-//! A row keeps the [`APPLIED_IDS_MAX`] largest ids applied to it. The set does not depend on
-//! the order the events arrived in, so a row is the same whatever the delivery order, and a
-//! replay gives the same bytes.
+//! A row keeps every id applied to it up to [`APPLIED_IDS_MAX`], then the largest
+//! [`APPLIED_IDS_MAX`]. The set does not depend on the order the events arrived in, so a row
+//! holds the same ids whatever the delivery order (its bytes may list them in another order).
 //!
 //! # What the bound guarantees
 //!
@@ -93,7 +94,7 @@ impl<'a> FromSql<'a> for AppliedIds {
             .chunks_exact(16)
             .map(|chunk| Uuid::from_slice(chunk).expect("16 bytes"))
             .collect();
-        // written sorted; sorting again costs nothing then and keeps a hand-edited row correct
+        // appended in SQL or written sorted: sorted here, once
         ids.sort_unstable();
         ids.dedup();
         Ok(AppliedIds(ids))

@@ -20,16 +20,24 @@
 //! [`AppliedIds`]) and skips an event it already holds, so the runtime keeps no row per event in
 //! its applied-id table: most of PostgreSQL's work per event. The column is bookkeeping, not
 //! part of the read model: the read API does not serve it.
+//!
+//! A batch is written in one statement for most orders: the merge above, written again in SQL
+//! ([`merge_upsert`]), folds each order's events of the batch into its stored row without
+//! reading it first. An order with many events in the batch, or one whose row already holds
+//! one of their ids (a duplicate), is read, merged in memory and written back instead
+//! ([`merge_in_memory`]). Both give the same row; `tests/order_summary_merge.rs` checks it
+//! against PostgreSQL.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use factline_schemas::Envelope;
 use serde::Deserialize;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Transaction};
 
 use crate::error::ProjectionError;
-use crate::postgres::AppliedIds;
+use crate::postgres::{AppliedIds, APPLIED_IDS_MAX};
 use crate::projection::{versioned_table, AppliedIdsColumn, Event, Migration, Projection};
 
 /// The projector name.
@@ -504,7 +512,10 @@ impl Projection for OrderSummaryProjection {
         self.apply_batch(tx, &[event]).await
     }
 
-    /// One read of every order the batch touches, the merges in memory, one upsert.
+    /// The batch's events grouped by order: orders with at most [`FAST_MAX_EVENTS`] events in
+    /// one upsert that merges in SQL ([`merge_upsert`]); the rest, and every order that
+    /// upsert skipped (an id the row already holds, or a full `applied_ids`), read, merged in
+    /// memory and written back ([`merge_in_memory`]).
     async fn apply_batch(
         &self,
         tx: &Transaction<'_>,
@@ -514,95 +525,249 @@ impl Projection for OrderSummaryProjection {
             .iter()
             .map(|e| Ok((OrderEvent::from_event(e)?, &e.envelope)))
             .collect::<Result<Vec<_>, ProjectionError>>()?;
-        let mut ids: Vec<String> = parsed
-            .iter()
-            .map(|(e, _)| e.order_id().to_owned())
-            .collect();
-        ids.sort();
-        ids.dedup();
-        if ids.is_empty() {
-            return Ok(());
+        // each order's events in log order; orders by id, the order their rows are locked in
+        let mut orders: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, (event, _)) in parsed.iter().enumerate() {
+            orders.entry(event.order_id()).or_default().push(i);
         }
-        let table = versioned_table(NAME, VERSION);
-        let mut rows: HashMap<String, (OrderSummary, AppliedIds)> = tx
-            .query_typed(
-                &format!(
-                    "SELECT {}, {APPLIED_IDS} FROM {table} WHERE order_id = ANY($1) \
-                     ORDER BY order_id FOR UPDATE",
-                    names()
-                ),
-                &[(&ids, Type::TEXT_ARRAY)],
-            )
-            .await?
-            .iter()
-            .map(|row| {
-                let summary = from_row(row);
-                let applied: AppliedIds = row.get(COLUMNS.len());
-                (summary.order_id.clone(), (summary, applied))
-            })
-            .collect();
-        // room for every order of the batch at once, not grown (and copied) insert by insert
-        rows.reserve(ids.len().saturating_sub(rows.len()));
-        let mut changed: Vec<&str> = Vec::with_capacity(ids.len());
-        for (event, envelope) in &parsed {
-            let (current, mut applied) = match rows.remove(event.order_id()) {
-                Some((row, applied)) => (Some(row), applied),
-                None => (None, AppliedIds::default()),
-            };
-            if applied.contains(&envelope.event_id) {
-                // a duplicate the row already holds: nothing to write for it
-                if let Some(row) = current {
-                    rows.insert(row.order_id.clone(), (row, applied));
-                }
+        let mut in_memory: Vec<usize> = Vec::new();
+        let mut fast: Vec<(&str, OrderSummary, Vec<u8>)> = Vec::with_capacity(orders.len());
+        for (order, indices) in &orders {
+            if indices.len() > FAST_MAX_EVENTS {
+                in_memory.extend(indices);
                 continue;
             }
-            applied.insert(envelope.event_id);
-            let merged = merge(current, event, envelope.occurred_at);
-            rows.insert(merged.order_id.clone(), (merged, applied));
-            changed.push(event.order_id());
+            let (mut row, mut ids) = (None, Vec::with_capacity(16 * indices.len()));
+            for &i in indices {
+                let (event, envelope) = &parsed[i];
+                let id = envelope.event_id.as_bytes();
+                if ids.chunks_exact(16).any(|kept| kept == id) {
+                    continue;
+                }
+                ids.extend_from_slice(id);
+                row = Some(merge(row, event, envelope.occurred_at));
+            }
+            if let Some(row) = row {
+                fast.push((order, row, ids));
+            }
         }
-        changed.sort_unstable();
-        changed.dedup();
-        if changed.is_empty() {
+        if !fast.is_empty() {
+            let rows: Vec<&OrderSummary> = fast.iter().map(|(_, row, _)| row).collect();
+            let ids: Vec<&[u8]> = fast.iter().map(|(_, _, ids)| ids.as_slice()).collect();
+            let values = column_values(&rows);
+            let mut params = typed(&values);
+            params.push((&ids, Type::BYTEA_ARRAY));
+            let written: HashSet<String> = tx
+                .query_typed(&MERGE_UPSERT, &params)
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            for (order, _, _) in &fast {
+                if !written.contains(*order) {
+                    in_memory.extend(&orders[order]);
+                }
+            }
+        }
+        if in_memory.is_empty() {
             return Ok(());
         }
-        let (rows, applied): (Vec<&OrderSummary>, Vec<&AppliedIds>) = changed
-            .iter()
-            .filter_map(|id| rows.get(*id).map(|(row, applied)| (row, applied)))
-            .unzip();
-        let unnest = COLUMNS
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("${}::{}[]", i + 1, c.sql_type))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let update = COLUMNS[1..]
-            .iter()
-            .map(|c| format!("{0} = EXCLUDED.{0}", c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let values: Vec<Box<dyn ToSql + Sync + Send>> =
-            COLUMNS.iter().map(|c| (c.values)(&rows)).collect();
-        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = values
-            .iter()
-            .zip(&COLUMNS)
-            .map(|(v, c)| (v.as_ref() as &(dyn ToSql + Sync), array_of(c.sql_type)))
-            .collect();
-        params.push((&applied, Type::BYTEA_ARRAY));
-        tx.execute_typed(
-            &format!(
-                "INSERT INTO {table} ({names}, {APPLIED_IDS}) \
-                 SELECT * FROM unnest({unnest}, ${}::bytea[]) \
-                 ON CONFLICT (order_id) DO UPDATE SET {update}, \
-                   {APPLIED_IDS} = EXCLUDED.{APPLIED_IDS}",
-                COLUMNS.len() + 1,
-                names = names(),
-            ),
-            &params,
-        )
-        .await?;
-        Ok(())
+        in_memory.sort_unstable();
+        let rest: Vec<(&OrderEvent, &Envelope)> =
+            in_memory.iter().map(|&i| (&parsed[i].0, parsed[i].1)).collect();
+        merge_in_memory(tx, &rest).await
     }
+}
+
+/// The most events of one order a batch may hold for the order to take the SQL merge: one
+/// guard per event id in [`merge_upsert`].
+pub const FAST_MAX_EVENTS: usize = 4;
+
+/// The table's values of `rows`, one array per column of [`COLUMNS`].
+fn column_values(rows: &[&OrderSummary]) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    COLUMNS.iter().map(|c| (c.values)(rows)).collect()
+}
+
+/// `values` as typed parameters (see [`array_of`]).
+fn typed(values: &[Box<dyn ToSql + Sync + Send>]) -> Vec<(&(dyn ToSql + Sync), Type)> {
+    values
+        .iter()
+        .zip(&COLUMNS)
+        .map(|(v, c)| (v.as_ref() as &(dyn ToSql + Sync), array_of(c.sql_type)))
+        .collect()
+}
+
+/// `$1::text[], $2::text[], ...`: the columns as `unnest` arguments.
+fn unnest_arguments() -> String {
+    COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("${}::{}[]", i + 1, c.sql_type))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The statement of [`merge_upsert`], made once.
+static MERGE_UPSERT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| merge_upsert(&versioned_table(NAME, VERSION)));
+
+/// One upsert that merges each given row (the merge of an order's events in the batch) into
+/// the stored one in SQL, as [`merge`] does in memory: each fact by its own timestamp, text
+/// compared byte by byte (`COLLATE "C"`, as Rust compares strings). A stored row is updated
+/// only if none of the given ids is in its `applied_ids` and the ids still fit
+/// ([`APPLIED_IDS_MAX`]); the new ids are appended. Returns the ids of the orders written:
+/// the others are left to [`merge_in_memory`]. (`position` finds an id at any byte offset: a
+/// match across two ids only sends the order the slow way.)
+fn merge_upsert(table: &str) -> String {
+    let placement_newer = "EXCLUDED.placed_at IS NOT NULL AND (t.placed_at IS NULL \
+        OR t.customer_id IS NULL OR t.currency IS NULL \
+        OR (EXCLUDED.placed_at, EXCLUDED.customer_id COLLATE \"C\", EXCLUDED.currency COLLATE \"C\", \
+            EXCLUDED.total_cents, EXCLUDED.item_count) \
+         > (t.placed_at, t.customer_id COLLATE \"C\", t.currency COLLATE \"C\", \
+            coalesce(t.total_cents, 0), coalesce(t.item_count, 0)))";
+    let shipment_newer = "EXCLUDED.shipped_at IS NOT NULL AND (t.shipped_at IS NULL \
+        OR t.carrier IS NULL OR t.tracking_id IS NULL \
+        OR (EXCLUDED.shipped_at, EXCLUDED.carrier COLLATE \"C\", EXCLUDED.tracking_id COLLATE \"C\") \
+         > (t.shipped_at, t.carrier COLLATE \"C\", t.tracking_id COLLATE \"C\"))";
+    let cancellation_earlier = "EXCLUDED.cancelled_at IS NOT NULL AND (t.cancelled_at IS NULL \
+        OR t.cancel_reason IS NULL \
+        OR (EXCLUDED.cancelled_at, EXCLUDED.cancel_reason COLLATE \"C\") \
+         < (t.cancelled_at, t.cancel_reason COLLATE \"C\"))";
+    let pick = |when: &str, columns: &[&str]| {
+        columns
+            .iter()
+            .map(|c| format!("{c} = CASE WHEN {when} THEN EXCLUDED.{c} ELSE t.{c} END"))
+            .collect::<Vec<_>>()
+    };
+    let mut sets = Vec::new();
+    sets.extend(pick(
+        placement_newer,
+        &["customer_id", "currency", "total_cents", "item_count", "placed_at"],
+    ));
+    sets.extend(pick(shipment_newer, &["carrier", "tracking_id", "shipped_at"]));
+    sets.extend(pick(cancellation_earlier, &["cancel_reason", "cancelled_at"]));
+    sets.push("delivered_at = GREATEST(t.delivered_at, EXCLUDED.delivered_at)".into());
+    sets.push("updated_at = GREATEST(t.updated_at, EXCLUDED.updated_at)".into());
+    // as OrderSummary::status, from the merged timestamps
+    sets.push(format!(
+        "status = CASE \
+           WHEN t.delivered_at IS NOT NULL OR EXCLUDED.delivered_at IS NOT NULL THEN '{}' \
+           WHEN t.cancelled_at IS NOT NULL OR EXCLUDED.cancelled_at IS NOT NULL THEN '{}' \
+           WHEN t.shipped_at IS NOT NULL OR EXCLUDED.shipped_at IS NOT NULL THEN '{}' \
+           ELSE '{}' END",
+        Status::Delivered.as_str(),
+        Status::Cancelled.as_str(),
+        Status::Shipped.as_str(),
+        Status::Placed.as_str(),
+    ));
+    sets.push(format!("{APPLIED_IDS} = t.{APPLIED_IDS} || EXCLUDED.{APPLIED_IDS}"));
+    let mut guards = vec![format!(
+        "length(t.{APPLIED_IDS}) + length(EXCLUDED.{APPLIED_IDS}) <= {}",
+        16 * APPLIED_IDS_MAX
+    )];
+    guards.extend((0..FAST_MAX_EVENTS).map(|j| {
+        format!(
+            "(length(EXCLUDED.{APPLIED_IDS}) <= {} \
+              OR position(substring(EXCLUDED.{APPLIED_IDS} from {} for 16) in t.{APPLIED_IDS}) = 0)",
+            16 * j,
+            16 * j + 1
+        )
+    }));
+    format!(
+        "INSERT INTO {table} AS t ({names}, {APPLIED_IDS}) \
+         SELECT * FROM unnest({unnest}, ${n}::bytea[]) \
+         ON CONFLICT (order_id) DO UPDATE SET {sets} \
+         WHERE {guards} \
+         RETURNING order_id",
+        names = names(),
+        unnest = unnest_arguments(),
+        n = COLUMNS.len() + 1,
+        sets = sets.join(", "),
+        guards = guards.join(" AND "),
+    )
+}
+
+/// One read of every order of `events`, the merges in memory (an event whose id the row
+/// holds is skipped), one upsert. For the orders [`merge_upsert`] does not take.
+async fn merge_in_memory(
+    tx: &Transaction<'_>,
+    events: &[(&OrderEvent, &Envelope)],
+) -> Result<(), ProjectionError> {
+    let mut ids: Vec<String> = events.iter().map(|(e, _)| e.order_id().to_owned()).collect();
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let table = versioned_table(NAME, VERSION);
+    let mut rows: HashMap<String, (OrderSummary, AppliedIds)> = tx
+        .query_typed(
+            &format!(
+                "SELECT {}, {APPLIED_IDS} FROM {table} WHERE order_id = ANY($1) \
+                 ORDER BY order_id FOR UPDATE",
+                names()
+            ),
+            &[(&ids, Type::TEXT_ARRAY)],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let summary = from_row(row);
+            let applied: AppliedIds = row.get(COLUMNS.len());
+            (summary.order_id.clone(), (summary, applied))
+        })
+        .collect();
+    // room for every order of the batch at once, not grown (and copied) insert by insert
+    rows.reserve(ids.len().saturating_sub(rows.len()));
+    let mut changed: Vec<&str> = Vec::with_capacity(ids.len());
+    for (event, envelope) in events {
+        let (current, mut applied) = match rows.remove(event.order_id()) {
+            Some((row, applied)) => (Some(row), applied),
+            None => (None, AppliedIds::default()),
+        };
+        if applied.contains(&envelope.event_id) {
+            // a duplicate the row already holds: nothing to write for it
+            if let Some(row) = current {
+                rows.insert(row.order_id.clone(), (row, applied));
+            }
+            continue;
+        }
+        applied.insert(envelope.event_id);
+        let merged = merge(current, event, envelope.occurred_at);
+        rows.insert(merged.order_id.clone(), (merged, applied));
+        changed.push(event.order_id());
+    }
+    changed.sort_unstable();
+    changed.dedup();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let (rows, applied): (Vec<&OrderSummary>, Vec<&AppliedIds>) = changed
+        .iter()
+        .filter_map(|id| rows.get(*id).map(|(row, applied)| (row, applied)))
+        .unzip();
+    let update = COLUMNS[1..]
+        .iter()
+        .map(|c| format!("{0} = EXCLUDED.{0}", c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let values = column_values(&rows);
+    let mut params = typed(&values);
+    params.push((&applied, Type::BYTEA_ARRAY));
+    tx.execute_typed(
+        &format!(
+            "INSERT INTO {table} ({names}, {APPLIED_IDS}) \
+             SELECT * FROM unnest({unnest}, ${}::bytea[]) \
+             ON CONFLICT (order_id) DO UPDATE SET {update}, \
+               {APPLIED_IDS} = EXCLUDED.{APPLIED_IDS}",
+            COLUMNS.len() + 1,
+            names = names(),
+            unnest = unnest_arguments(),
+        ),
+        &params,
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
