@@ -183,6 +183,16 @@ pub trait Projection: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`apply`](Projection::apply) reads the fields the catalog marks personal
+    /// (`"factline.personal"`: names, e-mail addresses, postal addresses). `true` by default:
+    /// the runtime decrypts them before the projection sees the event. A projection that
+    /// returns `false` gets them as written, sealed, and its projector never fetches a data
+    /// key: it holds no personal data, spends no time decrypting, and goes on while the key
+    /// store cannot answer (`order_summary` does so: it reads none of the order's address).
+    fn reads_personal_data(&self) -> bool {
+        true
+    }
+
     /// Applies one event inside the batch transaction. See the replay contract above.
     fn apply(
         &self,

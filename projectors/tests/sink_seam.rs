@@ -85,6 +85,7 @@ fn spec(name: &str, topics: &[&str], input: Input) -> SinkSpec {
         default_batch_wait: Duration::from_millis(10),
         input,
         sequenced: false,
+        opens_personal_data: true,
     }
 }
 

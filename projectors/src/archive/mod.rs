@@ -93,6 +93,8 @@ impl ArchiveSink {
                 default_batch_wait: Duration::from_millis(500),
                 input: Input::Records,
                 sequenced: false,
+                // records are kept as read, never decoded
+                opens_personal_data: false,
             },
             bucket: Bucket::open(&archive.bucket)?,
             rules: archive.rules,

@@ -87,6 +87,7 @@ impl<P: Projection> PostgresSink<P> {
             default_batch_wait: Duration::from_millis(10),
             input: Input::Events,
             sequenced: projection.sequenced_dead_letters(),
+            opens_personal_data: projection.reads_personal_data(),
         };
         PostgresSink {
             projection,

@@ -21,6 +21,9 @@
 //! its applied-id table: most of PostgreSQL's work per event. The column is bookkeeping, not
 //! part of the read model: the read API does not serve it.
 //!
+//! The projection reads no personal data ([`Projection::reads_personal_data`] is `false`): an
+//! order's shipping address stays sealed, and the projector never fetches a data key.
+//!
 //! A batch is written in one statement for most orders: the merge above, written again in SQL
 //! ([`merge_upsert`]), folds each order's events of the batch into its stored row without
 //! reading it first. An order with many events in the batch, or one whose row already holds
@@ -506,6 +509,11 @@ impl Projection for OrderSummaryProjection {
 
     fn views(&self) -> Vec<String> {
         vec![NAME.into()]
+    }
+
+    /// None of an order's personal fields (its shipping address) is part of its summary.
+    fn reads_personal_data(&self) -> bool {
+        false
     }
 
     async fn apply(&self, tx: &Transaction<'_>, event: &Event) -> Result<(), ProjectionError> {

@@ -448,12 +448,16 @@ impl<K: Sink> Runner<K> {
     }
 
     async fn try_flush(&self, items: &mut [Item]) -> Result<Outcome, BatchError> {
-        if self.sink.spec().input == Input::Events {
-            self.prefetch_keys(items).await;
+        let spec = self.sink.spec();
+        if spec.input == Input::Events {
+            let crypto = spec.opens_personal_data.then_some(&self.crypto);
+            if crypto.is_some() {
+                self.prefetch_keys(items).await;
+            }
             for item in items.iter_mut() {
                 item.decoded = decode(
                     &self.codec,
-                    &self.crypto,
+                    crypto,
                     &self.wanted,
                     &item.record,
                     &self.registry_retry,

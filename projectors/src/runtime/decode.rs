@@ -88,10 +88,11 @@ impl RegistryRetry {
     }
 }
 
-/// Decodes one record: envelope from the headers, value through the registry.
+/// Decodes one record: envelope from the headers, value through the registry, personal fields
+/// decrypted with `crypto` (`None`: left sealed, no data key fetched).
 pub async fn decode(
     codec: &EventCodec,
-    crypto: &FieldCrypto,
+    crypto: Option<&FieldCrypto>,
     wanted: &HashSet<String>,
     record: &Record,
     retry: &RegistryRetry,
@@ -156,8 +157,12 @@ pub async fn decode(
         });
     }
     let mut value = decoded.value;
-    if let Some(error) = open_personal_data(codec, crypto, &decoded.event_type, &mut value).await? {
-        return Ok(Decoded::Poison { error });
+    if let Some(crypto) = crypto {
+        if let Some(error) =
+            open_personal_data(codec, crypto, &decoded.event_type, &mut value).await?
+        {
+            return Ok(Decoded::Poison { error });
+        }
     }
     Ok(Decoded::Event(Box::new(Event {
         envelope,
@@ -246,12 +251,26 @@ mod tests {
         let codec = EventCodec::new("http://127.0.0.1:9");
         let bytes = [0, 0, 0, 0, 42, 2, 0];
         let patient = RegistryRetry::new(Duration::from_secs(3600));
-        let e = decode(&codec, &crypto(), &wanted(), &record(&bytes), &patient)
-            .await
-            .unwrap_err();
+        let e = decode(
+            &codec,
+            Some(&crypto()),
+            &wanted(),
+            &record(&bytes),
+            &patient,
+        )
+        .await
+        .unwrap_err();
         assert!(e.0.contains("42"), "{e}");
         let impatient = RegistryRetry::new(Duration::ZERO);
-        match decode(&codec, &crypto(), &wanted(), &record(&bytes), &impatient).await {
+        match decode(
+            &codec,
+            Some(&crypto()),
+            &wanted(),
+            &record(&bytes),
+            &impatient,
+        )
+        .await
+        {
             Ok(Decoded::Poison { error }) => assert!(error.contains("retry bound"), "{error}"),
             other => panic!("not dead-lettered: {other:?}"),
         }
@@ -262,7 +281,8 @@ mod tests {
         let codec = EventCodec::new("http://127.0.0.1:9");
         let patient = RegistryRetry::new(Duration::from_secs(3600));
         for bytes in [&b"not avro"[..], &[0, 0, 1][..]] {
-            let decoded = decode(&codec, &crypto(), &wanted(), &record(bytes), &patient).await;
+            let decoded =
+                decode(&codec, Some(&crypto()), &wanted(), &record(bytes), &patient).await;
             assert!(matches!(decoded, Ok(Decoded::Poison { .. })), "{decoded:?}");
         }
     }

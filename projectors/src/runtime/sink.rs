@@ -64,6 +64,10 @@ pub struct SinkSpec {
     /// Sequenced dead-lettering ([`super::sequence`]): a dead-lettered event parks the later
     /// events of its key. Only for a sink writing into the runtime's transaction.
     pub sequenced: bool,
+    /// Whether the runtime decrypts the catalog's personal fields before the sink sees an
+    /// event; `false`: they stay sealed and no data key is fetched (see
+    /// [`Projection::reads_personal_data`](crate::Projection::reads_personal_data)).
+    pub opens_personal_data: bool,
 }
 
 /// What a sink consumes.

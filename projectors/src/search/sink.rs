@@ -132,6 +132,7 @@ impl<P: SearchProjection> SearchSink<P> {
             default_batch_wait: Duration::from_millis(100),
             input: Input::Events,
             sequenced: false,
+            opens_personal_data: true,
         };
         Ok(SearchSink {
             projection,
