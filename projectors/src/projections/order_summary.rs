@@ -25,10 +25,10 @@
 //! order's shipping address stays sealed, and the projector never fetches a data key.
 //!
 //! A batch is written in one statement for most orders: the merge above, written again in SQL
-//! ([`merge_upsert`]), folds each order's events of the batch into its stored row without
+//! (`merge_upsert`), folds each order's events of the batch into its stored row without
 //! reading it first. An order with many events in the batch, or one whose row already holds
 //! one of their ids (a duplicate), is read, merged in memory and written back instead
-//! ([`merge_in_memory`]). Both give the same row; `tests/order_summary_merge.rs` checks it
+//! (`merge_in_memory`). Both give the same row; `tests/order_summary_merge.rs` checks it
 //! against PostgreSQL.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -521,9 +521,9 @@ impl Projection for OrderSummaryProjection {
     }
 
     /// The batch's events grouped by order: orders with at most [`FAST_MAX_EVENTS`] events in
-    /// one upsert that merges in SQL ([`merge_upsert`]); the rest, and every order that
+    /// one upsert that merges in SQL (`merge_upsert`); the rest, and every order that
     /// upsert skipped (an id the row already holds, or a full `applied_ids`), read, merged in
-    /// memory and written back ([`merge_in_memory`]).
+    /// memory and written back (`merge_in_memory`).
     async fn apply_batch(
         &self,
         tx: &Transaction<'_>,
@@ -588,7 +588,7 @@ impl Projection for OrderSummaryProjection {
 }
 
 /// The most events of one order a batch may hold for the order to take the SQL merge: one
-/// guard per event id in [`merge_upsert`].
+/// guard per event id in `merge_upsert`.
 pub const FAST_MAX_EVENTS: usize = 4;
 
 /// The table's values of `rows`, one array per column of [`COLUMNS`].
@@ -615,7 +615,7 @@ fn unnest_arguments() -> String {
         .join(", ")
 }
 
-/// The statement of [`merge_upsert`], made once.
+/// The statement of `merge_upsert`, made once.
 static MERGE_UPSERT: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| merge_upsert(&versioned_table(NAME, VERSION)));
 
@@ -624,7 +624,7 @@ static MERGE_UPSERT: std::sync::LazyLock<String> =
 /// compared byte by byte (`COLLATE "C"`, as Rust compares strings). A stored row is updated
 /// only if none of the given ids is in its `applied_ids` and the ids still fit
 /// ([`APPLIED_IDS_MAX`]); the new ids are appended. Returns the ids of the orders written:
-/// the others are left to [`merge_in_memory`]. (`position` finds an id at any byte offset: a
+/// the others are left to `merge_in_memory`. (`position` finds an id at any byte offset: a
 /// match across two ids only sends the order the slow way.)
 fn merge_upsert(table: &str) -> String {
     let placement_newer = "EXCLUDED.placed_at IS NOT NULL AND (t.placed_at IS NULL \
@@ -696,7 +696,7 @@ fn merge_upsert(table: &str) -> String {
 }
 
 /// One read of every order of `events`, the merges in memory (an event whose id the row
-/// holds is skipped), one upsert. For the orders [`merge_upsert`] does not take.
+/// holds is skipped), one upsert. For the orders `merge_upsert` does not take.
 async fn merge_in_memory(
     tx: &Transaction<'_>,
     events: &[(&OrderEvent, &Envelope)],
