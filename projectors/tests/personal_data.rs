@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use factline_keystore::sealed::Sealed;
 use factline_keystore::{FieldCrypto, KekRing, KeyConfig};
+use factline_projectors::postgres::PostgresSink;
 use factline_projectors::projections::OrderSummaryProjection;
 use factline_projectors::runtime::decode::{decode, Decoded, RegistryRetry};
 use factline_projectors::runtime::record::Record;
-use factline_projectors::{Origin, Projection};
+use factline_projectors::{Config, Origin, Projection, Sink};
 use factline_schemas::{json_to_avro, Catalog, Envelope, EventCodec};
 use factline_service::postgres::{pool, PoolSettings};
 use factline_testkit::postgres::fresh_schema;
@@ -19,12 +20,18 @@ use factline_testkit::stack::{env, SCHEMA_REGISTRY_URL};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-fn crypto(database_url: &str, ring: &str) -> FieldCrypto {
+/// Field encryption whose keys live in the test's own `schema` (a key made by another run,
+/// under another key-encryption key, is never found).
+fn crypto(database_url: &str, schema: &str, ring: &str) -> FieldCrypto {
     let pool = pool(database_url, &PoolSettings::new("personal-data-test", 2)).unwrap();
+    let config = KeyConfig {
+        db_schema: schema.to_owned(),
+        ..KeyConfig::default()
+    };
     FieldCrypto::new(factline_keystore::store::KeyStore::new(
         pool,
         KekRing::parse(ring).unwrap(),
-        &KeyConfig::default().settings(),
+        &config.settings(),
     ))
 }
 
@@ -79,9 +86,9 @@ fn line1(decoded: &Decoded) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn personal_fields_are_opened_only_for_a_projection_that_reads_them() {
-    let (_, url) = fresh_schema().await;
+    let (schema, url) = fresh_schema().await;
     let ring = KekRing::generate_entry("k1");
-    let keys = crypto(&url, &ring);
+    let keys = crypto(&url, &schema, &ring);
     let codec = EventCodec::new(&env(SCHEMA_REGISTRY_URL));
     let record = sealed_order_placed(&codec, &keys).await;
     let wanted: HashSet<String> = ["OrderPlaced".to_owned()].into_iter().collect();
@@ -95,8 +102,12 @@ async fn personal_fields_are_opened_only_for_a_projection_that_reads_them() {
 
     // one that does not gets the sealed text, and no key is looked up: a key store whose
     // database does not answer (nothing listens on port 9) changes nothing for it
+    // (order_summary is such a projection: its sink tells the runtime not to open them)
     assert!(!OrderSummaryProjection.reads_personal_data());
-    let unreachable = crypto("postgres://nobody@127.0.0.1:9/none", &ring);
+    let config = Config::new("127.0.0.1:9", &env(SCHEMA_REGISTRY_URL), &url);
+    let sink = PostgresSink::new(OrderSummaryProjection, &config);
+    assert!(!sink.spec().opens_personal_data);
+    let unreachable = crypto("postgres://nobody@127.0.0.1:9/none", &schema, &ring);
     let sealed = decode(&codec, None, &wanted, &record, &retry)
         .await
         .unwrap();
