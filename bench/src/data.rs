@@ -383,17 +383,17 @@ mod tests {
         let catalog = factline_schemas::Catalog::builtin();
         let command = catalog.command("PlaceOrder").unwrap();
         command
-            .build_event(&data.place_order_command(3), Utc::now())
+            .build_event(data.place_order_command(3), Utc::now())
             .unwrap();
         for step in 0..3 {
             for i in [0, 1, 10] {
                 let event = data.order_event(i, step);
                 let schema = &catalog.event(event.event_type).unwrap().schema;
-                factline_schemas::json_to_avro(schema, &event.body).unwrap();
+                factline_schemas::json_to_avro(schema, event.body.clone()).unwrap();
             }
         }
         let event = data.customer_registered(1);
         let schema = &catalog.event(event.event_type).unwrap().schema;
-        factline_schemas::json_to_avro(schema, &event.body).unwrap();
+        factline_schemas::json_to_avro(schema, event.body.clone()).unwrap();
     }
 }

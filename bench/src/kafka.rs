@@ -156,11 +156,12 @@ pub async fn encode(
                 event_type: event.event_type.into(),
                 message: "not in the catalog".into(),
             })?;
-        let mut value =
-            json_to_avro(&entry.schema, &event.body).map_err(|p| KafkaBenchError::Encode {
+        let mut value = json_to_avro(&entry.schema, event.body.clone()).map_err(|p| {
+            KafkaBenchError::Encode {
                 event_type: event.event_type.into(),
                 message: serde_json::to_string(&p).unwrap_or_default(),
-            })?;
+            }
+        })?;
         if let Some(crypto) = crypto {
             crypto
                 .seal(entry, &mut value)

@@ -44,7 +44,7 @@ async fn sealed_order_placed(codec: &EventCodec, crypto: &FieldCrypto) -> Record
         "total_cents": 900, "placed_at": "2027-01-15T08:00:00Z",
         "shipping_address": {"line1": "1 Baker Street", "line2": null, "city": "London",
                              "postal_code": "NW1", "country": "GB"}});
-    let mut value = json_to_avro(&entry.schema, &body).unwrap();
+    let mut value = json_to_avro(&entry.schema, body.clone()).unwrap();
     crypto.seal(entry, &mut value).await.unwrap();
     let topic = format!("t-{}-orders", &Uuid::new_v4().simple().to_string()[..12]);
     let payload = codec

@@ -237,7 +237,9 @@ mod tests {
         ];
         for (name, body) in bodies {
             let command = catalog.command(name).unwrap();
-            let event = command.build_event(&body, chrono::Utc::now()).unwrap();
+            let event = command
+                .build_event(body.clone(), chrono::Utc::now())
+                .unwrap();
             let schema = &command.event().schema;
             assert_eq!(
                 ours(schema, &event.value).unwrap(),

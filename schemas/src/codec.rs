@@ -514,7 +514,7 @@ mod tests {
             .command("PlaceOrder")
             .unwrap()
             .build_event(
-                &serde_json::json!({"order_id": "o", "customer_id": "c", "currency": "EUR",
+                serde_json::json!({"order_id": "o", "customer_id": "c", "currency": "EUR",
                     "items": [{"sku": "s", "name": "n", "quantity": 1, "unit_price_cents": 1}],
                     "shipping_address": {"line1": "l", "city": "c", "postal_code": "p", "country": "GB"}}),
                 chrono::Utc::now(),
@@ -556,7 +556,7 @@ mod tests {
         assert!(e.is_transient(), "{e:?}");
         let command = Catalog::builtin().command("DeliverOrder").unwrap();
         let event = command
-            .build_event(&serde_json::json!({"order_id": "o-1"}), chrono::Utc::now())
+            .build_event(serde_json::json!({"order_id": "o-1"}), chrono::Utc::now())
             .unwrap();
         let e = codec.encode(&event).await.unwrap_err();
         assert!(e.is_transient(), "{e:?}");

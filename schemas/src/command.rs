@@ -58,9 +58,10 @@ impl Command {
 
     /// Validates a client body against the schema and the catalog rules (derived fields must be
     /// absent, unknown fields rejected), fills derived fields, returns every problem at once.
+    /// The body is taken by value: its strings move into the event.
     pub fn build_event(
         &self,
-        body: &serde_json::Value,
+        body: serde_json::Value,
         occurred_at: DateTime<Utc>,
     ) -> Result<BuiltEvent, Problems> {
         let mut late_problems = Vec::new();
@@ -75,7 +76,7 @@ impl Command {
             let Some(&i) = record.lookup.get(derived.field()) else {
                 continue;
             };
-            match derived.compute(&record.fields[i].schema, body, occurred_at) {
+            match derived.compute(&record.fields[i].schema, &body, occurred_at) {
                 Ok(value) => {
                     derived_values.insert(derived.field().to_string(), value);
                 }
@@ -86,19 +87,19 @@ impl Command {
                 }
             }
         }
+        // Rules read the body before the conversion takes it apart.
+        let mut rule_problems = Vec::new();
+        for rule in &self.rules {
+            rule.apply(&body, &mut rule_problems);
+        }
         let (value, mut problems) = convert_with_derived(&self.event.schema, body, &derived_values);
         // A value the schema already rejected (e.g. an int out of range) gets no rule problem
         // on top: one problem per path is clearer.
-        let schema_paths: HashSet<String> = problems.iter().map(|p| p.path.clone()).collect();
-        let mut rule_problems = Vec::new();
-        for rule in &self.rules {
-            rule.apply(body, &mut rule_problems);
+        if !problems.is_empty() {
+            let schema_paths: HashSet<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+            rule_problems.retain(|p| !schema_paths.contains(p.path.as_str()));
         }
-        problems.extend(
-            rule_problems
-                .into_iter()
-                .filter(|p| !schema_paths.contains(&p.path)),
-        );
+        problems.append(&mut rule_problems);
         problems.append(&mut late_problems);
         let value = match value {
             Some(value) if problems.is_empty() => value,

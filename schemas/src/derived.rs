@@ -1,6 +1,7 @@
 //! Fields the write side derives instead of taking them from the client, declared in the catalog:
 //! `occurred_at` (the command's time) and `sum_of_products` (e.g. an order's total).
 
+use crate::json_to_avro::json_integer;
 use crate::names::Names;
 use crate::problems::{JsonPath, Problem};
 use apache_avro::types::Value;
@@ -139,7 +140,10 @@ impl Derived {
                     for item in items {
                         let mut product: i64 = 1;
                         for factor in product_of {
-                            let x = item.get(factor).and_then(Json::as_i64).unwrap_or(0);
+                            let x = match item.get(factor) {
+                                Some(Json::Number(n)) => json_integer(n).unwrap_or(0),
+                                _ => 0,
+                            };
                             product = product.checked_mul(x).ok_or_else(overflow)?;
                         }
                         total = total.checked_add(product).ok_or_else(overflow)?;

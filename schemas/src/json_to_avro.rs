@@ -3,7 +3,10 @@
 //!
 //! Clients send plain JSON, not Avro's JSON encoding: a union `["null", T]` is `null`, absent,
 //! or a bare `T`; timestamps are RFC 3339 strings; enums are symbol strings; unknown fields are
-//! rejected.
+//! rejected. A number with a zero fraction (`2.0`, `-1e3`) is an integer: JSON does not tell
+//! `2.0` from `2`.
+//!
+//! The body is taken by value: its strings move into the Avro value instead of being copied.
 
 use crate::names::{describe_schema, Names};
 use crate::problems::{describe_json, JsonPath, Problem, Problems};
@@ -15,11 +18,28 @@ use serde_json::Value as Json;
 use std::collections::HashMap;
 
 /// Converts `json` to an Avro value of `schema`, or returns every problem found.
-pub fn json_to_avro(schema: &Schema, json: &Json) -> Result<Value, Problems> {
+pub fn json_to_avro(schema: &Schema, json: Json) -> Result<Value, Problems> {
     let (value, problems) = convert_with_derived(schema, json, &HashMap::new());
     match value {
         Some(value) if problems.is_empty() => Ok(value),
         _ => Err(Problems(problems)),
+    }
+}
+
+/// The integer a JSON number stands for: an integer, or a number with a zero fraction that fits
+/// an `i64` (`2.0`, `-1e3`). `None` for a fraction, or an integer beyond `i64`.
+pub fn json_integer(n: &serde_json::Number) -> Option<i64> {
+    if let Some(i) = n.as_i64() {
+        return Some(i);
+    }
+    if n.is_u64() {
+        return None;
+    }
+    // 2^63 as f64 is exactly representable; every integral f64 below it fits an i64.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) => Some(f as i64),
+        _ => None,
     }
 }
 
@@ -28,7 +48,7 @@ pub fn json_to_avro(schema: &Schema, json: &Json) -> Result<Value, Problems> {
 /// Returns the value (when nothing was wrong) and the problems found.
 pub(crate) fn convert_with_derived(
     schema: &Schema,
-    json: &Json,
+    json: Json,
     derived: &HashMap<String, Value>,
 ) -> (Option<Value>, Vec<Problem>) {
     let names = Names::of(schema);
@@ -75,99 +95,123 @@ impl Converter<'_, '_> {
         None
     }
 
-    fn convert(&mut self, schema: &Schema, json: &Json, path: &JsonPath) -> Option<Value> {
+    fn convert(&mut self, schema: &Schema, json: Json, path: &JsonPath) -> Option<Value> {
         let names = self.names;
         let schema = names.resolve(schema);
         match (schema, json) {
             (Schema::Null, Json::Null) => Some(Value::Null),
-            (Schema::Boolean, Json::Bool(b)) => Some(Value::Boolean(*b)),
-            (Schema::Int, Json::Number(n)) => match n.as_i64() {
-                Some(i) => match i32::try_from(i) {
-                    Ok(i) => Some(Value::Int(i)),
-                    Err(_) => self.invalid(
+            (Schema::Boolean, Json::Bool(b)) => Some(Value::Boolean(b)),
+            (Schema::Int, json @ Json::Number(_)) => {
+                let Json::Number(n) = &json else {
+                    unreachable!()
+                };
+                match json_integer(n) {
+                    Some(i) => match i32::try_from(i) {
+                        Ok(i) => Some(Value::Int(i)),
+                        Err(_) => self.invalid(
+                            path,
+                            "number out of range",
+                            format!("int between {} and {}", i32::MIN, i32::MAX),
+                            &json,
+                        ),
+                    },
+                    None if n.is_u64() => self.invalid(
                         path,
                         "number out of range",
                         format!("int between {} and {}", i32::MIN, i32::MAX),
-                        json,
+                        &json,
                     ),
-                },
-                None if n.as_u64().is_some() => self.invalid(
-                    path,
-                    "number out of range",
-                    format!("int between {} and {}", i32::MIN, i32::MAX),
-                    json,
-                ),
-                None => self.invalid(path, "not an integer", "int (32-bit integer)".into(), json),
-            },
-            (Schema::Long, Json::Number(n)) => match n.as_i64() {
-                Some(i) => Some(Value::Long(i)),
-                None if n.as_u64().is_some() => self.invalid(
-                    path,
-                    "number out of range",
-                    format!("long between {} and {}", i64::MIN, i64::MAX),
-                    json,
-                ),
-                None => self.invalid(path, "not an integer", "long (64-bit integer)".into(), json),
-            },
+                    None => {
+                        self.invalid(path, "not an integer", "int (32-bit integer)".into(), &json)
+                    }
+                }
+            }
+            (Schema::Long, json @ Json::Number(_)) => {
+                let Json::Number(n) = &json else {
+                    unreachable!()
+                };
+                match json_integer(n) {
+                    Some(i) => Some(Value::Long(i)),
+                    None if n.is_u64() => self.invalid(
+                        path,
+                        "number out of range",
+                        format!("long between {} and {}", i64::MIN, i64::MAX),
+                        &json,
+                    ),
+                    None => self.invalid(
+                        path,
+                        "not an integer",
+                        "long (64-bit integer)".into(),
+                        &json,
+                    ),
+                }
+            }
             (Schema::Float, Json::Number(n)) => match n.as_f64() {
                 Some(f) if f.is_finite() && (f as f32).is_finite() => Some(Value::Float(f as f32)),
-                _ => self.invalid(path, "number out of range", "float".into(), json),
+                _ => self.invalid(
+                    path,
+                    "number out of range",
+                    "float".into(),
+                    &Json::Number(n),
+                ),
             },
             (Schema::Double, Json::Number(n)) => match n.as_f64() {
                 Some(f) if f.is_finite() => Some(Value::Double(f)),
-                _ => self.invalid(path, "number out of range", "double".into(), json),
+                _ => self.invalid(
+                    path,
+                    "number out of range",
+                    "double".into(),
+                    &Json::Number(n),
+                ),
             },
-            (Schema::String, Json::String(s)) => Some(Value::String(s.clone())),
-            (Schema::Uuid(_), Json::String(s)) => match uuid::Uuid::parse_str(s) {
+            (Schema::String, Json::String(s)) => Some(Value::String(s)),
+            (Schema::Uuid(_), Json::String(s)) => match uuid::Uuid::parse_str(&s) {
                 Ok(u) => Some(Value::Uuid(u)),
-                Err(_) => self.invalid(path, "not a valid uuid", "uuid string".into(), json),
+                Err(_) => self.invalid(
+                    path,
+                    "not a valid uuid",
+                    "uuid string".into(),
+                    &Json::String(s),
+                ),
             },
-            (Schema::TimestampMillis, Json::String(s)) => match DateTime::parse_from_rfc3339(s) {
+            (Schema::TimestampMillis, Json::String(s)) => match DateTime::parse_from_rfc3339(&s) {
                 Ok(t) => Some(Value::TimestampMillis(t.timestamp_millis())),
-                Err(_) => self.invalid(
-                    path,
-                    "not a valid timestamp",
-                    "RFC 3339 timestamp string, e.g. 2026-11-22T10:00:00Z".into(),
-                    json,
-                ),
+                Err(_) => self.not_a_timestamp(path, s),
             },
-            (Schema::TimestampMicros, Json::String(s)) => match DateTime::parse_from_rfc3339(s) {
+            (Schema::TimestampMicros, Json::String(s)) => match DateTime::parse_from_rfc3339(&s) {
                 Ok(t) => Some(Value::TimestampMicros(t.timestamp_micros())),
-                Err(_) => self.invalid(
-                    path,
-                    "not a valid timestamp",
-                    "RFC 3339 timestamp string, e.g. 2026-11-22T10:00:00Z".into(),
-                    json,
-                ),
+                Err(_) => self.not_a_timestamp(path, s),
             },
             (Schema::Date, Json::String(s)) => {
                 let epoch = NaiveDate::from_ymd_opt(1970, 1, 1);
-                match (NaiveDate::parse_from_str(s, "%Y-%m-%d"), epoch) {
+                match (NaiveDate::parse_from_str(&s, "%Y-%m-%d"), epoch) {
                     (Ok(d), Some(epoch)) => match i32::try_from((d - epoch).num_days()) {
                         Ok(days) => Some(Value::Date(days)),
-                        Err(_) => self.invalid(path, "date out of range", "date".into(), json),
+                        Err(_) => {
+                            self.invalid(path, "date out of range", "date".into(), &Json::String(s))
+                        }
                     },
                     _ => self.invalid(
                         path,
                         "not a valid date",
                         "date string (YYYY-MM-DD)".into(),
-                        json,
+                        &Json::String(s),
                     ),
                 }
             }
-            (Schema::Enum(e), Json::String(s)) => match e.symbols.iter().position(|x| x == s) {
-                Some(i) => Some(Value::Enum(i as u32, s.clone())),
+            (Schema::Enum(e), Json::String(s)) => match e.symbols.iter().position(|x| *x == s) {
+                Some(i) => Some(Value::Enum(i as u32, s)),
                 None => self.invalid(
                     path,
                     "unknown symbol",
                     format!("one of {}", e.symbols.join(", ")),
-                    json,
+                    &Json::String(s),
                 ),
             },
             (Schema::Array(a), Json::Array(items)) => {
                 let mut out = Vec::with_capacity(items.len());
                 let mut ok = true;
-                for (i, item) in items.iter().enumerate() {
+                for (i, item) in items.into_iter().enumerate() {
                     match self.convert(&a.items, item, &path.index(i)) {
                         Some(v) => out.push(v),
                         None => ok = false,
@@ -179,17 +223,19 @@ impl Converter<'_, '_> {
                 let mut out = HashMap::with_capacity(entries.len());
                 let mut ok = true;
                 for (key, item) in entries {
-                    match self.convert(&m.types, item, &path.key(key)) {
+                    match self.convert(&m.types, item, &path.key(&key)) {
                         Some(v) => {
-                            out.insert(key.clone(), v);
+                            out.insert(key, v);
                         }
                         None => ok = false,
                     }
                 }
                 ok.then_some(Value::Map(out))
             }
-            (Schema::Record(r), Json::Object(_)) => self.record(r, json, path, &HashMap::new()),
-            (Schema::Union(u), _) => self.union(u, schema, json, path),
+            (Schema::Record(r), json @ Json::Object(_)) => {
+                self.record(r, json, path, &HashMap::new())
+            }
+            (Schema::Union(u), json) => self.union(u, schema, json, path),
             (
                 Schema::Bytes
                 | Schema::Fixed(_)
@@ -204,58 +250,70 @@ impl Converter<'_, '_> {
                 );
                 None
             }
-            _ => self.mismatch(schema, json, path),
+            (_, json) => self.mismatch(schema, &json, path),
         }
+    }
+
+    fn not_a_timestamp(&mut self, path: &JsonPath, s: String) -> Option<Value> {
+        self.invalid(
+            path,
+            "not a valid timestamp",
+            "RFC 3339 timestamp string, e.g. 2026-11-22T10:00:00Z".into(),
+            &Json::String(s),
+        )
     }
 
     fn union(
         &mut self,
         union: &UnionSchema,
         schema: &Schema,
-        json: &Json,
+        json: Json,
         path: &JsonPath,
     ) -> Option<Value> {
         let variants = union.variants();
         if json.is_null() {
             return match variants.iter().position(|v| matches!(v, Schema::Null)) {
                 Some(i) => Some(Value::Union(i as u32, Box::new(Value::Null))),
-                None => self.mismatch(schema, json, path),
+                None => self.mismatch(schema, &json, path),
             };
         }
-        let non_null: Vec<(usize, &Schema)> = variants
+        let mut non_null = variants
             .iter()
             .enumerate()
-            .filter(|(_, v)| !matches!(v, Schema::Null))
-            .collect();
-        if let [(i, only)] = non_null.as_slice() {
+            .filter(|(_, v)| !matches!(v, Schema::Null));
+        if let (Some((i, only)), None) = (non_null.next(), non_null.next()) {
             // ["null", T]: report T's own problems at this path.
             return self
                 .convert(only, json, path)
-                .map(|v| Value::Union(*i as u32, Box::new(v)));
+                .map(|v| Value::Union(i as u32, Box::new(v)));
         }
-        for (i, variant) in non_null {
+        // More than one branch: the first that takes the value, tried on copies (rare).
+        for (i, variant) in variants.iter().enumerate() {
+            if matches!(variant, Schema::Null) {
+                continue;
+            }
             let mut trial = Converter {
                 names: self.names,
                 problems: Vec::new(),
             };
-            if let Some(v) = trial.convert(variant, json, path) {
+            if let Some(v) = trial.convert(variant, json.clone(), path) {
                 if trial.problems.is_empty() {
                     return Some(Value::Union(i as u32, Box::new(v)));
                 }
             }
         }
-        self.mismatch(schema, json, path)
+        self.mismatch(schema, &json, path)
     }
 
     fn record(
         &mut self,
         record: &RecordSchema,
-        json: &Json,
+        json: Json,
         path: &JsonPath,
         derived: &HashMap<String, Value>,
     ) -> Option<Value> {
-        let Json::Object(object) = json else {
-            return self.mismatch(&Schema::Record(record.clone()), json, path);
+        let Json::Object(mut object) = json else {
+            return self.mismatch(&Schema::Record(record.clone()), &json, path);
         };
         let mut ok = true;
         for key in object.keys() {
@@ -280,20 +338,20 @@ impl Converter<'_, '_> {
         for field in &record.fields {
             let field_path = path.key(&field.name);
             if let Some(value) = derived.get(&field.name) {
-                if object.contains_key(&field.name) {
+                if let Some(sent) = object.get(&field.name) {
                     self.problems.push(
                         Problem::new(
                             field_path.to_string(),
                             "derived by the write side; do not send it",
                         )
-                        .found(describe_json(&object[&field.name])),
+                        .found(describe_json(sent)),
                     );
                     ok = false;
                 }
                 fields.push((field.name.clone(), value.clone()));
                 continue;
             }
-            let converted = match object.get(&field.name) {
+            let converted = match object.remove(&field.name) {
                 Some(item) => self.convert(&field.schema, item, &field_path),
                 None => match &field.default {
                     Some(default) => self.default_value(&field.schema, default, &field_path),
@@ -327,7 +385,7 @@ impl Converter<'_, '_> {
             // Defaults of long/int logical types are numbers, not the strings clients send.
             Schema::TimestampMillis => default.as_i64().map(Value::TimestampMillis),
             Schema::TimestampMicros => default.as_i64().map(Value::TimestampMicros),
-            other => self.convert(other, default, path),
+            other => self.convert(other, default.clone(), path),
         }
     }
 }
@@ -369,7 +427,7 @@ mod tests {
 
     #[test]
     fn converts_every_supported_type() {
-        let v = json_to_avro(&all_types(), &good()).unwrap();
+        let v = json_to_avro(&all_types(), good()).unwrap();
         assert!(v.validate(&all_types()), "{v:?}");
         let Value::Record(fields) = v else { panic!() };
         let get = |n: &str| fields.iter().find(|(k, _)| k == n).unwrap().1.clone();
@@ -387,22 +445,42 @@ mod tests {
     fn int_range_is_checked() {
         let mut body = good();
         body["i"] = json!(2_147_483_648_i64);
-        let problems = json_to_avro(&all_types(), &body).unwrap_err();
+        let problems = json_to_avro(&all_types(), body.clone()).unwrap_err();
         let p = problems.at("$.i").unwrap();
         assert_eq!(p.message, "number out of range");
         assert_eq!(p.found.as_deref(), Some("number 2147483648"));
         body["i"] = json!(1.5);
-        let problems = json_to_avro(&all_types(), &body).unwrap_err();
+        let problems = json_to_avro(&all_types(), body.clone()).unwrap_err();
         assert_eq!(problems.at("$.i").unwrap().message, "not an integer");
         body["i"] = json!(-2_147_483_648_i64);
-        assert!(json_to_avro(&all_types(), &body).is_ok());
+        assert!(json_to_avro(&all_types(), body.clone()).is_ok());
+    }
+
+    #[test]
+    fn integral_numbers_are_integers() {
+        let mut body = good();
+        body["i"] = json!(-1e3);
+        body["l"] = json!(2.0);
+        let Value::Record(fields) = json_to_avro(&all_types(), body.clone()).unwrap() else {
+            panic!()
+        };
+        assert!(fields.contains(&("i".into(), Value::Int(-1000))));
+        assert!(fields.contains(&("l".into(), Value::Long(2))));
+        body["l"] = json!(1e19);
+        let problems = json_to_avro(&all_types(), body).unwrap_err();
+        assert_eq!(problems.at("$.l").unwrap().message, "not an integer");
+        assert_eq!(json_integer(&serde_json::Number::from(u64::MAX)), None);
+        assert_eq!(
+            json_integer(&serde_json::Number::from_f64(-0.0).unwrap()),
+            Some(0)
+        );
     }
 
     #[test]
     fn long_range_is_checked() {
         let mut body = good();
         body["l"] = json!(u64::MAX);
-        let problems = json_to_avro(&all_types(), &body).unwrap_err();
+        let problems = json_to_avro(&all_types(), body.clone()).unwrap_err();
         assert_eq!(problems.at("$.l").unwrap().message, "number out of range");
     }
 
@@ -410,7 +488,7 @@ mod tests {
     fn enum_symbol_must_be_known() {
         let mut body = good();
         body["e"] = json!("C");
-        let problems = json_to_avro(&all_types(), &body).unwrap_err();
+        let problems = json_to_avro(&all_types(), body.clone()).unwrap_err();
         let p = problems.at("$.e").unwrap();
         assert_eq!(p.message, "unknown symbol");
         assert_eq!(p.expected.as_deref(), Some("one of A, B"));
@@ -421,16 +499,16 @@ mod tests {
     fn timestamps_must_be_rfc3339() {
         let mut body = good();
         body["ts"] = json!("yesterday");
-        let problems = json_to_avro(&all_types(), &body).unwrap_err();
+        let problems = json_to_avro(&all_types(), body.clone()).unwrap_err();
         assert_eq!(
             problems.at("$.ts").unwrap().message,
             "not a valid timestamp"
         );
         body["ts"] = json!(12345);
-        let problems = json_to_avro(&all_types(), &body).unwrap_err();
+        let problems = json_to_avro(&all_types(), body.clone()).unwrap_err();
         assert_eq!(problems.at("$.ts").unwrap().message, "wrong type");
         body["ts"] = json!("2026-11-22T11:00:00+01:00");
-        let Value::Record(fields) = json_to_avro(&all_types(), &body).unwrap() else {
+        let Value::Record(fields) = json_to_avro(&all_types(), body.clone()).unwrap() else {
             panic!()
         };
         assert!(fields.contains(&("ts".into(), Value::TimestampMillis(1_795_341_600_000))));
@@ -440,7 +518,7 @@ mod tests {
     fn uuids_are_validated() {
         let mut body = good();
         body["u"] = json!("not-a-uuid");
-        let problems = json_to_avro(&all_types(), &body).unwrap_err();
+        let problems = json_to_avro(&all_types(), body.clone()).unwrap_err();
         assert_eq!(problems.at("$.u").unwrap().message, "not a valid uuid");
     }
 
@@ -449,7 +527,7 @@ mod tests {
         let mut body = good();
         body.as_object_mut().unwrap().remove("s");
         body["extra"] = json!(1);
-        let problems = json_to_avro(&all_types(), &body).unwrap_err();
+        let problems = json_to_avro(&all_types(), body.clone()).unwrap_err();
         assert_eq!(problems.len(), 2, "{problems}");
         assert_eq!(problems.at("$.extra").unwrap().message, "unknown field");
         let missing = problems.at("$.s").unwrap();
@@ -461,18 +539,18 @@ mod tests {
     fn optional_accepts_null_and_value_and_rejects_other_types() {
         let mut body = good();
         body["opt"] = Json::Null;
-        assert!(json_to_avro(&all_types(), &body).is_ok());
+        assert!(json_to_avro(&all_types(), body.clone()).is_ok());
         body["opt"] = json!("x");
-        assert!(json_to_avro(&all_types(), &body).is_ok());
+        assert!(json_to_avro(&all_types(), body.clone()).is_ok());
         body["opt"] = json!(3);
-        let problems = json_to_avro(&all_types(), &body).unwrap_err();
+        let problems = json_to_avro(&all_types(), body.clone()).unwrap_err();
         assert_eq!(
             problems.at("$.opt").unwrap().expected.as_deref(),
             Some("string")
         );
         body["opt"] = Json::Null;
         body["either"] = json!(true);
-        let problems = json_to_avro(&all_types(), &body).unwrap_err();
+        let problems = json_to_avro(&all_types(), body.clone()).unwrap_err();
         assert_eq!(
             problems.at("$.either").unwrap().expected.as_deref(),
             Some("null or long (64-bit integer) or string")
@@ -483,13 +561,13 @@ mod tests {
     fn map_values_get_their_key_in_the_path() {
         let mut body = good();
         body["m"] = json!({"ok": 1, "bad key": "x"});
-        let problems = json_to_avro(&all_types(), &body).unwrap_err();
+        let problems = json_to_avro(&all_types(), body.clone()).unwrap_err();
         assert!(problems.at("$.m[\"bad key\"]").is_some(), "{problems}");
     }
 
     #[test]
     fn non_object_body_is_one_problem_at_root() {
-        let problems = json_to_avro(&all_types(), &json!([1])).unwrap_err();
+        let problems = json_to_avro(&all_types(), json!([1])).unwrap_err();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems.0[0].path, "$");
         assert_eq!(problems.0[0].found.as_deref(), Some("array of 1 elements"));

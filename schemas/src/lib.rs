@@ -9,7 +9,7 @@
 //! use factline_schemas::Catalog;
 //! let command = Catalog::builtin().command("ShipOrder").unwrap();
 //! let body = serde_json::json!({"order_id": "o-1", "carrier": "DHL", "tracking_id": "JD0001"});
-//! let event = command.build_event(&body, chrono::Utc::now()).unwrap();
+//! let event = command.build_event(body, chrono::Utc::now()).unwrap();
 //! assert_eq!((event.topic.as_str(), event.key.as_str()), ("orders", "o-1"));
 //! ```
 
@@ -38,7 +38,7 @@ pub use codec::{CodecError, DecodedEvent, EventCodec};
 pub use command::{BuiltEvent, Command};
 pub use derived::Derived;
 pub use envelope::{Envelope, EnvelopeError};
-pub use json_to_avro::json_to_avro;
+pub use json_to_avro::{json_integer, json_to_avro};
 pub use personal::PersonalData;
 pub use position::{Position, PositionError};
 pub use problems::{Problem, Problems};

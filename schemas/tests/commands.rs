@@ -49,7 +49,7 @@ fn problems(command: &str, body: Json) -> Problems {
     Catalog::builtin()
         .command(command)
         .unwrap()
-        .build_event(&body, at())
+        .build_event(body.clone(), at())
         .unwrap_err()
 }
 
@@ -59,7 +59,7 @@ fn every_sample_command_round_trips_json_to_avro_to_json() {
     for (name, body) in samples() {
         let command = catalog.command(name).unwrap();
         let event = command
-            .build_event(&body, at())
+            .build_event(body.clone(), at())
             .unwrap_or_else(|p| panic!("{name}: {p}"));
         assert_eq!(event.event_type, command.event_type);
         assert_eq!(event.topic, command.topic);
@@ -85,7 +85,7 @@ fn every_sample_command_round_trips_json_to_avro_to_json() {
             );
         }
         // And the JSON of the event converts back to the same Avro value.
-        let again = factline_schemas::json_to_avro(&command.event().schema, &json).unwrap();
+        let again = factline_schemas::json_to_avro(&command.event().schema, json).unwrap();
         assert_eq!(again, event.value, "{name}");
     }
 }
@@ -93,7 +93,7 @@ fn every_sample_command_round_trips_json_to_avro_to_json() {
 #[test]
 fn place_order_derives_total_and_timestamp() {
     let command = Catalog::builtin().command("PlaceOrder").unwrap();
-    let event = command.build_event(&place_order(), at()).unwrap();
+    let event = command.build_event(place_order(), at()).unwrap();
     let json = avro_to_json(&event.value);
     assert_eq!(json["total_cents"], json!(2 * 450 + 1200));
     assert_eq!(json["placed_at"], json!("2026-11-22T10:00:00.123Z"));
@@ -113,7 +113,7 @@ fn every_timestamp_is_occurred_at() {
         let event = Catalog::builtin()
             .command(name)
             .unwrap()
-            .build_event(&body, at())
+            .build_event(body.clone(), at())
             .unwrap();
         let Value::Record(fields) = &event.value else {
             panic!()
@@ -301,7 +301,7 @@ fn optional_line2_accepts_null_and_a_string() {
     for line2 in [Json::Null, json!("Flat 2")] {
         let mut body = place_order();
         body["shipping_address"]["line2"] = line2.clone();
-        let event = command.build_event(&body, at()).unwrap();
+        let event = command.build_event(body.clone(), at()).unwrap();
         assert_eq!(
             avro_to_json(&event.value)["shipping_address"]["line2"],
             line2
@@ -348,7 +348,7 @@ proptest::proptest! {
     #[test]
     fn any_body_gives_an_event_or_problems_with_json_paths(body in arbitrary_json()) {
         for command in Catalog::builtin().commands() {
-            match command.build_event(&body, at()) {
+            match command.build_event(body.clone(), at()) {
                 Ok(event) => proptest::prop_assert!(event.value.validate(&command.event().schema)),
                 Err(problems) => {
                     proptest::prop_assert!(!problems.is_empty());

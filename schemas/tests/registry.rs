@@ -51,7 +51,7 @@ fn build(catalog: &Catalog, command: &str, body: &Json, prefix: &str) -> BuiltEv
     let mut event = catalog
         .command(command)
         .unwrap()
-        .build_event(body, at())
+        .build_event(body.clone(), at())
         .unwrap_or_else(|p| panic!("{command}: {p}"));
     event.topic = format!("{prefix}{}", event.topic);
     event

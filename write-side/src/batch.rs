@@ -7,8 +7,10 @@ use crate::extract::{parse_json, BodyKind};
 use crate::idempotency::valid_key;
 use crate::ingest::Accepted;
 use factline_schemas::{Problem, Problems};
-use serde::Serialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::fmt;
 
 /// One well-formed batch item.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,8 +32,7 @@ pub fn parse_batch(
 ) -> Result<Vec<Result<Item, ApiError>>, ApiError> {
     match kind {
         BodyKind::Json => {
-            let value: Value = parse_json(bytes)?;
-            let Value::Array(items) = value else {
+            let Batch::Items(items) = parse_json(bytes)? else {
                 return Err(ApiError::Invalid(Problems(vec![Problem::new(
                     "$",
                     "a batch is a JSON array of {\"command\", \"body\", \"idempotency_key\"?} objects",
@@ -48,7 +49,7 @@ pub fn parse_batch(
             check_len(lines.len(), max_items)?;
             Ok(lines
                 .into_iter()
-                .map(|line| parse_json::<Value>(line.as_bytes()).and_then(parse_item))
+                .map(|line| parse_json::<RawItem>(line.as_bytes()).and_then(parse_item))
                 .collect())
         }
     }
@@ -65,8 +66,14 @@ fn check_len(len: usize, max: usize) -> Result<(), ApiError> {
 }
 
 /// Reads one item, reporting every problem of its shape.
-pub fn parse_item(value: Value) -> Result<Item, ApiError> {
-    let Value::Object(mut map) = value else {
+fn parse_item(raw: RawItem) -> Result<Item, ApiError> {
+    let RawItem::Object {
+        command,
+        body,
+        idempotency_key,
+        mut unknown,
+    } = raw
+    else {
         return Err(ApiError::Invalid(Problems(vec![Problem::new(
             "$",
             "a batch item is an object {\"command\", \"body\", \"idempotency_key\"?}",
@@ -74,7 +81,7 @@ pub fn parse_item(value: Value) -> Result<Item, ApiError> {
         .expected("object")])));
     };
     let mut problems = Vec::new();
-    let command = match map.remove("command") {
+    let command = match command {
         Some(Value::String(s)) => Some(s),
         Some(_) => {
             problems.push(Problem::new("$.command", "wrong type").expected("string"));
@@ -85,11 +92,10 @@ pub fn parse_item(value: Value) -> Result<Item, ApiError> {
             None
         }
     };
-    let body = map.remove("body");
     if body.is_none() {
         problems.push(Problem::new("$.body", "missing field").expected("object"));
     }
-    let idempotency_key = match map.remove("idempotency_key") {
+    let idempotency_key = match idempotency_key {
         None | Some(Value::Null) => None,
         Some(Value::String(key)) if valid_key(&key) => Some(key),
         Some(_) => {
@@ -104,8 +110,10 @@ pub fn parse_item(value: Value) -> Result<Item, ApiError> {
             None
         }
     };
-    for unknown in map.keys() {
-        problems.push(Problem::new(format!("$.{unknown}"), "unknown field"));
+    unknown.sort();
+    unknown.dedup();
+    for name in unknown {
+        problems.push(Problem::new(format!("$.{name}"), "unknown field"));
     }
     match (command, body) {
         (Some(command), Some(body)) if problems.is_empty() => Ok(Item {
@@ -114,6 +122,144 @@ pub fn parse_item(value: Value) -> Result<Item, ApiError> {
             idempotency_key,
         }),
         _ => Err(ApiError::Invalid(Problems(problems))),
+    }
+}
+
+/// A batch body as read: an array of items, or something else (the whole request's `400`).
+/// Read straight from the bytes, so an item's own object is never built as a JSON map.
+enum Batch {
+    Items(Vec<RawItem>),
+    NotAnArray,
+}
+
+/// One batch item as read: its three fields (when present, any JSON type) and the names of
+/// any other keys; or not an object at all. A repeated key keeps its last value, as in a
+/// JSON object.
+enum RawItem {
+    Object {
+        command: Option<Value>,
+        body: Option<Value>,
+        idempotency_key: Option<Value>,
+        unknown: Vec<String>,
+    },
+    NotAnObject,
+}
+
+/// The scalar methods of a visitor that answers `$value` for any scalar (JSON's null, booleans,
+/// numbers and strings), for the bodies whose shape is reported after parsing.
+macro_rules! forward_scalars {
+    ($value:expr) => {
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Batch, D::Error> {
+        struct BatchVisitor;
+        impl<'de> Visitor<'de> for BatchVisitor {
+            type Value = Batch;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON array of batch items")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Batch, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(item) = seq.next_element::<RawItem>()? {
+                    items.push(item);
+                }
+                Ok(Batch::Items(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Batch, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Batch::NotAnArray)
+            }
+            forward_scalars!(Batch::NotAnArray);
+        }
+        deserializer.deserialize_any(BatchVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawItem {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawItem, D::Error> {
+        struct ItemVisitor;
+        impl<'de> Visitor<'de> for ItemVisitor {
+            type Value = RawItem;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a batch item")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawItem, A::Error> {
+                let (mut command, mut body, mut idempotency_key) = (None, None, None);
+                let mut unknown = Vec::new();
+                while let Some(key) = map.next_key::<ItemKey>()? {
+                    match key {
+                        ItemKey::Command => command = Some(map.next_value()?),
+                        ItemKey::Body => body = Some(map.next_value()?),
+                        ItemKey::IdempotencyKey => idempotency_key = Some(map.next_value()?),
+                        ItemKey::Other(name) => {
+                            map.next_value::<IgnoredAny>()?;
+                            unknown.push(name);
+                        }
+                    }
+                }
+                Ok(RawItem::Object {
+                    command,
+                    body,
+                    idempotency_key,
+                    unknown,
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawItem, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(RawItem::NotAnObject)
+            }
+            forward_scalars!(RawItem::NotAnObject);
+        }
+        deserializer.deserialize_any(ItemVisitor)
+    }
+}
+
+/// A key of a batch item, matched without allocating for the three known ones.
+enum ItemKey {
+    Command,
+    Body,
+    IdempotencyKey,
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for ItemKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ItemKey, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = ItemKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<ItemKey, E> {
+                Ok(match key {
+                    "command" => ItemKey::Command,
+                    "body" => ItemKey::Body,
+                    "idempotency_key" => ItemKey::IdempotencyKey,
+                    other => ItemKey::Other(other.to_owned()),
+                })
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
@@ -201,6 +347,56 @@ mod tests {
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["$.command", "$.body", "$.extra"]);
         assert_eq!(items[2].as_ref().unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn odd_items_and_bodies_are_each_told_apart() {
+        let text = r#"[
+            [1, [2, {"command": "A"}]],
+            {"command": "A", "command": "B", "body": {"x": [1, {"y": null}]}, "zz": 1, "aa": {}, "zz": 2},
+            {"command": "A", "body": {}, "idempotency_key": null},
+            {"command": "A", "body": {}, "idempotency_key": " k"},
+            null, 1.5, true
+        ]"#;
+        let items = parse_batch(text.as_bytes(), BodyKind::Json, 10).unwrap();
+        assert_eq!(items.len(), 7);
+        let problems = |i: usize| match items[i].as_ref().unwrap_err() {
+            ApiError::Invalid(problems) => problems
+                .iter()
+                .map(|p| format!("{} {}", p.path, p.message))
+                .collect::<Vec<_>>(),
+            other => panic!("item {i}: {other:?}"),
+        };
+        assert_eq!(
+            problems(0)[0],
+            "$ a batch item is an object {\"command\", \"body\", \"idempotency_key\"?}"
+        );
+        // a repeated key keeps its last value; unknown keys once each, sorted
+        assert_eq!(problems(1), ["$.aa unknown field", "$.zz unknown field"]);
+        let item = items[2].as_ref().unwrap();
+        assert_eq!(
+            (item.command.as_str(), &item.body, &item.idempotency_key),
+            ("A", &json!({}), &None)
+        );
+        assert_eq!(problems(3)[0].split(' ').next(), Some("$.idempotency_key"));
+        for i in 4..7 {
+            assert_eq!(problems(i).len(), 1, "item {i}");
+        }
+        let repeated = r#"[{"command": "A", "body": {"x": [1, {"y": null}]}, "command": "B"}]"#;
+        let items = parse_batch(repeated.as_bytes(), BodyKind::Json, 10).unwrap();
+        let item = items[0].as_ref().unwrap();
+        assert_eq!(item.command, "B");
+        assert_eq!(item.body, json!({"x": [1, {"y": null}]}));
+        for not_a_batch in [r#"{"a": [1, {"b": 2}]}"#, "\"x\"", "null", "3"] {
+            let error = parse_batch(not_a_batch.as_bytes(), BodyKind::Json, 10).unwrap_err();
+            assert_eq!(error.status(), 400, "{not_a_batch}");
+            assert!(matches!(error, ApiError::Invalid(_)), "{not_a_batch}");
+        }
+        let ndjson = "[1]\n\"x\"\n{\"command\":\"A\",\"body\":{}}";
+        let items = parse_batch(ndjson.as_bytes(), BodyKind::Ndjson, 10).unwrap();
+        assert!(matches!(items[0], Err(ApiError::Invalid(_))));
+        assert!(matches!(items[1], Err(ApiError::Invalid(_))));
+        assert!(items[2].is_ok());
     }
 
     #[test]

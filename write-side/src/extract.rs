@@ -72,28 +72,6 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
-/// Rewrites every number with a zero fraction that fits an `i64` (`2.0`, `-1e3`) as that
-/// integer: JSON (and the JSON Schema of `/openapi.json`) does not tell `2.0` from `2`, so an
-/// integer field accepts both, and both bodies have the same idempotency fingerprint.
-pub fn integral_numbers_as_integers(value: &mut serde_json::Value) {
-    use serde_json::Value;
-    match value {
-        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
-            // 2^63 as f64 is exactly representable; every integral f64 below it fits an i64.
-            const LIMIT: f64 = 9_223_372_036_854_775_808.0;
-            match n.as_f64() {
-                Some(f) if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) => {
-                    *value = Value::from(f as i64);
-                }
-                _ => {}
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
-        Value::Object(map) => map.values_mut().for_each(integral_numbers_as_integers),
-        _ => {}
-    }
-}
-
 /// Like `axum::Json`, but every rejection is an [`ApiError`] (415, 413, 400) in the common shape.
 /// The size limit is the route's `DefaultBodyLimit`.
 #[derive(Debug, Clone)]
@@ -149,21 +127,6 @@ mod tests {
             body_kind(&with_type("application/x-ndjson"), &both).unwrap(),
             BodyKind::Ndjson
         );
-    }
-
-    #[test]
-    fn integral_numbers_become_integers() {
-        use serde_json::json;
-        let mut out: serde_json::Value =
-            serde_json::from_str(r#"{"a": 2.0, "b": [-1e3, 2.5, 1e19, -0.0], "c": "2.0", "d": 7}"#)
-                .unwrap();
-        integral_numbers_as_integers(&mut out);
-        assert_eq!(
-            out,
-            json!({"a": 2, "b": [-1000, 2.5, 1e19, 0], "c": "2.0", "d": 7})
-        );
-        assert!(out["a"].is_i64());
-        assert!(out["b"][2].is_f64());
     }
 
     #[test]

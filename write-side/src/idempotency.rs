@@ -90,7 +90,8 @@ impl FingerprintKey {
     }
 }
 
-/// A keyed fingerprint of a JSON body that ignores object key order and formatting.
+/// A keyed fingerprint of a JSON body that ignores object key order and formatting; a number
+/// with a zero fraction counts as its integer (`2.0` as `2`), as it does in the event.
 pub fn fingerprint(key: &FingerprintKey, body: &serde_json::Value) -> [u8; 32] {
     type Hasher = Hmac<Sha256>;
     fn feed(hasher: &mut Hasher, value: &serde_json::Value) {
@@ -116,6 +117,10 @@ pub fn fingerprint(key: &FingerprintKey, body: &serde_json::Value) -> [u8; 32] {
                 }
                 hasher.update(b"]");
             }
+            Value::Number(n) => match factline_schemas::json_integer(n) {
+                Some(i) => hasher.update(i.to_string().as_bytes()),
+                None => hasher.update(n.to_string().as_bytes()),
+            },
             scalar => hasher.update(scalar.to_string().as_bytes()),
         }
     }
@@ -466,6 +471,19 @@ mod tests {
         assert_ne!(
             fingerprint(&key(), &json!({"a": "1"})),
             fingerprint(&key(), &json!({"a": 1}))
+        );
+    }
+
+    #[test]
+    fn fingerprints_take_integral_numbers_as_integers() {
+        let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        assert_eq!(
+            fingerprint(&key(), &parse(r#"{"a": 2.0, "b": [-1e3, -0.0]}"#)),
+            fingerprint(&key(), &parse(r#"{"a": 2, "b": [-1000, 0]}"#))
+        );
+        assert_ne!(
+            fingerprint(&key(), &parse(r#"{"a": 2.5}"#)),
+            fingerprint(&key(), &parse(r#"{"a": 2}"#))
         );
     }
 

@@ -4,7 +4,6 @@
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::integral_numbers_as_integers;
 use crate::idempotency::{event_id_for, fingerprint, Claim, IdempotencyKey};
 use crate::producer::ProduceError;
 use crate::request_meta::RequestMeta;
@@ -132,10 +131,9 @@ async fn ingest(
 ) -> Result<Accepted, ApiError> {
     let Submission {
         command: name,
-        mut body,
+        body,
         meta,
     } = submission;
-    integral_numbers_as_integers(&mut body);
     let command = state
         .catalog
         .command(&name)
@@ -143,23 +141,26 @@ async fn ingest(
     if !caller.allows(&name) {
         return Err(ApiError::Forbidden(name));
     }
+    // The fingerprint reads the body before the event takes its strings.
+    let body_fingerprint = meta
+        .idempotency_key
+        .as_ref()
+        .map(|_| fingerprint(&state.fingerprint_key, &body));
     // Millisecond precision: the Avro timestamps and the occurred_at header agree exactly.
     let now = Utc::now();
     let occurred_at = now
         .duration_trunc(TimeDelta::milliseconds(1))
         .unwrap_or(now);
     let event = command
-        .build_event(&body, occurred_at)
+        .build_event(body, occurred_at)
         .map_err(ApiError::Invalid)?;
 
     let retry_after_secs = state.config.retry_after_secs;
-    let (event_id, guard) = match &meta.idempotency_key {
-        None => (Uuid::new_v4(), None),
-        Some(key) => {
+    let (event_id, guard) = match (&meta.idempotency_key, body_fingerprint) {
+        (Some(key), Some(body_fingerprint)) => {
             // Waiting for a duplicate in progress is bounded by its own delivery timeout.
             let wait = state.config.message_timeout() + Duration::from_secs(5);
             let scoped = IdempotencyKey::new(&name, &caller.principal(), key);
-            let body_fingerprint = fingerprint(&state.fingerprint_key, &body);
             match state
                 .idempotency
                 .claim(&scoped, body_fingerprint, wait)
@@ -179,6 +180,7 @@ async fn ingest(
                 }
             }
         }
+        _ => (Uuid::new_v4(), None),
     };
 
     // Personal data: an erasing event destroys its subject's key first (so the erasure holds

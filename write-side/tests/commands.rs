@@ -116,6 +116,56 @@ async fn every_sample_command_lands_on_its_topic_with_key_headers_and_avro_body(
     app.stop().await;
 }
 
+/// JSON does not tell `2.0` from `2`: an integer field takes a number with a zero fraction as
+/// that integer (in the event, in a derived total, and in the idempotency fingerprint, so a retry
+/// written either way replays), while a real fraction is a `400` that writes nothing.
+#[tokio::test]
+async fn an_integral_number_with_a_fraction_is_that_integer_everywhere() {
+    let app = TestApp::start(|_| {}).await;
+    let codec = codec(&app.prefix);
+    let id = unique();
+    let order = |quantity: Value, unit_price: Value| {
+        let mut body = factline_testkit::samples::order(&format!("o-{id}"), "c-1", "tea", 0, 0);
+        body["items"][0]["quantity"] = quantity;
+        body["items"][0]["unit_price_cents"] = unit_price;
+        body
+    };
+    let key = [("idempotency-key", "integral-1")];
+    let (status, _, first) = app
+        .post("PlaceOrder", &order(json!(2.0), json!(4.5e2)), &key)
+        .await;
+    assert_eq!(status, 202, "{first}");
+    let (status, _, retry) = app
+        .post("PlaceOrder", &order(json!(2), json!(450)), &key)
+        .await;
+    assert_eq!(status, 202, "{retry}");
+    assert_eq!(retry["event_id"], first["event_id"]);
+    assert_eq!(retry["offset"], first["offset"]);
+
+    let (status, _, refused) = app
+        .post("PlaceOrder", &order(json!(2.5), json!(450)), &[])
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("not an integer"), "{refused}");
+
+    let topic = app.topic("orders");
+    assert_eq!(
+        high_watermark(&topic).await,
+        1,
+        "only the first command is on the log"
+    );
+    let partition = first["partition"].as_i64().unwrap() as i32;
+    let record = read_at(&topic, partition, first["offset"].as_i64().unwrap()).await;
+    let event = codec
+        .decode(record.payload().unwrap())
+        .await
+        .unwrap()
+        .to_json();
+    assert_eq!(event["items"][0]["quantity"], 2);
+    assert_eq!(event["items"][0]["unit_price_cents"], 450);
+    assert_eq!(event["total_cents"], 900);
+}
+
 #[tokio::test]
 async fn invalid_bodies_get_every_problem_and_nothing_is_produced() {
     let app = TestApp::start(|_| {}).await;

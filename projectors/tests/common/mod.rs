@@ -195,7 +195,7 @@ impl Fixture {
             .event(&event.event_type)
             .expect("event type in the catalog")
             .schema;
-        let value = json_to_avro(schema, &event.body).unwrap();
+        let value = json_to_avro(schema, event.body.clone()).unwrap();
         let payload = self
             .codec
             .encode_value(&self.topic(event.topic), &event.event_type, &value)

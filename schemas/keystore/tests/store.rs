@@ -278,7 +278,7 @@ fn registered(id: &str) -> Value {
         .command("RegisterCustomer")
         .unwrap()
         .build_event(
-            &json!({"customer_id": id, "email": "ada@example.com", "name": "Ada Lovelace"}),
+            json!({"customer_id": id, "email": "ada@example.com", "name": "Ada Lovelace"}),
             chrono_now(),
         )
         .unwrap()
@@ -301,7 +301,7 @@ async fn personal_fields_are_sealed_opened_and_read_as_the_placeholder_after_era
     let plain = catalog
         .command("PlaceOrder")
         .unwrap()
-        .build_event(&body, chrono_now())
+        .build_event(body.clone(), chrono_now())
         .unwrap()
         .value;
     let mut value = plain.clone();
@@ -335,7 +335,7 @@ async fn personal_fields_are_sealed_opened_and_read_as_the_placeholder_after_era
     let forget = catalog
         .command("ForgetCustomer")
         .unwrap()
-        .build_event(&json!({"customer_id": "c-p"}), chrono_now())
+        .build_event(json!({"customer_id": "c-p"}), chrono_now())
         .unwrap()
         .value;
     assert!(crypto.erase(placed, &plain).await.unwrap().is_none());
