@@ -101,51 +101,24 @@ impl Converter<'_, '_> {
         match (schema, json) {
             (Schema::Null, Json::Null) => Some(Value::Null),
             (Schema::Boolean, Json::Bool(b)) => Some(Value::Boolean(b)),
-            (Schema::Int, json @ Json::Number(_)) => {
-                let Json::Number(n) = &json else {
-                    unreachable!()
-                };
-                match json_integer(n) {
-                    Some(i) => match i32::try_from(i) {
-                        Ok(i) => Some(Value::Int(i)),
-                        Err(_) => self.invalid(
-                            path,
-                            "number out of range",
-                            format!("int between {} and {}", i32::MIN, i32::MAX),
-                            &json,
-                        ),
-                    },
-                    None if n.is_u64() => self.invalid(
-                        path,
-                        "number out of range",
-                        format!("int between {} and {}", i32::MIN, i32::MAX),
-                        &json,
-                    ),
-                    None => {
-                        self.invalid(path, "not an integer", "int (32-bit integer)".into(), &json)
+            (Schema::Int, Json::Number(n)) => {
+                match json_integer(&n).map(i32::try_from) {
+                    Some(Ok(i)) => Some(Value::Int(i)),
+                    // an integer, but beyond an int (`u64` beyond an `i64` too)
+                    Some(Err(_)) => {
+                        self.out_of_range(path, "int", i32::MIN.into(), i32::MAX.into(), n)
                     }
+                    None if n.is_u64() => {
+                        self.out_of_range(path, "int", i32::MIN.into(), i32::MAX.into(), n)
+                    }
+                    None => self.not_an_integer(path, "int (32-bit integer)", n),
                 }
             }
-            (Schema::Long, json @ Json::Number(_)) => {
-                let Json::Number(n) = &json else {
-                    unreachable!()
-                };
-                match json_integer(n) {
-                    Some(i) => Some(Value::Long(i)),
-                    None if n.is_u64() => self.invalid(
-                        path,
-                        "number out of range",
-                        format!("long between {} and {}", i64::MIN, i64::MAX),
-                        &json,
-                    ),
-                    None => self.invalid(
-                        path,
-                        "not an integer",
-                        "long (64-bit integer)".into(),
-                        &json,
-                    ),
-                }
-            }
+            (Schema::Long, Json::Number(n)) => match json_integer(&n) {
+                Some(i) => Some(Value::Long(i)),
+                None if n.is_u64() => self.out_of_range(path, "long", i64::MIN, i64::MAX, n),
+                None => self.not_an_integer(path, "long (64-bit integer)", n),
+            },
             (Schema::Float, Json::Number(n)) => match n.as_f64() {
                 Some(f) if f.is_finite() && (f as f32).is_finite() => Some(Value::Float(f as f32)),
                 _ => self.invalid(
@@ -252,6 +225,28 @@ impl Converter<'_, '_> {
             }
             (_, json) => self.mismatch(schema, &json, path),
         }
+    }
+
+    /// An integer beyond `kind`'s range, `min..=max`.
+    fn out_of_range(
+        &mut self,
+        path: &JsonPath,
+        kind: &str,
+        min: i64,
+        max: i64,
+        n: serde_json::Number,
+    ) -> Option<Value> {
+        let expected = format!("{kind} between {min} and {max}");
+        self.invalid(path, "number out of range", expected, &Json::Number(n))
+    }
+
+    fn not_an_integer(
+        &mut self,
+        path: &JsonPath,
+        expected: &str,
+        n: serde_json::Number,
+    ) -> Option<Value> {
+        self.invalid(path, "not an integer", expected.into(), &Json::Number(n))
     }
 
     fn not_a_timestamp(&mut self, path: &JsonPath, s: String) -> Option<Value> {

@@ -32,12 +32,17 @@ pub fn parse_batch(
 ) -> Result<Vec<Result<Item, ApiError>>, ApiError> {
     match kind {
         BodyKind::Json => {
-            let Batch::Items(items) = parse_json(bytes)? else {
-                return Err(ApiError::Invalid(Problems(vec![Problem::new(
-                    "$",
-                    "a batch is a JSON array of {\"command\", \"body\", \"idempotency_key\"?} objects",
-                )
-                .expected("array")])));
+            // an item takes any JSON value, so a data error is the body not being an array
+            let items: Vec<RawItem> = match serde_json::from_slice(bytes) {
+                Ok(items) => items,
+                Err(error) if error.is_data() => {
+                    return Err(ApiError::Invalid(Problems(vec![Problem::new(
+                        "$",
+                        "a batch is a JSON array of {\"command\", \"body\", \"idempotency_key\"?} objects",
+                    )
+                    .expected("array")])))
+                }
+                Err(error) => return Err(ApiError::InvalidJson(error.to_string())),
             };
             check_len(items.len(), max_items)?;
             Ok(items.into_iter().map(parse_item).collect())
@@ -125,13 +130,6 @@ fn parse_item(raw: RawItem) -> Result<Item, ApiError> {
     }
 }
 
-/// A batch body as read: an array of items, or something else (the whole request's `400`).
-/// Read straight from the bytes, so an item's own object is never built as a JSON map.
-enum Batch {
-    Items(Vec<RawItem>),
-    NotAnArray,
-}
-
 /// One batch item as read: its three fields (when present, any JSON type) and the names of
 /// any other keys; or not an object at all. A repeated key keeps its last value, as in a
 /// JSON object.
@@ -143,56 +141,6 @@ enum RawItem {
         unknown: Vec<String>,
     },
     NotAnObject,
-}
-
-/// The scalar methods of a visitor that answers `$value` for any scalar (JSON's null, booleans,
-/// numbers and strings), for the bodies whose shape is reported after parsing.
-macro_rules! forward_scalars {
-    ($value:expr) => {
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-            Ok($value)
-        }
-    };
-}
-
-impl<'de> Deserialize<'de> for Batch {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Batch, D::Error> {
-        struct BatchVisitor;
-        impl<'de> Visitor<'de> for BatchVisitor {
-            type Value = Batch;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON array of batch items")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Batch, A::Error> {
-                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-                while let Some(item) = seq.next_element::<RawItem>()? {
-                    items.push(item);
-                }
-                Ok(Batch::Items(items))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Batch, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Batch::NotAnArray)
-            }
-            forward_scalars!(Batch::NotAnArray);
-        }
-        deserializer.deserialize_any(BatchVisitor)
-    }
 }
 
 impl<'de> Deserialize<'de> for RawItem {
@@ -228,7 +176,24 @@ impl<'de> Deserialize<'de> for RawItem {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(RawItem::NotAnObject)
             }
-            forward_scalars!(RawItem::NotAnObject);
+            fn visit_unit<E: de::Error>(self) -> Result<RawItem, E> {
+                Ok(RawItem::NotAnObject)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawItem, E> {
+                Ok(RawItem::NotAnObject)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawItem, E> {
+                Ok(RawItem::NotAnObject)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawItem, E> {
+                Ok(RawItem::NotAnObject)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawItem, E> {
+                Ok(RawItem::NotAnObject)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<RawItem, E> {
+                Ok(RawItem::NotAnObject)
+            }
         }
         deserializer.deserialize_any(ItemVisitor)
     }
