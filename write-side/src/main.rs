@@ -8,10 +8,10 @@ use factline_write_side::{run, Config};
 /// allocator (`make bench`, batch endpoint, 2026-11-28: 37 µs of write-side CPU per command
 /// against 42–44 µs with glibc's). It is built without transparent huge pages (the `no_thp`
 /// feature, in the workspace's `Cargo.toml`): on a kernel that grants them on request,
-/// mimalloc asked for them and the write side peaked at 151 MiB instead of 100. The other
-/// services keep glibc's allocator: with mimalloc they were no faster in the same runs (the
-/// archiver and the read API slower) and peaked higher (the search projectors by 4–30 MiB,
-/// the read API by 4).
+/// mimalloc asked for them and the write side peaked at 151 MiB instead of 100. The
+/// projector uses it too (see its binary); the read API and the CLI keep glibc's allocator:
+/// with mimalloc they were no faster (the read API slower, 2026-11-28; `factline replay`
+/// within the noise, 2026-11-29).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
