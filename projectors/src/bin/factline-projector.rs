@@ -27,9 +27,10 @@ struct Args {
 /// The projector allocates through mimalloc, as the write side does: decoding a batch and
 /// freeing it make many small, short-lived allocations, and with glibc's allocator `malloc`
 /// and `free` were 22% and 19% of `order_summary`'s CPU under `perf` (much of it
-/// `malloc_consolidate`, run on a large allocation after a batch's many small frees). `make bench`, 300k events, 2026-11-29, alternating: `order_summary`
-/// 72.7–73.2k events/s against 64.8–68.1k with glibc's; the archiver and the search
-/// projectors the same; peaks 2–6 MiB higher (`order_summary` 243–246 MiB).
+/// `malloc_consolidate`, run on a large allocation after a batch's many small frees).
+/// `make bench`, 300k events, 2026-11-29, alternating: `order_summary` 68.1k and 69.0k
+/// events/s against 60.3k and 61.1k with glibc's; the archiver and the search projectors
+/// the same; peaks 2–6 MiB higher (`order_summary` 243–246 MiB).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
