@@ -188,6 +188,11 @@ impl SearchProjection for EventIndexProjection {
         false
     }
 
+    /// An event document is created by its event alone (a copy keeps the first document).
+    fn written_once(&self, base: &str) -> bool {
+        base == NAME
+    }
+
     fn join(&self) -> Option<Join> {
         Some(Join {
             field: "customer_id".into(),

@@ -150,6 +150,18 @@ pub trait SearchProjection: Send + Sync + 'static {
         true
     }
 
+    /// Whether every document of the index `base` is written by one event only: its id is
+    /// that event's own and [`apply`](SearchProjection::apply) keeps `current` as it is when
+    /// the document exists (`event_index`). The runtime then creates such documents without
+    /// reading them first: the `create` of one that exists answers 409, and that document is
+    /// read and folded as after any conflict. It saves one `_mget` per batch. Only honoured
+    /// for a projection that never [`deletes`](SearchProjection::deletes): a missing
+    /// document's tombstone must otherwise be read first. The default is `false`.
+    fn written_once(&self, base: &str) -> bool {
+        let _ = base;
+        false
+    }
+
     /// The configuration of a declarative projection, recorded with this version at bootstrap
     /// so the read API serves its view (`/views/...`); `None` (the default) for a projection in
     /// code.

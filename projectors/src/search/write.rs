@@ -1,5 +1,6 @@
 //! Step 2 of a search batch, the write rounds: the target documents are read in realtime
-//! (`_mget`), each one's events are applied in memory (events whose id is in the document's
+//! (`_mget`; documents [written once](super::SearchProjection::written_once) are taken as
+//! absent in the first round instead), each one's events are applied in memory (events whose id is in the document's
 //! `factline.applied` are skipped; a missing document starts from its tombstone's ids), and
 //! changed documents are written in bounded `_bulk` requests with
 //! `if_seq_no`/`if_primary_term` (`create` for new ones). A document the projection deletes
@@ -162,6 +163,31 @@ impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
         Ok(store::mget(self.store, &docs).await?)
     }
 
+    /// The documents as a write round starts from: as stored now, except that the first round
+    /// takes documents [written once](SearchProjection::written_once) as absent without reading
+    /// them (one that exists answers its `create` with 409 and is read in the next round).
+    async fn current(
+        &self,
+        refs: &[DocRef],
+        first_round: bool,
+    ) -> Result<Vec<Option<Stored>>, SearchSinkError> {
+        let unread = |r: &DocRef| {
+            first_round && !self.projection.deletes() && self.projection.written_once(&r.index)
+        };
+        let read: Vec<DocRef> = refs.iter().filter(|r| !unread(r)).cloned().collect();
+        let mut found = self.mget(&read).await?.into_iter();
+        Ok(refs
+            .iter()
+            .map(|r| {
+                if unread(r) {
+                    None
+                } else {
+                    found.next().flatten()
+                }
+            })
+            .collect())
+    }
+
     /// The tombstones of these documents, where there are some.
     pub async fn tombstones(
         &self,
@@ -181,7 +207,6 @@ impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
             .collect())
     }
 
-    /// Sends operations in bounded `_bulk` requests; one result per operation, in order.
     /// Sends operations in bounded `_bulk` requests; one result per operation, in order.
     pub async fn bulk(&self, ops: &[BulkOp]) -> Result<Vec<ItemResult>, SearchSinkError> {
         Ok(store::bulk(self.store, ops).await?)
@@ -336,7 +361,7 @@ impl<P: SearchProjection, S: DocumentStore> Writer<'_, P, S> {
                 });
             }
             let refs: Vec<DocRef> = pending.iter().cloned().collect();
-            let current = self.mget(&refs).await?;
+            let current = self.current(&refs, round == 1).await?;
             let missing: Vec<DocRef> = if self.projection.deletes() {
                 refs.iter()
                     .zip(&current)
@@ -725,6 +750,78 @@ pub(super) mod tests {
             ]
         );
         assert_eq!(values(&store, "a"), Some(json!([2])));
+    }
+
+    /// A projection whose documents are written once: one per event (id = the event's), kept
+    /// as first written.
+    struct Once;
+
+    impl SearchProjection for Once {
+        fn name(&self) -> &str {
+            "once"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn topics(&self) -> Vec<String> {
+            vec!["t".into()]
+        }
+        fn event_types(&self) -> Vec<String> {
+            vec![]
+        }
+        fn indices(&self) -> Vec<IndexSpec> {
+            vec![IndexSpec {
+                base: "once".into(),
+                body: json!({}),
+            }]
+        }
+        fn targets(&self, event: &Event) -> Result<Vec<DocRef>, ProjectionError> {
+            Ok(vec![DocRef::new(
+                "once",
+                event.envelope.event_id.to_string(),
+            )])
+        }
+        fn apply(
+            &self,
+            _doc: &DocRef,
+            current: Option<Value>,
+            event: &Event,
+        ) -> Result<Option<Value>, ProjectionError> {
+            Ok(Some(current.unwrap_or_else(|| event.data.clone())))
+        }
+        fn deletes(&self) -> bool {
+            false
+        }
+        fn written_once(&self, base: &str) -> bool {
+            base == "once"
+        }
+    }
+
+    #[tokio::test]
+    async fn documents_written_once_are_created_unread_and_a_copy_is_read_after_its_409() {
+        let store = MemoryStore::default();
+        let applied = apply(&Once, &store, &[added(1, "a", 1), added(2, "a", 2)]).await;
+        assert_eq!(applied.duplicates, 0);
+        assert!(
+            store.reads().is_empty(),
+            "nothing read: {:?}",
+            store.reads()
+        );
+        assert_eq!(store.requests(), vec![2]);
+        let one = Uuid::from_u128(1).to_string();
+        assert_eq!(store.get("once_v1", &one).unwrap()["value"], 1);
+
+        // a copy of event 1 with other data, and a new event 3: the copy's create answers 409,
+        // only that document is read, and it stays as first written
+        let copy = event(1, "Added", "a", json!({ "value": 100 }));
+        let applied = apply(&Once, &store, &[copy, added(3, "a", 3)]).await;
+        assert_eq!(applied.duplicates, 1);
+        assert!(applied.rejected.is_empty());
+        assert_eq!(store.reads(), vec![1]);
+        assert_eq!(store.get("once_v1", &one).unwrap()["value"], 1);
+        let three = Uuid::from_u128(3).to_string();
+        assert_eq!(store.get("once_v1", &three).unwrap()["value"], 3);
+        assert_eq!(store.all("once_v1").len(), 3);
     }
 
     #[tokio::test]
