@@ -275,25 +275,14 @@ mod tests {
     use crate::error::ProjectionError;
     use crate::projection::Event;
     use crate::search::memory::MemoryStore;
-    use crate::search::write::tests::{apply, event};
+    use crate::search::write::tests::{apply, basics, event};
     use crate::search::IndexSpec;
 
     /// Orders (main) joined with their customer's name (side).
     struct Orders;
 
     impl SearchProjection for Orders {
-        fn name(&self) -> &str {
-            "orders"
-        }
-        fn version(&self) -> u32 {
-            1
-        }
-        fn topics(&self) -> Vec<String> {
-            vec!["t".into()]
-        }
-        fn event_types(&self) -> Vec<String> {
-            vec![]
-        }
+        basics!("orders");
         fn indices(&self) -> Vec<IndexSpec> {
             ["orders", "customers"]
                 .into_iter()

@@ -538,29 +538,43 @@ pub(super) mod tests {
     use crate::search::memory::MemoryStore;
     use crate::search::IndexSpec;
 
+    /// The methods every test projection shares: its name, version 1, topic `t`, no filter on
+    /// event types.
+    macro_rules! basics {
+        ($name:literal) => {
+            fn name(&self) -> &str {
+                $name
+            }
+            fn version(&self) -> u32 {
+                1
+            }
+            fn topics(&self) -> Vec<String> {
+                vec!["t".into()]
+            }
+            fn event_types(&self) -> Vec<String> {
+                vec![]
+            }
+        };
+    }
+    pub(crate) use basics;
+
+    /// One index of that base name, without a mapping.
+    fn one_index(base: &str) -> Vec<IndexSpec> {
+        vec![IndexSpec {
+            base: base.into(),
+            body: json!({}),
+        }]
+    }
+
     /// A test projection: `Added` puts `value` into the document's sorted `values`, `Removed`
     /// deletes the document, `Refused` makes a document the store refuses, `Bad` is rejected
     /// by `apply` and `Invalid` by `targets`.
     pub struct Tally;
 
     impl SearchProjection for Tally {
-        fn name(&self) -> &str {
-            "tally"
-        }
-        fn version(&self) -> u32 {
-            1
-        }
-        fn topics(&self) -> Vec<String> {
-            vec!["t".into()]
-        }
-        fn event_types(&self) -> Vec<String> {
-            vec![]
-        }
+        basics!("tally");
         fn indices(&self) -> Vec<IndexSpec> {
-            vec![IndexSpec {
-                base: "tally".into(),
-                body: json!({}),
-            }]
+            one_index("tally")
         }
         fn targets(&self, event: &Event) -> Result<Vec<DocRef>, ProjectionError> {
             if event.event_type() == "Invalid" {
@@ -757,23 +771,9 @@ pub(super) mod tests {
     struct Once;
 
     impl SearchProjection for Once {
-        fn name(&self) -> &str {
-            "once"
-        }
-        fn version(&self) -> u32 {
-            1
-        }
-        fn topics(&self) -> Vec<String> {
-            vec!["t".into()]
-        }
-        fn event_types(&self) -> Vec<String> {
-            vec![]
-        }
+        basics!("once");
         fn indices(&self) -> Vec<IndexSpec> {
-            vec![IndexSpec {
-                base: "once".into(),
-                body: json!({}),
-            }]
+            one_index("once")
         }
         fn targets(&self, event: &Event) -> Result<Vec<DocRef>, ProjectionError> {
             Ok(vec![DocRef::new(
