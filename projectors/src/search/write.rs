@@ -1,8 +1,8 @@
 //! Step 2 of a search batch, the write rounds: the target documents are read in realtime
 //! (`_mget`; documents [written once](super::SearchProjection::written_once) are taken as
-//! absent in the first round instead), each one's events are applied in memory (events whose id is in the document's
-//! `factline.applied` are skipped; a missing document starts from its tombstone's ids), and
-//! changed documents are written in bounded `_bulk` requests with
+//! absent in the first round instead), each one's events are applied in memory (events whose
+//! id is in the document's `factline.applied` are skipped; a missing document starts from its
+//! tombstone's ids), and changed documents are written in bounded `_bulk` requests with
 //! `if_seq_no`/`if_primary_term` (`create` for new ones). A document the projection deletes
 //! first gets a **tombstone** (its applied ids, in the version's tombstone index, which no
 //! alias points at), then is deleted: a re-delivered older event finds its id in the tombstone
